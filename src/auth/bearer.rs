@@ -1,0 +1,100 @@
+//! Reading the access token from `Authorization`: `Bearer <t>` (RFC 6750 §2.1) or, as
+//! seed 001's clients send it, the bare token.
+
+use crate::jwt::MAX_TOKEN_LEN;
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+
+/// What the request presented.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Presented<'a> {
+    /// No `Authorization` header.
+    Missing,
+    /// A syntactically acceptable token.
+    Token(&'a str),
+    /// Several headers, another scheme, or characters no token can contain.
+    Malformed,
+}
+
+/// Find the access token in the request headers.
+pub fn extract(headers: &HeaderMap) -> Presented<'_> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Presented::Missing;
+    };
+    if values.next().is_some() {
+        return Presented::Malformed;
+    }
+    let Ok(text) = value.to_str() else {
+        return Presented::Malformed;
+    };
+    parse(text)
+}
+
+/// Parse one `Authorization` value.
+pub fn parse(text: &str) -> Presented<'_> {
+    let text = text.trim_matches([' ', '\t']);
+    let token = match text.split_once([' ', '\t']) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim_start_matches([' ', '\t']),
+        Some(_) => return Presented::Malformed,
+        None if text.is_empty() => return Presented::Missing,
+        None if text.eq_ignore_ascii_case("bearer") => return Presented::Malformed,
+        None => text,
+    };
+    if is_b64token(token) {
+        Presented::Token(token)
+    } else {
+        Presented::Malformed
+    }
+}
+
+/// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(t: &str) -> bool {
+    if t.is_empty() || t.len() > MAX_TOKEN_LEN {
+        return false;
+    }
+    let body = t.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn bearer_and_bare_tokens() {
+        assert_eq!(parse("Bearer abc.def.ghi"), Presented::Token("abc.def.ghi"));
+        assert_eq!(parse("bearer   abc"), Presented::Token("abc"));
+        assert_eq!(parse("BEARER abc=="), Presented::Token("abc=="));
+        assert_eq!(parse("abc.def.ghi"), Presented::Token("abc.def.ghi"));
+        assert_eq!(parse("  abc.def.ghi "), Presented::Token("abc.def.ghi"));
+    }
+
+    #[test]
+    fn other_schemes_and_junk_are_malformed() {
+        assert_eq!(parse("Basic dXNlcjpwYXNz"), Presented::Malformed);
+        assert_eq!(parse("Bearer a b"), Presented::Malformed);
+        assert_eq!(parse("Bearer "), Presented::Malformed);
+        assert_eq!(parse("Bearer ==="), Presented::Malformed);
+        assert_eq!(parse("tok\"en"), Presented::Malformed);
+        assert_eq!(parse(&"a".repeat(MAX_TOKEN_LEN + 1)), Presented::Malformed);
+        assert_eq!(parse(""), Presented::Missing);
+    }
+
+    #[test]
+    fn header_map_cases() {
+        let mut h = HeaderMap::new();
+        assert_eq!(extract(&h), Presented::Missing);
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer t1"));
+        assert_eq!(extract(&h), Presented::Token("t1"));
+        h.append(AUTHORIZATION, HeaderValue::from_static("Bearer t2"));
+        assert_eq!(extract(&h), Presented::Malformed);
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_bytes(b"Bearer \xff").unwrap());
+        assert_eq!(extract(&h), Presented::Malformed);
+    }
+}

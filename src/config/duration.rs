@@ -1,0 +1,85 @@
+//! Human durations in config files: `500ms`, `30s`, `15m`, `1h30m`, `7d`.
+
+use std::time::Duration;
+
+/// Parse a duration written as one or more `<number><unit>` groups.
+///
+/// Units: `ms`, `s`, `m`, `h`, `d`. A bare number is rejected: the unit is what makes a
+/// config line readable, and `60` could mean seconds or minutes.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("empty duration; write e.g. 30s, 15m or 1h".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!("invalid duration `{text}`; write e.g. 30s, 15m or 1h"));
+        }
+        let (num, tail) = rest.split_at(digits);
+        let unit_len = tail.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let (unit, tail) = tail.split_at(unit_len);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("number too large in duration `{text}`"))?;
+        let part = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => n.checked_mul(60).map(Duration::from_secs).unwrap_or(Duration::MAX),
+            "h" => n
+                .checked_mul(3600)
+                .map(Duration::from_secs)
+                .unwrap_or(Duration::MAX),
+            "d" => n
+                .checked_mul(86_400)
+                .map(Duration::from_secs)
+                .unwrap_or(Duration::MAX),
+            "" => {
+                return Err(format!(
+                    "duration `{text}` needs a unit (ms, s, m, h or d), e.g. {n}s"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}` in duration `{text}` (use ms, s, m, h or d)"
+                ));
+            }
+        };
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("duration `{text}` is too large"))?;
+        if total == Duration::MAX {
+            return Err(format!("duration `{text}` is too large"));
+        }
+        rest = tail;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_single_and_compound_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration(" 0s "), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn rejects_bad_input_with_a_reason() {
+        assert!(parse_duration("60").unwrap_err().contains("needs a unit"));
+        assert!(parse_duration("5y").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("").unwrap_err().contains("empty"));
+        assert!(parse_duration("m5").unwrap_err().contains("invalid duration"));
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("99999999999999999999999s").is_err());
+        assert!(parse_duration("9999999999999999d").unwrap_err().contains("too large"));
+    }
+}

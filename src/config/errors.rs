@@ -1,0 +1,165 @@
+//! Config error collection: every problem is kept with the key path it belongs to,
+//! so one run of `tollgate -t` reports all of them.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+
+/// One problem in a config file, located by file and key path (`apis[2].upstream.servers[0]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.path, self.message)
+        }
+    }
+}
+
+/// Every error found while loading the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects errors for one file while validation walks it.
+pub(crate) struct Errors {
+    file: String,
+    list: Vec<ConfigError>,
+}
+
+impl Errors {
+    pub(crate) fn new(file: impl Into<String>) -> Self {
+        Self {
+            file: file.into(),
+            list: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, path: impl fmt::Display, message: impl fmt::Display) {
+        self.list.push(ConfigError {
+            file: self.file.clone(),
+            path: path.to_string(),
+            message: message.to_string(),
+        });
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.list.len()
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<ConfigError> {
+        self.list
+    }
+}
+
+/// Join a key path and a child key: `join("apis[0]", "name")` is `apis[0].name`.
+pub(crate) fn join(parent: &str, child: &str) -> String {
+    match (parent.is_empty(), child.is_empty()) {
+        (true, _) => child.to_string(),
+        (_, true) => parent.to_string(),
+        _ if child.starts_with('[') => format!("{parent}{child}"),
+        _ => format!("{parent}.{child}"),
+    }
+}
+
+/// A section or list item parsed on its own, so that an error in one item does not
+/// hide the errors in its siblings.
+#[derive(Debug)]
+pub(crate) enum Lenient<T> {
+    Parsed(T),
+    Failed { path: String, message: String },
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_yaml::Value::deserialize(d)?;
+        Ok(match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Lenient::Parsed(v),
+            Err(e) => {
+                let path = e.path().to_string();
+                Lenient::Failed {
+                    path: if path == "." { String::new() } else { path },
+                    message: e.into_inner().to_string(),
+                }
+            }
+        })
+    }
+}
+
+impl<T> Lenient<T> {
+    /// The parsed value, or `None` after recording the parse error under `path`.
+    pub(crate) fn take(self, path: &str, errs: &mut Errors) -> Option<T> {
+        match self {
+            Lenient::Parsed(v) => Some(v),
+            Lenient::Failed {
+                path: inner,
+                message,
+            } => {
+                errs.push(join(path, &inner), message);
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_builds_dotted_and_indexed_paths() {
+        assert_eq!(join("", "apis"), "apis");
+        assert_eq!(join("apis", "[2]"), "apis[2]");
+        assert_eq!(join("apis[2]", "upstream"), "apis[2].upstream");
+        assert_eq!(join("apis[2]", ""), "apis[2]");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Item {
+        #[allow(dead_code)]
+        port: u16,
+    }
+
+    #[test]
+    fn lenient_items_keep_their_own_errors() {
+        let items: Vec<Lenient<Item>> =
+            serde_yaml::from_str("- port: 1\n- port: nope\n- prt: 3\n").unwrap();
+        let mut errs = Errors::new("f.yaml");
+        let parsed: Vec<_> = items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, it)| it.take(&format!("items[{i}]"), &mut errs))
+            .collect();
+        assert_eq!(parsed.len(), 1);
+        let list = errs.into_vec();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].path, "items[1].port");
+        assert_eq!(list[1].path, "items[2].prt");
+        assert!(list[1].message.contains("unknown field `prt`"), "{}", list[1].message);
+    }
+}

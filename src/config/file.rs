@@ -1,0 +1,291 @@
+//! The file formats users write: `tollgate.yaml` (the gateway) and the upstreams file
+//! (APIs, auth policies, credentials). Plain serde structs; meaning is given in `validate`.
+
+use super::errors::Lenient;
+use super::{AuthMode, Family, GrantType};
+use crate::keys::Algorithm;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Top level of the gateway config file. Every section is parsed on its own so one
+/// mistake does not hide the others; unknown top-level keys are collected in `unknown`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct GatewayFile {
+    /// Client-facing listeners.
+    pub listen: Option<Lenient<Vec<Lenient<ListenFile>>>>,
+    /// The Prometheus listener.
+    pub metrics: Option<Lenient<MetricsFile>>,
+    /// The `iss` of issued tokens and the base URL of the discovery document.
+    pub issuer: Option<Lenient<String>>,
+    /// Path of the upstreams file (APIs, policies, credentials), relative to this file.
+    pub upstreams_file: Option<Lenient<String>>,
+    /// Directory for generated keys and durable state, relative to this file.
+    pub state_dir: Option<Lenient<String>>,
+    /// Pingora process settings.
+    pub server: Option<Lenient<ServerFile>>,
+    /// Token signing and validation.
+    pub tokens: Option<Lenient<TokensFile>>,
+    /// The cache of validated access tokens.
+    pub validation_cache: Option<Lenient<CacheFile>>,
+    /// The cache of successful client-secret verifications.
+    pub client_auth_cache: Option<Lenient<CacheFile>>,
+    /// Logging.
+    pub log: Option<Lenient<LogFile>>,
+    /// The RFC 8414 discovery document.
+    pub discovery: Option<Lenient<DiscoveryFile>>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde_yaml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListenFile {
+    /// `ip:port` to listen on.
+    pub addr: String,
+    /// Serve TLS on this listener.
+    pub tls: Option<TlsListenFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsListenFile {
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+    /// Offer HTTP/2 by ALPN (default true).
+    pub http2: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MetricsFile {
+    /// `ip:port` of the metrics listener; omit the section to serve no metrics.
+    pub listen: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServerFile {
+    /// Worker threads of the proxy service.
+    pub threads: Option<usize>,
+    /// Let idle worker threads steal work from busy ones.
+    pub work_stealing: Option<bool>,
+    /// PID file (written in daemon mode).
+    pub pid_file: Option<String>,
+    /// Unix socket over which listeners are handed to a new process on graceful upgrade.
+    pub upgrade_sock: Option<String>,
+    /// User to switch to after binding (daemon mode).
+    pub user: Option<String>,
+    /// Group to switch to after binding (daemon mode).
+    pub group: Option<String>,
+    /// How long an old process keeps serving after a graceful upgrade or SIGTERM.
+    pub grace_period: Option<String>,
+    /// Hard limit for in-flight requests to finish once the grace period ends.
+    pub graceful_shutdown_timeout: Option<String>,
+    /// Idle upstream connections kept for reuse.
+    pub upstream_keepalive_pool_size: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokensFile {
+    /// The key that signs issued JWTs.
+    pub signing_key: Option<SigningKeyFile>,
+    /// Further keys whose tokens are still accepted and which JWKS publishes (rotation).
+    #[serde(default)]
+    pub verification_keys: Vec<KeyFileRef>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub leeway: Option<String>,
+    /// Access-token lifetime where a policy or credential does not set one.
+    pub access_token_lifetime: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SigningKeyFile {
+    /// `ES256` (default), `RS256` or `EdDSA`.
+    pub algorithm: Option<Algorithm>,
+    /// PEM private key; without it a key is generated once and kept in `state_dir`.
+    pub file: Option<String>,
+    /// Key id; defaults to the RFC 7638 thumbprint of the public key.
+    pub kid: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeyFileRef {
+    /// PEM private or public key.
+    pub file: String,
+    /// `ES256`, `RS256` or `EdDSA`.
+    pub algorithm: Algorithm,
+    /// Key id; defaults to the RFC 7638 thumbprint.
+    pub kid: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CacheFile {
+    /// Upper bound on cached entries.
+    pub max_entries: Option<u64>,
+    /// Upper bound on how long an entry lives.
+    pub ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogFile {
+    /// `error`, `warn`, `info` (default), `debug` or `trace`.
+    pub level: Option<String>,
+    /// One line per request (default true).
+    pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DiscoveryFile {
+    /// Which family the metadata advertises: `credential` (default) or `auth`.
+    pub family: Option<Family>,
+}
+
+/// Top level of the upstreams file.
+#[derive(Debug, Deserialize)]
+pub(crate) struct UpstreamsFile {
+    /// The proxied APIs.
+    pub apis: Option<Lenient<Vec<Lenient<ApiFile>>>>,
+    /// Auth policies ("manage from this policy", `/auth/*`).
+    pub policies: Option<Lenient<Vec<Lenient<PolicyFile>>>>,
+    /// Consumer credentials ("manage from ACL", `/credential/*`).
+    pub credentials: Option<Lenient<Vec<Lenient<CredentialFile>>>>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde_yaml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApiFile {
+    /// Unique name; the default audience of its tokens.
+    pub name: String,
+    /// Path prefix that selects this API (matched on `/` boundaries).
+    pub prefix: String,
+    /// Only match requests for this host (optional).
+    pub host: Option<String>,
+    /// Remove the prefix before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Where requests go.
+    pub upstream: UpstreamFile,
+    /// `none` or `jwt`.
+    pub auth: AuthMode,
+    /// Audience its tokens must carry (default: the API name).
+    pub audience: Option<String>,
+    /// Per-operation scope requirements, first match wins.
+    #[serde(default)]
+    pub rules: Vec<RuleFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpstreamFile {
+    /// `host:port` of each server; round robin between them.
+    pub servers: Vec<String>,
+    /// Connect with TLS.
+    pub tls: Option<UpstreamTlsFile>,
+    /// `pass` (default), `upstream`, or `{ set: name }`.
+    pub host_header: Option<HostHeaderFile>,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+    pub write_timeout: Option<String>,
+    /// Active health check; without it every server is always eligible.
+    pub health_check: Option<HealthCheckFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpstreamTlsFile {
+    /// Server name sent by SNI and verified (default: the host of the server address).
+    pub sni: Option<String>,
+    /// Verify the upstream certificate (default true).
+    pub verify: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum HostHeaderFile {
+    /// Forward the client's Host.
+    Pass,
+    /// Use the upstream server's `host:port` as written in `servers`.
+    Upstream,
+    /// Use this value.
+    Set(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum HealthCheckFile {
+    /// A TCP (or TLS) connect.
+    Tcp {
+        interval: Option<String>,
+        timeout: Option<String>,
+        unhealthy_after: Option<usize>,
+        healthy_after: Option<usize>,
+    },
+    /// A GET that must answer 200.
+    Http {
+        path: Option<String>,
+        interval: Option<String>,
+        timeout: Option<String>,
+        unhealthy_after: Option<usize>,
+        healthy_after: Option<usize>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleFile {
+    /// Methods this rule covers (default: all).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Path pattern: literal segments, `*` or `{name}` for one segment, a final `**` for the rest.
+    pub path: String,
+    /// Every one of these scopes is required.
+    #[serde(default)]
+    pub all_of: Vec<String>,
+    /// At least one of these scopes is required.
+    #[serde(default)]
+    pub any_of: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyFile {
+    pub name: String,
+    /// APIs the policy is attached to (one API, or a group).
+    pub apis: Vec<String>,
+    /// The policy's client key.
+    pub client_id: String,
+    /// argon2id PHC string of the client secret (`tollgate hash-secret`).
+    pub client_secret_hash: String,
+    #[serde(default)]
+    pub grant_types: Vec<GrantType>,
+    /// Scopes this policy may grant.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub access_token_lifetime: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CredentialFile {
+    pub client_id: String,
+    /// argon2id PHC string of the client secret (`tollgate hash-secret`).
+    pub client_secret_hash: String,
+    /// APIs this credential may call.
+    pub acl: Vec<String>,
+    #[serde(default)]
+    pub grant_types: Vec<GrantType>,
+    /// Scopes this credential may be granted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub access_token_lifetime: Option<String>,
+}

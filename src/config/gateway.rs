@@ -1,0 +1,433 @@
+//! Validation of the gateway file (`tollgate.yaml`): listeners, process settings, keys,
+//! caches, logging. Hands the upstreams file to `apis`.
+
+use super::errors::{Errors, Lenient};
+use super::file::{CacheFile, GatewayFile, KeyFileRef, ServerFile, TokensFile};
+use super::{
+    CacheSettings, Config, ConfigErrors, Family, KeyFile, Listener, LogSettings, ServerSettings,
+    SigningKeySource, TlsListener, TokenSettings, apis, parse_duration, resolve_path,
+};
+use crate::keys::Algorithm;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+const DEFAULT_METRICS: &str = "127.0.0.1:9090";
+const DEFAULT_STATE_DIR: &str = "/var/lib/tollgate";
+
+pub(super) fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let label = path.display().to_string();
+    let mut errs = Errors::new(label.clone());
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            errs.push("", format!("cannot read the file: {e}"));
+            return Err(ConfigErrors(errs.into_vec()));
+        }
+    };
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let file: GatewayFile = match parse_yaml(&text, &mut errs) {
+        Some(f) => f,
+        None => return Err(ConfigErrors(errs.into_vec())),
+    };
+    let parts = validate(file, &base_dir, &mut errs);
+    let mut all = errs.into_vec();
+
+    let catalog = match &parts.upstreams_file {
+        Some(p) => apis::load(p).unwrap_or_else(|mut e| {
+            all.append(&mut e);
+            apis::Catalog::default()
+        }),
+        None => apis::Catalog::default(),
+    };
+    if !all.is_empty() {
+        return Err(ConfigErrors(all));
+    }
+    Ok(Config {
+        listeners: parts.listeners,
+        metrics_listen: parts.metrics_listen,
+        issuer: parts.issuer,
+        state_dir: parts.state_dir,
+        server: parts.server,
+        tokens: parts.tokens,
+        validation_cache: parts.validation_cache,
+        client_auth_cache: parts.client_auth_cache,
+        log: parts.log,
+        discovery_family: parts.discovery_family,
+        apis: catalog.apis,
+        policies: catalog.policies,
+        credentials: catalog.credentials,
+    })
+}
+
+/// Parse YAML text into `T`, recording a syntax or shape error.
+pub(super) fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, errs: &mut Errors) -> Option<T> {
+    if text.trim().is_empty() {
+        // An empty file is an empty mapping: every setting takes its default.
+        return parse_yaml("{}", errs);
+    }
+    let de = serde_yaml::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let path = e.path().to_string();
+            errs.push(if path == "." { String::new() } else { path }, e.into_inner());
+            None
+        }
+    }
+}
+
+struct Parts {
+    listeners: Vec<Listener>,
+    metrics_listen: Option<SocketAddr>,
+    issuer: String,
+    state_dir: PathBuf,
+    upstreams_file: Option<PathBuf>,
+    server: ServerSettings,
+    tokens: TokenSettings,
+    validation_cache: CacheSettings,
+    client_auth_cache: CacheSettings,
+    log: LogSettings,
+    discovery_family: Family,
+}
+
+fn take<T: Default>(section: Option<Lenient<T>>, path: &str, errs: &mut Errors) -> T {
+    section
+        .and_then(|s| s.take(path, errs))
+        .unwrap_or_default()
+}
+
+fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
+    for key in file.unknown.keys() {
+        errs.push(
+            key,
+            "unknown key (expected one of listen, metrics, issuer, upstreams_file, state_dir, server, tokens, validation_cache, client_auth_cache, log, discovery)",
+        );
+    }
+
+    let listeners = listeners(file.listen, base_dir, errs);
+
+    let metrics_listen = match file.metrics {
+        None => parse_addr(DEFAULT_METRICS, "metrics.listen", errs),
+        Some(m) => m
+            .take("metrics", errs)
+            .and_then(|m| parse_addr(&m.listen, "metrics.listen", errs)),
+    };
+    if let Some(m) = metrics_listen {
+        if listeners.iter().any(|l| l.addr == m) {
+            errs.push("metrics.listen", format!("{m} is also a client listener"));
+        }
+    }
+
+    let issuer = match file.issuer.and_then(|i| i.take("issuer", errs)) {
+        Some(i) => validate_issuer(&i, errs),
+        None => default_issuer(&listeners),
+    };
+
+    let state_dir = match file.state_dir.and_then(|s| s.take("state_dir", errs)) {
+        Some(s) if s.trim().is_empty() => {
+            errs.push("state_dir", "must not be empty");
+            PathBuf::new()
+        }
+        Some(s) => resolve_path(base_dir, &s),
+        None => std::env::var_os("STATE_DIRECTORY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+    };
+
+    let upstreams_file = file
+        .upstreams_file
+        .and_then(|u| u.take("upstreams_file", errs))
+        .map(|u| resolve_path(base_dir, &u));
+
+    let server = server(take(file.server, "server", errs), base_dir, &state_dir, errs);
+    let tokens = tokens(take(file.tokens, "tokens", errs), base_dir, errs);
+    let validation_cache = cache(
+        take(file.validation_cache, "validation_cache", errs),
+        "validation_cache",
+        CacheSettings {
+            max_entries: 100_000,
+            ttl: Duration::from_secs(300),
+        },
+        errs,
+    );
+    let client_auth_cache = cache(
+        take(file.client_auth_cache, "client_auth_cache", errs),
+        "client_auth_cache",
+        CacheSettings {
+            max_entries: 10_000,
+            ttl: Duration::from_secs(300),
+        },
+        errs,
+    );
+
+    let log_file = take(file.log, "log", errs);
+    let level = match log_file.level.as_deref().unwrap_or("info") {
+        "off" => log::LevelFilter::Off,
+        "error" => log::LevelFilter::Error,
+        "warn" => log::LevelFilter::Warn,
+        "info" => log::LevelFilter::Info,
+        "debug" => log::LevelFilter::Debug,
+        "trace" => log::LevelFilter::Trace,
+        other => {
+            errs.push(
+                "log.level",
+                format!("`{other}` is not a level (off, error, warn, info, debug, trace)"),
+            );
+            log::LevelFilter::Info
+        }
+    };
+    let log = LogSettings {
+        level,
+        access_log: log_file.access_log.unwrap_or(true),
+    };
+
+    let discovery_family = take(file.discovery, "discovery", errs)
+        .family
+        .unwrap_or(Family::Credential);
+
+    Parts {
+        listeners,
+        metrics_listen,
+        issuer,
+        state_dir,
+        upstreams_file,
+        server,
+        tokens,
+        validation_cache,
+        client_auth_cache,
+        log,
+        discovery_family,
+    }
+}
+
+fn parse_addr(text: &str, path: &str, errs: &mut Errors) -> Option<SocketAddr> {
+    match text.trim().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(path, format!("`{text}` is not an ip:port address (e.g. 0.0.0.0:8080)"));
+            None
+        }
+    }
+}
+
+fn listeners(
+    section: Option<Lenient<Vec<Lenient<super::file::ListenFile>>>>,
+    base_dir: &Path,
+    errs: &mut Errors,
+) -> Vec<Listener> {
+    let Some(section) = section else {
+        return parse_addr(DEFAULT_LISTEN, "listen", errs)
+            .map(|addr| vec![Listener { addr, tls: None }])
+            .unwrap_or_default();
+    };
+    let Some(items) = section.take("listen", errs) else {
+        return Vec::new();
+    };
+    if items.is_empty() {
+        errs.push("listen", "at least one listener is needed");
+    }
+    let mut out: Vec<Listener> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let path = format!("listen[{i}]");
+        let Some(l) = item.take(&path, errs) else { continue };
+        let Some(addr) = parse_addr(&l.addr, &format!("{path}.addr"), errs) else {
+            continue;
+        };
+        if out.iter().any(|o| o.addr == addr) {
+            errs.push(format!("{path}.addr"), format!("{addr} is listed twice"));
+            continue;
+        }
+        let tls = l.tls.map(|t| {
+            let cert = resolve_path(base_dir, &t.cert);
+            let key = resolve_path(base_dir, &t.key);
+            for (k, p) in [("cert", &cert), ("key", &key)] {
+                if let Err(e) = std::fs::metadata(p) {
+                    errs.push(format!("{path}.tls.{k}"), format!("cannot read {}: {e}", p.display()));
+                }
+            }
+            TlsListener {
+                cert,
+                key,
+                http2: t.http2.unwrap_or(true),
+            }
+        });
+        out.push(Listener { addr, tls });
+    }
+    out
+}
+
+fn validate_issuer(text: &str, errs: &mut Errors) -> String {
+    let trimmed = text.trim().trim_end_matches('/');
+    let ok = match trimmed.split_once("://") {
+        Some(("https" | "http", rest)) => {
+            !rest.is_empty() && !rest.starts_with('/') && !rest.contains(['?', '#', ' '])
+        }
+        _ => false,
+    };
+    if !ok {
+        errs.push(
+            "issuer",
+            format!("`{text}` is not an http(s) URL without query or fragment (e.g. https://gateway.example.com)"),
+        );
+    }
+    trimmed.to_string()
+}
+
+/// `http://<first plain listener>`, with a wildcard address shown as loopback.
+fn default_issuer(listeners: &[Listener]) -> String {
+    let pick = listeners
+        .iter()
+        .find(|l| l.tls.is_none())
+        .or_else(|| listeners.first());
+    match pick {
+        Some(l) => {
+            let scheme = if l.tls.is_some() { "https" } else { "http" };
+            let ip = match l.addr.ip() {
+                ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                ip => ip,
+            };
+            format!("{scheme}://{}", SocketAddr::new(ip, l.addr.port()))
+        }
+        None => "http://127.0.0.1:8080".to_string(),
+    }
+}
+
+fn duration_or(
+    value: Option<&str>,
+    path: &str,
+    default: Duration,
+    errs: &mut Errors,
+) -> Duration {
+    match value {
+        None => default,
+        Some(v) => parse_duration(v).unwrap_or_else(|e| {
+            errs.push(path, e);
+            default
+        }),
+    }
+}
+
+fn server(s: ServerFile, base_dir: &Path, state_dir: &Path, errs: &mut Errors) -> ServerSettings {
+    let threads = match s.threads {
+        Some(0) => {
+            errs.push("server.threads", "must be at least 1");
+            1
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let grace_period = s
+        .grace_period
+        .as_deref()
+        .map(|v| duration_or(Some(v), "server.grace_period", Duration::ZERO, errs));
+    let graceful_shutdown_timeout = s.graceful_shutdown_timeout.as_deref().map(|v| {
+        duration_or(
+            Some(v),
+            "server.graceful_shutdown_timeout",
+            Duration::ZERO,
+            errs,
+        )
+    });
+    ServerSettings {
+        threads,
+        work_stealing: s.work_stealing.unwrap_or(true),
+        pid_file: s
+            .pid_file
+            .map(|p| resolve_path(base_dir, &p))
+            .unwrap_or_else(|| state_dir.join("tollgate.pid")),
+        upgrade_sock: s
+            .upgrade_sock
+            .map(|p| resolve_path(base_dir, &p))
+            .unwrap_or_else(|| state_dir.join("upgrade.sock")),
+        user: s.user,
+        group: s.group,
+        grace_period,
+        graceful_shutdown_timeout,
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size.unwrap_or(128),
+    }
+}
+
+fn key_file(k: KeyFileRef, path: &str, base_dir: &Path, errs: &mut Errors) -> KeyFile {
+    let resolved = resolve_path(base_dir, &k.file);
+    if let Err(e) = std::fs::metadata(&resolved) {
+        errs.push(format!("{path}.file"), format!("cannot read {}: {e}", resolved.display()));
+    }
+    check_kid(k.kid.as_deref(), &format!("{path}.kid"), errs);
+    KeyFile {
+        path: resolved,
+        algorithm: k.algorithm,
+        kid: k.kid,
+    }
+}
+
+fn check_kid(kid: Option<&str>, path: &str, errs: &mut Errors) {
+    if let Some(kid) = kid {
+        if !crate::keys::is_valid_kid(kid) {
+            errs.push(path, "a kid is 1-64 characters of A-Z a-z 0-9 - _ .");
+        }
+    }
+}
+
+fn tokens(t: TokensFile, base_dir: &Path, errs: &mut Errors) -> TokenSettings {
+    let signing = t.signing_key.unwrap_or_default();
+    check_kid(signing.kid.as_deref(), "tokens.signing_key.kid", errs);
+    let algorithm = signing.algorithm.unwrap_or(Algorithm::ES256);
+    let signing_key = match signing.file {
+        Some(file) => SigningKeySource::File(key_file(
+            KeyFileRef {
+                file,
+                algorithm,
+                kid: signing.kid,
+            },
+            "tokens.signing_key",
+            base_dir,
+            errs,
+        )),
+        None => SigningKeySource::Generated {
+            algorithm,
+            kid: signing.kid,
+        },
+    };
+    let verification_keys = t
+        .verification_keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| key_file(k, &format!("tokens.verification_keys[{i}]"), base_dir, errs))
+        .collect();
+    let leeway = duration_or(
+        t.leeway.as_deref(),
+        "tokens.leeway",
+        Duration::from_secs(60),
+        errs,
+    );
+    let access_token_lifetime = duration_or(
+        t.access_token_lifetime.as_deref(),
+        "tokens.access_token_lifetime",
+        Duration::from_secs(900),
+        errs,
+    );
+    if access_token_lifetime < Duration::from_secs(1) {
+        errs.push("tokens.access_token_lifetime", "must be at least 1s");
+    }
+    TokenSettings {
+        signing_key,
+        verification_keys,
+        leeway,
+        access_token_lifetime,
+    }
+}
+
+fn cache(c: CacheFile, path: &str, default: CacheSettings, errs: &mut Errors) -> CacheSettings {
+    if c.max_entries == Some(0) {
+        errs.push(format!("{path}.max_entries"), "must be at least 1");
+    }
+    CacheSettings {
+        max_entries: c.max_entries.unwrap_or(default.max_entries).max(1),
+        ttl: duration_or(c.ttl.as_deref(), &format!("{path}.ttl"), default.ttl, errs),
+    }
+}

@@ -1,0 +1,250 @@
+//! Configuration: YAML file structs (`file`) → validated internal config (this module's
+//! types). `load` reports every error at once, each with its file and key path.
+
+mod apis;
+mod duration;
+mod errors;
+mod file;
+mod gateway;
+
+pub use duration::parse_duration;
+pub use errors::{ConfigError, ConfigErrors};
+
+use crate::auth::scope::Rule;
+use crate::keys::Algorithm;
+use crate::redact::Secret;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The validated configuration the gateway runs on.
+#[derive(Debug)]
+pub struct Config {
+    /// Client-facing listeners.
+    pub listeners: Vec<Listener>,
+    /// Where `/metrics` is served.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `iss` of issued tokens, without a trailing slash.
+    pub issuer: String,
+    /// Generated keys and durable state live here.
+    pub state_dir: PathBuf,
+    pub server: ServerSettings,
+    pub tokens: TokenSettings,
+    pub validation_cache: CacheSettings,
+    pub client_auth_cache: CacheSettings,
+    pub log: LogSettings,
+    /// The family whose endpoints the discovery document advertises.
+    pub discovery_family: Family,
+    pub apis: Vec<ApiConfig>,
+    pub policies: Vec<PolicyConfig>,
+    pub credentials: Vec<CredentialConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub tls: Option<TlsListener>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub http2: bool,
+}
+
+/// Pingora process settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub work_stealing: bool,
+    pub pid_file: PathBuf,
+    pub upgrade_sock: PathBuf,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub grace_period: Option<Duration>,
+    pub graceful_shutdown_timeout: Option<Duration>,
+    pub upstream_keepalive_pool_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub signing_key: SigningKeySource,
+    pub verification_keys: Vec<KeyFile>,
+    pub leeway: Duration,
+    pub access_token_lifetime: Duration,
+}
+
+/// Where the signing key comes from.
+#[derive(Debug, Clone)]
+pub enum SigningKeySource {
+    /// Generated on first start and kept in the state directory.
+    Generated {
+        algorithm: Algorithm,
+        kid: Option<String>,
+    },
+    /// A PEM file the operator provides.
+    File(KeyFile),
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyFile {
+    pub path: PathBuf,
+    pub algorithm: Algorithm,
+    pub kid: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    pub max_entries: u64,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LogSettings {
+    pub level: log::LevelFilter,
+    pub access_log: bool,
+}
+
+/// Which management family a token endpoint belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// `/auth/*`: "manage from this policy".
+    Auth,
+    /// `/credential/*`: "manage from ACL".
+    Credential,
+}
+
+impl Family {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Family::Auth => "/auth",
+            Family::Credential => "/credential",
+        }
+    }
+}
+
+/// OAuth2 grant types (RFC 6749 §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    ClientCredentials,
+}
+
+impl GrantType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantType::ClientCredentials => "client_credentials",
+        }
+    }
+}
+
+/// How an API authenticates requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Forward without a credential check.
+    None,
+    /// Require a valid bearer JWT for this API's audience.
+    Jwt,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub name: String,
+    pub prefix: String,
+    pub host: Option<String>,
+    pub strip_prefix: bool,
+    pub upstream: UpstreamConfig,
+    pub auth: AuthMode,
+    pub audience: String,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub servers: Vec<UpstreamServer>,
+    pub tls: Option<UpstreamTls>,
+    pub host_header: HostHeader,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamServer {
+    pub addr: SocketAddr,
+    /// `host:port` as written in the config (used for `host_header: upstream`).
+    pub authority: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub sni: String,
+    pub verify: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostHeader {
+    Pass,
+    Upstream,
+    Set(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub kind: HealthCheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_after: usize,
+    pub healthy_after: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    Tcp,
+    Http { path: String },
+}
+
+/// A client registered with the token service (a policy's key or a credential).
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub client_id: String,
+    /// argon2 PHC string.
+    pub secret_hash: Secret<String>,
+    pub grant_types: Vec<GrantType>,
+    pub scopes: Vec<String>,
+    /// `None`: the gateway-wide `tokens.access_token_lifetime`.
+    pub access_token_lifetime: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub name: String,
+    pub apis: Vec<String>,
+    pub client: ClientConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct CredentialConfig {
+    pub acl: Vec<String>,
+    pub client: ClientConfig,
+}
+
+/// Load and validate the gateway config at `path` and the upstreams file it names.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    gateway::load(path)
+}
+
+/// Resolve a path from a config file against the directory of that file.
+fn resolve_path(base_dir: &Path, value: &str) -> PathBuf {
+    let p = Path::new(value);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
+}

@@ -1,0 +1,408 @@
+//! Compact JWS JWTs: strict parsing of what clients present (exactly three base64url parts,
+//! one JSON object each, no duplicate keys, no `crit`, a safe `kid`) and the claims
+//! tollgate writes when it issues a token.
+
+use crate::auth::scope::Scopes;
+use crate::keys::{Algorithm, is_valid_kid};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::borrow::Cow;
+use std::fmt;
+
+/// Longest token accepted anywhere (header values over this are refused before parsing).
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// Why a token could not be read. Every variant means "malformed" to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// Not three non-empty base64url parts.
+    Structure,
+    /// Header or claims are not a JSON object of the expected shape.
+    Json,
+    /// A key appears twice in the header or the claims.
+    DuplicateKey,
+    /// `alg` is missing, `none`, or one tollgate does not accept.
+    Algorithm,
+    /// The header has `crit`: extensions tollgate does not implement (RFC 7515 §4.1.11).
+    Critical,
+    /// `kid` has characters outside `A-Z a-z 0-9 - _ .` or is too long.
+    KeyId,
+}
+
+/// A token split and its header read, signature not yet checked.
+pub struct Unverified<'a> {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+    /// `header.claims`, the bytes the signature covers.
+    pub signing_input: &'a [u8],
+    pub signature: Vec<u8>,
+    claims_b64: &'a str,
+}
+
+/// Split a compact JWS and read its header.
+pub fn parse(token: &str) -> Result<Unverified<'_>, Malformed> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(Malformed::Structure);
+    }
+    let mut parts = token.splitn(4, '.');
+    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Malformed::Structure);
+    };
+    if h.is_empty() || c.is_empty() || s.is_empty() {
+        return Err(Malformed::Structure);
+    }
+    let header_json = B64.decode(h).map_err(|_| Malformed::Structure)?;
+    let signature = B64.decode(s).map_err(|_| Malformed::Structure)?;
+    let header: Header = serde_json::from_slice(&header_json).map_err(json_error)?;
+    if header.crit {
+        return Err(Malformed::Critical);
+    }
+    let alg = header
+        .alg
+        .as_deref()
+        .and_then(Algorithm::from_jws)
+        .ok_or(Malformed::Algorithm)?;
+    if let Some(kid) = &header.kid {
+        if !is_valid_kid(kid) {
+            return Err(Malformed::KeyId);
+        }
+    }
+    Ok(Unverified {
+        alg,
+        kid: header.kid,
+        signing_input: &token.as_bytes()[..h.len() + 1 + c.len()],
+        signature,
+        claims_b64: c,
+    })
+}
+
+impl Unverified<'_> {
+    /// Decode the claims. Call only after the signature has been verified.
+    pub fn claims(&self) -> Result<Claims, Malformed> {
+        let json = B64.decode(self.claims_b64).map_err(|_| Malformed::Structure)?;
+        serde_json::from_slice(&json).map_err(json_error)
+    }
+}
+
+fn json_error(e: serde_json::Error) -> Malformed {
+    if e.to_string().starts_with(DUPLICATE) {
+        Malformed::DuplicateKey
+    } else {
+        Malformed::Json
+    }
+}
+
+const DUPLICATE: &str = "duplicate key";
+
+/// A JSON object key, borrowed from the input when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Remembers the keys of one object and fails on the second sighting of any of them.
+#[derive(Default)]
+struct SeenKeys<'de>(Vec<Cow<'de, str>>);
+
+impl<'de> SeenKeys<'de> {
+    fn check<E: de::Error>(&mut self, key: &Cow<'de, str>) -> Result<(), E> {
+        if self.0.iter().any(|k| k == key) {
+            return Err(E::custom(format_args!("{DUPLICATE} `{key}`")));
+        }
+        self.0.push(key.clone());
+        Ok(())
+    }
+}
+
+struct Header {
+    alg: Option<String>,
+    kid: Option<String>,
+    crit: bool,
+}
+
+impl<'de> Deserialize<'de> for Header {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Header;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JOSE header object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header, A::Error> {
+                let mut seen = SeenKeys::default();
+                let mut h = Header {
+                    alg: None,
+                    kid: None,
+                    crit: false,
+                };
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    seen.check(&key)?;
+                    match &*key {
+                        "alg" => h.alg = Some(map.next_value()?),
+                        "kid" => h.kid = Some(map.next_value()?),
+                        "crit" => {
+                            map.next_value::<IgnoredAny>()?;
+                            h.crit = true;
+                        }
+                        // jku, x5u, jwk, x5c and the rest are ignored: keys come only
+                        // from the gateway's own key set, never from the token.
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(h)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The registered and tollgate claims of a presented token.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Claims {
+    pub iss: Option<String>,
+    pub sub: Option<String>,
+    pub aud: Vec<String>,
+    pub exp: Option<i64>,
+    pub nbf: Option<i64>,
+    pub iat: Option<i64>,
+    pub jti: Option<String>,
+    pub client_id: Option<String>,
+    /// From `scope` (string or array), else `scp` (string or array).
+    pub scopes: Scopes,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => vec![s],
+            StringOrList::Many(v) => v,
+        }
+    }
+}
+
+/// RFC 7519 NumericDate: seconds, integer or not; fractions are dropped.
+struct NumericDate(i64);
+
+impl<'de> Deserialize<'de> for NumericDate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = serde_json::Number::deserialize(d)?;
+        if let Some(i) = n.as_i64() {
+            return Ok(NumericDate(i));
+        }
+        match n.as_f64() {
+            Some(f) if f.is_finite() && f.abs() < 1e15 => Ok(NumericDate(f.floor() as i64)),
+            _ => Err(de::Error::custom("NumericDate out of range")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Claims {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Claims;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JWT claims object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claims, A::Error> {
+                let mut seen = SeenKeys::default();
+                let mut c = Claims::default();
+                let mut scope = None;
+                let mut scp = None;
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    seen.check(&key)?;
+                    match &*key {
+                        "iss" => c.iss = Some(map.next_value()?),
+                        "sub" => c.sub = Some(map.next_value()?),
+                        "aud" => c.aud = map.next_value::<StringOrList>()?.into_vec(),
+                        "exp" => c.exp = Some(map.next_value::<NumericDate>()?.0),
+                        "nbf" => c.nbf = Some(map.next_value::<NumericDate>()?.0),
+                        "iat" => c.iat = Some(map.next_value::<NumericDate>()?.0),
+                        "jti" => c.jti = Some(map.next_value()?),
+                        "client_id" => c.client_id = Some(map.next_value()?),
+                        "scope" => scope = Some(map.next_value::<StringOrList>()?.into_vec()),
+                        "scp" => scp = Some(map.next_value::<StringOrList>()?.into_vec()),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                if let Some(list) = scope.or(scp) {
+                    c.scopes = Scopes::from_list(list);
+                }
+                Ok(c)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `aud` as written: a string for one audience, an array for several (RFC 7519 §4.1.3).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum AudienceOut<'a> {
+    One(&'a str),
+    Many(&'a [String]),
+}
+
+impl<'a> AudienceOut<'a> {
+    pub fn from_list(list: &'a [String]) -> Self {
+        match list {
+            [one] => AudienceOut::One(one),
+            many => AudienceOut::Many(many),
+        }
+    }
+}
+
+/// The claims of a token tollgate issues.
+#[derive(Debug, Serialize)]
+pub struct IssuedClaims<'a> {
+    pub iss: &'a str,
+    pub sub: &'a str,
+    pub aud: AudienceOut<'a>,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: &'a str,
+    pub client_id: &'a str,
+    pub scope: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        B64.encode(s)
+    }
+
+    fn token(header: &str, claims: &str) -> String {
+        format!("{}.{}.{}", b64(header), b64(claims), b64("sig"))
+    }
+
+    #[test]
+    fn reads_header_and_claims() {
+        let t = token(
+            r#"{"alg":"ES256","typ":"JWT","kid":"k1"}"#,
+            r#"{"iss":"i","sub":"s","aud":["a","b"],"exp":10,"nbf":1.9,"iat":1,"jti":"j","client_id":"c","scope":"x y","custom":{"deep":[1,2]}}"#,
+        );
+        let u = parse(&t).unwrap();
+        assert_eq!(u.alg, Algorithm::ES256);
+        assert_eq!(u.kid.as_deref(), Some("k1"));
+        assert_eq!(u.signature, b"sig");
+        assert!(t.starts_with(std::str::from_utf8(u.signing_input).unwrap()));
+        let c = u.claims().unwrap();
+        assert_eq!(c.aud, ["a", "b"]);
+        assert_eq!((c.exp, c.nbf, c.iat), (Some(10), Some(1), Some(1)));
+        assert_eq!(c.scopes.to_space_separated(), "x y");
+        assert_eq!(c.client_id.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn scope_may_be_an_array_or_scp() {
+        let c = |claims: &str| parse(&token(r#"{"alg":"EdDSA"}"#, claims)).unwrap().claims().unwrap();
+        assert_eq!(c(r#"{"scope":["a","b c"]}"#).scopes.to_space_separated(), "a b c");
+        assert_eq!(c(r#"{"scp":"p q"}"#).scopes.to_space_separated(), "p q");
+        assert_eq!(c(r#"{"scp":["p"]}"#).scopes.to_space_separated(), "p");
+        assert_eq!(c(r#"{"scope":"s","scp":"p"}"#).scopes.to_space_separated(), "s");
+        assert_eq!(c(r#"{"aud":"one"}"#).aud, ["one"]);
+    }
+
+    #[test]
+    fn rejects_structural_problems() {
+        assert_eq!(parse("a.b").err(), Some(Malformed::Structure));
+        assert_eq!(parse("a.b.c.d").err(), Some(Malformed::Structure));
+        assert_eq!(parse("..").err(), Some(Malformed::Structure));
+        assert_eq!(parse("!!!.abc.abc").err(), Some(Malformed::Structure));
+        let padded = format!("{}=.{}.{}", b64(r#"{"alg":"ES256"}"#), b64("{}"), b64("s"));
+        assert_eq!(parse(&padded).err(), Some(Malformed::Structure));
+        assert_eq!(parse(&"a".repeat(MAX_TOKEN_LEN + 1)).err(), Some(Malformed::Structure));
+        assert_eq!(parse(&token("[1]", "{}")).err(), Some(Malformed::Json));
+        assert_eq!(parse(&token("not json", "{}")).err(), Some(Malformed::Json));
+        let t = token(r#"{"alg":"ES256"}"#, r#"{"exp":"soon"}"#);
+        let bad_claims = parse(&t).unwrap();
+        assert_eq!(bad_claims.claims().err(), Some(Malformed::Json));
+    }
+
+    #[test]
+    fn rejects_unsafe_algorithms() {
+        for alg in [r#"{"alg":"none"}"#, r#"{"alg":"HS256"}"#, r#"{"typ":"JWT"}"#, r#"{"alg":"es256"}"#] {
+            assert_eq!(parse(&token(alg, "{}")).err(), Some(Malformed::Algorithm), "{alg}");
+        }
+    }
+
+    #[test]
+    fn rejects_crit_and_unsafe_kids() {
+        assert_eq!(
+            parse(&token(r#"{"alg":"ES256","crit":["exp"],"exp":1}"#, "{}")).err(),
+            Some(Malformed::Critical)
+        );
+        for kid in ["../../etc/passwd", "a\"b", "a b", "x'; DROP", ""] {
+            let h = serde_json::json!({"alg": "ES256", "kid": kid}).to_string();
+            assert_eq!(parse(&token(&h, "{}")).err(), Some(Malformed::KeyId), "{kid}");
+        }
+    }
+
+    #[test]
+    fn ignores_key_url_headers() {
+        let h = r#"{"alg":"ES256","jku":"http://evil/jwks","x5u":"http://evil/x5","jwk":{"kty":"EC"}}"#;
+        let t = token(h, "{}");
+        let u = parse(&t).unwrap();
+        assert_eq!(u.kid, None);
+    }
+
+    #[test]
+    fn rejects_duplicate_keys() {
+        assert_eq!(
+            parse(&token(r#"{"alg":"ES256","alg":"none"}"#, "{}")).err(),
+            Some(Malformed::DuplicateKey)
+        );
+        assert_eq!(
+            parse(&token(r#"{"alg":"ES256","x":1,"x":2}"#, "{}")).err(),
+            Some(Malformed::DuplicateKey)
+        );
+        let t = token(r#"{"alg":"ES256"}"#, r#"{"sub":"a","sub":"b"}"#);
+        let u = parse(&t).unwrap();
+        assert_eq!(u.claims().err(), Some(Malformed::DuplicateKey));
+        // An escaped spelling of the same key is the same key.
+        let t = token(r#"{"alg":"ES256"}"#, r#"{"exp":1,"\u0065xp":2}"#);
+        let u = parse(&t).unwrap();
+        assert_eq!(u.claims().err(), Some(Malformed::DuplicateKey));
+    }
+
+    #[test]
+    fn issued_audience_is_a_string_or_an_array() {
+        let one = vec!["a".to_string()];
+        let two = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(serde_json::to_string(&AudienceOut::from_list(&one)).unwrap(), r#""a""#);
+        assert_eq!(serde_json::to_string(&AudienceOut::from_list(&two)).unwrap(), r#"["a","b"]"#);
+    }
+}

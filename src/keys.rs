@@ -1,0 +1,608 @@
+//! Signing keys: load a PEM file or generate one and keep it in the state directory,
+//! derive `kid` (RFC 7638 thumbprint), sign compact JWS, and publish the verification
+//! key set as JWKS. Keys are parsed once; signing and verification reuse them.
+
+use crate::config::{KeyFile, SigningKeySource, TokenSettings};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize, PublicKeyComponents};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair,
+    Ed25519KeyPair, KeyPair as _, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use bytes::Bytes;
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
+    EllipticCurveKeyType, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType,
+    PublicKeyUse, RSAKeyParameters, RSAKeyType, ThumbprintHash,
+};
+use serde::Deserialize;
+use std::fmt;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// JWS algorithms tollgate signs and verifies. HMAC and `none` are deliberately absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum Algorithm {
+    ES256,
+    RS256,
+    EdDSA,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::ES256 => "ES256",
+            Algorithm::RS256 => "RS256",
+            Algorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    /// The algorithm named by a JWS `alg` header, if tollgate supports it.
+    pub fn from_jws(alg: &str) -> Option<Self> {
+        match alg {
+            "ES256" => Some(Algorithm::ES256),
+            "RS256" => Some(Algorithm::RS256),
+            "EdDSA" => Some(Algorithm::EdDSA),
+            _ => None,
+        }
+    }
+
+    fn key_algorithm(self) -> KeyAlgorithm {
+        match self {
+            Algorithm::ES256 => KeyAlgorithm::ES256,
+            Algorithm::RS256 => KeyAlgorithm::RS256,
+            Algorithm::EdDSA => KeyAlgorithm::EdDSA,
+        }
+    }
+}
+
+/// A `kid` is 1-64 characters of `A-Z a-z 0-9 - _ .`: safe in headers, paths and logs.
+pub fn is_valid_kid(kid: &str) -> bool {
+    !kid.is_empty()
+        && kid.len() <= 64
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[derive(Debug)]
+pub struct KeyError(String);
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+fn err(msg: impl Into<String>) -> KeyError {
+    KeyError(msg.into())
+}
+
+enum PrivateKey {
+    Ec(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
+    Ed(Ed25519KeyPair),
+}
+
+/// The key that signs issued tokens.
+pub struct SigningKey {
+    kid: String,
+    alg: Algorithm,
+    key: PrivateKey,
+    /// base64url of the constant JOSE header, computed once.
+    header_b64: String,
+    rng: SystemRandom,
+}
+
+impl SigningKey {
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// Sign `claims_json` as a compact JWS: `header.claims.signature`.
+    pub fn sign_compact(&self, claims_json: &[u8]) -> Result<String, KeyError> {
+        let mut out = String::with_capacity(self.header_b64.len() + claims_json.len() * 4 / 3 + 360);
+        out.push_str(&self.header_b64);
+        out.push('.');
+        B64.encode_string(claims_json, &mut out);
+        let input = out.as_bytes();
+        let signature: Vec<u8> = match &self.key {
+            PrivateKey::Ec(k) => k
+                .sign(&self.rng, input)
+                .map_err(|_| err("ECDSA signing failed"))?
+                .as_ref()
+                .to_vec(),
+            PrivateKey::Ed(k) => k.sign(input).as_ref().to_vec(),
+            PrivateKey::Rsa(k) => {
+                let mut sig = vec![0u8; k.public_modulus_len()];
+                k.sign(&RSA_PKCS1_SHA256, &self.rng, input, &mut sig)
+                    .map_err(|_| err("RSA signing failed"))?;
+                sig
+            }
+        };
+        out.push('.');
+        B64.encode_string(&signature, &mut out);
+        Ok(out)
+    }
+}
+
+/// A public key that verifies tokens.
+pub struct VerifyingKey {
+    kid: Box<str>,
+    alg: Algorithm,
+    key: ParsedPublicKey,
+}
+
+impl VerifyingKey {
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn verify(&self, signing_input: &[u8], signature: &[u8]) -> bool {
+        self.key.verify_sig(signing_input, signature).is_ok()
+    }
+}
+
+/// Why no key verifies a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyMiss {
+    /// The `kid` is not in the key set.
+    UnknownKid,
+    /// The key exists but is not for the token's `alg`.
+    WrongAlgorithm,
+}
+
+/// The signing key and every key tokens may be verified with, plus their JWKS document.
+pub struct KeySet {
+    signing: SigningKey,
+    verifying: Vec<VerifyingKey>,
+    jwks: Bytes,
+}
+
+impl KeySet {
+    /// Load the keys the settings name; generate (once) and persist the signing key when
+    /// no file is given.
+    pub fn load(settings: &TokenSettings, state_dir: &Path) -> Result<Self, KeyError> {
+        let (signing, signing_jwk) = match &settings.signing_key {
+            SigningKeySource::File(f) => {
+                let pem = read_pem(&f.path)?;
+                let key = private_key_from_pem(&pem, f.algorithm)
+                    .map_err(|e| err(format!("{}: {e}", f.path.display())))?;
+                signing_key(key, f.algorithm, f.kid.clone())?
+            }
+            SigningKeySource::Generated { algorithm, kid } => {
+                let path = generated_key_path(state_dir, *algorithm);
+                let key = load_or_generate(&path, *algorithm)?;
+                signing_key(key, *algorithm, kid.clone())?
+            }
+        };
+        let mut jwks = vec![signing_jwk.clone()];
+        let mut verifying = vec![verifying_key(&signing_jwk, signing.alg, &signing.kid)?];
+        for f in &settings.verification_keys {
+            let jwk = public_jwk_from_file(f)?;
+            let kid = jwk.common.key_id.clone().unwrap_or_default();
+            if verifying.iter().any(|v| *v.kid == *kid) {
+                return Err(err(format!(
+                    "{}: kid `{kid}` is already used by another key",
+                    f.path.display()
+                )));
+            }
+            verifying.push(verifying_key(&jwk, f.algorithm, &kid)?);
+            jwks.push(jwk);
+        }
+        let doc = serde_json::to_vec(&JwkSet { keys: jwks })
+            .map_err(|e| err(format!("cannot serialize JWKS: {e}")))?;
+        Ok(Self {
+            signing,
+            verifying,
+            jwks: Bytes::from(doc),
+        })
+    }
+
+    pub fn signing(&self) -> &SigningKey {
+        &self.signing
+    }
+
+    /// The key for a token's `kid` and `alg`. Without a `kid`, the first key of that
+    /// algorithm.
+    pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<&VerifyingKey, KeyMiss> {
+        match kid {
+            Some(kid) => {
+                let key = self
+                    .verifying
+                    .iter()
+                    .find(|k| &*k.kid == kid)
+                    .ok_or(KeyMiss::UnknownKid)?;
+                if key.alg == alg {
+                    Ok(key)
+                } else {
+                    Err(KeyMiss::WrongAlgorithm)
+                }
+            }
+            None => self
+                .verifying
+                .iter()
+                .find(|k| k.alg == alg)
+                .ok_or(KeyMiss::UnknownKid),
+        }
+    }
+
+    /// The JWKS document (RFC 7517 §5), serialized once.
+    pub fn jwks_json(&self) -> &Bytes {
+        &self.jwks
+    }
+}
+
+fn generated_key_path(state_dir: &Path, alg: Algorithm) -> PathBuf {
+    state_dir.join(format!("signing-key-{}.pem", alg.as_str().to_ascii_lowercase()))
+}
+
+fn read_pem(path: &Path) -> Result<pem::Pem, KeyError> {
+    let text = std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+    pem::parse(&text).map_err(|e| err(format!("{}: not a PEM file: {e}", path.display())))
+}
+
+fn private_key_from_pem(pem: &pem::Pem, alg: Algorithm) -> Result<PrivateKey, String> {
+    let der = pem.contents();
+    match (alg, pem.tag()) {
+        (Algorithm::ES256, "PRIVATE KEY" | "EC PRIVATE KEY") => {
+            EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                .map(PrivateKey::Ec)
+                .map_err(|e| format!("not a P-256 private key: {e}"))
+        }
+        (Algorithm::RS256, "PRIVATE KEY") => RsaKeyPair::from_pkcs8(der)
+            .map(PrivateKey::Rsa)
+            .map_err(|e| format!("not an RSA private key: {e}")),
+        (Algorithm::RS256, "RSA PRIVATE KEY") => RsaKeyPair::from_der(der)
+            .map(PrivateKey::Rsa)
+            .map_err(|e| format!("not an RSA private key: {e}")),
+        (Algorithm::EdDSA, "PRIVATE KEY") => Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+            .map(PrivateKey::Ed)
+            .map_err(|e| format!("not an Ed25519 private key: {e}")),
+        (alg, tag) => Err(format!("a `{tag}` PEM block is not a private key for {}", alg.as_str())),
+    }
+}
+
+/// Read the generated key, or create it: written to a temporary file with mode 0600,
+/// synced, then renamed into place so a crash never leaves half a key.
+fn load_or_generate(path: &Path, alg: Algorithm) -> Result<PrivateKey, KeyError> {
+    if path.exists() {
+        let pem = read_pem(path)?;
+        return private_key_from_pem(&pem, alg).map_err(|e| err(format!("{}: {e}", path.display())));
+    }
+    let der = generate_pkcs8(alg)?;
+    let text = pem::encode(&pem::Pem::new("PRIVATE KEY", der.clone()));
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+    let tmp = dir.join(format!(".signing-key.{}.tmp", std::process::id()));
+    write_private(&tmp, text.as_bytes())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .and_then(|()| std::fs::File::open(dir).and_then(|d| d.sync_all()))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            err(format!("cannot write {}: {e}", path.display()))
+        })?;
+    log::info!("generated a new {} signing key at {}", alg.as_str(), path.display());
+    private_key_from_pem(&pem::Pem::new("PRIVATE KEY", der), alg).map_err(err)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+fn generate_pkcs8(alg: Algorithm) -> Result<Vec<u8>, KeyError> {
+    let failed = |_| err(format!("cannot generate a {} key", alg.as_str()));
+    Ok(match alg {
+        Algorithm::ES256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .and_then(|k| k.to_pkcs8v1())
+            .map_err(failed)?
+            .as_ref()
+            .to_vec(),
+        Algorithm::EdDSA => Ed25519KeyPair::generate()
+            .and_then(|k| k.to_pkcs8v1())
+            .map_err(failed)?
+            .as_ref()
+            .to_vec(),
+        Algorithm::RS256 => RsaKeyPair::generate(KeySize::Rsa2048)
+            .and_then(|k| k.as_der())
+            .map_err(failed)?
+            .as_ref()
+            .to_vec(),
+    })
+}
+
+fn jwk(alg: Algorithm, params: AlgorithmParameters) -> Jwk {
+    Jwk {
+        common: CommonParameters {
+            public_key_use: Some(PublicKeyUse::Signature),
+            key_algorithm: Some(alg.key_algorithm()),
+            ..Default::default()
+        },
+        algorithm: params,
+    }
+}
+
+fn ec_params(point: &[u8]) -> Result<AlgorithmParameters, KeyError> {
+    if point.len() != 65 || point[0] != 4 {
+        return Err(err("unexpected P-256 public key encoding"));
+    }
+    Ok(AlgorithmParameters::EllipticCurve(EllipticCurveKeyParameters {
+        key_type: EllipticCurveKeyType::EC,
+        curve: EllipticCurve::P256,
+        x: B64.encode(&point[1..33]),
+        y: B64.encode(&point[33..65]),
+    }))
+}
+
+fn public_jwk(key: &PrivateKey, alg: Algorithm) -> Result<Jwk, KeyError> {
+    let params = match key {
+        PrivateKey::Ec(k) => ec_params(k.public_key().as_ref())?,
+        PrivateKey::Ed(k) => AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+            key_type: OctetKeyPairType::OctetKeyPair,
+            curve: EllipticCurve::Ed25519,
+            x: B64.encode(k.public_key().as_ref()),
+        }),
+        PrivateKey::Rsa(k) => {
+            if k.public_modulus_len() < 256 {
+                return Err(err("RSA keys must be at least 2048 bits"));
+            }
+            let public = k.public_key();
+            AlgorithmParameters::RSA(RSAKeyParameters {
+                key_type: RSAKeyType::RSA,
+                n: B64.encode(public.modulus().big_endian_without_leading_zero()),
+                e: B64.encode(public.exponent().big_endian_without_leading_zero()),
+            })
+        }
+    };
+    Ok(jwk(alg, params))
+}
+
+fn with_kid(mut jwk: Jwk, kid: Option<String>) -> Result<Jwk, KeyError> {
+    let kid = match kid {
+        Some(k) => k,
+        None => jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|e| err(format!("cannot compute the key thumbprint: {e}")))?,
+    };
+    jwk.common.key_id = Some(kid);
+    Ok(jwk)
+}
+
+fn signing_key(key: PrivateKey, alg: Algorithm, kid: Option<String>) -> Result<(SigningKey, Jwk), KeyError> {
+    let jwk = with_kid(public_jwk(&key, alg)?, kid)?;
+    let kid = jwk.common.key_id.clone().unwrap_or_default();
+    let header = serde_json::json!({ "alg": alg.as_str(), "typ": "JWT", "kid": kid });
+    let header_b64 = B64.encode(header.to_string());
+    Ok((
+        SigningKey {
+            kid,
+            alg,
+            key,
+            header_b64,
+            rng: SystemRandom::new(),
+        },
+        jwk,
+    ))
+}
+
+/// The public JWK of a verification key file (private or public PEM).
+fn public_jwk_from_file(f: &KeyFile) -> Result<Jwk, KeyError> {
+    let pem = read_pem(&f.path)?;
+    let at = |e: String| err(format!("{}: {e}", f.path.display()));
+    let jwk = if pem.tag() == "PUBLIC KEY" || pem.tag() == "RSA PUBLIC KEY" {
+        let text = pem::encode(&pem);
+        let decoding = match f.algorithm {
+            Algorithm::ES256 => jsonwebtoken::DecodingKey::from_ec_pem(text.as_bytes()),
+            Algorithm::RS256 => jsonwebtoken::DecodingKey::from_rsa_pem(text.as_bytes()),
+            Algorithm::EdDSA => jsonwebtoken::DecodingKey::from_ed_pem(text.as_bytes()),
+        }
+        .map_err(|e| at(format!("not a {} public key: {e}", f.algorithm.as_str())))?;
+        let mut jwk = Jwk::from_decoding_key(&decoding, Some(f.algorithm.into_jwt()))
+            .map_err(|e| at(format!("unusable public key: {e}")))?;
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        jwk
+    } else {
+        public_jwk(&private_key_from_pem(&pem, f.algorithm).map_err(at)?, f.algorithm)?
+    };
+    with_kid(jwk, f.kid.clone())
+}
+
+impl Algorithm {
+    fn into_jwt(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Algorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+            Algorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+            Algorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+        }
+    }
+}
+
+/// Build the verifier from the public JWK, so file keys and published keys can never
+/// disagree.
+fn verifying_key(jwk: &Jwk, alg: Algorithm, kid: &str) -> Result<VerifyingKey, KeyError> {
+    let decode = |s: &str| B64.decode(s).map_err(|_| err("bad base64url in a JWK"));
+    let key = match (&jwk.algorithm, alg) {
+        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => {
+            let mut point = vec![4u8];
+            point.extend(decode(&p.x)?);
+            point.extend(decode(&p.y)?);
+            ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+        }
+        (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => {
+            ParsedPublicKey::new(&ED25519, decode(&p.x)?)
+        }
+        (AlgorithmParameters::RSA(p), Algorithm::RS256) => {
+            let components = PublicKeyComponents {
+                n: decode(&p.n)?,
+                e: decode(&p.e)?,
+            };
+            let spki = components
+                .as_der()
+                .map_err(|_| err("cannot encode the RSA public key"))?;
+            ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, spki.as_ref())
+        }
+        _ => return Err(err(format!("key `{kid}` does not match algorithm {}", alg.as_str()))),
+    }
+    .map_err(|e| err(format!("key `{kid}` is not usable: {e}")))?;
+    Ok(VerifyingKey {
+        kid: kid.into(),
+        alg,
+        key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SigningKeySource, TokenSettings};
+    use std::time::Duration;
+
+    fn settings(source: SigningKeySource, extra: Vec<KeyFile>) -> TokenSettings {
+        TokenSettings {
+            signing_key: source,
+            verification_keys: extra,
+            leeway: Duration::from_secs(60),
+            access_token_lifetime: Duration::from_secs(900),
+        }
+    }
+
+    fn roundtrip(alg: Algorithm) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(SigningKeySource::Generated { algorithm: alg, kid: None }, vec![]);
+        let keys = KeySet::load(&s, dir.path()).unwrap();
+        let token = keys.signing().sign_compact(br#"{"sub":"x"}"#).unwrap();
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        let key = keys.find(Some(keys.signing().kid()), alg).unwrap();
+        assert!(key.verify(input.as_bytes(), &B64.decode(sig).unwrap()));
+        assert!(!key.verify(b"tampered", &B64.decode(sig).unwrap()));
+
+        // The key survives a restart: loading again gives the same kid.
+        let again = KeySet::load(&s, dir.path()).unwrap();
+        assert_eq!(again.signing().kid(), keys.signing().kid());
+
+        // JWKS carries the key under its kid, and jsonwebtoken verifies our token with it.
+        let set: JwkSet = serde_json::from_slice(keys.jwks_json()).unwrap();
+        let jwk = set.find(keys.signing().kid()).unwrap();
+        let dk = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+        let mut v = jsonwebtoken::Validation::new(alg.into_jwt());
+        v.required_spec_claims.clear();
+        v.validate_exp = false;
+        v.validate_aud = false;
+        let data = jsonwebtoken::decode::<serde_json::Value>(&token, &dk, &v).unwrap();
+        assert_eq!(data.claims["sub"], "x");
+        assert_eq!(data.header.kid.as_deref(), Some(keys.signing().kid()));
+    }
+
+    #[test]
+    fn es256_generated_key_signs_verifies_and_persists() {
+        roundtrip(Algorithm::ES256);
+    }
+
+    #[test]
+    fn eddsa_generated_key_signs_verifies_and_persists() {
+        roundtrip(Algorithm::EdDSA);
+    }
+
+    #[test]
+    fn rs256_generated_key_signs_verifies_and_persists() {
+        roundtrip(Algorithm::RS256);
+    }
+
+    #[test]
+    fn generated_key_file_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(
+            SigningKeySource::Generated {
+                algorithm: Algorithm::ES256,
+                kid: None,
+            },
+            vec![],
+        );
+        KeySet::load(&s, dir.path()).unwrap();
+        let meta = std::fs::metadata(dir.path().join("signing-key-es256.pem")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn verification_keys_from_public_pem_are_published_and_used() {
+        let dir = tempfile::tempdir().unwrap();
+        // An old RS256 key, given to the gateway as a public key only.
+        let old = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let spki = old.public_key().as_der().unwrap();
+        let pub_path = dir.path().join("old.pub.pem");
+        std::fs::write(&pub_path, pem::encode(&pem::Pem::new("PUBLIC KEY", spki.as_ref().to_vec()))).unwrap();
+        let s = settings(
+            SigningKeySource::Generated {
+                algorithm: Algorithm::ES256,
+                kid: Some("current".into()),
+            },
+            vec![KeyFile {
+                path: pub_path,
+                algorithm: Algorithm::RS256,
+                kid: Some("old".into()),
+            }],
+        );
+        let keys = KeySet::load(&s, dir.path()).unwrap();
+        let set: JwkSet = serde_json::from_slice(keys.jwks_json()).unwrap();
+        assert!(set.find("current").is_some() && set.find("old").is_some());
+
+        let msg = b"header.claims";
+        let mut sig = vec![0u8; old.public_modulus_len()];
+        old.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut sig).unwrap();
+        assert!(keys.find(Some("old"), Algorithm::RS256).unwrap().verify(msg, &sig));
+        assert_eq!(keys.find(Some("old"), Algorithm::ES256).err(), Some(KeyMiss::WrongAlgorithm));
+        assert_eq!(keys.find(Some("nope"), Algorithm::ES256).err(), Some(KeyMiss::UnknownKid));
+        assert_eq!(keys.find(None, Algorithm::RS256).unwrap().kid(), "old");
+    }
+
+    #[test]
+    fn pem_of_the_wrong_kind_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        let der = generate_pkcs8(Algorithm::EdDSA).unwrap();
+        std::fs::write(&path, pem::encode(&pem::Pem::new("PRIVATE KEY", der))).unwrap();
+        let s = settings(
+            SigningKeySource::File(KeyFile {
+                path: path.clone(),
+                algorithm: Algorithm::ES256,
+                kid: None,
+            }),
+            vec![],
+        );
+        let e = KeySet::load(&s, dir.path()).err().unwrap().to_string();
+        assert!(e.contains("not a P-256 private key"), "{e}");
+        std::fs::write(&path, "garbage").unwrap();
+        let e = KeySet::load(&s, dir.path()).err().unwrap().to_string();
+        assert!(e.contains("not a PEM file"), "{e}");
+    }
+
+    #[test]
+    fn kids_are_restricted_to_safe_characters() {
+        assert!(is_valid_kid("abc-DEF_1.2"));
+        assert!(!is_valid_kid("../etc/passwd"));
+        assert!(!is_valid_kid("a\"b"));
+        assert!(!is_valid_kid(""));
+        assert!(!is_valid_kid(&"a".repeat(65)));
+    }
+}

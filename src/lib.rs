@@ -1,0 +1,13 @@
+//! tollgate: an edge gateway built on Pingora with a built-in OAuth2 / JWT token service.
+//!
+//! The binary (`main.rs`) parses the command line and hands a validated [`config::Config`]
+//! to [`server`], which wires the Pingora services. Everything else is plain modules.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod jwt;
+pub mod keys;
+pub mod redact;
+pub mod token;

@@ -1,0 +1,3 @@
+//! The token service.
+
+pub mod secret;

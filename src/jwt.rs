@@ -47,7 +47,8 @@ pub fn parse(token: &str) -> Result<Unverified<'_>, Malformed> {
         return Err(Malformed::Structure);
     }
     let mut parts = token.splitn(4, '.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Malformed::Structure);
     };
@@ -65,10 +66,10 @@ pub fn parse(token: &str) -> Result<Unverified<'_>, Malformed> {
         .as_deref()
         .and_then(Algorithm::from_jws)
         .ok_or(Malformed::Algorithm)?;
-    if let Some(kid) = &header.kid {
-        if !is_valid_kid(kid) {
-            return Err(Malformed::KeyId);
-        }
+    if let Some(kid) = &header.kid
+        && !is_valid_kid(kid)
+    {
+        return Err(Malformed::KeyId);
     }
     Ok(Unverified {
         alg,
@@ -82,7 +83,9 @@ pub fn parse(token: &str) -> Result<Unverified<'_>, Malformed> {
 impl Unverified<'_> {
     /// Decode the claims. Call only after the signature has been verified.
     pub fn claims(&self) -> Result<Claims, Malformed> {
-        let json = B64.decode(self.claims_b64).map_err(|_| Malformed::Structure)?;
+        let json = B64
+            .decode(self.claims_b64)
+            .map_err(|_| Malformed::Structure)?;
         serde_json::from_slice(&json).map_err(json_error)
     }
 }
@@ -124,11 +127,11 @@ impl<'de> Deserialize<'de> for Key<'de> {
 struct SeenKeys<'de>(Vec<Cow<'de, str>>);
 
 impl<'de> SeenKeys<'de> {
-    fn check<E: de::Error>(&mut self, key: &Cow<'de, str>) -> Result<(), E> {
-        if self.0.iter().any(|k| k == key) {
+    fn check<E: de::Error>(&mut self, key: Cow<'de, str>) -> Result<(), E> {
+        if self.0.contains(&key) {
             return Err(E::custom(format_args!("{DUPLICATE} `{key}`")));
         }
-        self.0.push(key.clone());
+        self.0.push(key);
         Ok(())
     }
 }
@@ -155,7 +158,7 @@ impl<'de> Deserialize<'de> for Header {
                     crit: false,
                 };
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                    seen.check(&key)?;
+                    seen.check(key.clone())?;
                     match &*key {
                         "alg" => h.alg = Some(map.next_value()?),
                         "kid" => h.kid = Some(map.next_value()?),
@@ -238,7 +241,7 @@ impl<'de> Deserialize<'de> for Claims {
                 let mut scope = None;
                 let mut scp = None;
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                    seen.check(&key)?;
+                    seen.check(key.clone())?;
                     match &*key {
                         "iss" => c.iss = Some(map.next_value()?),
                         "sub" => c.sub = Some(map.next_value()?),
@@ -328,11 +331,22 @@ mod tests {
 
     #[test]
     fn scope_may_be_an_array_or_scp() {
-        let c = |claims: &str| parse(&token(r#"{"alg":"EdDSA"}"#, claims)).unwrap().claims().unwrap();
-        assert_eq!(c(r#"{"scope":["a","b c"]}"#).scopes.to_space_separated(), "a b c");
+        let c = |claims: &str| {
+            parse(&token(r#"{"alg":"EdDSA"}"#, claims))
+                .unwrap()
+                .claims()
+                .unwrap()
+        };
+        assert_eq!(
+            c(r#"{"scope":["a","b c"]}"#).scopes.to_space_separated(),
+            "a b c"
+        );
         assert_eq!(c(r#"{"scp":"p q"}"#).scopes.to_space_separated(), "p q");
         assert_eq!(c(r#"{"scp":["p"]}"#).scopes.to_space_separated(), "p");
-        assert_eq!(c(r#"{"scope":"s","scp":"p"}"#).scopes.to_space_separated(), "s");
+        assert_eq!(
+            c(r#"{"scope":"s","scp":"p"}"#).scopes.to_space_separated(),
+            "s"
+        );
         assert_eq!(c(r#"{"aud":"one"}"#).aud, ["one"]);
     }
 
@@ -344,7 +358,10 @@ mod tests {
         assert_eq!(parse("!!!.abc.abc").err(), Some(Malformed::Structure));
         let padded = format!("{}=.{}.{}", b64(r#"{"alg":"ES256"}"#), b64("{}"), b64("s"));
         assert_eq!(parse(&padded).err(), Some(Malformed::Structure));
-        assert_eq!(parse(&"a".repeat(MAX_TOKEN_LEN + 1)).err(), Some(Malformed::Structure));
+        assert_eq!(
+            parse(&"a".repeat(MAX_TOKEN_LEN + 1)).err(),
+            Some(Malformed::Structure)
+        );
         assert_eq!(parse(&token("[1]", "{}")).err(), Some(Malformed::Json));
         assert_eq!(parse(&token("not json", "{}")).err(), Some(Malformed::Json));
         let t = token(r#"{"alg":"ES256"}"#, r#"{"exp":"soon"}"#);
@@ -354,8 +371,17 @@ mod tests {
 
     #[test]
     fn rejects_unsafe_algorithms() {
-        for alg in [r#"{"alg":"none"}"#, r#"{"alg":"HS256"}"#, r#"{"typ":"JWT"}"#, r#"{"alg":"es256"}"#] {
-            assert_eq!(parse(&token(alg, "{}")).err(), Some(Malformed::Algorithm), "{alg}");
+        for alg in [
+            r#"{"alg":"none"}"#,
+            r#"{"alg":"HS256"}"#,
+            r#"{"typ":"JWT"}"#,
+            r#"{"alg":"es256"}"#,
+        ] {
+            assert_eq!(
+                parse(&token(alg, "{}")).err(),
+                Some(Malformed::Algorithm),
+                "{alg}"
+            );
         }
     }
 
@@ -367,13 +393,18 @@ mod tests {
         );
         for kid in ["../../etc/passwd", "a\"b", "a b", "x'; DROP", ""] {
             let h = serde_json::json!({"alg": "ES256", "kid": kid}).to_string();
-            assert_eq!(parse(&token(&h, "{}")).err(), Some(Malformed::KeyId), "{kid}");
+            assert_eq!(
+                parse(&token(&h, "{}")).err(),
+                Some(Malformed::KeyId),
+                "{kid}"
+            );
         }
     }
 
     #[test]
     fn ignores_key_url_headers() {
-        let h = r#"{"alg":"ES256","jku":"http://evil/jwks","x5u":"http://evil/x5","jwk":{"kty":"EC"}}"#;
+        let h =
+            r#"{"alg":"ES256","jku":"http://evil/jwks","x5u":"http://evil/x5","jwk":{"kty":"EC"}}"#;
         let t = token(h, "{}");
         let u = parse(&t).unwrap();
         assert_eq!(u.kid, None);
@@ -402,7 +433,13 @@ mod tests {
     fn issued_audience_is_a_string_or_an_array() {
         let one = vec!["a".to_string()];
         let two = vec!["a".to_string(), "b".to_string()];
-        assert_eq!(serde_json::to_string(&AudienceOut::from_list(&one)).unwrap(), r#""a""#);
-        assert_eq!(serde_json::to_string(&AudienceOut::from_list(&two)).unwrap(), r#"["a","b"]"#);
+        assert_eq!(
+            serde_json::to_string(&AudienceOut::from_list(&one)).unwrap(),
+            r#""a""#
+        );
+        assert_eq!(
+            serde_json::to_string(&AudienceOut::from_list(&two)).unwrap(),
+            r#"["a","b"]"#
+        );
     }
 }

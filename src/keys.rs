@@ -110,7 +110,8 @@ impl SigningKey {
 
     /// Sign `claims_json` as a compact JWS: `header.claims.signature`.
     pub fn sign_compact(&self, claims_json: &[u8]) -> Result<String, KeyError> {
-        let mut out = String::with_capacity(self.header_b64.len() + claims_json.len() * 4 / 3 + 360);
+        let mut out =
+            String::with_capacity(self.header_b64.len() + claims_json.len() * 4 / 3 + 360);
         out.push_str(&self.header_b64);
         out.push('.');
         B64.encode_string(claims_json, &mut out);
@@ -246,12 +247,35 @@ impl KeySet {
     }
 }
 
+/// Load the key files the settings name, without generating anything (`tollgate -t`).
+pub fn check_files(settings: &TokenSettings) -> Result<(), KeyError> {
+    if let SigningKeySource::File(f) = &settings.signing_key {
+        let pem = read_pem(&f.path)?;
+        let key = private_key_from_pem(&pem, f.algorithm)
+            .map_err(|e| err(format!("{}: {e}", f.path.display())))?;
+        signing_key(key, f.algorithm, f.kid.clone())?;
+    }
+    for f in &settings.verification_keys {
+        let jwk = public_jwk_from_file(f)?;
+        verifying_key(
+            &jwk,
+            f.algorithm,
+            jwk.common.key_id.as_deref().unwrap_or_default(),
+        )?;
+    }
+    Ok(())
+}
+
 fn generated_key_path(state_dir: &Path, alg: Algorithm) -> PathBuf {
-    state_dir.join(format!("signing-key-{}.pem", alg.as_str().to_ascii_lowercase()))
+    state_dir.join(format!(
+        "signing-key-{}.pem",
+        alg.as_str().to_ascii_lowercase()
+    ))
 }
 
 fn read_pem(path: &Path) -> Result<pem::Pem, KeyError> {
-    let text = std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+    let text =
+        std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
     pem::parse(&text).map_err(|e| err(format!("{}: not a PEM file: {e}", path.display())))
 }
 
@@ -272,7 +296,10 @@ fn private_key_from_pem(pem: &pem::Pem, alg: Algorithm) -> Result<PrivateKey, St
         (Algorithm::EdDSA, "PRIVATE KEY") => Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
             .map(PrivateKey::Ed)
             .map_err(|e| format!("not an Ed25519 private key: {e}")),
-        (alg, tag) => Err(format!("a `{tag}` PEM block is not a private key for {}", alg.as_str())),
+        (alg, tag) => Err(format!(
+            "a `{tag}` PEM block is not a private key for {}",
+            alg.as_str()
+        )),
     }
 }
 
@@ -281,12 +308,14 @@ fn private_key_from_pem(pem: &pem::Pem, alg: Algorithm) -> Result<PrivateKey, St
 fn load_or_generate(path: &Path, alg: Algorithm) -> Result<PrivateKey, KeyError> {
     if path.exists() {
         let pem = read_pem(path)?;
-        return private_key_from_pem(&pem, alg).map_err(|e| err(format!("{}: {e}", path.display())));
+        return private_key_from_pem(&pem, alg)
+            .map_err(|e| err(format!("{}: {e}", path.display())));
     }
     let der = generate_pkcs8(alg)?;
     let text = pem::encode(&pem::Pem::new("PRIVATE KEY", der.clone()));
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
     let tmp = dir.join(format!(".signing-key.{}.tmp", std::process::id()));
     write_private(&tmp, text.as_bytes())
         .and_then(|()| std::fs::rename(&tmp, path))
@@ -295,7 +324,11 @@ fn load_or_generate(path: &Path, alg: Algorithm) -> Result<PrivateKey, KeyError>
             let _ = std::fs::remove_file(&tmp);
             err(format!("cannot write {}: {e}", path.display()))
         })?;
-    log::info!("generated a new {} signing key at {}", alg.as_str(), path.display());
+    log::info!(
+        "generated a new {} signing key at {}",
+        alg.as_str(),
+        path.display()
+    );
     private_key_from_pem(&pem::Pem::new("PRIVATE KEY", der), alg).map_err(err)
 }
 
@@ -346,12 +379,14 @@ fn ec_params(point: &[u8]) -> Result<AlgorithmParameters, KeyError> {
     if point.len() != 65 || point[0] != 4 {
         return Err(err("unexpected P-256 public key encoding"));
     }
-    Ok(AlgorithmParameters::EllipticCurve(EllipticCurveKeyParameters {
-        key_type: EllipticCurveKeyType::EC,
-        curve: EllipticCurve::P256,
-        x: B64.encode(&point[1..33]),
-        y: B64.encode(&point[33..65]),
-    }))
+    Ok(AlgorithmParameters::EllipticCurve(
+        EllipticCurveKeyParameters {
+            key_type: EllipticCurveKeyType::EC,
+            curve: EllipticCurve::P256,
+            x: B64.encode(&point[1..33]),
+            y: B64.encode(&point[33..65]),
+        },
+    ))
 }
 
 fn public_jwk(key: &PrivateKey, alg: Algorithm) -> Result<Jwk, KeyError> {
@@ -388,7 +423,11 @@ fn with_kid(mut jwk: Jwk, kid: Option<String>) -> Result<Jwk, KeyError> {
     Ok(jwk)
 }
 
-fn signing_key(key: PrivateKey, alg: Algorithm, kid: Option<String>) -> Result<(SigningKey, Jwk), KeyError> {
+fn signing_key(
+    key: PrivateKey,
+    alg: Algorithm,
+    kid: Option<String>,
+) -> Result<(SigningKey, Jwk), KeyError> {
     let jwk = with_kid(public_jwk(&key, alg)?, kid)?;
     let kid = jwk.common.key_id.clone().unwrap_or_default();
     let header = serde_json::json!({ "alg": alg.as_str(), "typ": "JWT", "kid": kid });
@@ -422,7 +461,10 @@ fn public_jwk_from_file(f: &KeyFile) -> Result<Jwk, KeyError> {
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
         jwk
     } else {
-        public_jwk(&private_key_from_pem(&pem, f.algorithm).map_err(at)?, f.algorithm)?
+        public_jwk(
+            &private_key_from_pem(&pem, f.algorithm).map_err(at)?,
+            f.algorithm,
+        )?
     };
     with_kid(jwk, f.kid.clone())
 }
@@ -461,7 +503,12 @@ fn verifying_key(jwk: &Jwk, alg: Algorithm, kid: &str) -> Result<VerifyingKey, K
                 .map_err(|_| err("cannot encode the RSA public key"))?;
             ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, spki.as_ref())
         }
-        _ => return Err(err(format!("key `{kid}` does not match algorithm {}", alg.as_str()))),
+        _ => {
+            return Err(err(format!(
+                "key `{kid}` does not match algorithm {}",
+                alg.as_str()
+            )));
+        }
     }
     .map_err(|e| err(format!("key `{kid}` is not usable: {e}")))?;
     Ok(VerifyingKey {
@@ -488,7 +535,13 @@ mod tests {
 
     fn roundtrip(alg: Algorithm) {
         let dir = tempfile::tempdir().unwrap();
-        let s = settings(SigningKeySource::Generated { algorithm: alg, kid: None }, vec![]);
+        let s = settings(
+            SigningKeySource::Generated {
+                algorithm: alg,
+                kid: None,
+            },
+            vec![],
+        );
         let keys = KeySet::load(&s, dir.path()).unwrap();
         let token = keys.signing().sign_compact(br#"{"sub":"x"}"#).unwrap();
         let (input, sig) = token.rsplit_once('.').unwrap();
@@ -551,7 +604,11 @@ mod tests {
         let old = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
         let spki = old.public_key().as_der().unwrap();
         let pub_path = dir.path().join("old.pub.pem");
-        std::fs::write(&pub_path, pem::encode(&pem::Pem::new("PUBLIC KEY", spki.as_ref().to_vec()))).unwrap();
+        std::fs::write(
+            &pub_path,
+            pem::encode(&pem::Pem::new("PUBLIC KEY", spki.as_ref().to_vec())),
+        )
+        .unwrap();
         let s = settings(
             SigningKeySource::Generated {
                 algorithm: Algorithm::ES256,
@@ -569,10 +626,21 @@ mod tests {
 
         let msg = b"header.claims";
         let mut sig = vec![0u8; old.public_modulus_len()];
-        old.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut sig).unwrap();
-        assert!(keys.find(Some("old"), Algorithm::RS256).unwrap().verify(msg, &sig));
-        assert_eq!(keys.find(Some("old"), Algorithm::ES256).err(), Some(KeyMiss::WrongAlgorithm));
-        assert_eq!(keys.find(Some("nope"), Algorithm::ES256).err(), Some(KeyMiss::UnknownKid));
+        old.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut sig)
+            .unwrap();
+        assert!(
+            keys.find(Some("old"), Algorithm::RS256)
+                .unwrap()
+                .verify(msg, &sig)
+        );
+        assert_eq!(
+            keys.find(Some("old"), Algorithm::ES256).err(),
+            Some(KeyMiss::WrongAlgorithm)
+        );
+        assert_eq!(
+            keys.find(Some("nope"), Algorithm::ES256).err(),
+            Some(KeyMiss::UnknownKid)
+        );
         assert_eq!(keys.find(None, Algorithm::RS256).unwrap().kid(), "old");
     }
 

@@ -1,1 +1,142 @@
-fn main() {}
+//! The `tollgate` command: run the gateway, test a config (`-t`), or hash a client secret.
+
+use clap::{Parser, Subcommand};
+use std::io::{BufRead as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tollgate::config;
+use tollgate::server::{self, RunOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Edge gateway with a built-in OAuth2 / JWT token service"
+)]
+struct Cli {
+    /// The gateway config file.
+    #[arg(
+        short = 'c',
+        long = "conf",
+        default_value = "/etc/tollgate/tollgate.yaml"
+    )]
+    conf: PathBuf,
+    /// Check the configuration (and the key and certificate files it names), then exit.
+    #[arg(short = 't', long = "test")]
+    test: bool,
+    /// Take over the listening sockets of a running instance (graceful upgrade).
+    #[arg(short = 'u', long = "upgrade")]
+    upgrade: bool,
+    /// Run in the background; the parent exits once the gateway is ready.
+    #[arg(short = 'd', long = "daemon")]
+    daemon: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read a client secret or password on stdin and print its argon2id hash.
+    HashSecret {
+        /// Generate a random secret instead, and print it with its hash.
+        #[arg(long)]
+        generate: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::HashSecret { generate }) = cli.command {
+        return hash_secret(generate);
+    }
+    let cfg = match config::load(&cli.conf) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "tollgate: configuration {} has {} error(s)",
+                cli.conf.display(),
+                errors.0.len()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.test {
+        return match server::check(&cfg) {
+            Ok(()) => {
+                println!("tollgate: configuration {} is ok", cli.conf.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                eprintln!("tollgate: configuration {} test failed", cli.conf.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_logging(cfg.log.level);
+    let opts = RunOptions {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+    };
+    match server::run(cfg, opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("tollgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: log::LevelFilter) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    builder.format_timestamp_millis().init();
+}
+
+fn hash_secret(generate: bool) -> ExitCode {
+    let secret = if generate {
+        let mut bytes = [0u8; 24];
+        if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+            eprintln!("tollgate: no randomness available");
+            return ExitCode::FAILURE;
+        }
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+    } else {
+        let mut line = String::new();
+        if std::io::stdin().lock().read_line(&mut line).is_err() {
+            eprintln!("tollgate: cannot read the secret from stdin");
+            return ExitCode::FAILURE;
+        }
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if secret.is_empty() {
+        eprintln!("tollgate: the secret is empty");
+        return ExitCode::FAILURE;
+    }
+    match tollgate::token::secret::hash_secret(&secret) {
+        Ok(hash) => {
+            let mut out = std::io::stdout().lock();
+            let written = if generate {
+                writeln!(
+                    out,
+                    "client_secret: {secret}\nclient_secret_hash: \"{hash}\""
+                )
+            } else {
+                writeln!(out, "{hash}")
+            };
+            if written.is_err() {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tollgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -35,7 +35,9 @@ pub fn extract(headers: &HeaderMap) -> Presented<'_> {
 pub fn parse(text: &str) -> Presented<'_> {
     let text = text.trim_matches([' ', '\t']);
     let token = match text.split_once([' ', '\t']) {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim_start_matches([' ', '\t']),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => {
+            rest.trim_start_matches([' ', '\t'])
+        }
         Some(_) => return Presented::Malformed,
         None if text.is_empty() => return Presented::Missing,
         None if text.eq_ignore_ascii_case("bearer") => return Presented::Malformed,
@@ -55,9 +57,9 @@ fn is_b64token(t: &str) -> bool {
     }
     let body = t.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 #[cfg(test)]
@@ -94,7 +96,10 @@ mod tests {
         h.append(AUTHORIZATION, HeaderValue::from_static("Bearer t2"));
         assert_eq!(extract(&h), Presented::Malformed);
         let mut h = HeaderMap::new();
-        h.insert(AUTHORIZATION, HeaderValue::from_bytes(b"Bearer \xff").unwrap());
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+        );
         assert_eq!(extract(&h), Presented::Malformed);
     }
 }

@@ -30,8 +30,15 @@ struct UntilExp {
 }
 
 impl Expiry<TokenKey, Arc<Principal>> for UntilExp {
-    fn expire_after_create(&self, _: &TokenKey, p: &Arc<Principal>, _: Instant) -> Option<Duration> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    fn expire_after_create(
+        &self,
+        _: &TokenKey,
+        p: &Arc<Principal>,
+        _: Instant,
+    ) -> Option<Duration> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let exp = Duration::from_secs(p.exp.max(0) as u64);
         Some(self.max.min(exp.saturating_sub(now)))
     }

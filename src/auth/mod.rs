@@ -123,8 +123,12 @@ impl Validator {
         if now >= exp.saturating_add(self.leeway) {
             return Err(Outcome::Expired);
         }
-        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway))
-            || claims.iat.is_some_and(|iat| iat > now.saturating_add(self.leeway))
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(self.leeway))
+            || claims
+                .iat
+                .is_some_and(|iat| iat > now.saturating_add(self.leeway))
         {
             return Err(Outcome::NotYetValid);
         }
@@ -158,7 +162,11 @@ impl Authenticator {
         Self { validator, cache }
     }
 
-    pub fn authenticate(&self, token: &str, now: i64) -> (Result<Arc<Principal>, Outcome>, CacheUse) {
+    pub fn authenticate(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> (Result<Arc<Principal>, Outcome>, CacheUse) {
         let key = token_key(token);
         if let Some(p) = self.cache.get(&key, now) {
             return (Ok(p), CacheUse::Hit);

@@ -10,7 +10,12 @@ pub struct Scopes(Box<[Box<str>]>);
 impl Scopes {
     /// Build from a space-separated `scope` string (RFC 6749 §3.3).
     pub fn from_space_separated(s: &str) -> Self {
-        Self(s.split(' ').filter(|p| !p.is_empty()).map(Box::from).collect())
+        Self(
+            s.split(' ')
+                .filter(|p| !p.is_empty())
+                .map(Box::from)
+                .collect(),
+        )
     }
 
     pub fn from_list<I, S>(items: I) -> Self
@@ -161,7 +166,10 @@ impl Rule {
             let upper = m.to_ascii_uppercase();
             match Method::from_bytes(upper.as_bytes()) {
                 Ok(method) if !upper.is_empty() => parsed_methods.push(method),
-                _ => errors.push((format!("methods[{i}]"), format!("`{m}` is not an HTTP method"))),
+                _ => errors.push((
+                    format!("methods[{i}]"),
+                    format!("`{m}` is not an HTTP method"),
+                )),
             }
         }
         let pattern = match PathPattern::parse(path) {
@@ -226,7 +234,12 @@ pub enum ScopeDecision<'a> {
 }
 
 /// Apply the first rule that covers `method` + `path`.
-pub fn decide<'a>(rules: &'a [Rule], method: &Method, path: &str, scopes: &Scopes) -> ScopeDecision<'a> {
+pub fn decide<'a>(
+    rules: &'a [Rule],
+    method: &Method,
+    path: &str,
+    scopes: &Scopes,
+) -> ScopeDecision<'a> {
     match rules.iter().find(|r| r.applies_to(method, path)) {
         Some(rule) if !rule.allows(scopes) => ScopeDecision::Insufficient {
             required: rule.hint(),
@@ -294,15 +307,35 @@ mod tests {
         let p = PathPattern::parse("/").unwrap();
         assert!(p.matches("/"));
         assert!(!p.matches("/x"));
-        assert!(PathPattern::parse("/**").unwrap().matches("/anything/at/all"));
+        assert!(
+            PathPattern::parse("/**")
+                .unwrap()
+                .matches("/anything/at/all")
+        );
     }
 
     #[test]
     fn bad_patterns_are_rejected_with_a_reason() {
-        assert!(PathPattern::parse("orders").unwrap_err().contains("start with"));
-        assert!(PathPattern::parse("/a/**/b").unwrap_err().contains("may only end"));
-        assert!(PathPattern::parse("/a/x*").unwrap_err().contains("whole segment"));
-        assert!(PathPattern::parse("/a//b").unwrap_err().contains("empty segment"));
+        assert!(
+            PathPattern::parse("orders")
+                .unwrap_err()
+                .contains("start with")
+        );
+        assert!(
+            PathPattern::parse("/a/**/b")
+                .unwrap_err()
+                .contains("may only end")
+        );
+        assert!(
+            PathPattern::parse("/a/x*")
+                .unwrap_err()
+                .contains("whole segment")
+        );
+        assert!(
+            PathPattern::parse("/a//b")
+                .unwrap_err()
+                .contains("empty segment")
+        );
     }
 
     #[test]
@@ -343,8 +376,14 @@ mod tests {
             rule(&[], "/orders/admin/**", &["admin"], &[]),
         ];
         let read = Scopes::from_space_separated("orders:read");
-        assert_eq!(decide(&rules, &Method::GET, "/orders/1", &read), ScopeDecision::Allowed);
-        assert_eq!(decide(&rules, &Method::HEAD, "/orders", &read), ScopeDecision::Allowed);
+        assert_eq!(
+            decide(&rules, &Method::GET, "/orders/1", &read),
+            ScopeDecision::Allowed
+        );
+        assert_eq!(
+            decide(&rules, &Method::HEAD, "/orders", &read),
+            ScopeDecision::Allowed
+        );
         assert_eq!(
             decide(&rules, &Method::POST, "/orders", &read),
             ScopeDecision::Insufficient {
@@ -352,12 +391,18 @@ mod tests {
             }
         );
         // GET /orders/admin is covered by the first rule, which read satisfies.
-        assert_eq!(decide(&rules, &Method::GET, "/orders/admin/x", &read), ScopeDecision::Allowed);
+        assert_eq!(
+            decide(&rules, &Method::GET, "/orders/admin/x", &read),
+            ScopeDecision::Allowed
+        );
         assert_eq!(
             decide(&rules, &Method::DELETE, "/orders/admin/x", &read),
             ScopeDecision::Insufficient { required: "admin" }
         );
         // No rule covers PUT /orders/1: a valid token is enough.
-        assert_eq!(decide(&rules, &Method::PUT, "/orders/1", &Scopes::default()), ScopeDecision::Allowed);
+        assert_eq!(
+            decide(&rules, &Method::PUT, "/orders/1", &Scopes::default()),
+            ScopeDecision::Allowed
+        );
     }
 }

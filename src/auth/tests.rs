@@ -49,7 +49,9 @@ fn claims() -> serde_json::Value {
 }
 
 fn sign(keys: &KeySet, claims: &serde_json::Value) -> String {
-    keys.signing().sign_compact(claims.to_string().as_bytes()).unwrap()
+    keys.signing()
+        .sign_compact(claims.to_string().as_bytes())
+        .unwrap()
 }
 
 fn with(mut c: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {
@@ -60,7 +62,10 @@ fn with(mut c: serde_json::Value, key: &str, value: serde_json::Value) -> serde_
 #[test]
 fn good_token_yields_its_principal() {
     let f = fixture();
-    let p = f.validator.validate(&sign(&f.keys, &claims()), NOW).unwrap();
+    let p = f
+        .validator
+        .validate(&sign(&f.keys, &claims()), NOW)
+        .unwrap();
     assert_eq!(p.sub.as_deref(), Some("client-1"));
     assert_eq!(p.client_id.as_deref(), Some("client-1"));
     assert_eq!(&*p.audiences, &["orders".into()] as &[Box<str>]);
@@ -104,13 +109,20 @@ fn another_keys_signature_is_refused() {
     let other_dir = tempfile::tempdir().unwrap();
     let other = keyset(other_dir.path());
     // Different key, so a different kid: the key is unknown.
-    assert_eq!(f.validator.validate(&sign(&other, &claims()), NOW), Err(Outcome::UnknownKey));
+    assert_eq!(
+        f.validator.validate(&sign(&other, &claims()), NOW),
+        Err(Outcome::UnknownKey)
+    );
     // Same kid as ours but signed by the other key: the signature is bad.
     let t = sign(&other, &claims());
     let (_, rest) = t.split_once('.').unwrap();
-    let our_header = B64.encode(json!({"alg":"ES256","typ":"JWT","kid": f.keys.signing().kid()}).to_string());
+    let our_header =
+        B64.encode(json!({"alg":"ES256","typ":"JWT","kid": f.keys.signing().kid()}).to_string());
     let spliced = format!("{our_header}.{rest}");
-    assert_eq!(f.validator.validate(&spliced, NOW), Err(Outcome::BadSignature));
+    assert_eq!(
+        f.validator.validate(&spliced, NOW),
+        Err(Outcome::BadSignature)
+    );
 }
 
 #[test]
@@ -119,17 +131,26 @@ fn algorithm_confusion_is_refused() {
     // HS256 "signed" with the public key: not an accepted alg at all.
     let h = B64.encode(json!({"alg":"HS256","kid": f.keys.signing().kid()}).to_string());
     let c = B64.encode(claims().to_string());
-    assert_eq!(f.validator.validate(&format!("{h}.{c}.AAAA"), NOW), Err(Outcome::Malformed));
+    assert_eq!(
+        f.validator.validate(&format!("{h}.{c}.AAAA"), NOW),
+        Err(Outcome::Malformed)
+    );
     // RS256 claimed for our ES256 key.
     let h = B64.encode(json!({"alg":"RS256","kid": f.keys.signing().kid()}).to_string());
-    assert_eq!(f.validator.validate(&format!("{h}.{c}.AAAA"), NOW), Err(Outcome::BadSignature));
+    assert_eq!(
+        f.validator.validate(&format!("{h}.{c}.AAAA"), NOW),
+        Err(Outcome::BadSignature)
+    );
 }
 
 #[test]
 fn expiry_respects_leeway() {
     let f = fixture();
     let t = sign(&f.keys, &with(claims(), "exp", json!(NOW - 30)));
-    assert!(f.validator.validate(&t, NOW).is_ok(), "within the 60 s leeway");
+    assert!(
+        f.validator.validate(&t, NOW).is_ok(),
+        "within the 60 s leeway"
+    );
     let t = sign(&f.keys, &with(claims(), "exp", json!(NOW - 60)));
     assert_eq!(f.validator.validate(&t, NOW), Err(Outcome::Expired));
     let t = sign(&f.keys, &with(claims(), "exp", json!(NOW - 3600)));
@@ -141,7 +162,10 @@ fn missing_exp_is_malformed() {
     let f = fixture();
     let mut c = claims();
     c.as_object_mut().unwrap().remove("exp");
-    assert_eq!(f.validator.validate(&sign(&f.keys, &c), NOW), Err(Outcome::Malformed));
+    assert_eq!(
+        f.validator.validate(&sign(&f.keys, &c), NOW),
+        Err(Outcome::Malformed)
+    );
 }
 
 #[test]
@@ -158,22 +182,40 @@ fn future_nbf_and_iat_are_not_yet_valid() {
 #[test]
 fn wrong_issuer_is_refused() {
     let f = fixture();
-    let t = sign(&f.keys, &with(claims(), "iss", json!("https://evil.example")));
+    let t = sign(
+        &f.keys,
+        &with(claims(), "iss", json!("https://evil.example")),
+    );
     assert_eq!(f.validator.validate(&t, NOW), Err(Outcome::WrongIssuer));
     let mut c = claims();
     c.as_object_mut().unwrap().remove("iss");
-    assert_eq!(f.validator.validate(&sign(&f.keys, &c), NOW), Err(Outcome::WrongIssuer));
+    assert_eq!(
+        f.validator.validate(&sign(&f.keys, &c), NOW),
+        Err(Outcome::WrongIssuer)
+    );
 }
 
 #[test]
 fn audience_and_scope_are_checked_per_api() {
     let f = fixture();
-    let p = f.validator.validate(&sign(&f.keys, &claims()), NOW).unwrap();
+    let p = f
+        .validator
+        .validate(&sign(&f.keys, &claims()), NOW)
+        .unwrap();
     let rules = vec![
         Rule::new(&["GET".into()], "/orders/**", &["orders:read".into()], &[]).unwrap(),
-        Rule::new(&["POST".into()], "/orders/**", &["orders:write".into()], &[]).unwrap(),
+        Rule::new(
+            &["POST".into()],
+            "/orders/**",
+            &["orders:write".into()],
+            &[],
+        )
+        .unwrap(),
     ];
-    assert_eq!(authorize(&p, "orders", &rules, &Method::GET, "/orders/1"), Ok(()));
+    assert_eq!(
+        authorize(&p, "orders", &rules, &Method::GET, "/orders/1"),
+        Ok(())
+    );
     assert_eq!(
         authorize(&p, "billing", &rules, &Method::GET, "/orders/1"),
         Err(Denial::WrongAudience)
@@ -197,7 +239,10 @@ fn cache_serves_repeat_presentations_and_skips_failures() {
         }),
     );
     let now = cache::unix_now();
-    let good = sign(&f.keys, &json!({"iss": ISS, "aud": "orders", "exp": now + 600}));
+    let good = sign(
+        &f.keys,
+        &json!({"iss": ISS, "aud": "orders", "exp": now + 600}),
+    );
     let (r, c) = auth.authenticate(&good, now);
     assert!(r.is_ok());
     assert_eq!(c, CacheUse::Miss);
@@ -207,7 +252,10 @@ fn cache_serves_repeat_presentations_and_skips_failures() {
 
     let bad = sign(&f.keys, &json!({"iss": "other", "exp": now + 600}));
     for _ in 0..2 {
-        assert_eq!(auth.authenticate(&bad, now), (Err(Outcome::WrongIssuer), CacheUse::Miss));
+        assert_eq!(
+            auth.authenticate(&bad, now),
+            (Err(Outcome::WrongIssuer), CacheUse::Miss)
+        );
     }
     // A cached token is refused once its exp has passed.
     let (r, _) = auth.authenticate(&good, now + 600 + 61);
@@ -216,13 +264,19 @@ fn cache_serves_repeat_presentations_and_skips_failures() {
 
 #[test]
 fn challenges_follow_rfc6750() {
-    assert_eq!(challenge(Outcome::Missing, None), (401, "Bearer realm=\"tollgate\"".into()));
+    assert_eq!(
+        challenge(Outcome::Missing, None),
+        (401, "Bearer realm=\"tollgate\"".into())
+    );
     let (status, h) = challenge(Outcome::Expired, None);
     assert_eq!(status, 401);
     assert!(h.contains("error=\"invalid_token\""), "{h}");
     let (status, h) = challenge(Outcome::InsufficientScope, Some("a b"));
     assert_eq!(status, 403);
-    assert!(h.contains("error=\"insufficient_scope\"") && h.contains("scope=\"a b\""), "{h}");
+    assert!(
+        h.contains("error=\"insufficient_scope\"") && h.contains("scope=\"a b\""),
+        "{h}"
+    );
     for o in Outcome::ALL {
         let (_, h) = challenge(o, Some("s"));
         assert!(http::HeaderValue::from_str(&h).is_ok(), "{o:?}");

@@ -41,11 +41,15 @@ pub(super) fn load(path: &Path) -> Result<Catalog, Vec<ConfigError>> {
         return Err(errs.into_vec());
     };
     for key in file.unknown.keys() {
-        errs.push(key, "unknown key (expected one of apis, policies, credentials)");
+        errs.push(
+            key,
+            "unknown key (expected one of apis, policies, credentials)",
+        );
     }
+    let base_dir = path.parent().unwrap_or(Path::new("."));
     let apis = list(file.apis, "apis", &mut errs)
         .into_iter()
-        .filter_map(|(path, a)| api(a, &path, &mut errs))
+        .filter_map(|(path, a)| api(a, &path, base_dir, &mut errs))
         .collect::<Vec<_>>();
     check_api_uniqueness(&apis, &mut errs);
 
@@ -55,7 +59,10 @@ pub(super) fn load(path: &Path) -> Result<Catalog, Vec<ConfigError>> {
         .into_iter()
         .map(|(path, p)| {
             if !policy_names.insert(p.name.clone()) {
-                errs.push(format!("{path}.name"), format!("policy `{}` is defined twice", p.name));
+                errs.push(
+                    format!("{path}.name"),
+                    format!("policy `{}` is defined twice", p.name),
+                );
             }
             policy(p, &path, &apis, &mut client_ids, &mut errs)
         })
@@ -110,10 +117,13 @@ fn duration(value: Option<&str>, path: String, default: Duration, errs: &mut Err
     }
 }
 
-fn api(a: ApiFile, path: &str, errs: &mut Errors) -> Option<ApiConfig> {
+fn api(a: ApiFile, path: &str, base_dir: &Path, errs: &mut Errors) -> Option<ApiConfig> {
     let before = errs.count();
     if !is_valid_name(&a.name) {
-        errs.push(format!("{path}.name"), "a name is 1-64 characters of A-Z a-z 0-9 - _ .");
+        errs.push(
+            format!("{path}.name"),
+            "a name is 1-64 characters of A-Z a-z 0-9 - _ .",
+        );
     }
     if let Err(e) = check_prefix(&a.prefix) {
         errs.push(format!("{path}.prefix"), e);
@@ -124,10 +134,13 @@ fn api(a: ApiFile, path: &str, errs: &mut Errors) -> Option<ApiConfig> {
             && h.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
         if !ok {
-            errs.push(format!("{path}.host"), format!("`{h}` is not a host name (no port, no scheme)"));
+            errs.push(
+                format!("{path}.host"),
+                format!("`{h}` is not a host name (no port, no scheme)"),
+            );
         }
     }
-    let upstream = upstream(a.upstream, &format!("{path}.upstream"), errs);
+    let upstream = upstream(a.upstream, &format!("{path}.upstream"), base_dir, errs);
     let audience = a.audience.unwrap_or_else(|| a.name.clone());
     if audience.is_empty() {
         errs.push(format!("{path}.audience"), "must not be empty");
@@ -169,20 +182,24 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
         return Err(format!("`{prefix}` must not end with `/`"));
     }
     if prefix.contains("//") || prefix.contains(['?', '#', '%', '*', '\\', ' ']) {
-        return Err(format!("`{prefix}` must be a plain path (no `//`, `?`, `#`, `%`, `*`, spaces)"));
+        return Err(format!(
+            "`{prefix}` must be a plain path (no `//`, `?`, `#`, `%`, `*`, spaces)"
+        ));
     }
     if prefix.split('/').any(|s| s == "." || s == "..") {
         return Err(format!("`{prefix}` must not contain `.` or `..` segments"));
     }
     for reserved in RESERVED_PREFIXES {
         if prefix == reserved || prefix.starts_with(&format!("{reserved}/")) {
-            return Err(format!("`{prefix}` is answered by the token service ({reserved}/...)"));
+            return Err(format!(
+                "`{prefix}` is answered by the token service ({reserved}/...)"
+            ));
         }
     }
     Ok(())
 }
 
-fn upstream(u: UpstreamFile, path: &str, errs: &mut Errors) -> Option<UpstreamConfig> {
+fn upstream(u: UpstreamFile, path: &str, base_dir: &Path, errs: &mut Errors) -> Option<UpstreamConfig> {
     let mut ok = true;
     if u.servers.is_empty() {
         errs.push(format!("{path}.servers"), "at least one server is needed");
@@ -205,6 +222,13 @@ fn upstream(u: UpstreamFile, path: &str, errs: &mut Errors) -> Option<UpstreamCo
         None => None,
         Some(t) => {
             let verify = t.verify.unwrap_or(true);
+            let ca_file = t.ca_file.map(|f| super::resolve_path(base_dir, &f));
+            if let Some(f) = &ca_file
+                && let Err(e) = std::fs::metadata(f)
+            {
+                errs.push(format!("{path}.tls.ca_file"), format!("cannot read {}: {e}", f.display()));
+                ok = false;
+            }
             let sni = t.sni.or_else(|| {
                 u.servers
                     .first()
@@ -213,10 +237,11 @@ fn upstream(u: UpstreamFile, path: &str, errs: &mut Errors) -> Option<UpstreamCo
                     .filter(|h| h.parse::<IpAddr>().is_err())
             });
             match sni {
-                Some(sni) => Some(UpstreamTls { sni, verify }),
+                Some(sni) => Some(UpstreamTls { sni, verify, ca_file }),
                 None if !verify => Some(UpstreamTls {
                     sni: String::new(),
                     verify,
+                    ca_file,
                 }),
                 None => {
                     errs.push(
@@ -234,7 +259,10 @@ fn upstream(u: UpstreamFile, path: &str, errs: &mut Errors) -> Option<UpstreamCo
         Some(HostHeaderFile::Upstream) => HostHeader::Upstream,
         Some(HostHeaderFile::Set(v)) => {
             if v.is_empty() || http::HeaderValue::from_str(&v).is_err() {
-                errs.push(format!("{path}.host_header.set"), format!("`{v}` is not a valid Host value"));
+                errs.push(
+                    format!("{path}.host_header.set"),
+                    format!("`{v}` is not a valid Host value"),
+                );
                 ok = false;
             }
             HostHeader::Set(v)
@@ -280,7 +308,10 @@ fn resolve_server(s: &str) -> Result<Vec<SocketAddr>, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(vec![a]);
     }
-    if s.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+    if s.rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .is_none()
+    {
         return Err(format!("`{s}` must be host:port"));
     }
     match s.to_socket_addrs() {
@@ -303,7 +334,13 @@ fn health_check(h: HealthCheckFile, path: &str, errs: &mut Errors) -> Option<Hea
             timeout,
             unhealthy_after,
             healthy_after,
-        } => (HealthCheckKind::Tcp, interval, timeout, unhealthy_after, healthy_after),
+        } => (
+            HealthCheckKind::Tcp,
+            interval,
+            timeout,
+            unhealthy_after,
+            healthy_after,
+        ),
         HealthCheckFile::Http {
             path: check_path,
             interval,
@@ -313,7 +350,10 @@ fn health_check(h: HealthCheckFile, path: &str, errs: &mut Errors) -> Option<Hea
         } => {
             let p = check_path.unwrap_or_else(|| "/".into());
             if !p.starts_with('/') || http::uri::PathAndQuery::try_from(p.as_str()).is_err() {
-                errs.push(format!("{path}.path"), format!("`{p}` is not a request path"));
+                errs.push(
+                    format!("{path}.path"),
+                    format!("`{p}` is not a request path"),
+                );
                 return None;
             }
             (
@@ -325,12 +365,25 @@ fn health_check(h: HealthCheckFile, path: &str, errs: &mut Errors) -> Option<Hea
             )
         }
     };
-    let interval = duration(interval.as_deref(), format!("{path}.interval"), Duration::from_secs(5), errs);
-    let timeout = duration(timeout.as_deref(), format!("{path}.timeout"), Duration::from_secs(1), errs);
+    let interval = duration(
+        interval.as_deref(),
+        format!("{path}.interval"),
+        Duration::from_secs(5),
+        errs,
+    );
+    let timeout = duration(
+        timeout.as_deref(),
+        format!("{path}.timeout"),
+        Duration::from_secs(1),
+        errs,
+    );
     if interval < Duration::from_millis(10) {
         errs.push(format!("{path}.interval"), "must be at least 10ms");
     }
-    for (key, v) in [("unhealthy_after", unhealthy_after), ("healthy_after", healthy_after)] {
+    for (key, v) in [
+        ("unhealthy_after", unhealthy_after),
+        ("healthy_after", healthy_after),
+    ] {
         if v == Some(0) {
             errs.push(format!("{path}.{key}"), "must be at least 1");
         }
@@ -349,19 +402,29 @@ fn check_api_uniqueness(apis: &[ApiConfig], errs: &mut Errors) {
     let mut routes = HashSet::new();
     for (i, a) in apis.iter().enumerate() {
         if !names.insert(a.name.as_str()) {
-            errs.push(format!("apis[{i}].name"), format!("API `{}` is defined twice", a.name));
+            errs.push(
+                format!("apis[{i}].name"),
+                format!("API `{}` is defined twice", a.name),
+            );
         }
         if !routes.insert((a.host.as_deref(), a.prefix.as_str())) {
             errs.push(
                 format!("apis[{i}].prefix"),
-                format!("another API already routes {} {}", a.host.as_deref().unwrap_or("(any host)"), a.prefix),
+                format!(
+                    "another API already routes {} {}",
+                    a.host.as_deref().unwrap_or("(any host)"),
+                    a.prefix
+                ),
             );
         }
     }
 }
 
 fn is_valid_client_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| (0x21..=0x7E).contains(&b) && b != b'"' && b != b'\\')
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| (0x21..=0x7E).contains(&b) && b != b'"' && b != b'\\')
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -376,22 +439,39 @@ fn client(
     errs: &mut Errors,
 ) -> ClientConfig {
     if !is_valid_client_id(&client_id) {
-        errs.push(format!("{path}.client_id"), "a client_id is 1-128 printable ASCII characters without spaces, quotes or backslashes");
+        errs.push(
+            format!("{path}.client_id"),
+            "a client_id is 1-128 printable ASCII characters without spaces, quotes or backslashes",
+        );
     } else if !client_ids.insert(client_id.clone()) {
-        errs.push(format!("{path}.client_id"), format!("client_id `{client_id}` is used twice"));
+        errs.push(
+            format!("{path}.client_id"),
+            format!("client_id `{client_id}` is used twice"),
+        );
     }
     if let Err(e) = crate::token::secret::check_hash(&hash) {
         errs.push(format!("{path}.client_secret_hash"), e);
     }
     for (i, s) in scopes.iter().enumerate() {
         if !is_valid_scope_token(s) {
-            errs.push(format!("{path}.scopes[{i}]"), format!("`{s}` is not a valid scope"));
+            errs.push(
+                format!("{path}.scopes[{i}]"),
+                format!("`{s}` is not a valid scope"),
+            );
         }
     }
     let access_token_lifetime = lifetime.map(|l| {
-        let d = duration(Some(&l), format!("{path}.access_token_lifetime"), Duration::from_secs(900), errs);
+        let d = duration(
+            Some(&l),
+            format!("{path}.access_token_lifetime"),
+            Duration::from_secs(900),
+            errs,
+        );
         if d < Duration::from_secs(1) {
-            errs.push(format!("{path}.access_token_lifetime"), "must be at least 1s");
+            errs.push(
+                format!("{path}.access_token_lifetime"),
+                "must be at least 1s",
+            );
         }
         d
     });
@@ -414,7 +494,10 @@ fn check_api_refs(names: &[String], key: &str, path: &str, apis: &[ApiConfig], e
     }
     for (i, n) in names.iter().enumerate() {
         match apis.iter().find(|a| &a.name == n) {
-            None => errs.push(format!("{path}.{key}[{i}]"), format!("no API is named `{n}`")),
+            None => errs.push(
+                format!("{path}.{key}[{i}]"),
+                format!("no API is named `{n}`"),
+            ),
             Some(a) if a.auth != AuthMode::Jwt => errs.push(
                 format!("{path}.{key}[{i}]"),
                 format!("API `{n}` has `auth: none`, so its tokens would never be checked"),
@@ -432,7 +515,10 @@ fn policy(
     errs: &mut Errors,
 ) -> PolicyConfig {
     if !is_valid_name(&p.name) {
-        errs.push(format!("{path}.name"), "a name is 1-64 characters of A-Z a-z 0-9 - _ .");
+        errs.push(
+            format!("{path}.name"),
+            "a name is 1-64 characters of A-Z a-z 0-9 - _ .",
+        );
     }
     check_api_refs(&p.apis, "apis", path, apis, errs);
     let client = client(

@@ -16,7 +16,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(format!("invalid duration `{text}`; write e.g. 30s, 15m or 1h"));
+            return Err(format!(
+                "invalid duration `{text}`; write e.g. 30s, 15m or 1h"
+            ));
         }
         let (num, tail) = rest.split_at(digits);
         let unit_len = tail.bytes().take_while(u8::is_ascii_alphabetic).count();
@@ -27,7 +29,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let part = match unit {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
-            "m" => n.checked_mul(60).map(Duration::from_secs).unwrap_or(Duration::MAX),
+            "m" => n
+                .checked_mul(60)
+                .map(Duration::from_secs)
+                .unwrap_or(Duration::MAX),
             "h" => n
                 .checked_mul(3600)
                 .map(Duration::from_secs)
@@ -77,9 +82,17 @@ mod tests {
         assert!(parse_duration("60").unwrap_err().contains("needs a unit"));
         assert!(parse_duration("5y").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("").unwrap_err().contains("empty"));
-        assert!(parse_duration("m5").unwrap_err().contains("invalid duration"));
+        assert!(
+            parse_duration("m5")
+                .unwrap_err()
+                .contains("invalid duration")
+        );
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("99999999999999999999999s").is_err());
-        assert!(parse_duration("9999999999999999d").unwrap_err().contains("too large"));
+        assert!(
+            parse_duration("9999999999999999d")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 }

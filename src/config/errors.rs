@@ -160,6 +160,10 @@ mod tests {
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].path, "items[1].port");
         assert_eq!(list[1].path, "items[2].prt");
-        assert!(list[1].message.contains("unknown field `prt`"), "{}", list[1].message);
+        assert!(
+            list[1].message.contains("unknown field `prt`"),
+            "{}",
+            list[1].message
+        );
     }
 }

@@ -207,6 +207,8 @@ pub(crate) struct UpstreamTlsFile {
     pub sni: Option<String>,
     /// Verify the upstream certificate (default true).
     pub verify: Option<bool>,
+    /// PEM file of the CAs that sign the upstream's certificate (default: system roots).
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -65,7 +65,10 @@ pub(super) fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Parse YAML text into `T`, recording a syntax or shape error.
-pub(super) fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, errs: &mut Errors) -> Option<T> {
+pub(super) fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    errs: &mut Errors,
+) -> Option<T> {
     if text.trim().is_empty() {
         // An empty file is an empty mapping: every setting takes its default.
         return parse_yaml("{}", errs);
@@ -75,7 +78,10 @@ pub(super) fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, errs: &mut 
         Ok(v) => Some(v),
         Err(e) => {
             let path = e.path().to_string();
-            errs.push(if path == "." { String::new() } else { path }, e.into_inner());
+            errs.push(
+                if path == "." { String::new() } else { path },
+                e.into_inner(),
+            );
             None
         }
     }
@@ -96,9 +102,7 @@ struct Parts {
 }
 
 fn take<T: Default>(section: Option<Lenient<T>>, path: &str, errs: &mut Errors) -> T {
-    section
-        .and_then(|s| s.take(path, errs))
-        .unwrap_or_default()
+    section.and_then(|s| s.take(path, errs)).unwrap_or_default()
 }
 
 fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
@@ -117,10 +121,10 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
             .take("metrics", errs)
             .and_then(|m| parse_addr(&m.listen, "metrics.listen", errs)),
     };
-    if let Some(m) = metrics_listen {
-        if listeners.iter().any(|l| l.addr == m) {
-            errs.push("metrics.listen", format!("{m} is also a client listener"));
-        }
+    if let Some(m) = metrics_listen
+        && listeners.iter().any(|l| l.addr == m)
+    {
+        errs.push("metrics.listen", format!("{m} is also a client listener"));
     }
 
     let issuer = match file.issuer.and_then(|i| i.take("issuer", errs)) {
@@ -144,7 +148,12 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
         .and_then(|u| u.take("upstreams_file", errs))
         .map(|u| resolve_path(base_dir, &u));
 
-    let server = server(take(file.server, "server", errs), base_dir, &state_dir, errs);
+    let server = server(
+        take(file.server, "server", errs),
+        base_dir,
+        &state_dir,
+        errs,
+    );
     let tokens = tokens(take(file.tokens, "tokens", errs), base_dir, errs);
     let validation_cache = cache(
         take(file.validation_cache, "validation_cache", errs),
@@ -209,7 +218,10 @@ fn parse_addr(text: &str, path: &str, errs: &mut Errors) -> Option<SocketAddr> {
     match text.trim().parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            errs.push(path, format!("`{text}` is not an ip:port address (e.g. 0.0.0.0:8080)"));
+            errs.push(
+                path,
+                format!("`{text}` is not an ip:port address (e.g. 0.0.0.0:8080)"),
+            );
             None
         }
     }
@@ -234,7 +246,9 @@ fn listeners(
     let mut out: Vec<Listener> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let path = format!("listen[{i}]");
-        let Some(l) = item.take(&path, errs) else { continue };
+        let Some(l) = item.take(&path, errs) else {
+            continue;
+        };
         let Some(addr) = parse_addr(&l.addr, &format!("{path}.addr"), errs) else {
             continue;
         };
@@ -247,7 +261,10 @@ fn listeners(
             let key = resolve_path(base_dir, &t.key);
             for (k, p) in [("cert", &cert), ("key", &key)] {
                 if let Err(e) = std::fs::metadata(p) {
-                    errs.push(format!("{path}.tls.{k}"), format!("cannot read {}: {e}", p.display()));
+                    errs.push(
+                        format!("{path}.tls.{k}"),
+                        format!("cannot read {}: {e}", p.display()),
+                    );
                 }
             }
             TlsListener {
@@ -297,12 +314,7 @@ fn default_issuer(listeners: &[Listener]) -> String {
     }
 }
 
-fn duration_or(
-    value: Option<&str>,
-    path: &str,
-    default: Duration,
-    errs: &mut Errors,
-) -> Duration {
+fn duration_or(value: Option<&str>, path: &str, default: Duration, errs: &mut Errors) -> Duration {
     match value {
         None => default,
         Some(v) => parse_duration(v).unwrap_or_else(|e| {
@@ -355,7 +367,10 @@ fn server(s: ServerFile, base_dir: &Path, state_dir: &Path, errs: &mut Errors) -
 fn key_file(k: KeyFileRef, path: &str, base_dir: &Path, errs: &mut Errors) -> KeyFile {
     let resolved = resolve_path(base_dir, &k.file);
     if let Err(e) = std::fs::metadata(&resolved) {
-        errs.push(format!("{path}.file"), format!("cannot read {}: {e}", resolved.display()));
+        errs.push(
+            format!("{path}.file"),
+            format!("cannot read {}: {e}", resolved.display()),
+        );
     }
     check_kid(k.kid.as_deref(), &format!("{path}.kid"), errs);
     KeyFile {
@@ -366,10 +381,10 @@ fn key_file(k: KeyFileRef, path: &str, base_dir: &Path, errs: &mut Errors) -> Ke
 }
 
 fn check_kid(kid: Option<&str>, path: &str, errs: &mut Errors) {
-    if let Some(kid) = kid {
-        if !crate::keys::is_valid_kid(kid) {
-            errs.push(path, "a kid is 1-64 characters of A-Z a-z 0-9 - _ .");
-        }
+    if let Some(kid) = kid
+        && !crate::keys::is_valid_kid(kid)
+    {
+        errs.push(path, "a kid is 1-64 characters of A-Z a-z 0-9 - _ .");
     }
 }
 

@@ -185,6 +185,7 @@ pub struct UpstreamServer {
 pub struct UpstreamTls {
     pub sni: String,
     pub verify: bool,
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

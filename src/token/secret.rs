@@ -4,9 +4,9 @@
 
 use crate::config::CacheSettings;
 use crate::redact::Secret;
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use aws_lc_rs::hmac;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -18,7 +18,9 @@ pub fn check_hash(phc: &str) -> Result<(), String> {
     })?;
     match parsed.algorithm.as_str() {
         "argon2id" | "argon2i" | "argon2d" => Ok(()),
-        other => Err(format!("`{other}` hashes are not accepted; use argon2id (`tollgate hash-secret`)")),
+        other => Err(format!(
+            "`{other}` hashes are not accepted; use argon2id (`tollgate hash-secret`)"
+        )),
     }
 }
 
@@ -87,7 +89,12 @@ impl SecretVerifier {
 
     /// True when `secret` matches `hash`. `hash` is `None` for an unknown client: the
     /// same work is done and the answer is false.
-    pub async fn verify(&self, client_id: &str, secret: &str, hash: Option<&Secret<String>>) -> bool {
+    pub async fn verify(
+        &self,
+        client_id: &str,
+        secret: &str,
+        hash: Option<&Secret<String>>,
+    ) -> bool {
         let known = hash.is_some();
         let phc: Arc<str> = match hash {
             Some(h) => Arc::from(h.expose().as_str()),
@@ -121,7 +128,11 @@ mod tests {
         let h = hash_secret("s3cret").unwrap();
         assert!(h.starts_with("$argon2id$"));
         assert_eq!(check_hash(&h), Ok(()));
-        assert!(check_hash("plain-text").unwrap_err().contains("hash-secret"));
+        assert!(
+            check_hash("plain-text")
+                .unwrap_err()
+                .contains("hash-secret")
+        );
         assert!(check_hash("$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$nFNh2CVHVjNldFVKDHDlm4CbdRSCdEBsjjJxD+iCs5E").unwrap_err().contains("not accepted"));
     }
 

@@ -1,0 +1,201 @@
+//! Prometheus metrics: the registry's handles, their bounded label values, and the
+//! `/metrics` app served on its own listener.
+
+use crate::auth::Outcome;
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use pingora_prometheus::PrometheusHttpApp;
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+
+/// `api` label of requests the token service answers.
+pub const TOKEN_SERVICE: &str = "(token_service)";
+/// `api` label of requests no API matched.
+pub const UNMATCHED: &str = "(unmatched)";
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.000_25, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every metric tollgate exports.
+pub struct Metrics {
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub validations: IntCounterVec,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub tokens_issued: IntCounterVec,
+    pub token_errors: IntCounterVec,
+}
+
+impl Metrics {
+    /// Create the metrics and register them in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_requests_total",
+                    "Requests by API, method and status class.",
+                ),
+                &["api", "method", "status"],
+            )?,
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "tollgate_request_duration_seconds",
+                    "Time from request start to the end of the response, by API.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["api"],
+            )?,
+            upstream_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "tollgate_upstream_duration_seconds",
+                    "Time from sending a request upstream to its response header, by API.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["api"],
+            )?,
+            validations: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_token_validations_total",
+                    "Access-token checks by outcome.",
+                ),
+                &["outcome"],
+            )?,
+            cache_hits: IntCounter::new(
+                "tollgate_validation_cache_hits_total",
+                "Token checks answered by the validation cache.",
+            )?,
+            cache_misses: IntCounter::new(
+                "tollgate_validation_cache_misses_total",
+                "Token checks that had to verify the signature.",
+            )?,
+            tokens_issued: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_tokens_issued_total",
+                    "Tokens issued by endpoint and grant.",
+                ),
+                &["endpoint", "grant"],
+            )?,
+            token_errors: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_token_endpoint_errors_total",
+                    "Token-endpoint error responses by endpoint and RFC 6749 error code.",
+                ),
+                &["endpoint", "error"],
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.request_duration.clone()))?;
+        registry.register(Box::new(m.upstream_duration.clone()))?;
+        registry.register(Box::new(m.validations.clone()))?;
+        registry.register(Box::new(m.cache_hits.clone()))?;
+        registry.register(Box::new(m.cache_misses.clone()))?;
+        registry.register(Box::new(m.tokens_issued.clone()))?;
+        registry.register(Box::new(m.token_errors.clone()))?;
+        // Export every outcome from the start so rates work from the first scrape.
+        for o in Outcome::ALL {
+            m.validations.with_label_values(&[o.label()]);
+        }
+        Ok(m)
+    }
+
+    pub fn record_validation(&self, outcome: Outcome) {
+        self.validations.with_label_values(&[outcome.label()]).inc();
+    }
+}
+
+/// The bounded `method` label.
+pub fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// The bounded `status` label: `2xx` … `5xx`, or `none` when no response was sent.
+pub fn status_label(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
+/// Serves the default registry at `/metrics` (Prometheus text format); 404 elsewhere.
+pub struct MetricsApp;
+
+#[async_trait]
+impl ServeHttp for MetricsApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let path_ok = req.uri.path() == "/metrics";
+        let method_ok = req.method == Method::GET || req.method == Method::HEAD;
+        if path_ok && method_ok {
+            return PrometheusHttpApp.response(session).await;
+        }
+        let (status, body) = if path_ok {
+            (StatusCode::METHOD_NOT_ALLOWED, "use GET\n")
+        } else {
+            (StatusCode::NOT_FOUND, "metrics are served at /metrics\n")
+        };
+        let mut resp = Response::new(body.as_bytes().to_vec());
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::Encoder as _;
+
+    #[test]
+    fn registers_and_encodes() {
+        let r = Registry::new();
+        let m = Metrics::new(&r).unwrap();
+        m.record_validation(Outcome::Expired);
+        m.requests
+            .with_label_values(&["orders", "GET", "2xx"])
+            .inc();
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&r.gather(), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("tollgate_token_validations_total{outcome=\"expired\"} 1"));
+        assert!(text.contains("tollgate_token_validations_total{outcome=\"ok\"} 0"));
+        assert!(
+            text.contains(
+                "tollgate_requests_total{api=\"orders\",method=\"GET\",status=\"2xx\"} 1"
+            )
+        );
+        // Registering twice in one registry is an error, not a panic.
+        assert!(Metrics::new(&r).is_err());
+    }
+
+    #[test]
+    fn labels_are_bounded() {
+        assert_eq!(
+            method_label(&Method::from_bytes(b"PROPFIND").unwrap()),
+            "OTHER"
+        );
+        assert_eq!(status_label(204), "2xx");
+        assert_eq!(status_label(0), "none");
+    }
+}

@@ -1,0 +1,428 @@
+//! The `ProxyHttp` implementation: each phase is a few lines calling named helpers.
+//! Order in `request_filter`: path normalization, token-service paths, API route, then
+//! the credential check; everything that passes goes to the API's upstream pool.
+
+mod respond;
+
+use crate::auth::bearer::{self, Presented};
+use crate::auth::cache::unix_now;
+use crate::auth::{self, Authenticator, CacheUse, Denial, Outcome};
+use crate::config::{AuthMode, HostHeader};
+use crate::metrics::{self, Metrics};
+use crate::path;
+use crate::routes::{Api, RouteTable, host_without_port};
+use crate::token::form::MAX_BODY;
+use crate::token::{Endpoint, TokenRequest, TokenService};
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
+use http::{HeaderValue, Uri};
+use pingora::http::RequestHeader;
+use pingora::modules::http::HttpModules;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The gateway: routes, authenticator and token service, shared by all requests.
+pub struct Gateway {
+    pub routes: RouteTable,
+    pub auth: Authenticator,
+    pub tokens: TokenService,
+    pub metrics: Arc<Metrics>,
+    pub access_log: bool,
+}
+
+/// Where a request went.
+enum Target {
+    Unrouted,
+    TokenService,
+    Api(Arc<Api>),
+}
+
+/// Per-request state.
+pub struct Ctx {
+    start: Instant,
+    target: Target,
+    upstream: Option<SocketAddr>,
+    upstream_sent: Option<Instant>,
+    upstream_time: Option<Duration>,
+    tries: usize,
+}
+
+impl Ctx {
+    fn api_label(&self) -> &str {
+        match &self.target {
+            Target::Api(api) => &api.name,
+            Target::TokenService => metrics::TOKEN_SERVICE,
+            Target::Unrouted => metrics::UNMATCHED,
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            target: Target::Unrouted,
+            upstream: None,
+            upstream_sent: None,
+            upstream_time: None,
+            tries: 0,
+        }
+    }
+
+    /// No downstream modules: tollgate does not compress responses.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if !normalize_path(session).await? {
+            return Ok(true);
+        }
+        let path = session.req_header().uri.path();
+        if let Some(endpoint) = Endpoint::for_path(path) {
+            ctx.target = Target::TokenService;
+            self.serve_token_endpoint(session, endpoint).await?;
+            return Ok(true);
+        }
+        let host = request_host(session.req_header()).map(host_without_port);
+        let Some(api) = self.routes.lookup(host, path).cloned() else {
+            respond::send_error(
+                session,
+                404,
+                "not_found",
+                "no API matches this path",
+                vec![],
+            )
+            .await?;
+            return Ok(true);
+        };
+        ctx.target = Target::Api(api.clone());
+        if api.auth == AuthMode::Jwt && !self.check_credential(session, &api).await? {
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Target::Api(api) = &ctx.target else {
+            return Error::e_explain(ErrorType::InternalError, "no API selected");
+        };
+        ctx.tries += 1;
+        match api.pool.select() {
+            Some(selected) => {
+                ctx.upstream = Some(selected.addr);
+                Ok(selected.peer)
+            }
+            None => Error::e_explain(ErrorType::HTTPStatus(502), "no healthy upstream server"),
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Target::Api(api) = &ctx.target {
+            prepare_upstream_request(session, upstream_request, api, ctx.upstream)?;
+        }
+        ctx.upstream_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut pingora::http::ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.upstream_time = ctx.upstream_sent.map(|t| t.elapsed());
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Try the next server of the pool, once each.
+        if let Target::Api(api) = &ctx.target
+            && ctx.tries < api.pool.size
+        {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        let status = respond::failure_status(e);
+        if status > 0 {
+            let (code, description) = respond::failure_body(status);
+            if let Err(write_error) =
+                respond::send_error(session, status, code, description, vec![]).await
+            {
+                log::debug!("could not send the error response: {write_error}");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        let api = ctx.api_label();
+        self.metrics
+            .requests
+            .with_label_values(&[
+                api,
+                metrics::method_label(&req.method),
+                metrics::status_label(status),
+            ])
+            .inc();
+        let elapsed = ctx.start.elapsed();
+        self.metrics
+            .request_duration
+            .with_label_values(&[api])
+            .observe(elapsed.as_secs_f64());
+        if let Some(t) = ctx.upstream_time {
+            self.metrics
+                .upstream_duration
+                .with_label_values(&[api])
+                .observe(t.as_secs_f64());
+        }
+        if self.access_log {
+            let client = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map_or_else(|| "-".to_string(), |a| a.ip().to_string());
+            let upstream = ctx
+                .upstream
+                .map_or_else(|| "-".to_string(), |a| a.to_string());
+            log::info!(
+                target: "access",
+                "{client} \"{} {}\" {status} {:.3}ms api={api} upstream={upstream}",
+                req.method,
+                req.uri.path(),
+                elapsed.as_secs_f64() * 1000.0,
+            );
+        }
+    }
+
+    /// Used in Pingora's error logs: method, path and host, never the query string
+    /// (it may carry credentials).
+    fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
+        let req = session.req_header();
+        format!(
+            "{} {}, Host: {}",
+            req.method,
+            req.uri.path(),
+            request_host(req).unwrap_or("-")
+        )
+    }
+}
+
+impl Gateway {
+    async fn serve_token_endpoint(&self, session: &mut Session, endpoint: Endpoint) -> Result<()> {
+        let body = if endpoint.reads_body() {
+            match read_body(session, MAX_BODY).await? {
+                Some(b) => b,
+                None => {
+                    return respond::send_error(
+                        session,
+                        413,
+                        "invalid_request",
+                        "the request body is too large",
+                        vec![],
+                    )
+                    .await;
+                }
+            }
+        } else {
+            Bytes::new()
+        };
+        let req = session.req_header();
+        let mut authorizations = req.headers.get_all(AUTHORIZATION).iter();
+        let authorization = match (authorizations.next(), authorizations.next()) {
+            (_, Some(_)) => Err(()),
+            (first, None) => Ok(first.map(HeaderValue::as_bytes)),
+        };
+        let reply = self
+            .tokens
+            .handle(
+                endpoint,
+                TokenRequest {
+                    method: &req.method,
+                    content_type: req.headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes),
+                    authorization,
+                    body: &body,
+                },
+            )
+            .await;
+        respond::send(session, reply.status, reply.headers, reply.body).await
+    }
+
+    /// Validate the bearer token for `api`; on refusal, answer and return false.
+    async fn check_credential(&self, session: &mut Session, api: &Api) -> Result<bool> {
+        let refusal = self.verdict(session.req_header(), api).err();
+        let outcome = refusal.map_or(Outcome::Ok, |(o, _)| o);
+        self.metrics.record_validation(outcome);
+        let Some((outcome, required)) = refusal else {
+            return Ok(true);
+        };
+        let (status, challenge) = auth::challenge(outcome, required);
+        let header = HeaderValue::from_str(&challenge)
+            .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"tollgate\""));
+        let (code, description) = match outcome {
+            Outcome::Missing => ("unauthorized", "a valid access token is required"),
+            Outcome::InsufficientScope => (
+                "insufficient_scope",
+                "the access token lacks the scope this operation needs",
+            ),
+            _ => ("invalid_token", "a valid access token is required"),
+        };
+        respond::send_error(
+            session,
+            status,
+            code,
+            description,
+            vec![(WWW_AUTHENTICATE, header)],
+        )
+        .await?;
+        Ok(false)
+    }
+
+    /// Whether the request's token opens this operation of `api`; on refusal, the outcome
+    /// and, for a scope shortfall, the scopes to name.
+    fn verdict<'a>(
+        &self,
+        req: &RequestHeader,
+        api: &'a Api,
+    ) -> std::result::Result<(), (Outcome, Option<&'a str>)> {
+        let token = match bearer::extract(&req.headers) {
+            Presented::Missing => return Err((Outcome::Missing, None)),
+            Presented::Malformed => return Err((Outcome::Malformed, None)),
+            Presented::Token(t) => t,
+        };
+        let (result, cache) = self.auth.authenticate(token, unix_now());
+        match cache {
+            CacheUse::Hit => self.metrics.cache_hits.inc(),
+            CacheUse::Miss => self.metrics.cache_misses.inc(),
+        }
+        let principal = result.map_err(|o| (o, None))?;
+        auth::authorize(
+            &principal,
+            &api.audience,
+            &api.rules,
+            &req.method,
+            req.uri.path(),
+        )
+        .map_err(|d| match d {
+            Denial::WrongAudience => (Outcome::WrongAudience, None),
+            Denial::InsufficientScope { required } => (Outcome::InsufficientScope, Some(required)),
+        })
+    }
+}
+
+/// Normalize the request path in place; answer 400 and return false when it is refused.
+async fn normalize_path(session: &mut Session) -> Result<bool> {
+    let rewritten = match path::normalize(session.req_header().uri.path()) {
+        Ok(Cow::Borrowed(_)) => return Ok(true),
+        Ok(Cow::Owned(p)) => p,
+        Err(bad) => {
+            respond::send_error(session, 400, "bad_request", bad.message(), vec![]).await?;
+            return Ok(false);
+        }
+    };
+    let uri = with_path(&session.req_header().uri, &rewritten)?;
+    session.req_header_mut().set_uri(uri);
+    Ok(true)
+}
+
+/// `uri` with its path replaced, query kept, in origin form.
+fn with_path(uri: &Uri, path: &str) -> Result<Uri> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    Uri::builder()
+        .path_and_query(pq)
+        .build()
+        .or_err(ErrorType::InternalError, "cannot rebuild the request URI")
+}
+
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+/// Read the whole request body; `None` when it exceeds `limit`.
+async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Bytes>> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if buf.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(buf.freeze()))
+}
+
+/// Path (prefix stripped), Host, and the X-Forwarded-* headers of the upstream request.
+fn prepare_upstream_request(
+    session: &Session,
+    upstream_request: &mut RequestHeader,
+    api: &Api,
+    upstream: Option<SocketAddr>,
+) -> Result<()> {
+    let client_host = request_host(session.req_header()).map(str::to_owned);
+    let path = upstream_request.uri.path();
+    let new_path = api.upstream_path(path);
+    if new_path != path || upstream_request.uri.scheme().is_some() {
+        let uri = with_path(&upstream_request.uri, new_path)?;
+        upstream_request.set_uri(uri);
+    }
+    match &api.pool.host_header {
+        HostHeader::Pass => {
+            if let Some(h) = client_host.as_deref() {
+                upstream_request.insert_header(HOST, h)?;
+            }
+        }
+        HostHeader::Upstream => {
+            if let Some(authority) = upstream.and_then(|a| api.pool.authority(&a)) {
+                upstream_request.insert_header(HOST, authority)?;
+            }
+        }
+        HostHeader::Set(v) => upstream_request.insert_header(HOST, v.as_str())?,
+    }
+    if let Some(ip) = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+    {
+        let forwarded = match upstream_request
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prior) => format!("{prior}, {ip}"),
+            None => ip.to_string(),
+        };
+        upstream_request.insert_header("x-forwarded-for", forwarded)?;
+    }
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+    Ok(())
+}

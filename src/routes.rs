@@ -1,0 +1,208 @@
+//! The API route table: longest path prefix (on `/` boundaries), host-specific routes
+//! before host-less ones. A lookup costs one hash probe per path segment, whatever the
+//! number of routes.
+
+use crate::auth::scope::Rule;
+use crate::config::{ApiConfig, AuthMode};
+use crate::upstream::Pool;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One proxied API, as the request path needs it.
+pub struct Api {
+    pub name: Box<str>,
+    pub prefix: Box<str>,
+    pub strip_prefix: bool,
+    pub auth: AuthMode,
+    pub audience: Box<str>,
+    pub rules: Box<[Rule]>,
+    pub pool: Pool,
+}
+
+impl Api {
+    /// The path to send upstream: the prefix removed when the API says so.
+    pub fn upstream_path<'a>(&self, path: &'a str) -> &'a str {
+        if !self.strip_prefix || &*self.prefix == "/" {
+            return path;
+        }
+        match path.get(self.prefix.len()..) {
+            Some("") | None => "/",
+            Some(rest) => rest,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Candidates {
+    any_host: Option<Arc<Api>>,
+    by_host: Vec<(Box<str>, Arc<Api>)>,
+}
+
+impl Candidates {
+    fn pick(&self, host: Option<&str>) -> Option<&Arc<Api>> {
+        host.and_then(|h| {
+            self.by_host
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(h))
+                .map(|(_, api)| api)
+        })
+        .or(self.any_host.as_ref())
+    }
+}
+
+#[derive(Default)]
+pub struct RouteTable {
+    by_prefix: HashMap<Box<str>, Candidates>,
+}
+
+impl RouteTable {
+    /// Build the table and each API's upstream pool.
+    pub fn build(apis: &[ApiConfig]) -> Result<(Self, Vec<Arc<Api>>), String> {
+        let mut table = RouteTable::default();
+        let mut all = Vec::with_capacity(apis.len());
+        for cfg in apis {
+            let pool = Pool::new(&cfg.upstream).map_err(|e| format!("API `{}`: {e}", cfg.name))?;
+            let api = Arc::new(Api {
+                name: cfg.name.as_str().into(),
+                prefix: cfg.prefix.as_str().into(),
+                strip_prefix: cfg.strip_prefix,
+                auth: cfg.auth,
+                audience: cfg.audience.as_str().into(),
+                rules: cfg.rules.clone().into(),
+                pool,
+            });
+            let entry = table
+                .by_prefix
+                .entry(cfg.prefix.as_str().into())
+                .or_default();
+            match &cfg.host {
+                Some(h) => entry.by_host.push((h.as_str().into(), api.clone())),
+                None => entry.any_host = Some(api.clone()),
+            }
+            all.push(api);
+        }
+        Ok((table, all))
+    }
+
+    /// The API for a request to `host` (no port) and a normalized `path` (no query).
+    pub fn lookup(&self, host: Option<&str>, path: &str) -> Option<&Arc<Api>> {
+        let mut end = path.len();
+        loop {
+            let candidate = if end == 0 { "/" } else { &path[..end] };
+            if let Some(api) = self.by_prefix.get(candidate).and_then(|c| c.pick(host)) {
+                return Some(api);
+            }
+            if end <= 1 {
+                return None;
+            }
+            end = match path[..end].rfind('/') {
+                Some(0) => 1,
+                Some(i) => i,
+                None => return None,
+            };
+        }
+    }
+}
+
+/// The host part of a `Host` header or URI authority: port removed, IPv6 brackets kept.
+pub fn host_without_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(i) => &authority[..=i],
+            None => authority,
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HostHeader, UpstreamConfig, UpstreamServer};
+    use std::time::Duration;
+
+    fn api(name: &str, prefix: &str, host: Option<&str>, strip: bool) -> ApiConfig {
+        ApiConfig {
+            name: name.into(),
+            prefix: prefix.into(),
+            host: host.map(Into::into),
+            strip_prefix: strip,
+            upstream: UpstreamConfig {
+                servers: vec![UpstreamServer {
+                    addr: "127.0.0.1:1".parse().unwrap(),
+                    authority: "127.0.0.1:1".into(),
+                }],
+                tls: None,
+                host_header: HostHeader::Pass,
+                connect_timeout: Duration::from_secs(1),
+                read_timeout: Duration::from_secs(1),
+                write_timeout: Duration::from_secs(1),
+                health_check: None,
+            },
+            auth: AuthMode::None,
+            audience: name.into(),
+            rules: vec![],
+        }
+    }
+
+    fn name<'a>(t: &'a RouteTable, host: Option<&str>, path: &str) -> Option<&'a str> {
+        t.lookup(host, path).map(|a| &*a.name)
+    }
+
+    #[test]
+    fn longest_prefix_on_segment_boundaries() {
+        let (t, _) = RouteTable::build(&[
+            api("root", "/", None, false),
+            api("orders", "/orders", None, false),
+            api("items", "/orders/items", None, false),
+        ])
+        .unwrap();
+        assert_eq!(name(&t, None, "/orders"), Some("orders"));
+        assert_eq!(name(&t, None, "/orders/"), Some("orders"));
+        assert_eq!(name(&t, None, "/orders/1"), Some("orders"));
+        assert_eq!(name(&t, None, "/orders/items/3"), Some("items"));
+        assert_eq!(name(&t, None, "/ordersX"), Some("root"));
+        assert_eq!(name(&t, None, "/"), Some("root"));
+    }
+
+    #[test]
+    fn unknown_paths_have_no_route() {
+        let (t, _) = RouteTable::build(&[api("orders", "/orders", None, false)]).unwrap();
+        assert_eq!(name(&t, None, "/"), None);
+        assert_eq!(name(&t, None, "/order"), None);
+        assert_eq!(name(&t, None, "/other/orders"), None);
+    }
+
+    #[test]
+    fn host_routes_win_over_hostless() {
+        let (t, _) = RouteTable::build(&[
+            api("any", "/v1", None, false),
+            api("a", "/v1", Some("a.example"), false),
+        ])
+        .unwrap();
+        assert_eq!(name(&t, Some("A.Example"), "/v1/x"), Some("a"));
+        assert_eq!(name(&t, Some("b.example"), "/v1/x"), Some("any"));
+        assert_eq!(name(&t, None, "/v1/x"), Some("any"));
+    }
+
+    #[test]
+    fn prefix_stripping() {
+        let (_, apis) =
+            RouteTable::build(&[api("o", "/orders", None, true), api("r", "/", None, true)])
+                .unwrap();
+        assert_eq!(apis[0].upstream_path("/orders"), "/");
+        assert_eq!(apis[0].upstream_path("/orders/1"), "/1");
+        assert_eq!(apis[1].upstream_path("/x"), "/x");
+    }
+
+    #[test]
+    fn ports_are_removed_from_hosts() {
+        assert_eq!(host_without_port("a.example:8080"), "a.example");
+        assert_eq!(host_without_port("a.example"), "a.example");
+        assert_eq!(host_without_port("[::1]:8080"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
+    }
+}

@@ -1,0 +1,170 @@
+//! Wiring: build the gateway from a validated config and run it as Pingora services
+//! (the proxy with its listeners, the metrics listener, the health checks).
+
+use crate::auth::cache::TokenCache;
+use crate::auth::{Authenticator, Validator};
+use crate::config::Config;
+use crate::keys::KeySet;
+use crate::metrics::{Metrics, MetricsApp};
+use crate::proxy::Gateway;
+use crate::routes::RouteTable;
+use crate::token::TokenService;
+use crate::upstream::HealthChecks;
+use pingora::apps::http_app::HttpServer;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::Server;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use std::sync::Arc;
+
+/// Command-line switches that reach Pingora.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Take the listening sockets over from a running instance (graceful upgrade).
+    pub upgrade: bool,
+    /// Fork into the background; the parent exits once the daemon is ready.
+    pub daemon: bool,
+}
+
+/// Checks `tollgate -t` runs beyond the config itself: key files and TLS certificates load.
+pub fn check(config: &Config) -> Result<(), String> {
+    crate::keys::check_files(&config.tokens).map_err(|e| e.to_string())?;
+    for l in &config.listeners {
+        if let Some(t) = &l.tls {
+            tls_settings(t)?;
+        }
+    }
+    Ok(())
+}
+
+fn tls_settings(t: &crate::config::TlsListener) -> Result<TlsSettings, String> {
+    let mut settings =
+        TlsSettings::intermediate(&t.cert.to_string_lossy(), &t.key.to_string_lossy()).map_err(
+            |e| {
+                format!(
+                    "TLS certificate {} / key {}: {e}",
+                    t.cert.display(),
+                    t.key.display()
+                )
+            },
+        )?;
+    if t.http2 {
+        settings.enable_h2();
+    }
+    Ok(settings)
+}
+
+fn server_conf(config: &Config, opts: RunOptions) -> ServerConf {
+    let s = &config.server;
+    ServerConf {
+        threads: s.threads,
+        work_stealing: s.work_stealing,
+        pid_file: s.pid_file.to_string_lossy().into_owned(),
+        upgrade_sock: s.upgrade_sock.to_string_lossy().into_owned(),
+        user: s.user.clone(),
+        group: s.group.clone(),
+        grace_period_seconds: s.grace_period.map(|d| d.as_secs()),
+        graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout.map(|d| d.as_secs()),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        daemon: opts.daemon,
+        daemon_wait_for_ready: opts.daemon,
+        ..ServerConf::default()
+    }
+}
+
+/// Fail early, with a clear message, when a listen address cannot be bound (Pingora would
+/// otherwise fail inside a service thread). Skipped on upgrade: the old process holds them.
+fn check_bindable(config: &Config) -> Result<(), String> {
+    let addrs = config
+        .listeners
+        .iter()
+        .map(|l| l.addr)
+        .chain(config.metrics_listen);
+    for addr in addrs {
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn create_state_dir(config: &Config) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.state_dir)
+        .map_err(|e| {
+            format!(
+                "cannot create state_dir {}: {e}",
+                config.state_dir.display()
+            )
+        })
+}
+
+/// Build every part of the gateway and run until a shutdown signal. Returns only on a
+/// startup error.
+pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
+    create_state_dir(&config)?;
+    let keys =
+        Arc::new(KeySet::load(&config.tokens, &config.state_dir).map_err(|e| e.to_string())?);
+    let metrics = Arc::new(
+        Metrics::new(prometheus::default_registry())
+            .map_err(|e| format!("cannot register metrics: {e}"))?,
+    );
+    let (routes, apis) = RouteTable::build(&config.apis)?;
+    let health = HealthChecks::new(apis.iter().map(|a| &a.pool));
+    let gateway = Gateway {
+        routes,
+        auth: Authenticator::new(
+            Validator::new(keys.clone(), &config.issuer, config.tokens.leeway),
+            TokenCache::new(config.validation_cache),
+        ),
+        tokens: TokenService::new(&config, keys, metrics.clone())?,
+        metrics,
+        access_log: config.log.access_log,
+    };
+    if !opts.upgrade {
+        check_bindable(&config)?;
+    }
+
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        daemon: opts.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, opts));
+    server.bootstrap();
+
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "tollgate");
+    for l in &config.listeners {
+        let addr = l.addr.to_string();
+        match &l.tls {
+            None => proxy.add_tcp(&addr),
+            Some(t) => proxy.add_tls_with_settings(&addr, None, tls_settings(t)?),
+        }
+    }
+    server.add_service(proxy);
+
+    if let Some(addr) = config.metrics_listen {
+        let mut metrics_service =
+            Service::new("tollgate metrics".into(), HttpServer::new_app(MetricsApp));
+        metrics_service.threads = Some(1);
+        metrics_service.add_tcp(&addr.to_string());
+        server.add_service(metrics_service);
+    }
+    if !health.is_empty() {
+        server.add_service(background_service("tollgate health checks", health));
+    }
+    log::info!(
+        "tollgate listening on {}; issuer {}",
+        config
+            .listeners
+            .iter()
+            .map(|l| format!("{}{}", l.addr, if l.tls.is_some() { " (tls)" } else { "" }))
+            .collect::<Vec<_>>()
+            .join(", "),
+        config.issuer
+    );
+    server.run_forever()
+}

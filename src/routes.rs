@@ -60,8 +60,9 @@ impl RouteTable {
     pub fn build(apis: &[ApiConfig]) -> Result<(Self, Vec<Arc<Api>>), String> {
         let mut table = RouteTable::default();
         let mut all = Vec::with_capacity(apis.len());
-        for cfg in apis {
-            let pool = Pool::new(&cfg.upstream).map_err(|e| format!("API `{}`: {e}", cfg.name))?;
+        for (id, cfg) in (1u64..).zip(apis) {
+            let pool =
+                Pool::new(&cfg.upstream, id).map_err(|e| format!("API `{}`: {e}", cfg.name))?;
             let api = Arc::new(Api {
                 name: cfg.name.as_str().into(),
                 prefix: cfg.prefix.as_str().into(),

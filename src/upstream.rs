@@ -33,7 +33,10 @@ pub struct Selected {
 }
 
 impl Pool {
-    pub fn new(cfg: &UpstreamConfig) -> Result<Self, String> {
+    /// `id` keeps this pool's idle connections apart from every other pool's: Pingora's
+    /// reuse key covers address, SNI and verification flags but not the trusted CAs, so
+    /// two APIs sharing a server must not share connections.
+    pub fn new(cfg: &UpstreamConfig, id: u64) -> Result<Self, String> {
         let addrs: Vec<SocketAddr> = cfg.servers.iter().map(|s| s.addr).collect();
         let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(addrs.iter().copied())
             .map_err(|e| format!("cannot build the upstream pool: {e}"))?;
@@ -46,6 +49,7 @@ impl Pool {
             .copied()
             .ok_or("an upstream pool needs a server")?;
         let mut template = HttpPeer::new(first, tls, sni.clone());
+        template.group_key = id;
         template.options.connection_timeout = Some(cfg.connect_timeout);
         template.options.read_timeout = Some(cfg.read_timeout);
         template.options.write_timeout = Some(cfg.write_timeout);

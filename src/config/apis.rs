@@ -3,8 +3,8 @@
 
 use super::errors::{ConfigError, Errors, Lenient};
 use super::file::{
-    ApiFile, CredentialFile, HealthCheckFile, HostHeaderFile, PolicyFile, UpstreamFile,
-    UpstreamsFile,
+    ApiFile, CredentialFile, DurationText, HealthCheckFile, HostHeaderFile, PolicyFile,
+    UpstreamFile, UpstreamsFile,
 };
 use super::gateway::parse_yaml;
 use super::{
@@ -199,7 +199,12 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn upstream(u: UpstreamFile, path: &str, base_dir: &Path, errs: &mut Errors) -> Option<UpstreamConfig> {
+fn upstream(
+    u: UpstreamFile,
+    path: &str,
+    base_dir: &Path,
+    errs: &mut Errors,
+) -> Option<UpstreamConfig> {
     let mut ok = true;
     if u.servers.is_empty() {
         errs.push(format!("{path}.servers"), "at least one server is needed");
@@ -226,7 +231,10 @@ fn upstream(u: UpstreamFile, path: &str, base_dir: &Path, errs: &mut Errors) -> 
             if let Some(f) = &ca_file
                 && let Err(e) = std::fs::metadata(f)
             {
-                errs.push(format!("{path}.tls.ca_file"), format!("cannot read {}: {e}", f.display()));
+                errs.push(
+                    format!("{path}.tls.ca_file"),
+                    format!("cannot read {}: {e}", f.display()),
+                );
                 ok = false;
             }
             let sni = t.sni.or_else(|| {
@@ -237,7 +245,11 @@ fn upstream(u: UpstreamFile, path: &str, base_dir: &Path, errs: &mut Errors) -> 
                     .filter(|h| h.parse::<IpAddr>().is_err())
             });
             match sni {
-                Some(sni) => Some(UpstreamTls { sni, verify, ca_file }),
+                Some(sni) => Some(UpstreamTls {
+                    sni,
+                    verify,
+                    ca_file,
+                }),
                 None if !verify => Some(UpstreamTls {
                     sni: String::new(),
                     verify,
@@ -269,19 +281,19 @@ fn upstream(u: UpstreamFile, path: &str, base_dir: &Path, errs: &mut Errors) -> 
         }
     };
     let connect_timeout = duration(
-        u.connect_timeout.as_deref(),
+        u.connect_timeout.as_ref().map(DurationText::as_str),
         format!("{path}.connect_timeout"),
         Duration::from_secs(5),
         errs,
     );
     let read_timeout = duration(
-        u.read_timeout.as_deref(),
+        u.read_timeout.as_ref().map(DurationText::as_str),
         format!("{path}.read_timeout"),
         Duration::from_secs(60),
         errs,
     );
     let write_timeout = duration(
-        u.write_timeout.as_deref(),
+        u.write_timeout.as_ref().map(DurationText::as_str),
         format!("{path}.write_timeout"),
         Duration::from_secs(60),
         errs,
@@ -366,13 +378,13 @@ fn health_check(h: HealthCheckFile, path: &str, errs: &mut Errors) -> Option<Hea
         }
     };
     let interval = duration(
-        interval.as_deref(),
+        interval.as_ref().map(DurationText::as_str),
         format!("{path}.interval"),
         Duration::from_secs(5),
         errs,
     );
     let timeout = duration(
-        timeout.as_deref(),
+        timeout.as_ref().map(DurationText::as_str),
         format!("{path}.timeout"),
         Duration::from_secs(1),
         errs,
@@ -433,7 +445,7 @@ fn client(
     hash: String,
     grant_types: Vec<GrantType>,
     scopes: Vec<String>,
-    lifetime: Option<String>,
+    lifetime: Option<DurationText>,
     path: &str,
     client_ids: &mut HashSet<String>,
     errs: &mut Errors,
@@ -462,7 +474,7 @@ fn client(
     }
     let access_token_lifetime = lifetime.map(|l| {
         let d = duration(
-            Some(&l),
+            Some(l.as_str()),
             format!("{path}.access_token_lifetime"),
             Duration::from_secs(900),
             errs,

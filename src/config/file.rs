@@ -7,6 +7,33 @@ use crate::keys::Algorithm;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+/// A duration as written (`15m`); numbers are kept so validation can say they need a unit.
+#[derive(Debug, Clone)]
+pub(crate) struct DurationText(String);
+
+impl DurationText {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            Int(i64),
+            Float(f64),
+        }
+        Ok(DurationText(match Repr::deserialize(d)? {
+            Repr::Text(t) => t,
+            Repr::Int(i) => i.to_string(),
+            Repr::Float(f) => f.to_string(),
+        }))
+    }
+}
+
 /// Top level of the gateway config file. Every section is parsed on its own so one
 /// mistake does not hide the others; unknown top-level keys are collected in `unknown`.
 #[derive(Debug, Deserialize)]
@@ -80,9 +107,9 @@ pub(crate) struct ServerFile {
     /// Group to switch to after binding (daemon mode).
     pub group: Option<String>,
     /// How long an old process keeps serving after a graceful upgrade or SIGTERM.
-    pub grace_period: Option<String>,
+    pub grace_period: Option<DurationText>,
     /// Hard limit for in-flight requests to finish once the grace period ends.
-    pub graceful_shutdown_timeout: Option<String>,
+    pub graceful_shutdown_timeout: Option<DurationText>,
     /// Idle upstream connections kept for reuse.
     pub upstream_keepalive_pool_size: Option<usize>,
 }
@@ -91,14 +118,14 @@ pub(crate) struct ServerFile {
 #[serde(deny_unknown_fields)]
 pub(crate) struct TokensFile {
     /// The key that signs issued JWTs.
-    pub signing_key: Option<SigningKeyFile>,
+    pub signing_key: Option<Lenient<SigningKeyFile>>,
     /// Further keys whose tokens are still accepted and which JWKS publishes (rotation).
     #[serde(default)]
     pub verification_keys: Vec<KeyFileRef>,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`.
-    pub leeway: Option<String>,
+    pub leeway: Option<DurationText>,
     /// Access-token lifetime where a policy or credential does not set one.
-    pub access_token_lifetime: Option<String>,
+    pub access_token_lifetime: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,7 +156,7 @@ pub(crate) struct CacheFile {
     /// Upper bound on cached entries.
     pub max_entries: Option<u64>,
     /// Upper bound on how long an entry lives.
-    pub ttl: Option<String>,
+    pub ttl: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -193,9 +220,9 @@ pub(crate) struct UpstreamFile {
     pub tls: Option<UpstreamTlsFile>,
     /// `pass` (default), `upstream`, or `{ set: name }`.
     pub host_header: Option<HostHeaderFile>,
-    pub connect_timeout: Option<String>,
-    pub read_timeout: Option<String>,
-    pub write_timeout: Option<String>,
+    pub connect_timeout: Option<DurationText>,
+    pub read_timeout: Option<DurationText>,
+    pub write_timeout: Option<DurationText>,
     /// Active health check; without it every server is always eligible.
     pub health_check: Option<HealthCheckFile>,
 }
@@ -211,8 +238,9 @@ pub(crate) struct UpstreamTlsFile {
     pub ca_file: Option<String>,
 }
 
+/// `host_header`: `pass`, `upstream`, or `{ set: name }`.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "HostHeaderRepr")]
 pub(crate) enum HostHeaderFile {
     /// Forward the client's Host.
     Pass,
@@ -222,21 +250,49 @@ pub(crate) enum HostHeaderFile {
     Set(String),
 }
 
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum HostHeaderRepr {
+    Word(String),
+    Set(SetHost),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetHost {
+    set: String,
+}
+
+impl TryFrom<HostHeaderRepr> for HostHeaderFile {
+    type Error = String;
+
+    fn try_from(r: HostHeaderRepr) -> Result<Self, String> {
+        match r {
+            HostHeaderRepr::Word(w) if w == "pass" => Ok(HostHeaderFile::Pass),
+            HostHeaderRepr::Word(w) if w == "upstream" => Ok(HostHeaderFile::Upstream),
+            HostHeaderRepr::Word(w) => Err(format!(
+                "`{w}` is not a host_header mode (pass, upstream, or {{ set: name }})"
+            )),
+            HostHeaderRepr::Set(SetHost { set }) => Ok(HostHeaderFile::Set(set)),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum HealthCheckFile {
     /// A TCP (or TLS) connect.
     Tcp {
-        interval: Option<String>,
-        timeout: Option<String>,
+        interval: Option<DurationText>,
+        timeout: Option<DurationText>,
         unhealthy_after: Option<usize>,
         healthy_after: Option<usize>,
     },
     /// A GET that must answer 200.
     Http {
         path: Option<String>,
-        interval: Option<String>,
-        timeout: Option<String>,
+        interval: Option<DurationText>,
+        timeout: Option<DurationText>,
         unhealthy_after: Option<usize>,
         healthy_after: Option<usize>,
     },
@@ -273,7 +329,7 @@ pub(crate) struct PolicyFile {
     /// Scopes this policy may grant.
     #[serde(default)]
     pub scopes: Vec<String>,
-    pub access_token_lifetime: Option<String>,
+    pub access_token_lifetime: Option<DurationText>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -289,5 +345,5 @@ pub(crate) struct CredentialFile {
     /// Scopes this credential may be granted.
     #[serde(default)]
     pub scopes: Vec<String>,
-    pub access_token_lifetime: Option<String>,
+    pub access_token_lifetime: Option<DurationText>,
 }

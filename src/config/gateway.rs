@@ -2,7 +2,7 @@
 //! caches, logging. Hands the upstreams file to `apis`.
 
 use super::errors::{Errors, Lenient};
-use super::file::{CacheFile, GatewayFile, KeyFileRef, ServerFile, TokensFile};
+use super::file::{CacheFile, DurationText, GatewayFile, KeyFileRef, ServerFile, TokensFile};
 use super::{
     CacheSettings, Config, ConfigErrors, Family, KeyFile, Listener, LogSettings, ServerSettings,
     SigningKeySource, TlsListener, TokenSettings, apis, parse_duration, resolve_path,
@@ -335,16 +335,21 @@ fn server(s: ServerFile, base_dir: &Path, state_dir: &Path, errs: &mut Errors) -
     };
     let grace_period = s
         .grace_period
-        .as_deref()
+        .as_ref()
+        .map(DurationText::as_str)
         .map(|v| duration_or(Some(v), "server.grace_period", Duration::ZERO, errs));
-    let graceful_shutdown_timeout = s.graceful_shutdown_timeout.as_deref().map(|v| {
-        duration_or(
-            Some(v),
-            "server.graceful_shutdown_timeout",
-            Duration::ZERO,
-            errs,
-        )
-    });
+    let graceful_shutdown_timeout = s
+        .graceful_shutdown_timeout
+        .as_ref()
+        .map(DurationText::as_str)
+        .map(|v| {
+            duration_or(
+                Some(v),
+                "server.graceful_shutdown_timeout",
+                Duration::ZERO,
+                errs,
+            )
+        });
     ServerSettings {
         threads,
         work_stealing: s.work_stealing.unwrap_or(true),
@@ -389,7 +394,7 @@ fn check_kid(kid: Option<&str>, path: &str, errs: &mut Errors) {
 }
 
 fn tokens(t: TokensFile, base_dir: &Path, errs: &mut Errors) -> TokenSettings {
-    let signing = t.signing_key.unwrap_or_default();
+    let signing = take(t.signing_key, "tokens.signing_key", errs);
     check_kid(signing.kid.as_deref(), "tokens.signing_key.kid", errs);
     let algorithm = signing.algorithm.unwrap_or(Algorithm::ES256);
     let signing_key = match signing.file {
@@ -415,13 +420,13 @@ fn tokens(t: TokensFile, base_dir: &Path, errs: &mut Errors) -> TokenSettings {
         .map(|(i, k)| key_file(k, &format!("tokens.verification_keys[{i}]"), base_dir, errs))
         .collect();
     let leeway = duration_or(
-        t.leeway.as_deref(),
+        t.leeway.as_ref().map(DurationText::as_str),
         "tokens.leeway",
         Duration::from_secs(60),
         errs,
     );
     let access_token_lifetime = duration_or(
-        t.access_token_lifetime.as_deref(),
+        t.access_token_lifetime.as_ref().map(DurationText::as_str),
         "tokens.access_token_lifetime",
         Duration::from_secs(900),
         errs,
@@ -443,6 +448,11 @@ fn cache(c: CacheFile, path: &str, default: CacheSettings, errs: &mut Errors) ->
     }
     CacheSettings {
         max_entries: c.max_entries.unwrap_or(default.max_entries).max(1),
-        ttl: duration_or(c.ttl.as_deref(), &format!("{path}.ttl"), default.ttl, errs),
+        ttl: duration_or(
+            c.ttl.as_ref().map(DurationText::as_str),
+            &format!("{path}.ttl"),
+            default.ttl,
+            errs,
+        ),
     }
 }

@@ -1,0 +1,375 @@
+//! Test harness: a real HTTP upstream on 127.0.0.1:0, the real tollgate binary with its
+//! config written to a temporary directory, readiness by polling, and helpers to mint
+//! tokens with the gateway's own signing key.
+
+#![allow(dead_code)]
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A real HTTP/1.1 server that answers with a JSON echo of the request it received.
+/// `/__sleep/<ms>` waits before answering; `/__status/<code>` answers with that status.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn start_upstream() -> Upstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let svc = hyper::service::service_fn(move |req| echo(req, peer));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, task }
+}
+
+async fn echo(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    let mut status = 200;
+    if let Some(ms) = path.strip_prefix("/__sleep/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+    }
+    if let Some(code) = path.strip_prefix("/__status/") {
+        status = code.parse().unwrap_or(500);
+    }
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                serde_json::Value::String(v.to_str().unwrap_or("").to_string()),
+            )
+        })
+        .collect();
+    let method = req.method().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let doc = serde_json::json!({
+        "method": method,
+        "path": path,
+        "query": query,
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+        "peer": peer.to_string(),
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(doc.to_string())));
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+/// A loopback port nobody listens on right now: bound on 127.0.0.1:0, then released.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// argon2id hash with small parameters, so tests do not spend seconds hashing.
+pub fn cheap_hash(secret: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    let params = argon2::Params::new(1024, 1, 1, None).unwrap();
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    a.hash_password(secret.as_bytes(), &SaltString::generate(&mut OsRng))
+        .unwrap()
+        .to_string()
+}
+
+/// The ES256 key the test gateways sign with (kid `test-key`), so tests can mint tokens
+/// the gateway accepts, or nearly accepts.
+pub struct TestKey {
+    pair: EcdsaKeyPair,
+    pub pem: String,
+}
+
+impl TestKey {
+    pub fn generate() -> Self {
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let der = pair.to_pkcs8v1().unwrap();
+        let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec()));
+        Self { pair, pem }
+    }
+
+    /// Sign any header and claims with this key.
+    pub fn sign(&self, header: &serde_json::Value, claims: &serde_json::Value) -> String {
+        let input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
+        let sig = self
+            .pair
+            .sign(&SystemRandom::new(), input.as_bytes())
+            .unwrap();
+        format!("{input}.{}", B64.encode(sig.as_ref()))
+    }
+
+    /// A token as the gateway would issue it, with `claims` merged over the defaults.
+    pub fn token(&self, issuer: &str, claims: serde_json::Value) -> String {
+        let now = unix_now();
+        let mut c = serde_json::json!({
+            "iss": issuer, "sub": "test", "aud": "orders", "exp": now + 300,
+            "iat": now, "nbf": now, "jti": "t", "client_id": "test", "scope": "orders:read",
+        });
+        for (k, v) in claims.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        self.sign(
+            &serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "test-key"}),
+            &c,
+        )
+    }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A running tollgate process; killed when dropped.
+pub struct Gateway {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub base: String,
+    pub config_path: PathBuf,
+}
+
+pub struct GatewaySpec {
+    /// The upstreams file.
+    pub upstreams: String,
+    /// Extra top-level YAML for tollgate.yaml (sections not written by the harness).
+    pub extra: String,
+    /// `tokens:` section; default signs with the given test key.
+    pub tokens: Option<String>,
+    /// `listen:` entries beyond the plain HTTP one.
+    pub extra_listeners: String,
+    /// Files written into the gateway's directory before it starts (certificates, keys).
+    pub files: Vec<(String, String)>,
+}
+
+impl GatewaySpec {
+    pub fn new(upstreams: impl Into<String>) -> Self {
+        Self {
+            upstreams: upstreams.into(),
+            extra: String::new(),
+            tokens: None,
+            extra_listeners: String::new(),
+            files: Vec::new(),
+        }
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_tollgate")
+}
+
+impl Gateway {
+    /// Write the config for `spec` and start the gateway; returns once it answers.
+    pub async fn start(spec: GatewaySpec, key: &TestKey) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("signing.pem"), &key.pem).unwrap();
+        for (name, contents) in &spec.files {
+            std::fs::write(dir.path().join(name), contents).unwrap();
+        }
+        let port = free_port();
+        let metrics_port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let tokens = spec.tokens.unwrap_or_else(|| {
+            "tokens:\n  signing_key: { algorithm: ES256, file: signing.pem, kid: test-key }\n"
+                .to_string()
+        });
+        let conf = format!(
+            "listen:\n  - addr: 127.0.0.1:{port}\n{}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\nissuer: {base}\nupstreams_file: upstreams.yaml\nstate_dir: state\nserver:\n  threads: 2\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n{tokens}\n{}\n",
+            spec.extra_listeners, spec.extra
+        );
+        let config_path = dir.path().join("tollgate.yaml");
+        std::fs::write(&config_path, conf).unwrap();
+        std::fs::write(dir.path().join("upstreams.yaml"), &spec.upstreams).unwrap();
+        let mut gw = Gateway {
+            child: None,
+            dir,
+            port,
+            metrics_port,
+            base,
+            config_path,
+        };
+        gw.spawn().await;
+        gw
+    }
+
+    /// Start (or restart) the process on the existing config and state.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&self.config_path)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    async fn wait_ready(&mut self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let probes = [
+            format!("{}/.well-known/jwks.json", self.base),
+            format!("http://127.0.0.1:{}/metrics", self.metrics_port),
+        ];
+        for url in probes {
+            loop {
+                if let Ok(r) = client.get(&url).send().await
+                    && r.status().is_success()
+                {
+                    break;
+                }
+                if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                    panic!("tollgate exited early ({status}):\n{}", self.log());
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "tollgate not ready in 30 s:\n{}",
+                    self.log()
+                );
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+    }
+
+    /// SIGKILL the process and wait for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one sample line of the metrics text, e.g.
+    /// `tollgate_token_validations_total{outcome="ok"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Request a token with client_secret_basic.
+pub async fn get_token(
+    gw: &Gateway,
+    endpoint: &str,
+    id: &str,
+    secret: &str,
+    scope: Option<&str>,
+) -> reqwest::Response {
+    let mut form = vec![("grant_type", "client_credentials")];
+    if let Some(s) = scope {
+        form.push(("scope", s));
+    }
+    reqwest::Client::new()
+        .post(gw.url(endpoint))
+        .basic_auth(id, Some(secret))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+pub async fn access_token(gw: &Gateway, endpoint: &str, id: &str, secret: &str) -> String {
+    let r = get_token(gw, endpoint, id, secret, None).await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["access_token"].as_str().unwrap().to_string()
+}
+
+pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).unwrap();
+    p
+}

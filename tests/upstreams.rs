@@ -1,0 +1,171 @@
+//! Upstream failures: refused connections, hangs, dead pool members, health checks.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+fn client() -> reqwest::Client {
+    // A hang would show up as this client's timeout, failing the test.
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn refused_connection_is_502_and_other_apis_keep_serving() {
+    let up = start_upstream().await;
+    let dead = free_port();
+    let spec = GatewaySpec::new(format!(
+        r#"
+apis:
+  - name: dead
+    prefix: /dead
+    upstream: {{ servers: ["127.0.0.1:{dead}"], connect_timeout: 1s }}
+    auth: none
+  - name: live
+    prefix: /live
+    upstream: {{ servers: ["{}"] }}
+    auth: none
+"#,
+        up.addr
+    ));
+    let gw = Gateway::start(spec, &TestKey::generate()).await;
+    let r = client().get(gw.url("/dead/x")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "bad_gateway");
+    let r = client().get(gw.url("/live/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        gw.metric("tollgate_requests_total{api=\"dead\",method=\"GET\",status=\"5xx\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_upstream_is_504_after_the_read_timeout() {
+    let up = start_upstream().await;
+    let spec = GatewaySpec::new(format!(
+        r#"
+apis:
+  - name: slow
+    prefix: /slow
+    strip_prefix: true
+    upstream: {{ servers: ["{}"], read_timeout: 300ms }}
+    auth: none
+"#,
+        up.addr
+    ));
+    let gw = Gateway::start(spec, &TestKey::generate()).await;
+    // The upstream would answer after 60 s; the client gives up after 15 s.
+    let r = client()
+        .get(gw.url("/slow/__sleep/60000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "gateway_timeout");
+    // A fast request on the same API still works.
+    assert_eq!(
+        client()
+            .get(gw.url("/slow/fast"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_dead_pool_member_is_skipped() {
+    let up = start_upstream().await;
+    let dead = free_port();
+    let spec = GatewaySpec::new(format!(
+        r#"
+apis:
+  - name: pool
+    prefix: /pool
+    upstream: {{ servers: ["127.0.0.1:{dead}", "{}"], connect_timeout: 1s }}
+    auth: none
+"#,
+        up.addr
+    ));
+    let gw = Gateway::start(spec, &TestKey::generate()).await;
+    // Round robin sends every other first attempt to the dead server; the retry moves on.
+    for i in 0..6 {
+        let r = client()
+            .get(gw.url(&format!("/pool/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+}
+
+#[tokio::test]
+async fn health_checks_take_a_server_out_and_bring_it_back() {
+    let port = free_port();
+    let spec = GatewaySpec::new(format!(
+        r#"
+apis:
+  - name: hc
+    prefix: /hc
+    upstream:
+      servers: ["127.0.0.1:{port}"]
+      connect_timeout: 500ms
+      health_check: {{ kind: tcp, interval: 100ms, timeout: 200ms, unhealthy_after: 1, healthy_after: 1 }}
+    auth: none
+"#
+    ));
+    let gw = Gateway::start(spec, &TestKey::generate()).await;
+    // Nothing listens: once the check has run, the pool has no healthy server.
+    let mut saw_no_healthy = false;
+    for _ in 0..100 {
+        let r = client().get(gw.url("/hc/x")).send().await.unwrap();
+        assert_eq!(r.status(), 502);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "bad_gateway");
+        if gw.log().contains("no healthy upstream server") {
+            saw_no_healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw_no_healthy, "{}", gw.log());
+
+    // Start a server on that port: the next checks bring it back.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let mut buf = [0u8; 4096];
+                if s.read(&mut buf).await.unwrap_or(0) > 0 {
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                }
+            });
+        }
+    });
+    let mut recovered = false;
+    for _ in 0..100 {
+        if client().get(gw.url("/hc/x")).send().await.unwrap().status() == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recovered, "{}", gw.log());
+}

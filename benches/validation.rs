@@ -1,1 +1,108 @@
-fn main() {}
+//! The bearer-validation hot path: a token already in the moka cache versus one that
+//! needs its signature and claims checked (ES256, RS256, EdDSA), plus the per-API
+//! audience and scope check that follows either.
+//!
+//! Run: `cargo bench --bench validation`
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::Method;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate::auth::cache::{TokenCache, token_key, unix_now};
+use tollgate::auth::scope::Rule;
+use tollgate::auth::{Authenticator, Validator, authorize};
+use tollgate::config::{CacheSettings, SigningKeySource, TokenSettings};
+use tollgate::keys::{Algorithm, KeySet};
+
+const ISSUER: &str = "https://gateway.example";
+
+fn setup(alg: Algorithm, dir: &std::path::Path) -> (Authenticator, Validator, String) {
+    let settings = TokenSettings {
+        signing_key: SigningKeySource::Generated {
+            algorithm: alg,
+            kid: None,
+        },
+        verification_keys: vec![],
+        leeway: Duration::from_secs(60),
+        access_token_lifetime: Duration::from_secs(900),
+    };
+    let keys = Arc::new(KeySet::load(&settings, dir).expect("keys"));
+    let now = unix_now();
+    let claims = serde_json::json!({
+        "iss": ISSUER, "sub": "reporting-service", "aud": ["orders", "billing"],
+        "exp": now + 3600, "iat": now, "nbf": now, "jti": "b2o5Qk1dR8e1m3Ue0yX3Aw",
+        "client_id": "reporting-service", "scope": "orders:read orders:write billing:read",
+    });
+    let token = keys
+        .signing()
+        .sign_compact(claims.to_string().as_bytes())
+        .expect("sign");
+    let cache = TokenCache::new(CacheSettings {
+        max_entries: 100_000,
+        ttl: Duration::from_secs(300),
+    });
+    let auth = Authenticator::new(
+        Validator::new(keys.clone(), ISSUER, Duration::from_secs(60)),
+        cache,
+    );
+    (
+        auth,
+        Validator::new(keys, ISSUER, Duration::from_secs(60)),
+        token,
+    )
+}
+
+fn validation(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut group = c.benchmark_group("validation");
+    for alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA] {
+        let sub = dir.path().join(alg.as_str());
+        let (auth, _validator, token) = setup(alg, &sub);
+        let now = unix_now();
+        assert!(auth.authenticate(&token, now).0.is_ok());
+        let key = token_key(&token);
+
+        group.bench_function(format!("cache_hit/{}", alg.as_str()), |b| {
+            b.iter(|| auth.authenticate(black_box(&token), now).0)
+        });
+        group.bench_function(format!("cache_miss/{}", alg.as_str()), |b| {
+            b.iter(|| {
+                auth.cache().invalidate(&key);
+                auth.authenticate(black_box(&token), now).0
+            })
+        });
+    }
+    group.finish();
+
+    let (auth, _, token) = setup(Algorithm::ES256, &dir.path().join("scope"));
+    let now = unix_now();
+    let principal = auth.authenticate(&token, now).0.expect("valid");
+    let rules = vec![
+        Rule::new(&["GET".into()], "/orders/**", &["orders:read".into()], &[]).expect("rule"),
+        Rule::new(
+            &["POST".into()],
+            "/orders/**",
+            &["orders:write".into()],
+            &[],
+        )
+        .expect("rule"),
+    ];
+    c.bench_function("authorize/audience_and_scope", |b| {
+        b.iter(|| {
+            authorize(
+                &principal,
+                black_box("orders"),
+                &rules,
+                &Method::POST,
+                black_box("/orders/42/items"),
+            )
+        })
+    });
+    c.bench_function("cache_key/sha256_128", |b| {
+        b.iter(|| token_key(black_box(&token)))
+    });
+}
+
+criterion_group!(benches, validation);
+criterion_main!(benches);

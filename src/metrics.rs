@@ -24,6 +24,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub upstream_duration: HistogramVec,
     pub validations: IntCounterVec,
+    /// `validations` resolved once per outcome, indexed by `Outcome as usize`.
+    by_outcome: Vec<IntCounter>,
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub tokens_issued: IntCounterVec,
@@ -33,6 +35,18 @@ pub struct Metrics {
 impl Metrics {
     /// Create the metrics and register them in `registry`.
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let validations = IntCounterVec::new(
+            Opts::new(
+                "tollgate_token_validations_total",
+                "Access-token checks by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        // Every outcome exported from the start, so rates work from the first scrape.
+        let by_outcome = Outcome::ALL
+            .iter()
+            .map(|o| validations.with_label_values(&[o.label()]))
+            .collect();
         let m = Self {
             requests: IntCounterVec::new(
                 Opts::new(
@@ -57,13 +71,8 @@ impl Metrics {
                 .buckets(DURATION_BUCKETS.to_vec()),
                 &["api"],
             )?,
-            validations: IntCounterVec::new(
-                Opts::new(
-                    "tollgate_token_validations_total",
-                    "Access-token checks by outcome.",
-                ),
-                &["outcome"],
-            )?,
+            validations,
+            by_outcome,
             cache_hits: IntCounter::new(
                 "tollgate_validation_cache_hits_total",
                 "Token checks answered by the validation cache.",
@@ -95,15 +104,13 @@ impl Metrics {
         registry.register(Box::new(m.cache_misses.clone()))?;
         registry.register(Box::new(m.tokens_issued.clone()))?;
         registry.register(Box::new(m.token_errors.clone()))?;
-        // Export every outcome from the start so rates work from the first scrape.
-        for o in Outcome::ALL {
-            m.validations.with_label_values(&[o.label()]);
-        }
         Ok(m)
     }
 
     pub fn record_validation(&self, outcome: Outcome) {
-        self.validations.with_label_values(&[outcome.label()]).inc();
+        if let Some(c) = self.by_outcome.get(outcome as usize) {
+            c.inc();
+        }
     }
 }
 
@@ -187,6 +194,13 @@ mod tests {
         );
         // Registering twice in one registry is an error, not a panic.
         assert!(Metrics::new(&r).is_err());
+    }
+
+    #[test]
+    fn outcome_counters_are_indexed_by_discriminant() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i, "{o:?}");
+        }
     }
 
     #[test]

@@ -219,6 +219,15 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// A client that went away is not a gateway error: keep it out of the error log.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        *e.esource() == ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     /// Used in Pingora's error logs: method, path and host, never the query string
     /// (it may carry credentials).
     fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {

@@ -133,7 +133,9 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, opts));
-    server.bootstrap();
+    // Bootstrap (taking over sockets on upgrade, telling a waiting daemon parent we are
+    // ready) runs as a service, after daemonizing; the listeners wait for it.
+    let bootstrap = server.bootstrap_as_a_service();
 
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "tollgate");
@@ -144,14 +146,16 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
             Some(t) => proxy.add_tls_with_settings(&addr, None, tls_settings(t)?),
         }
     }
-    server.add_service(proxy);
+    server.add_service(proxy).add_dependency(&bootstrap);
 
     if let Some(addr) = config.metrics_listen {
         let mut metrics_service =
             Service::new("tollgate metrics".into(), HttpServer::new_app(MetricsApp));
         metrics_service.threads = Some(1);
         metrics_service.add_tcp(&addr.to_string());
-        server.add_service(metrics_service);
+        server
+            .add_service(metrics_service)
+            .add_dependency(&bootstrap);
     }
     if !health.is_empty() {
         server.add_service(background_service("tollgate health checks", health));

@@ -47,7 +47,14 @@ pub(super) fn load(path: &Path) -> Result<Catalog, Vec<ConfigError>> {
         );
     }
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    let apis = list(file.apis, "apis", &mut errs)
+    let parsed = list(file.apis, "apis", &mut errs);
+    // References are checked against every API the file declares, valid or not, so an
+    // error in an API is reported once, at the API.
+    let declared: Vec<(String, AuthMode)> = parsed
+        .iter()
+        .map(|(_, a)| (a.name.clone(), a.auth))
+        .collect();
+    let apis = parsed
         .into_iter()
         .filter_map(|(path, a)| api(a, &path, base_dir, &mut errs))
         .collect::<Vec<_>>();
@@ -64,12 +71,12 @@ pub(super) fn load(path: &Path) -> Result<Catalog, Vec<ConfigError>> {
                     format!("policy `{}` is defined twice", p.name),
                 );
             }
-            policy(p, &path, &apis, &mut client_ids, &mut errs)
+            policy(p, &path, &declared, &mut client_ids, &mut errs)
         })
         .collect();
     let credentials = list(file.credentials, "credentials", &mut errs)
         .into_iter()
-        .map(|(path, c)| credential(c, &path, &apis, &mut client_ids, &mut errs))
+        .map(|(path, c)| credential(c, &path, &declared, &mut client_ids, &mut errs))
         .collect();
     if errs.is_empty() {
         Ok(Catalog {
@@ -500,17 +507,23 @@ fn client(
     }
 }
 
-fn check_api_refs(names: &[String], key: &str, path: &str, apis: &[ApiConfig], errs: &mut Errors) {
+fn check_api_refs(
+    names: &[String],
+    key: &str,
+    path: &str,
+    declared: &[(String, AuthMode)],
+    errs: &mut Errors,
+) {
     if names.is_empty() {
         errs.push(format!("{path}.{key}"), "name at least one API");
     }
     for (i, n) in names.iter().enumerate() {
-        match apis.iter().find(|a| &a.name == n) {
+        match declared.iter().find(|(name, _)| name == n) {
             None => errs.push(
                 format!("{path}.{key}[{i}]"),
                 format!("no API is named `{n}`"),
             ),
-            Some(a) if a.auth != AuthMode::Jwt => errs.push(
+            Some((_, AuthMode::None)) => errs.push(
                 format!("{path}.{key}[{i}]"),
                 format!("API `{n}` has `auth: none`, so its tokens would never be checked"),
             ),
@@ -522,7 +535,7 @@ fn check_api_refs(names: &[String], key: &str, path: &str, apis: &[ApiConfig], e
 fn policy(
     p: PolicyFile,
     path: &str,
-    apis: &[ApiConfig],
+    declared: &[(String, AuthMode)],
     client_ids: &mut HashSet<String>,
     errs: &mut Errors,
 ) -> PolicyConfig {
@@ -532,7 +545,7 @@ fn policy(
             "a name is 1-64 characters of A-Z a-z 0-9 - _ .",
         );
     }
-    check_api_refs(&p.apis, "apis", path, apis, errs);
+    check_api_refs(&p.apis, "apis", path, declared, errs);
     let client = client(
         p.client_id,
         p.client_secret_hash,
@@ -553,11 +566,11 @@ fn policy(
 fn credential(
     c: CredentialFile,
     path: &str,
-    apis: &[ApiConfig],
+    declared: &[(String, AuthMode)],
     client_ids: &mut HashSet<String>,
     errs: &mut Errors,
 ) -> CredentialConfig {
-    check_api_refs(&c.acl, "acl", path, apis, errs);
+    check_api_refs(&c.acl, "acl", path, declared, errs);
     let client = client(
         c.client_id,
         c.client_secret_hash,

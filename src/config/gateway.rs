@@ -350,17 +350,21 @@ fn server(s: ServerFile, base_dir: &Path, state_dir: &Path, errs: &mut Errors) -
                 errs,
             )
         });
+    // systemd's RuntimeDirectory= (e.g. /run/tollgate) when set, else the state directory.
+    let runtime_dir = std::env::var_os("RUNTIME_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir.to_path_buf());
     ServerSettings {
         threads,
         work_stealing: s.work_stealing.unwrap_or(true),
         pid_file: s
             .pid_file
             .map(|p| resolve_path(base_dir, &p))
-            .unwrap_or_else(|| state_dir.join("tollgate.pid")),
+            .unwrap_or_else(|| runtime_dir.join("tollgate.pid")),
         upgrade_sock: s
             .upgrade_sock
             .map(|p| resolve_path(base_dir, &p))
-            .unwrap_or_else(|| state_dir.join("upgrade.sock")),
+            .unwrap_or_else(|| runtime_dir.join("upgrade.sock")),
         user: s.user,
         group: s.group,
         grace_period,

@@ -249,3 +249,6 @@ fn resolve_path(base_dir: &Path, value: &str) -> PathBuf {
         base_dir.join(p)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,171 @@
+//! Validation of whole config files, through `load`.
+
+use super::*;
+
+const HASH: &str = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHQ$0cS9Js2fVp3YdtNR1u9GJA";
+
+fn load_pair(gateway: &str, upstreams: &str) -> (tempfile::TempDir, Result<Config, ConfigErrors>) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tollgate.yaml"), gateway).unwrap();
+    std::fs::write(dir.path().join("apis.yaml"), upstreams).unwrap();
+    let r = load(&dir.path().join("tollgate.yaml"));
+    (dir, r)
+}
+
+fn errors(gateway: &str, upstreams: &str) -> Vec<(String, String)> {
+    let (_d, r) = load_pair(gateway, upstreams);
+    r.unwrap_err()
+        .0
+        .into_iter()
+        .map(|e| (e.path, e.message))
+        .collect()
+}
+
+fn has(errs: &[(String, String)], path: &str, fragment: &str) -> bool {
+    errs.iter().any(|(p, m)| p == path && m.contains(fragment))
+}
+
+#[test]
+fn an_empty_file_takes_every_default() {
+    let (_d, r) = load_pair("", "");
+    let c = r.unwrap();
+    assert_eq!(c.listeners.len(), 1);
+    assert_eq!(c.listeners[0].addr.to_string(), "0.0.0.0:8080");
+    assert_eq!(
+        c.metrics_listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9090")
+    );
+    assert_eq!(c.issuer, "http://127.0.0.1:8080");
+    assert_eq!(c.tokens.leeway, Duration::from_secs(60));
+    assert_eq!(c.tokens.access_token_lifetime, Duration::from_secs(900));
+    assert!(matches!(
+        c.tokens.signing_key,
+        SigningKeySource::Generated {
+            algorithm: Algorithm::ES256,
+            ..
+        }
+    ));
+    assert_eq!(c.validation_cache.max_entries, 100_000);
+    assert_eq!(c.discovery_family, Family::Credential);
+    assert!(c.log.access_log);
+    assert!(c.apis.is_empty());
+}
+
+#[test]
+fn relative_paths_follow_the_config_file() {
+    let (dir, r) = load_pair(
+        "upstreams_file: apis.yaml\nstate_dir: st\nissuer: https://gw.example/\n",
+        "",
+    );
+    let c = r.unwrap();
+    assert_eq!(c.state_dir, dir.path().join("st"));
+    if std::env::var_os("RUNTIME_DIRECTORY").is_none() {
+        assert_eq!(c.server.pid_file, dir.path().join("st/tollgate.pid"));
+        assert_eq!(c.server.upgrade_sock, dir.path().join("st/upgrade.sock"));
+    }
+    assert_eq!(c.issuer, "https://gw.example", "trailing slash dropped");
+}
+
+#[test]
+fn apis_policies_and_credentials_are_cross_checked() {
+    let errs = errors(
+        "upstreams_file: apis.yaml\n",
+        &format!(
+            r#"
+apis:
+  - {{ name: a, prefix: /a, upstream: {{ servers: ["127.0.0.1:1"] }}, auth: jwt }}
+  - {{ name: a, prefix: /a, upstream: {{ servers: ["127.0.0.1:1"] }}, auth: jwt }}
+  - {{ name: open, prefix: /open, upstream: {{ servers: ["127.0.0.1:1"] }}, auth: none,
+       rules: [{{ path: /open }}] }}
+  - {{ name: wk, prefix: /.well-known/x, upstream: {{ servers: ["127.0.0.1:1"] }}, auth: none }}
+  - {{ name: tls, prefix: /tls, upstream: {{ servers: ["127.0.0.1:1"], tls: {{}} }}, auth: none }}
+policies:
+  - {{ name: p, apis: [a, open], client_id: same, client_secret_hash: "{HASH}" }}
+credentials:
+  - {{ client_id: same, client_secret_hash: "{HASH}", acl: [], scopes: ["has space"] }}
+"#
+        ),
+    );
+    assert!(has(&errs, "apis[1].name", "defined twice"), "{errs:?}");
+    assert!(has(&errs, "apis[1].prefix", "already routes"), "{errs:?}");
+    assert!(has(&errs, "apis[2].rules", "need `auth: jwt`"), "{errs:?}");
+    assert!(has(&errs, "apis[3].prefix", "token service"), "{errs:?}");
+    assert!(has(&errs, "apis[4].upstream.tls.sni", "needed"), "{errs:?}");
+    assert!(has(&errs, "policies[0].apis[1]", "auth: none"), "{errs:?}");
+    assert!(
+        has(&errs, "credentials[0].client_id", "used twice"),
+        "{errs:?}"
+    );
+    assert!(has(&errs, "credentials[0].acl", "at least one"), "{errs:?}");
+    assert!(
+        has(&errs, "credentials[0].scopes[0]", "not a valid scope"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn upstream_settings_are_typed() {
+    let (_d, r) = load_pair(
+        "upstreams_file: apis.yaml\n",
+        r#"
+apis:
+  - name: a
+    prefix: /a
+    host: API.Example
+    upstream:
+      servers: ["127.0.0.1:1", "localhost:2"]
+      tls: { verify: false }
+      host_header: { set: a.internal }
+      read_timeout: 1m30s
+      health_check: { kind: http, path: /healthz, interval: 2s }
+    auth: jwt
+    audience: orders-api
+"#,
+    );
+    let c = r.unwrap();
+    let a = &c.apis[0];
+    assert_eq!(a.host.as_deref(), Some("api.example"));
+    assert_eq!(a.audience, "orders-api");
+    assert!(
+        a.upstream.servers.len() >= 2,
+        "localhost resolves to at least one address"
+    );
+    assert_eq!(a.upstream.host_header, HostHeader::Set("a.internal".into()));
+    assert_eq!(a.upstream.read_timeout, Duration::from_secs(90));
+    let hc = a.upstream.health_check.as_ref().unwrap();
+    assert_eq!(
+        hc.kind,
+        HealthCheckKind::Http {
+            path: "/healthz".into()
+        }
+    );
+    assert_eq!(
+        (hc.interval, hc.unhealthy_after, hc.healthy_after),
+        (Duration::from_secs(2), 3, 2)
+    );
+    let tls = a.upstream.tls.as_ref().unwrap();
+    assert!(!tls.verify);
+}
+
+#[test]
+fn secrets_stay_out_of_debug_output() {
+    let (_d, r) = load_pair(
+        "upstreams_file: apis.yaml\n",
+        &format!(
+            r#"
+apis:
+  - {{ name: a, prefix: /a, upstream: {{ servers: ["127.0.0.1:1"] }}, auth: jwt }}
+credentials:
+  - {{ client_id: c, client_secret_hash: "{HASH}", acl: [a] }}
+"#
+        ),
+    );
+    let c = r.unwrap();
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("argon2id"), "{debug}");
+    assert!(debug.contains("[redacted]"));
+    assert_eq!(
+        c.credentials[0].client.grant_types,
+        vec![GrantType::ClientCredentials]
+    );
+}

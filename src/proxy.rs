@@ -166,6 +166,9 @@ impl ProxyHttp for Gateway {
         let status = respond::failure_status(e);
         if status > 0 {
             let (code, description) = respond::failure_body(status);
+            // Pingora closes the client connection after a proxy failure: turning keep-alive
+            // off first makes the response say `Connection: close`, so clients do not reuse it.
+            session.as_downstream_mut().set_keepalive(None);
             if let Err(write_error) =
                 respond::send_error(session, status, code, description, vec![]).await
             {

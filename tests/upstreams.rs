@@ -36,6 +36,8 @@ apis:
     let r = client().get(gw.url("/dead/x")).send().await.unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(r.headers()["content-type"], "application/json");
+    // The gateway closes the connection after a proxy failure, and says so.
+    assert_eq!(r.headers()["connection"], "close");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "bad_gateway");
     let r = client().get(gw.url("/live/x")).send().await.unwrap();

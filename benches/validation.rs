@@ -10,14 +10,27 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate::auth::cache::{TokenCache, token_key, unix_now};
+use tollgate::auth::revocations::Revocations;
 use tollgate::auth::scope::Rule;
 use tollgate::auth::{Authenticator, Validator, authorize};
-use tollgate::config::{CacheSettings, SigningKeySource, TokenSettings};
+use tollgate::config::{CacheSettings, SigningKeySource, StoreSync, TokenSettings};
 use tollgate::keys::{Algorithm, KeySet};
+use tollgate::store::sqlite::SqliteStore;
 
 const ISSUER: &str = "https://gateway.example";
 
-fn setup(alg: Algorithm, dir: &std::path::Path) -> (Authenticator, Validator, String) {
+/// Drive a future that never waits (a JWT check touches no I/O) to completion.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+fn setup(alg: Algorithm, dir: &std::path::Path) -> (Authenticator, String) {
     let settings = TokenSettings {
         signing_key: SigningKeySource::Generated {
             algorithm: alg,
@@ -26,58 +39,60 @@ fn setup(alg: Algorithm, dir: &std::path::Path) -> (Authenticator, Validator, St
         verification_keys: vec![],
         leeway: Duration::from_secs(60),
         access_token_lifetime: Duration::from_secs(900),
+        refresh_grace_period: Duration::from_secs(10),
     };
-    let keys = Arc::new(KeySet::load(&settings, dir).expect("keys"));
+    let der = tollgate::keys::generate_pkcs8(alg).expect("key");
+    let keys = Arc::new(KeySet::load(&settings, Some(&der)).expect("keys"));
     let now = unix_now();
     let claims = serde_json::json!({
         "iss": ISSUER, "sub": "reporting-service", "aud": ["orders", "billing"],
         "exp": now + 3600, "iat": now, "nbf": now, "jti": "b2o5Qk1dR8e1m3Ue0yX3Aw",
         "client_id": "reporting-service", "scope": "orders:read orders:write billing:read",
+        "gid": "Zq3kV9nQ0a8cVt1mXw2yEg",
     });
     let token = keys
         .signing()
         .sign_compact(claims.to_string().as_bytes())
         .expect("sign");
-    let cache = TokenCache::new(CacheSettings {
-        max_entries: 100_000,
-        ttl: Duration::from_secs(300),
-    });
+    std::fs::create_dir_all(dir).expect("dir");
+    let store =
+        Arc::new(SqliteStore::open(&dir.join("bench.db"), StoreSync::Normal).expect("store"));
     let auth = Authenticator::new(
-        Validator::new(keys.clone(), ISSUER, Duration::from_secs(60)),
-        cache,
-    );
-    (
-        auth,
         Validator::new(keys, ISSUER, Duration::from_secs(60)),
-        token,
-    )
+        TokenCache::new(CacheSettings {
+            max_entries: 100_000,
+            ttl: Duration::from_secs(300),
+        }),
+        store,
+        Arc::new(Revocations::default()),
+    );
+    (auth, token)
 }
 
 fn validation(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut group = c.benchmark_group("validation");
     for alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA] {
-        let sub = dir.path().join(alg.as_str());
-        let (auth, _validator, token) = setup(alg, &sub);
+        let (auth, token) = setup(alg, &dir.path().join(alg.as_str()));
         let now = unix_now();
-        assert!(auth.authenticate(&token, now).0.is_ok());
+        assert!(block_on(auth.authenticate(&token, now)).0.is_ok());
         let key = token_key(&token);
 
         group.bench_function(format!("cache_hit/{}", alg.as_str()), |b| {
-            b.iter(|| auth.authenticate(black_box(&token), now).0)
+            b.iter(|| block_on(auth.authenticate(black_box(&token), now)).0)
         });
         group.bench_function(format!("cache_miss/{}", alg.as_str()), |b| {
             b.iter(|| {
                 auth.cache().invalidate(&key);
-                auth.authenticate(black_box(&token), now).0
+                block_on(auth.authenticate(black_box(&token), now)).0
             })
         });
     }
     group.finish();
 
-    let (auth, _, token) = setup(Algorithm::ES256, &dir.path().join("scope"));
+    let (auth, token) = setup(Algorithm::ES256, &dir.path().join("scope"));
     let now = unix_now();
-    let principal = auth.authenticate(&token, now).0.expect("valid");
+    let principal = block_on(auth.authenticate(&token, now)).0.expect("valid");
     let rules = vec![
         Rule::new(&["GET".into()], "/orders/**", &["orders:read".into()], &[]).expect("rule"),
         Rule::new(

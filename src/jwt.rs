@@ -193,6 +193,10 @@ pub struct Claims {
     pub client_id: Option<String>,
     /// From `scope` (string or array), else `scp` (string or array).
     pub scopes: Scopes,
+    /// Set on tokens issued for a user (password grant).
+    pub username: Option<String>,
+    /// The grant the token belongs to (revoking it revokes the token).
+    pub gid: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -251,6 +255,8 @@ impl<'de> Deserialize<'de> for Claims {
                         "iat" => c.iat = Some(map.next_value::<NumericDate>()?.0),
                         "jti" => c.jti = Some(map.next_value()?),
                         "client_id" => c.client_id = Some(map.next_value()?),
+                        "username" => c.username = Some(map.next_value()?),
+                        "gid" => c.gid = Some(map.next_value()?),
                         "scope" => scope = Some(map.next_value::<StringOrList>()?.into_vec()),
                         "scp" => scp = Some(map.next_value::<StringOrList>()?.into_vec()),
                         _ => {
@@ -291,12 +297,17 @@ pub struct IssuedClaims<'a> {
     pub iss: &'a str,
     pub sub: &'a str,
     pub aud: AudienceOut<'a>,
-    pub exp: i64,
+    /// Absent on immortal tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
     pub iat: i64,
     pub nbf: i64,
     pub jti: &'a str,
     pub client_id: &'a str,
     pub scope: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<&'a str>,
+    pub gid: &'a str,
 }
 
 #[cfg(test)]

@@ -20,8 +20,7 @@ use jsonwebtoken::jwk::{
 };
 use serde::Deserialize;
 use std::fmt;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// JWS algorithms tollgate signs and verifies. HMAC and `none` are deliberately absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -174,9 +173,9 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// Load the keys the settings name; generate (once) and persist the signing key when
-    /// no file is given.
-    pub fn load(settings: &TokenSettings, state_dir: &Path) -> Result<Self, KeyError> {
+    /// Load the keys the settings name. `generated` is the PKCS#8 DER of the generated
+    /// signing key (kept in the store), used when no key file is configured.
+    pub fn load(settings: &TokenSettings, generated: Option<&[u8]>) -> Result<Self, KeyError> {
         let (signing, signing_jwk) = match &settings.signing_key {
             SigningKeySource::File(f) => {
                 let pem = read_pem(&f.path)?;
@@ -185,8 +184,12 @@ impl KeySet {
                 signing_key(key, f.algorithm, f.kid.clone())?
             }
             SigningKeySource::Generated { algorithm, kid } => {
-                let path = generated_key_path(state_dir, *algorithm);
-                let key = load_or_generate(&path, *algorithm)?;
+                let der = generated.ok_or_else(|| {
+                    err("the generated signing key was not loaded from the store")
+                })?;
+                let key =
+                    private_key_from_pem(&pem::Pem::new("PRIVATE KEY", der.to_vec()), *algorithm)
+                        .map_err(|e| err(format!("the stored signing key: {e}")))?;
                 signing_key(key, *algorithm, kid.clone())?
             }
         };
@@ -266,11 +269,9 @@ pub fn check_files(settings: &TokenSettings) -> Result<(), KeyError> {
     Ok(())
 }
 
-fn generated_key_path(state_dir: &Path, alg: Algorithm) -> PathBuf {
-    state_dir.join(format!(
-        "signing-key-{}.pem",
-        alg.as_str().to_ascii_lowercase()
-    ))
+/// The name under which the store keeps the generated key for `alg`.
+pub fn generated_key_name(alg: Algorithm) -> String {
+    format!("signing-{}", alg.as_str().to_ascii_lowercase())
 }
 
 fn read_pem(path: &Path) -> Result<pem::Pem, KeyError> {
@@ -303,47 +304,8 @@ fn private_key_from_pem(pem: &pem::Pem, alg: Algorithm) -> Result<PrivateKey, St
     }
 }
 
-/// Read the generated key, or create it: written to a temporary file with mode 0600,
-/// synced, then renamed into place so a crash never leaves half a key.
-fn load_or_generate(path: &Path, alg: Algorithm) -> Result<PrivateKey, KeyError> {
-    if path.exists() {
-        let pem = read_pem(path)?;
-        return private_key_from_pem(&pem, alg)
-            .map_err(|e| err(format!("{}: {e}", path.display())));
-    }
-    let der = generate_pkcs8(alg)?;
-    let text = pem::encode(&pem::Pem::new("PRIVATE KEY", der.clone()));
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
-    let tmp = dir.join(format!(".signing-key.{}.tmp", std::process::id()));
-    write_private(&tmp, text.as_bytes())
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .and_then(|()| std::fs::File::open(dir).and_then(|d| d.sync_all()))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            err(format!("cannot write {}: {e}", path.display()))
-        })?;
-    log::info!(
-        "generated a new {} signing key at {}",
-        alg.as_str(),
-        path.display()
-    );
-    private_key_from_pem(&pem::Pem::new("PRIVATE KEY", der), alg).map_err(err)
-}
-
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
-}
-
-fn generate_pkcs8(alg: Algorithm) -> Result<Vec<u8>, KeyError> {
+/// A new private key for `alg`, PKCS#8 DER.
+pub fn generate_pkcs8(alg: Algorithm) -> Result<Vec<u8>, KeyError> {
     let failed = |_| err(format!("cannot generate a {} key", alg.as_str()));
     Ok(match alg {
         Algorithm::ES256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
@@ -530,11 +492,12 @@ mod tests {
             verification_keys: extra,
             leeway: Duration::from_secs(60),
             access_token_lifetime: Duration::from_secs(900),
+            refresh_grace_period: Duration::from_secs(10),
         }
     }
 
     fn roundtrip(alg: Algorithm) {
-        let dir = tempfile::tempdir().unwrap();
+        let der = generate_pkcs8(alg).unwrap();
         let s = settings(
             SigningKeySource::Generated {
                 algorithm: alg,
@@ -542,15 +505,15 @@ mod tests {
             },
             vec![],
         );
-        let keys = KeySet::load(&s, dir.path()).unwrap();
+        let keys = KeySet::load(&s, Some(&der)).unwrap();
         let token = keys.signing().sign_compact(br#"{"sub":"x"}"#).unwrap();
         let (input, sig) = token.rsplit_once('.').unwrap();
         let key = keys.find(Some(keys.signing().kid()), alg).unwrap();
         assert!(key.verify(input.as_bytes(), &B64.decode(sig).unwrap()));
         assert!(!key.verify(b"tampered", &B64.decode(sig).unwrap()));
 
-        // The key survives a restart: loading again gives the same kid.
-        let again = KeySet::load(&s, dir.path()).unwrap();
+        // The same stored key gives the same kid after a restart.
+        let again = KeySet::load(&s, Some(&der)).unwrap();
         assert_eq!(again.signing().kid(), keys.signing().kid());
 
         // JWKS carries the key under its kid, and jsonwebtoken verifies our token with it.
@@ -567,34 +530,18 @@ mod tests {
     }
 
     #[test]
-    fn es256_generated_key_signs_verifies_and_persists() {
+    fn es256_keys_sign_and_verify() {
         roundtrip(Algorithm::ES256);
     }
 
     #[test]
-    fn eddsa_generated_key_signs_verifies_and_persists() {
+    fn eddsa_keys_sign_and_verify() {
         roundtrip(Algorithm::EdDSA);
     }
 
     #[test]
-    fn rs256_generated_key_signs_verifies_and_persists() {
+    fn rs256_keys_sign_and_verify() {
         roundtrip(Algorithm::RS256);
-    }
-
-    #[test]
-    fn generated_key_file_is_private() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        let s = settings(
-            SigningKeySource::Generated {
-                algorithm: Algorithm::ES256,
-                kid: None,
-            },
-            vec![],
-        );
-        KeySet::load(&s, dir.path()).unwrap();
-        let meta = std::fs::metadata(dir.path().join("signing-key-es256.pem")).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
@@ -620,7 +567,8 @@ mod tests {
                 kid: Some("old".into()),
             }],
         );
-        let keys = KeySet::load(&s, dir.path()).unwrap();
+        let der = generate_pkcs8(Algorithm::ES256).unwrap();
+        let keys = KeySet::load(&s, Some(&der)).unwrap();
         let set: JwkSet = serde_json::from_slice(keys.jwks_json()).unwrap();
         assert!(set.find("current").is_some() && set.find("old").is_some());
 
@@ -658,10 +606,10 @@ mod tests {
             }),
             vec![],
         );
-        let e = KeySet::load(&s, dir.path()).err().unwrap().to_string();
+        let e = KeySet::load(&s, None).err().unwrap().to_string();
         assert!(e.contains("not a P-256 private key"), "{e}");
         std::fs::write(&path, "garbage").unwrap();
-        let e = KeySet::load(&s, dir.path()).err().unwrap().to_string();
+        let e = KeySet::load(&s, None).err().unwrap().to_string();
         assert!(e.contains("not a PEM file"), "{e}");
     }
 

@@ -11,7 +11,9 @@ use crate::config::{AuthMode, HostHeader};
 use crate::metrics::{self, Metrics};
 use crate::path;
 use crate::routes::{Api, RouteTable, host_without_port};
+use crate::token::endpoint::API_TOKEN_SUFFIX;
 use crate::token::form::MAX_BODY;
+use crate::token::registry::Registry;
 use crate::token::{Endpoint, TokenRequest, TokenService};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -29,7 +31,8 @@ use std::time::{Duration, Instant};
 /// The gateway: routes, authenticator and token service, shared by all requests.
 pub struct Gateway {
     pub routes: RouteTable,
-    pub auth: Authenticator,
+    pub auth: Arc<Authenticator>,
+    pub registry: Arc<Registry>,
     pub tokens: TokenService,
     pub metrics: Arc<Metrics>,
     pub access_log: bool,
@@ -85,12 +88,12 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         let path = session.req_header().uri.path();
-        if let Some(endpoint) = Endpoint::for_path(path) {
+        let host = request_host(session.req_header()).map(host_without_port);
+        if let Some(endpoint) = self.token_endpoint(host, path) {
             ctx.target = Target::TokenService;
-            self.serve_token_endpoint(session, endpoint).await?;
+            self.serve_token_endpoint(session, &endpoint).await?;
             return Ok(true);
         }
-        let host = request_host(session.req_header()).map(host_without_port);
         let Some(api) = self.routes.lookup(host, path).cloned() else {
             respond::send_error(
                 session,
@@ -245,7 +248,21 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
-    async fn serve_token_endpoint(&self, session: &mut Session, endpoint: Endpoint) -> Result<()> {
+    /// The token-service endpoint at `path`: a fixed path, or `<api prefix>/oauth2/v2/token`
+    /// of an API with `auth: jwt`.
+    fn token_endpoint(&self, host: Option<&str>, path: &str) -> Option<Endpoint> {
+        if let Some(e) = Endpoint::for_path(path) {
+            return Some(e);
+        }
+        let prefix = path.strip_suffix(API_TOKEN_SUFFIX)?;
+        let prefix = if prefix.is_empty() { "/" } else { prefix };
+        self.routes
+            .lookup(host, prefix)
+            .filter(|api| &*api.prefix == prefix && api.auth == AuthMode::Jwt)
+            .map(|api| Endpoint::ApiToken(api.name.to_string()))
+    }
+
+    async fn serve_token_endpoint(&self, session: &mut Session, endpoint: &Endpoint) -> Result<()> {
         let body = if endpoint.reads_body() {
             match read_body(session, MAX_BODY).await? {
                 Some(b) => b,
@@ -277,6 +294,7 @@ impl Gateway {
                     method: &req.method,
                     content_type: req.headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes),
                     authorization,
+                    query: req.uri.query(),
                     body: &body,
                 },
             )
@@ -286,7 +304,7 @@ impl Gateway {
 
     /// Validate the bearer token for `api`; on refusal, answer and return false.
     async fn check_credential(&self, session: &mut Session, api: &Api) -> Result<bool> {
-        let refusal = self.verdict(session.req_header(), api).err();
+        let refusal = self.verdict(session.req_header(), api).await.err();
         let outcome = refusal.map_or(Outcome::Ok, |(o, _)| o);
         self.metrics.record_validation(outcome);
         let Some((outcome, required)) = refusal else {
@@ -300,6 +318,10 @@ impl Gateway {
             Outcome::InsufficientScope => (
                 "insufficient_scope",
                 "the access token lacks the scope this operation needs",
+            ),
+            Outcome::StoreUnavailable => (
+                "temporarily_unavailable",
+                "the token store is unavailable; try again",
             ),
             _ => ("invalid_token", "a valid access token is required"),
         };
@@ -316,7 +338,7 @@ impl Gateway {
 
     /// Whether the request's token opens this operation of `api`; on refusal, the outcome
     /// and, for a scope shortfall, the scopes to name.
-    fn verdict<'a>(
+    async fn verdict<'a>(
         &self,
         req: &RequestHeader,
         api: &'a Api,
@@ -326,7 +348,7 @@ impl Gateway {
             Presented::Malformed => return Err((Outcome::Malformed, None)),
             Presented::Token(t) => t,
         };
-        let (result, cache) = self.auth.authenticate(token, unix_now());
+        let (result, cache) = self.auth.authenticate(token, unix_now()).await;
         match cache {
             CacheUse::Hit => self.metrics.cache_hits.inc(),
             CacheUse::Miss => self.metrics.cache_misses.inc(),
@@ -342,7 +364,16 @@ impl Gateway {
         .map_err(|d| match d {
             Denial::WrongAudience => (Outcome::WrongAudience, None),
             Denial::InsufficientScope { required } => (Outcome::InsufficientScope, Some(required)),
-        })
+        })?;
+        // The holder's client, user and ACL entry, as configured now.
+        if !self.registry.permits(
+            principal.client_id.as_deref(),
+            principal.username.as_deref(),
+            &api.name,
+        ) {
+            return Err((Outcome::NotPermitted, None));
+        }
+        Ok(())
     }
 }
 

@@ -146,6 +146,7 @@ mod tests {
             auth: AuthMode::None,
             audience: name.into(),
             rules: vec![],
+            scopes: vec![],
         }
     }
 

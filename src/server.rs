@@ -2,13 +2,18 @@
 //! (the proxy with its listeners, the metrics listener, the health checks).
 
 use crate::auth::cache::TokenCache;
+use crate::auth::revocations::{Revocations, StateSync};
 use crate::auth::{Authenticator, Validator};
 use crate::config::Config;
-use crate::keys::KeySet;
+use crate::config::SigningKeySource;
+use crate::keys::{self, Algorithm, KeySet};
 use crate::metrics::{Metrics, MetricsApp};
 use crate::proxy::Gateway;
 use crate::routes::RouteTable;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
 use crate::token::TokenService;
+use crate::token::registry::Registry;
 use crate::upstream::HealthChecks;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
@@ -17,6 +22,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Command-line switches that reach Pingora.
 #[derive(Debug, Clone, Copy, Default)]
@@ -101,25 +107,88 @@ fn create_state_dir(config: &Config) -> Result<(), String> {
         })
 }
 
+/// The embedded store, its file created private (it holds the generated signing key).
+fn open_store(config: &Config) -> Result<SqliteStore, String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = &config.store.file;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create the store {}: {e}", path.display()))?;
+    SqliteStore::open(path, config.store.sync).map_err(|e| e.to_string())
+}
+
+/// The generated signing key for `alg`: the one in the store, or a new one stored now.
+async fn generated_key(store: &dyn Store, alg: Algorithm) -> Result<Vec<u8>, String> {
+    let name = keys::generated_key_name(alg);
+    if let Some(der) = store.key(&name).await.map_err(|e| e.to_string())? {
+        return Ok(der);
+    }
+    let candidate = keys::generate_pkcs8(alg).map_err(|e| e.to_string())?;
+    let der = store
+        .key_or_insert(&name, candidate)
+        .await
+        .map_err(|e| e.to_string())?;
+    log::info!("generated a new {} signing key in the store", alg.as_str());
+    Ok(der)
+}
+
 /// Build every part of the gateway and run until a shutdown signal. Returns only on a
 /// startup error.
 pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
     create_state_dir(&config)?;
+    let store: Arc<dyn Store> = Arc::new(open_store(&config)?);
+    let revocations = Arc::new(Revocations::default());
+    let state_sync = StateSync {
+        store: store.clone(),
+        revocations: revocations.clone(),
+        poll: Duration::from_secs(1),
+        purge_interval: config.store.purge_interval,
+    };
+    // Startup work that needs the store, done before anything is served.
+    let startup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let generated = match &config.tokens.signing_key {
+        SigningKeySource::Generated { algorithm, .. } => {
+            Some(startup.block_on(generated_key(&*store, *algorithm))?)
+        }
+        SigningKeySource::File(_) => None,
+    };
+    startup
+        .block_on(state_sync.catch_up())
+        .map_err(|e| format!("cannot read revocations: {e}"))?;
+    drop(startup);
     let keys =
-        Arc::new(KeySet::load(&config.tokens, &config.state_dir).map_err(|e| e.to_string())?);
+        Arc::new(KeySet::load(&config.tokens, generated.as_deref()).map_err(|e| e.to_string())?);
     let metrics = Arc::new(
         Metrics::new(prometheus::default_registry())
             .map_err(|e| format!("cannot register metrics: {e}"))?,
     );
     let (routes, apis) = RouteTable::build(&config.apis)?;
     let health = HealthChecks::new(apis.iter().map(|a| &a.pool));
+    let registry = Arc::new(Registry::from_config(&config));
+    let auth = Arc::new(Authenticator::new(
+        Validator::new(keys.clone(), &config.issuer, config.tokens.leeway),
+        TokenCache::new(config.validation_cache),
+        store.clone(),
+        revocations,
+    ));
     let gateway = Gateway {
         routes,
-        auth: Authenticator::new(
-            Validator::new(keys.clone(), &config.issuer, config.tokens.leeway),
-            TokenCache::new(config.validation_cache),
-        ),
-        tokens: TokenService::new(&config, keys, metrics.clone())?,
+        tokens: TokenService::new(
+            &config,
+            keys,
+            registry.clone(),
+            store,
+            auth.clone(),
+            metrics.clone(),
+        )?,
+        auth,
+        registry,
         metrics,
         access_log: config.log.access_log,
     };
@@ -160,6 +229,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
     if !health.is_empty() {
         server.add_service(background_service("tollgate health checks", health));
     }
+    server.add_service(background_service("tollgate state sync", state_sync));
     log::info!(
         "tollgate listening on {}; issuer {}",
         config

@@ -39,7 +39,7 @@ credentials:
   - client_id: reader
     client_secret_hash: "{reader}"
     acl: [orders, billing]
-    scopes: [orders:read, orders:write, billing:read]
+    roles: [orders:read, orders:write, billing:read]
 "#,
         policy = cheap_hash("policy-secret"),
         reader = cheap_hash("reader-secret"),

@@ -22,7 +22,7 @@ credentials:
   - client_id: reader
     client_secret_hash: "{}"
     acl: [orders]
-    scopes: [orders:read, orders:write]
+    roles: [orders:read, orders:write]
 "#,
         up.addr,
         cheap_hash("reader-secret")

@@ -18,7 +18,7 @@ credentials:
   - client_id: app
     client_secret_hash: "{}"
     acl: [orders]
-    scopes: [orders:read]
+    roles: [orders:read]
 "#,
         up.addr,
         cheap_hash("app-secret")
@@ -68,8 +68,10 @@ async fn generated_key_survives_kill_and_restart() {
     let mut spec = GatewaySpec::new(catalog(&up));
     spec.tokens = Some("tokens:\n  signing_key: { algorithm: ES256 }\n".into());
     let mut gw = Gateway::start(spec, &TestKey::generate()).await;
-    let key_file = gw.state_dir().join("signing-key-es256.pem");
-    assert!(key_file.exists());
+    assert!(
+        gw.state_dir().join("tollgate.db").exists(),
+        "the key is kept in the store"
+    );
     let token = access_token(&gw, "/credential/jwt", "app", "app-secret").await;
     assert_eq!(call(&gw, &token).await, 200);
     let kid_before = jwks(&gw).await.keys[0].common.key_id.clone();

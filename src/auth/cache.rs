@@ -87,10 +87,13 @@ mod tests {
         Arc::new(Principal {
             sub: None,
             client_id: None,
+            username: None,
             audiences: Box::new([]),
             scopes: Scopes::default(),
             exp,
+            iat: None,
             jti: None,
+            grant_id: None,
         })
     }
 

@@ -1,15 +1,20 @@
 //! Request-side authentication: take the bearer token from the request, validate it
-//! (cache first, signature on a miss), then check audience and scope rules. Plain
-//! functions over plain types; the proxy turns a rejection into an RFC 6750 response.
+//! (cache first; on a miss, the signature of a JWT or the store record of an opaque token),
+//! refuse revoked ones, then check audience, ACL and scope rules. Plain functions over plain
+//! types; the proxy turns a refusal into an RFC 6750 response.
 
 pub mod bearer;
 pub mod cache;
+pub mod revocations;
 pub mod scope;
 
 use crate::jwt;
 use crate::keys::{KeyMiss, KeySet};
+use crate::opaque;
+use crate::store::{Store, TokenKind, TokenRecord, digest};
 use cache::{TokenCache, token_key};
 use http::Method;
+use revocations::Revocations;
 use scope::{Rule, ScopeDecision, Scopes};
 use std::sync::Arc;
 
@@ -27,10 +32,18 @@ pub enum Outcome {
     WrongIssuer,
     WrongAudience,
     InsufficientScope,
+    /// The token, or its grant, was revoked.
+    Revoked,
+    /// An opaque token the store does not know.
+    UnknownToken,
+    /// Its client, user or ACL entry is gone from the configuration.
+    NotPermitted,
+    /// The store could not be read: the answer is 503, not a refusal.
+    StoreUnavailable,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 14] = [
         Outcome::Ok,
         Outcome::Missing,
         Outcome::Malformed,
@@ -41,6 +54,10 @@ impl Outcome {
         Outcome::WrongIssuer,
         Outcome::WrongAudience,
         Outcome::InsufficientScope,
+        Outcome::Revoked,
+        Outcome::UnknownToken,
+        Outcome::NotPermitted,
+        Outcome::StoreUnavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -55,6 +72,10 @@ impl Outcome {
             Outcome::WrongIssuer => "wrong_issuer",
             Outcome::WrongAudience => "wrong_audience",
             Outcome::InsufficientScope => "insufficient_scope",
+            Outcome::Revoked => "revoked",
+            Outcome::UnknownToken => "unknown_token",
+            Outcome::NotPermitted => "not_permitted",
+            Outcome::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -70,6 +91,10 @@ impl Outcome {
             Outcome::WrongIssuer => "The access token was issued by another issuer",
             Outcome::WrongAudience => "The access token is not valid for this API",
             Outcome::InsufficientScope => "The access token lacks the scope this operation needs",
+            Outcome::Revoked => "The access token was revoked",
+            Outcome::UnknownToken => "The access token is not known",
+            Outcome::NotPermitted => "The access token's client may no longer call this API",
+            Outcome::StoreUnavailable => "The token store is unavailable",
         }
     }
 }
@@ -79,11 +104,31 @@ impl Outcome {
 pub struct Principal {
     pub sub: Option<Box<str>>,
     pub client_id: Option<Box<str>>,
+    pub username: Option<Box<str>>,
     pub audiences: Box<[Box<str>]>,
     pub scopes: Scopes,
-    /// Expiry, seconds since the epoch.
+    /// Expiry, seconds since the epoch; `i64::MAX` for immortal tokens.
     pub exp: i64,
+    pub iat: Option<i64>,
     pub jti: Option<Box<str>>,
+    pub grant_id: Option<Box<str>>,
+}
+
+impl Principal {
+    /// The principal an opaque access token's record describes.
+    pub fn from_record(r: &TokenRecord) -> Self {
+        Self {
+            sub: Some(r.username.as_deref().unwrap_or(&r.client_id).into()),
+            client_id: Some(r.client_id.as_str().into()),
+            username: r.username.as_deref().map(Into::into),
+            audiences: r.audiences.iter().map(|a| a.as_str().into()).collect(),
+            scopes: Scopes::from_space_separated(&r.scope),
+            exp: r.expires_at.unwrap_or(i64::MAX),
+            iat: Some(r.issued_at),
+            jti: Some(r.jti.as_str().into()),
+            grant_id: Some(r.grant_id.as_str().into()),
+        }
+    }
 }
 
 /// Signature and registered-claim checks against the gateway's key set.
@@ -102,8 +147,18 @@ impl Validator {
         }
     }
 
-    /// Fully validate a token at time `now` (seconds since the epoch).
-    pub fn validate(&self, token: &str, now: i64) -> Result<Principal, Outcome> {
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub fn leeway(&self) -> i64 {
+        self.leeway
+    }
+
+    /// The claims of a JWT signed by one of the gateway's keys for its issuer, whatever
+    /// its times (revocation looks at expired tokens too).
+    pub fn signed_claims(&self, token: &str) -> Result<jwt::Claims, Outcome> {
         let unverified = jwt::parse(token).map_err(|_| Outcome::Malformed)?;
         let key = self
             .keys
@@ -119,8 +174,17 @@ impl Validator {
         if claims.iss.as_deref() != Some(&*self.issuer) {
             return Err(Outcome::WrongIssuer);
         }
-        let exp = claims.exp.ok_or(Outcome::Malformed)?;
-        if now >= exp.saturating_add(self.leeway) {
+        Ok(claims)
+    }
+
+    /// Fully validate a JWT at time `now` (seconds since the epoch). A token without `exp`
+    /// is an immortal token of this gateway.
+    pub fn validate(&self, token: &str, now: i64) -> Result<Principal, Outcome> {
+        let claims = self.signed_claims(token)?;
+        if claims
+            .exp
+            .is_some_and(|exp| now >= exp.saturating_add(self.leeway))
+        {
             return Err(Outcome::Expired);
         }
         if claims
@@ -135,10 +199,13 @@ impl Validator {
         Ok(Principal {
             sub: claims.sub.map(Into::into),
             client_id: claims.client_id.map(Into::into),
+            username: claims.username.map(Into::into),
             audiences: claims.aud.into_iter().map(Into::into).collect(),
             scopes: claims.scopes,
-            exp,
+            exp: claims.exp.unwrap_or(i64::MAX),
+            iat: claims.iat,
             jti: claims.jti.map(Into::into),
+            grant_id: claims.gid.map(Into::into),
         })
     }
 }
@@ -150,39 +217,98 @@ pub enum CacheUse {
     Miss,
 }
 
-/// Token validation with the moka cache in front: the signature is checked once per
-/// token, not once per request.
+/// Token validation with the moka cache in front: a JWT's signature, or an opaque token's
+/// store record, is checked once per token, not once per request. Revocations are checked
+/// on every request.
 pub struct Authenticator {
     validator: Validator,
     cache: TokenCache,
+    store: Arc<dyn Store>,
+    revocations: Arc<Revocations>,
 }
 
 impl Authenticator {
-    pub fn new(validator: Validator, cache: TokenCache) -> Self {
-        Self { validator, cache }
+    pub fn new(
+        validator: Validator,
+        cache: TokenCache,
+        store: Arc<dyn Store>,
+        revocations: Arc<Revocations>,
+    ) -> Self {
+        Self {
+            validator,
+            cache,
+            store,
+            revocations,
+        }
     }
 
-    pub fn authenticate(
+    pub async fn authenticate(
         &self,
         token: &str,
         now: i64,
     ) -> (Result<Arc<Principal>, Outcome>, CacheUse) {
         let key = token_key(token);
-        if let Some(p) = self.cache.get(&key, now) {
-            return (Ok(p), CacheUse::Hit);
-        }
-        let result = self.validator.validate(token, now).map(|p| {
-            let p = Arc::new(p);
-            if p.exp > now {
-                self.cache.insert(key, p.clone());
+        let (result, used) = match self.cache.get(&key, now) {
+            Some(p) => (Ok(p), CacheUse::Hit),
+            None => {
+                let result = match opaque::kind_of(token) {
+                    Some(opaque::Kind::Access) => self.opaque(token, now).await,
+                    // A refresh token is not an access token.
+                    Some(opaque::Kind::Refresh) => Err(Outcome::Malformed),
+                    None => self.validator.validate(token, now),
+                };
+                let result = result.map(|p| {
+                    let p = Arc::new(p);
+                    if p.exp > now {
+                        self.cache.insert(key, p.clone());
+                    }
+                    p
+                });
+                (result, CacheUse::Miss)
             }
-            p
+        };
+        let result = result.and_then(|p| {
+            if self
+                .revocations
+                .is_revoked(p.jti.as_deref(), p.grant_id.as_deref())
+            {
+                Err(Outcome::Revoked)
+            } else {
+                Ok(p)
+            }
         });
-        (result, CacheUse::Miss)
+        (result, used)
+    }
+
+    async fn opaque(&self, token: &str, now: i64) -> Result<Principal, Outcome> {
+        let record = self
+            .store
+            .get(&digest(token))
+            .await
+            .map_err(|_| Outcome::StoreUnavailable)?
+            .ok_or(Outcome::UnknownToken)?;
+        if record.kind != TokenKind::Access {
+            return Err(Outcome::Malformed);
+        }
+        if record.revoked {
+            return Err(Outcome::Revoked);
+        }
+        if record.expires_at.is_some_and(|e| now >= e) {
+            return Err(Outcome::Expired);
+        }
+        Ok(Principal::from_record(&record))
+    }
+
+    pub fn validator(&self) -> &Validator {
+        &self.validator
     }
 
     pub fn cache(&self) -> &TokenCache {
         &self.cache
+    }
+
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 }
 
@@ -215,6 +341,7 @@ pub fn challenge(outcome: Outcome, required_scope: Option<&str>) -> (u16, String
     const REALM: &str = "Bearer realm=\"tollgate\"";
     match outcome {
         Outcome::Ok | Outcome::Missing => (401, REALM.to_string()),
+        Outcome::StoreUnavailable => (503, REALM.to_string()),
         Outcome::InsufficientScope => (
             403,
             format!(

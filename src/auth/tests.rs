@@ -1,17 +1,19 @@
 //! One test per validation outcome, with real keys.
 
 use super::*;
-use crate::config::{CacheSettings, SigningKeySource, TokenSettings};
+use crate::config::{CacheSettings, Family, Format, SigningKeySource, StoreSync, TokenSettings};
 use crate::keys::Algorithm;
+use crate::store::{Revocation, RevocationTarget};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use revocations::Revocations;
 use serde_json::json;
 use std::time::Duration;
 
 const ISS: &str = "https://gw.example";
 const NOW: i64 = 1_900_000_000;
 
-fn keyset(dir: &std::path::Path) -> Arc<KeySet> {
+fn keyset() -> Arc<KeySet> {
     let settings = TokenSettings {
         signing_key: SigningKeySource::Generated {
             algorithm: Algorithm::ES256,
@@ -20,25 +22,21 @@ fn keyset(dir: &std::path::Path) -> Arc<KeySet> {
         verification_keys: vec![],
         leeway: Duration::from_secs(60),
         access_token_lifetime: Duration::from_secs(900),
+        refresh_grace_period: Duration::from_secs(10),
     };
-    Arc::new(KeySet::load(&settings, dir).unwrap())
+    let der = crate::keys::generate_pkcs8(Algorithm::ES256).unwrap();
+    Arc::new(KeySet::load(&settings, Some(&der)).unwrap())
 }
 
 struct Fixture {
-    _dir: tempfile::TempDir,
     keys: Arc<KeySet>,
     validator: Validator,
 }
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = keyset(dir.path());
+    let keys = keyset();
     let validator = Validator::new(keys.clone(), ISS, Duration::from_secs(60));
-    Fixture {
-        _dir: dir,
-        keys,
-        validator,
-    }
+    Fixture { keys, validator }
 }
 
 fn claims() -> serde_json::Value {
@@ -106,8 +104,7 @@ fn tampered_claims_fail_the_signature() {
 #[test]
 fn another_keys_signature_is_refused() {
     let f = fixture();
-    let other_dir = tempfile::tempdir().unwrap();
-    let other = keyset(other_dir.path());
+    let other = keyset();
     // Different key, so a different kid: the key is unknown.
     assert_eq!(
         f.validator.validate(&sign(&other, &claims()), NOW),
@@ -158,14 +155,15 @@ fn expiry_respects_leeway() {
 }
 
 #[test]
-fn missing_exp_is_malformed() {
+fn a_token_without_exp_is_immortal() {
     let f = fixture();
     let mut c = claims();
     c.as_object_mut().unwrap().remove("exp");
-    assert_eq!(
-        f.validator.validate(&sign(&f.keys, &c), NOW),
-        Err(Outcome::Malformed)
-    );
+    let p = f
+        .validator
+        .validate(&sign(&f.keys, &c), NOW + 10 * 365 * 86_400)
+        .unwrap();
+    assert_eq!(p.exp, i64::MAX);
 }
 
 #[test]
@@ -228,38 +226,137 @@ fn audience_and_scope_are_checked_per_api() {
     );
 }
 
-#[test]
-fn cache_serves_repeat_presentations_and_skips_failures() {
-    let f = fixture();
+struct Stateful {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    auth: Authenticator,
+    keys: Arc<KeySet>,
+}
+
+fn stateful() -> Stateful {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store: Arc<dyn Store> =
+        Arc::new(crate::store::sqlite::SqliteStore::open(&path, StoreSync::Normal).unwrap());
+    let keys = keyset();
     let auth = Authenticator::new(
-        Validator::new(f.keys.clone(), ISS, Duration::from_secs(60)),
+        Validator::new(keys.clone(), ISS, Duration::from_secs(60)),
         TokenCache::new(CacheSettings {
             max_entries: 100,
             ttl: Duration::from_secs(60),
         }),
+        store.clone(),
+        Arc::new(Revocations::default()),
     );
+    Stateful {
+        _dir: dir,
+        store,
+        auth,
+        keys,
+    }
+}
+
+#[tokio::test]
+async fn cache_serves_repeat_presentations_and_skips_failures() {
+    let s = stateful();
     let now = cache::unix_now();
     let good = sign(
-        &f.keys,
+        &s.keys,
         &json!({"iss": ISS, "aud": "orders", "exp": now + 600}),
     );
-    let (r, c) = auth.authenticate(&good, now);
+    let (r, c) = s.auth.authenticate(&good, now).await;
     assert!(r.is_ok());
     assert_eq!(c, CacheUse::Miss);
-    let (r2, c2) = auth.authenticate(&good, now);
+    let (r2, c2) = s.auth.authenticate(&good, now).await;
     assert_eq!(c2, CacheUse::Hit);
     assert!(Arc::ptr_eq(&r.unwrap(), &r2.unwrap()));
 
-    let bad = sign(&f.keys, &json!({"iss": "other", "exp": now + 600}));
+    let bad = sign(&s.keys, &json!({"iss": "other", "exp": now + 600}));
     for _ in 0..2 {
-        assert_eq!(
-            auth.authenticate(&bad, now),
-            (Err(Outcome::WrongIssuer), CacheUse::Miss)
-        );
+        let (r, c) = s.auth.authenticate(&bad, now).await;
+        assert_eq!((r.err(), c), (Some(Outcome::WrongIssuer), CacheUse::Miss));
     }
     // A cached token is refused once its exp has passed.
-    let (r, _) = auth.authenticate(&good, now + 600 + 61);
+    let (r, _) = s.auth.authenticate(&good, now + 600 + 61).await;
     assert_eq!(r.err(), Some(Outcome::Expired));
+}
+
+fn opaque_record(jti: &str, expires_at: Option<i64>) -> TokenRecord {
+    TokenRecord {
+        kind: TokenKind::Access,
+        jti: jti.into(),
+        grant_id: "g1".into(),
+        client_id: "app".into(),
+        family: Family::Credential,
+        username: Some("alice".into()),
+        scope: "orders:read".into(),
+        audiences: vec!["orders".into()],
+        format: Format::Opaque,
+        issued_at: 100,
+        expires_at,
+        used_at: None,
+        revoked: false,
+    }
+}
+
+#[tokio::test]
+async fn opaque_tokens_are_looked_up_and_cached() {
+    let s = stateful();
+    let now = cache::unix_now();
+    let token = opaque::generate(opaque::Kind::Access).unwrap();
+    let record = opaque_record("j1", Some(now + 60));
+    s.store
+        .insert(vec![(digest(&token), record)])
+        .await
+        .unwrap();
+    let (r, c) = s.auth.authenticate(&token, now).await;
+    let p = r.unwrap();
+    assert_eq!(c, CacheUse::Miss);
+    assert_eq!(p.username.as_deref(), Some("alice"));
+    assert_eq!(p.sub.as_deref(), Some("alice"));
+    assert_eq!(p.grant_id.as_deref(), Some("g1"));
+    assert!(p.scopes.contains("orders:read"));
+    assert_eq!(s.auth.authenticate(&token, now).await.1, CacheUse::Hit);
+
+    let unknown = opaque::generate(opaque::Kind::Access).unwrap();
+    let (r, _) = s.auth.authenticate(&unknown, now).await;
+    assert_eq!(r.err(), Some(Outcome::UnknownToken));
+    let refresh = opaque::generate(opaque::Kind::Refresh).unwrap();
+    let (r, _) = s.auth.authenticate(&refresh, now).await;
+    assert_eq!(r.err(), Some(Outcome::Malformed));
+}
+
+#[tokio::test]
+async fn revocations_apply_to_cached_tokens_at_once() {
+    let s = stateful();
+    let now = cache::unix_now();
+    let claims =
+        json!({"iss": ISS, "aud": "orders", "exp": now + 600, "jti": "jwt-1", "gid": "g9"});
+    let jwt = sign(&s.keys, &claims);
+    assert!(s.auth.authenticate(&jwt, now).await.0.is_ok());
+    let revoke = |target| Revocation {
+        seq: 1,
+        target,
+        until: None,
+    };
+    s.auth
+        .revocations()
+        .add(&[revoke(RevocationTarget::Grant("g9".into()))]);
+    let (r, c) = s.auth.authenticate(&jwt, now).await;
+    assert_eq!((r.err(), c), (Some(Outcome::Revoked), CacheUse::Hit));
+
+    let token = opaque::generate(opaque::Kind::Access).unwrap();
+    let record = opaque_record("j2", None);
+    s.store
+        .insert(vec![(digest(&token), record)])
+        .await
+        .unwrap();
+    assert!(s.auth.authenticate(&token, now).await.0.is_ok());
+    s.auth
+        .revocations()
+        .add(&[revoke(RevocationTarget::Jti("j2".into()))]);
+    let (r, _) = s.auth.authenticate(&token, now).await;
+    assert_eq!(r.err(), Some(Outcome::Revoked));
 }
 
 #[test]

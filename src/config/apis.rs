@@ -1,18 +1,13 @@
-//! Validation of the upstreams file: APIs (routes, upstream pools, auth and scope rules),
-//! auth policies and consumer credentials.
+//! Validation of the APIs of the upstreams file: routes, upstream pools, auth and scope
+//! rules.
 
-use super::errors::{ConfigError, Errors, Lenient};
-use super::file::{
-    ApiFile, CredentialFile, DurationText, HealthCheckFile, HostHeaderFile, PolicyFile,
-    UpstreamFile, UpstreamsFile,
-};
-use super::gateway::parse_yaml;
+use super::errors::Errors;
+use super::file::{ApiFile, DurationText, HealthCheckFile, HostHeaderFile, UpstreamFile};
 use super::{
-    ApiConfig, AuthMode, ClientConfig, CredentialConfig, GrantType, HealthCheck, HealthCheckKind,
-    HostHeader, PolicyConfig, UpstreamConfig, UpstreamServer, UpstreamTls, parse_duration,
+    ApiConfig, AuthMode, HealthCheck, HealthCheckKind, HostHeader, UpstreamConfig, UpstreamServer,
+    UpstreamTls, parse_duration,
 };
 use crate::auth::scope::{Rule, is_valid_scope_token};
-use crate::redact::Secret;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -21,100 +16,19 @@ use std::time::Duration;
 /// Paths the gateway answers itself; no API may claim them.
 const RESERVED_PREFIXES: [&str; 3] = ["/auth", "/credential", "/.well-known"];
 
-#[derive(Debug, Default)]
-pub(super) struct Catalog {
-    pub apis: Vec<ApiConfig>,
-    pub policies: Vec<PolicyConfig>,
-    pub credentials: Vec<CredentialConfig>,
-}
-
-pub(super) fn load(path: &Path) -> Result<Catalog, Vec<ConfigError>> {
-    let mut errs = Errors::new(path.display().to_string());
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            errs.push("", format!("cannot read the upstreams file: {e}"));
-            return Err(errs.into_vec());
-        }
-    };
-    let Some(file) = parse_yaml::<UpstreamsFile>(&text, &mut errs) else {
-        return Err(errs.into_vec());
-    };
-    for key in file.unknown.keys() {
-        errs.push(
-            key,
-            "unknown key (expected one of apis, policies, credentials)",
-        );
-    }
-    let base_dir = path.parent().unwrap_or(Path::new("."));
-    let parsed = list(file.apis, "apis", &mut errs);
-    // References are checked against every API the file declares, valid or not, so an
-    // error in an API is reported once, at the API.
-    let declared: Vec<(String, AuthMode)> = parsed
-        .iter()
-        .map(|(_, a)| (a.name.clone(), a.auth))
-        .collect();
-    let apis = parsed
-        .into_iter()
-        .filter_map(|(path, a)| api(a, &path, base_dir, &mut errs))
-        .collect::<Vec<_>>();
-    check_api_uniqueness(&apis, &mut errs);
-
-    let mut client_ids = HashSet::new();
-    let mut policy_names = HashSet::new();
-    let policies = list(file.policies, "policies", &mut errs)
-        .into_iter()
-        .map(|(path, p)| {
-            if !policy_names.insert(p.name.clone()) {
-                errs.push(
-                    format!("{path}.name"),
-                    format!("policy `{}` is defined twice", p.name),
-                );
-            }
-            policy(p, &path, &declared, &mut client_ids, &mut errs)
-        })
-        .collect();
-    let credentials = list(file.credentials, "credentials", &mut errs)
-        .into_iter()
-        .map(|(path, c)| credential(c, &path, &declared, &mut client_ids, &mut errs))
-        .collect();
-    if errs.is_empty() {
-        Ok(Catalog {
-            apis,
-            policies,
-            credentials,
-        })
-    } else {
-        Err(errs.into_vec())
-    }
-}
-
-/// The parsed items of a list section, each with its key path.
-fn list<T>(
-    section: Option<Lenient<Vec<Lenient<T>>>>,
-    key: &str,
-    errs: &mut Errors,
-) -> Vec<(String, T)> {
-    section
-        .and_then(|s| s.take(key, errs))
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, item)| {
-            let path = format!("{key}[{i}]");
-            item.take(&path, errs).map(|v| (path, v))
-        })
-        .collect()
-}
-
-fn is_valid_name(s: &str) -> bool {
+pub(super) fn is_valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn duration(value: Option<&str>, path: String, default: Duration, errs: &mut Errors) -> Duration {
+pub(super) fn duration(
+    value: Option<&str>,
+    path: String,
+    default: Duration,
+    errs: &mut Errors,
+) -> Duration {
     match value {
         None => default,
         Some(v) => parse_duration(v).unwrap_or_else(|e| {
@@ -124,7 +38,7 @@ fn duration(value: Option<&str>, path: String, default: Duration, errs: &mut Err
     }
 }
 
-fn api(a: ApiFile, path: &str, base_dir: &Path, errs: &mut Errors) -> Option<ApiConfig> {
+pub(super) fn api(a: ApiFile, path: &str, base_dir: &Path, errs: &mut Errors) -> Option<ApiConfig> {
     let before = errs.count();
     if !is_valid_name(&a.name) {
         errs.push(
@@ -166,6 +80,31 @@ fn api(a: ApiFile, path: &str, base_dir: &Path, errs: &mut Errors) -> Option<Api
             }
         }
     }
+    // Declared scopes: as listed, or every scope the rules name.
+    let scopes = match a.scopes {
+        Some(list) => {
+            for (i, sc) in list.iter().enumerate() {
+                if !is_valid_scope_token(sc) {
+                    errs.push(
+                        format!("{path}.scopes[{i}]"),
+                        format!("`{sc}` is not a valid scope"),
+                    );
+                }
+            }
+            list
+        }
+        None => {
+            let mut named: Vec<String> = Vec::new();
+            for r in &a.rules {
+                for sc in r.all_of.iter().chain(&r.any_of) {
+                    if !named.contains(sc) {
+                        named.push(sc.clone());
+                    }
+                }
+            }
+            named
+        }
+    };
     if errs.count() > before {
         return None;
     }
@@ -178,6 +117,7 @@ fn api(a: ApiFile, path: &str, base_dir: &Path, errs: &mut Errors) -> Option<Api
         auth: a.auth,
         audience,
         rules,
+        scopes,
     })
 }
 
@@ -416,7 +356,7 @@ fn health_check(h: HealthCheckFile, path: &str, errs: &mut Errors) -> Option<Hea
     })
 }
 
-fn check_api_uniqueness(apis: &[ApiConfig], errs: &mut Errors) {
+pub(super) fn check_api_uniqueness(apis: &[ApiConfig], errs: &mut Errors) {
     let mut names = HashSet::new();
     let mut routes = HashSet::new();
     for (i, a) in apis.iter().enumerate() {
@@ -437,149 +377,4 @@ fn check_api_uniqueness(apis: &[ApiConfig], errs: &mut Errors) {
             );
         }
     }
-}
-
-fn is_valid_client_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| (0x21..=0x7E).contains(&b) && b != b'"' && b != b'\\')
-}
-
-#[allow(clippy::too_many_arguments)]
-fn client(
-    client_id: String,
-    hash: String,
-    grant_types: Vec<GrantType>,
-    scopes: Vec<String>,
-    lifetime: Option<DurationText>,
-    path: &str,
-    client_ids: &mut HashSet<String>,
-    errs: &mut Errors,
-) -> ClientConfig {
-    if !is_valid_client_id(&client_id) {
-        errs.push(
-            format!("{path}.client_id"),
-            "a client_id is 1-128 printable ASCII characters without spaces, quotes or backslashes",
-        );
-    } else if !client_ids.insert(client_id.clone()) {
-        errs.push(
-            format!("{path}.client_id"),
-            format!("client_id `{client_id}` is used twice"),
-        );
-    }
-    if let Err(e) = crate::token::secret::check_hash(&hash) {
-        errs.push(format!("{path}.client_secret_hash"), e);
-    }
-    for (i, s) in scopes.iter().enumerate() {
-        if !is_valid_scope_token(s) {
-            errs.push(
-                format!("{path}.scopes[{i}]"),
-                format!("`{s}` is not a valid scope"),
-            );
-        }
-    }
-    let access_token_lifetime = lifetime.map(|l| {
-        let d = duration(
-            Some(l.as_str()),
-            format!("{path}.access_token_lifetime"),
-            Duration::from_secs(900),
-            errs,
-        );
-        if d < Duration::from_secs(1) {
-            errs.push(
-                format!("{path}.access_token_lifetime"),
-                "must be at least 1s",
-            );
-        }
-        d
-    });
-    ClientConfig {
-        client_id,
-        secret_hash: Secret::new(hash),
-        grant_types: if grant_types.is_empty() {
-            vec![GrantType::ClientCredentials]
-        } else {
-            grant_types
-        },
-        scopes,
-        access_token_lifetime,
-    }
-}
-
-fn check_api_refs(
-    names: &[String],
-    key: &str,
-    path: &str,
-    declared: &[(String, AuthMode)],
-    errs: &mut Errors,
-) {
-    if names.is_empty() {
-        errs.push(format!("{path}.{key}"), "name at least one API");
-    }
-    for (i, n) in names.iter().enumerate() {
-        match declared.iter().find(|(name, _)| name == n) {
-            None => errs.push(
-                format!("{path}.{key}[{i}]"),
-                format!("no API is named `{n}`"),
-            ),
-            Some((_, AuthMode::None)) => errs.push(
-                format!("{path}.{key}[{i}]"),
-                format!("API `{n}` has `auth: none`, so its tokens would never be checked"),
-            ),
-            Some(_) => {}
-        }
-    }
-}
-
-fn policy(
-    p: PolicyFile,
-    path: &str,
-    declared: &[(String, AuthMode)],
-    client_ids: &mut HashSet<String>,
-    errs: &mut Errors,
-) -> PolicyConfig {
-    if !is_valid_name(&p.name) {
-        errs.push(
-            format!("{path}.name"),
-            "a name is 1-64 characters of A-Z a-z 0-9 - _ .",
-        );
-    }
-    check_api_refs(&p.apis, "apis", path, declared, errs);
-    let client = client(
-        p.client_id,
-        p.client_secret_hash,
-        p.grant_types,
-        p.scopes,
-        p.access_token_lifetime,
-        path,
-        client_ids,
-        errs,
-    );
-    PolicyConfig {
-        name: p.name,
-        apis: p.apis,
-        client,
-    }
-}
-
-fn credential(
-    c: CredentialFile,
-    path: &str,
-    declared: &[(String, AuthMode)],
-    client_ids: &mut HashSet<String>,
-    errs: &mut Errors,
-) -> CredentialConfig {
-    check_api_refs(&c.acl, "acl", path, declared, errs);
-    let client = client(
-        c.client_id,
-        c.client_secret_hash,
-        c.grant_types,
-        c.scopes,
-        c.access_token_lifetime,
-        path,
-        client_ids,
-        errs,
-    );
-    CredentialConfig { acl: c.acl, client }
 }

@@ -2,7 +2,7 @@
 //! (APIs, auth policies, credentials). Plain serde structs; meaning is given in `validate`.
 
 use super::errors::Lenient;
-use super::{AuthMode, Family, GrantType};
+use super::{AuthMode, Family, GrantType, PolicyKind};
 use crate::keys::Algorithm;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -60,6 +60,8 @@ pub(crate) struct GatewayFile {
     pub log: Option<Lenient<LogFile>>,
     /// The RFC 8414 discovery document.
     pub discovery: Option<Lenient<DiscoveryFile>>,
+    /// Durable state: refresh and opaque tokens, revocations, generated keys.
+    pub store: Option<Lenient<StoreFile>>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_yaml::Value>,
 }
@@ -126,6 +128,9 @@ pub(crate) struct TokensFile {
     pub leeway: Option<DurationText>,
     /// Access-token lifetime where a policy or credential does not set one.
     pub access_token_lifetime: Option<DurationText>,
+    /// How long a used refresh token may be used again (concurrent refreshes) before a
+    /// reuse counts as theft.
+    pub refresh_grace_period: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +175,25 @@ pub(crate) struct LogFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct StoreFile {
+    /// Database file, relative to `state_dir` (default `tollgate.db`).
+    pub file: Option<String>,
+    /// `full` (default): each acknowledged write is on disk; `normal`: it survives a crash of
+    /// the gateway but not of the machine.
+    pub sync: Option<StoreSync>,
+    /// How often expired tokens and revocations are deleted.
+    pub purge_interval: Option<DurationText>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreSync {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct DiscoveryFile {
     /// Which family the metadata advertises: `credential` (default) or `auth`.
     pub family: Option<Family>,
@@ -184,6 +208,10 @@ pub(crate) struct UpstreamsFile {
     pub policies: Option<Lenient<Vec<Lenient<PolicyFile>>>>,
     /// Consumer credentials ("manage from ACL", `/credential/*`).
     pub credentials: Option<Lenient<Vec<Lenient<CredentialFile>>>>,
+    /// Named groups of APIs a credential can be granted together.
+    pub products: Option<Lenient<Vec<Lenient<ProductFile>>>>,
+    /// Users for the password grant.
+    pub user_pools: Option<Lenient<Vec<Lenient<UserPoolFile>>>>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_yaml::Value>,
 }
@@ -206,6 +234,9 @@ pub(crate) struct ApiFile {
     pub auth: AuthMode,
     /// Audience its tokens must carry (default: the API name).
     pub audience: Option<String>,
+    /// Scopes the API declares (default: those its rules name); its token endpoint grants
+    /// no others.
+    pub scopes: Option<Vec<String>>,
     /// Per-operation scope requirements, first match wins.
     #[serde(default)]
     pub rules: Vec<RuleFile>,
@@ -314,22 +345,58 @@ pub(crate) struct RuleFile {
     pub any_of: Vec<String>,
 }
 
+/// Token settings of a policy or credential.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenSettingsFile {
+    pub access_token_lifetime: Option<DurationText>,
+    /// Access tokens without `exp`.
+    #[serde(default)]
+    pub immortal: bool,
+    /// Issue refresh tokens (and accept grant_type=refresh_token).
+    #[serde(default)]
+    pub refresh: bool,
+    pub refresh_token_lifetime: Option<DurationText>,
+    /// Accept token requests as GET with a query string.
+    #[serde(default)]
+    pub allow_url_parameters: bool,
+    /// Credentials: which token formats they may get (`jwt`, `opaque` or `any`, the default).
+    pub format: Option<FormatChoice>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FormatChoice {
+    Jwt,
+    Opaque,
+    Any,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PolicyFile {
     pub name: String,
+    /// `jwt` (tokens from `/auth/jwt`) or `oauth2` (opaque tokens from `/auth/token`).
+    pub kind: Option<PolicyKind>,
     /// APIs the policy is attached to (one API, or a group).
     pub apis: Vec<String>,
     /// The policy's client key.
     pub client_id: String,
     /// argon2id PHC string of the client secret (`tollgate hash-secret`).
     pub client_secret_hash: String,
+    /// Clients of this policy cannot keep a secret: the password and refresh grants accept
+    /// `client_secret=-` (or none).
+    #[serde(default)]
+    pub public: bool,
     #[serde(default)]
     pub grant_types: Vec<GrantType>,
-    /// Scopes this policy may grant.
+    /// Scopes a client_credentials token of this policy may carry.
     #[serde(default)]
     pub scopes: Vec<String>,
-    pub access_token_lifetime: Option<DurationText>,
+    /// Users for the password grant.
+    pub user_pool: Option<String>,
+    #[serde(default)]
+    pub token: TokenSettingsFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -339,11 +406,46 @@ pub(crate) struct CredentialFile {
     /// argon2id PHC string of the client secret (`tollgate hash-secret`).
     pub client_secret_hash: String,
     /// APIs this credential may call.
+    #[serde(default)]
     pub acl: Vec<String>,
+    /// Products whose APIs this credential may call.
+    #[serde(default)]
+    pub products: Vec<String>,
     #[serde(default)]
     pub grant_types: Vec<GrantType>,
-    /// Scopes this credential may be granted.
+    /// Roles: the scopes a client_credentials token of this credential may carry.
     #[serde(default)]
-    pub scopes: Vec<String>,
-    pub access_token_lifetime: Option<DurationText>,
+    pub roles: Vec<String>,
+    /// Users for the password grant.
+    pub user_pool: Option<String>,
+    #[serde(default)]
+    pub token: TokenSettingsFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProductFile {
+    pub name: String,
+    pub apis: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UserPoolFile {
+    pub name: String,
+    #[serde(default)]
+    pub users: Vec<UserFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UserFile {
+    pub username: String,
+    /// argon2id PHC string of the password (`tollgate hash-secret`).
+    pub password_hash: String,
+    /// Roles, granted as scopes (seed 001: scope = role name).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// If set, the APIs this user's tokens may open (within the client's).
+    pub acl: Option<Vec<String>>,
 }

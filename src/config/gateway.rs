@@ -5,7 +5,8 @@ use super::errors::{Errors, Lenient};
 use super::file::{CacheFile, DurationText, GatewayFile, KeyFileRef, ServerFile, TokensFile};
 use super::{
     CacheSettings, Config, ConfigErrors, Family, KeyFile, Listener, LogSettings, ServerSettings,
-    SigningKeySource, TlsListener, TokenSettings, apis, parse_duration, resolve_path,
+    SigningKeySource, StoreSettings, StoreSync, TlsListener, TokenSettings, catalog,
+    parse_duration, resolve_path,
 };
 use crate::keys::Algorithm;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -38,11 +39,11 @@ pub(super) fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let mut all = errs.into_vec();
 
     let catalog = match &parts.upstreams_file {
-        Some(p) => apis::load(p).unwrap_or_else(|mut e| {
+        Some(p) => catalog::load(p).unwrap_or_else(|mut e| {
             all.append(&mut e);
-            apis::Catalog::default()
+            catalog::Catalog::default()
         }),
-        None => apis::Catalog::default(),
+        None => catalog::Catalog::default(),
     };
     if !all.is_empty() {
         return Err(ConfigErrors(all));
@@ -58,9 +59,11 @@ pub(super) fn load(path: &Path) -> Result<Config, ConfigErrors> {
         client_auth_cache: parts.client_auth_cache,
         log: parts.log,
         discovery_family: parts.discovery_family,
+        store: parts.store,
         apis: catalog.apis,
         policies: catalog.policies,
         credentials: catalog.credentials,
+        user_pools: catalog.user_pools,
     })
 }
 
@@ -99,6 +102,7 @@ struct Parts {
     client_auth_cache: CacheSettings,
     log: LogSettings,
     discovery_family: Family,
+    store: StoreSettings,
 }
 
 fn take<T: Default>(section: Option<Lenient<T>>, path: &str, errs: &mut Errors) -> T {
@@ -109,7 +113,7 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
     for key in file.unknown.keys() {
         errs.push(
             key,
-            "unknown key (expected one of listen, metrics, issuer, upstreams_file, state_dir, server, tokens, validation_cache, client_auth_cache, log, discovery)",
+            "unknown key (expected one of listen, metrics, issuer, upstreams_file, state_dir, server, tokens, validation_cache, client_auth_cache, log, discovery, store)",
         );
     }
 
@@ -199,6 +203,18 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
         .family
         .unwrap_or(Family::Credential);
 
+    let store_file = take(file.store, "store", errs);
+    let store = StoreSettings {
+        file: state_dir.join(store_file.file.as_deref().unwrap_or("tollgate.db")),
+        sync: store_file.sync.unwrap_or(StoreSync::Full),
+        purge_interval: duration_or(
+            store_file.purge_interval.as_ref().map(DurationText::as_str),
+            "store.purge_interval",
+            Duration::from_secs(60),
+            errs,
+        ),
+    };
+
     Parts {
         listeners,
         metrics_listen,
@@ -211,6 +227,7 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
         client_auth_cache,
         log,
         discovery_family,
+        store,
     }
 }
 
@@ -438,11 +455,18 @@ fn tokens(t: TokensFile, base_dir: &Path, errs: &mut Errors) -> TokenSettings {
     if access_token_lifetime < Duration::from_secs(1) {
         errs.push("tokens.access_token_lifetime", "must be at least 1s");
     }
+    let refresh_grace_period = duration_or(
+        t.refresh_grace_period.as_ref().map(DurationText::as_str),
+        "tokens.refresh_grace_period",
+        Duration::from_secs(10),
+        errs,
+    );
     TokenSettings {
         signing_key,
         verification_keys,
         leeway,
         access_token_lifetime,
+        refresh_grace_period,
     }
 }
 

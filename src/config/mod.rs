@@ -2,6 +2,8 @@
 //! types). `load` reports every error at once, each with its file and key path.
 
 mod apis;
+mod catalog;
+mod clients;
 mod duration;
 mod errors;
 mod file;
@@ -36,10 +38,22 @@ pub struct Config {
     pub log: LogSettings,
     /// The family whose endpoints the discovery document advertises.
     pub discovery_family: Family,
+    pub store: StoreSettings,
     pub apis: Vec<ApiConfig>,
     pub policies: Vec<PolicyConfig>,
     pub credentials: Vec<CredentialConfig>,
+    pub user_pools: Vec<UserPoolConfig>,
 }
+
+/// The embedded store.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub file: PathBuf,
+    pub sync: StoreSync,
+    pub purge_interval: Duration,
+}
+
+pub use file::StoreSync;
 
 #[derive(Debug, Clone)]
 pub struct Listener {
@@ -74,6 +88,7 @@ pub struct TokenSettings {
     pub verification_keys: Vec<KeyFile>,
     pub leeway: Duration,
     pub access_token_lifetime: Duration,
+    pub refresh_grace_period: Duration,
 }
 
 /// Where the signing key comes from.
@@ -126,17 +141,71 @@ impl Family {
     }
 }
 
-/// OAuth2 grant types (RFC 6749 §4).
+/// OAuth2 grant types (RFC 6749 §4, §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantType {
     ClientCredentials,
+    Password,
+    RefreshToken,
 }
 
 impl GrantType {
+    pub const ALL: [GrantType; 3] = [
+        GrantType::ClientCredentials,
+        GrantType::Password,
+        GrantType::RefreshToken,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             GrantType::ClientCredentials => "client_credentials",
+            GrantType::Password => "password",
+            GrantType::RefreshToken => "refresh_token",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.as_str() == s)
+    }
+}
+
+/// What an auth policy issues: JWTs (`/auth/jwt`) or opaque OAuth2 tokens (`/auth/token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    Jwt,
+    Oauth2,
+}
+
+/// Access-token formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jwt,
+    Opaque,
+}
+
+/// How a client's tokens are made.
+#[derive(Debug, Clone)]
+pub struct TokenPolicy {
+    /// `None`: the gateway-wide `tokens.access_token_lifetime`.
+    pub access_token_lifetime: Option<Duration>,
+    /// Access tokens without `exp`.
+    pub immortal: bool,
+    /// Refresh tokens are issued, valid this long.
+    pub refresh: Option<Duration>,
+    /// Token requests may come as GET with a query string.
+    pub allow_url_parameters: bool,
+    /// Formats the client may get.
+    pub jwt: bool,
+    pub opaque: bool,
+}
+
+impl TokenPolicy {
+    pub fn allows(&self, format: Format) -> bool {
+        match format {
+            Format::Jwt => self.jwt,
+            Format::Opaque => self.opaque,
         }
     }
 }
@@ -161,6 +230,8 @@ pub struct ApiConfig {
     pub auth: AuthMode,
     pub audience: String,
     pub rules: Vec<Rule>,
+    /// Scopes the API declares.
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -216,23 +287,44 @@ pub struct ClientConfig {
     pub client_id: String,
     /// argon2 PHC string.
     pub secret_hash: Secret<String>,
+    /// May use the password and refresh grants without a secret.
+    pub public: bool,
     pub grant_types: Vec<GrantType>,
+    /// Scopes of its client_credentials tokens (a policy's scopes, a credential's roles).
     pub scopes: Vec<String>,
-    /// `None`: the gateway-wide `tokens.access_token_lifetime`.
-    pub access_token_lifetime: Option<Duration>,
+    pub user_pool: Option<String>,
+    pub token: TokenPolicy,
 }
 
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {
     pub name: String,
+    pub kind: PolicyKind,
     pub apis: Vec<String>,
     pub client: ClientConfig,
 }
 
 #[derive(Debug, Clone)]
 pub struct CredentialConfig {
+    /// APIs the credential may call: its `acl` and the APIs of its products.
     pub acl: Vec<String>,
     pub client: ClientConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserPoolConfig {
+    pub name: String,
+    pub users: Vec<UserConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub username: String,
+    /// argon2 PHC string.
+    pub password_hash: Secret<String>,
+    pub roles: Vec<String>,
+    /// APIs this user's tokens may open; `None`: all the client's.
+    pub acl: Option<Vec<String>>,
 }
 
 /// Load and validate the gateway config at `path` and the upstreams file it names.

@@ -82,7 +82,7 @@ apis:
 policies:
   - {{ name: p, apis: [a, open], client_id: same, client_secret_hash: "{HASH}" }}
 credentials:
-  - {{ client_id: same, client_secret_hash: "{HASH}", acl: [], scopes: ["has space"] }}
+  - {{ client_id: same, client_secret_hash: "{HASH}", acl: [], roles: ["has space"] }}
 "#
         ),
     );
@@ -98,7 +98,7 @@ credentials:
     );
     assert!(has(&errs, "credentials[0].acl", "at least one"), "{errs:?}");
     assert!(
-        has(&errs, "credentials[0].scopes[0]", "not a valid scope"),
+        has(&errs, "credentials[0].roles[0]", "not a valid scope"),
         "{errs:?}"
     );
 }
@@ -167,5 +167,113 @@ credentials:
     assert_eq!(
         c.credentials[0].client.grant_types,
         vec![GrantType::ClientCredentials]
+    );
+}
+
+#[test]
+fn client_settings_are_checked_and_resolved() {
+    let apis = r#"
+apis:
+  - { name: orders, prefix: /orders, upstream: { servers: ["127.0.0.1:1"] }, auth: jwt }
+  - { name: billing, prefix: /billing, upstream: { servers: ["127.0.0.1:1"] }, auth: jwt }
+"#;
+    let good = format!(
+        r#"{apis}
+products:
+  - {{ name: platform, apis: [orders, billing] }}
+user_pools:
+  - name: staff
+    users:
+      - {{ username: alice, password_hash: "{HASH}", roles: [orders:read], acl: [orders] }}
+policies:
+  - name: p
+    kind: oauth2
+    apis: [orders]
+    client_id: pk
+    client_secret_hash: "{HASH}"
+    public: true
+    grant_types: [password]
+    user_pool: staff
+    token: {{ refresh: true, refresh_token_lifetime: 7d, allow_url_parameters: true }}
+credentials:
+  - client_id: c
+    client_secret_hash: "{HASH}"
+    products: [platform]
+    roles: [orders:read]
+    token: {{ immortal: true, format: jwt }}
+"#
+    );
+    let (_d, r) = load_pair("upstreams_file: apis.yaml\n", &good);
+    let c = r.unwrap();
+    let p = &c.policies[0];
+    assert_eq!(p.kind, PolicyKind::Oauth2);
+    assert!(p.client.public);
+    assert!(p.client.token.opaque && !p.client.token.jwt);
+    assert_eq!(
+        p.client.token.refresh,
+        Some(Duration::from_secs(7 * 86_400))
+    );
+    assert!(p.client.token.allow_url_parameters);
+    assert!(
+        p.client.grant_types.contains(&GrantType::RefreshToken),
+        "refresh: true enables the grant"
+    );
+    let cred = &c.credentials[0];
+    assert_eq!(
+        cred.acl,
+        ["orders", "billing"],
+        "products expand into the ACL"
+    );
+    assert!(cred.client.token.immortal && cred.client.token.jwt && !cred.client.token.opaque);
+    assert_eq!(
+        c.user_pools[0].users[0].acl.as_deref(),
+        Some(&["orders".to_string()][..])
+    );
+
+    let bad = format!(
+        r#"{apis}
+user_pools:
+  - {{ name: staff, users: [{{ username: bob, password_hash: nope }}, {{ username: bob, password_hash: "{HASH}" }}] }}
+policies:
+  - {{ name: p, apis: [orders], client_id: pk, client_secret_hash: "{HASH}", grant_types: [password],
+       token: {{ format: opaque }} }}
+credentials:
+  - {{ client_id: c, client_secret_hash: "{HASH}", products: [nope],
+       user_pool: missing, token: {{ immortal: true, refresh: true }} }}
+  - {{ client_id: d, client_secret_hash: "{HASH}", acl: [orders], grant_types: [refresh_token] }}
+"#
+    );
+    let errs = errors("upstreams_file: apis.yaml\n", &bad);
+    assert!(
+        has(&errs, "user_pools[0].users[0].password_hash", "PHC"),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, "user_pools[0].users[1].username", "twice"),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, "policies[0].user_pool", "needs a user pool"),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, "policies[0].token.format", "comes from its `kind`"),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, "credentials[0].products[0]", "no product"),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, "credentials[1].grant_types", "refresh: true"),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, "credentials[0].user_pool", "no user pool"),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, "credentials[0].token.refresh", "never refreshed"),
+        "{errs:?}"
     );
 }

@@ -1,99 +1,20 @@
-//! Issuance: the registered clients of both families, scope selection (RFC 6749 §3.3) and
-//! signing JWT access tokens.
+//! Minting tokens: scope selection (RFC 6749 §3.3), JWT and opaque access tokens, refresh
+//! tokens, and the records the store keeps for the ones that need it.
 
 use super::error::{ErrorCode, OAuthError};
+use super::registry::Client;
 use crate::auth::scope::is_valid_scope_token;
-use crate::config::{ClientConfig, Config, Family, GrantType};
+use crate::config::Format;
 use crate::jwt::{AudienceOut, IssuedClaims};
 use crate::keys::KeySet;
-use crate::redact::Secret;
+use crate::opaque;
+use crate::store::{Digest, TokenKind, TokenRecord, digest};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// A client of the token service: a policy's key (`/auth/*`) or a credential (`/credential/*`).
-#[derive(Debug)]
-pub struct Client {
-    pub id: String,
-    pub family: Family,
-    pub secret_hash: Secret<String>,
-    pub grant_types: Vec<GrantType>,
-    /// Scopes the client may be granted.
-    pub scopes: Vec<String>,
-    /// Audiences of its tokens: the APIs the policy is attached to, or the credential's ACL.
-    pub audiences: Vec<String>,
-    pub lifetime: Duration,
-}
-
-/// Clients by family and id.
-#[derive(Debug, Default)]
-pub struct Registry {
-    auth: HashMap<String, Arc<Client>>,
-    credential: HashMap<String, Arc<Client>>,
-}
-
-impl Registry {
-    pub fn from_config(config: &Config) -> Self {
-        let audiences = |api_names: &[String]| -> Vec<String> {
-            let mut out: Vec<String> = Vec::new();
-            for name in api_names {
-                if let Some(api) = config.apis.iter().find(|a| &a.name == name)
-                    && !out.contains(&api.audience)
-                {
-                    out.push(api.audience.clone());
-                }
-            }
-            out
-        };
-        let client = |c: &ClientConfig, family: Family, apis: &[String]| {
-            Arc::new(Client {
-                id: c.client_id.clone(),
-                family,
-                secret_hash: c.secret_hash.clone(),
-                grant_types: c.grant_types.clone(),
-                scopes: c.scopes.clone(),
-                audiences: audiences(apis),
-                lifetime: c
-                    .access_token_lifetime
-                    .unwrap_or(config.tokens.access_token_lifetime),
-            })
-        };
-        Self {
-            auth: config
-                .policies
-                .iter()
-                .map(|p| {
-                    (
-                        p.client.client_id.clone(),
-                        client(&p.client, Family::Auth, &p.apis),
-                    )
-                })
-                .collect(),
-            credential: config
-                .credentials
-                .iter()
-                .map(|c| {
-                    (
-                        c.client.client_id.clone(),
-                        client(&c.client, Family::Credential, &c.acl),
-                    )
-                })
-                .collect(),
-        }
-    }
-
-    pub fn get(&self, family: Family, id: &str) -> Option<&Arc<Client>> {
-        match family {
-            Family::Auth => self.auth.get(id),
-            Family::Credential => self.credential.get(id),
-        }
-    }
-}
-
-/// The scopes to grant: all the client may have when the request names none, otherwise
-/// the requested ones it may have. `invalid_scope` when a request names scopes and none
+/// The scopes to grant: everything `allowed` when the request names none, otherwise the
+/// requested ones that are allowed. `invalid_scope` when a request names scopes and none
 /// can be granted.
 pub fn grant_scopes(
     requested: Option<&str>,
@@ -122,20 +43,65 @@ pub fn grant_scopes(
     if out.is_empty() {
         return Err(OAuthError::new(
             ErrorCode::InvalidScope,
-            "none of the requested scopes can be granted to this client",
+            "none of the requested scopes can be granted",
         ));
     }
     Ok(out)
 }
 
-/// A signed access token and what the token response says about it.
-pub struct Issued {
-    pub access_token: String,
-    pub expires_in: u64,
-    pub scope: String,
+/// 128 random bits, base64url: token and grant ids.
+pub fn random_id() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).ok()?;
+    Some(B64.encode(bytes))
 }
 
-/// Signs access tokens for one issuer.
+fn no_randomness() -> OAuthError {
+    OAuthError::new(ErrorCode::ServerError, "no randomness available")
+}
+
+/// What to mint.
+pub struct Issue<'a> {
+    pub client: &'a Client,
+    pub username: Option<&'a str>,
+    pub scopes: &'a [String],
+    pub audiences: &'a [String],
+    pub format: Format,
+    pub grant_id: &'a str,
+    pub with_refresh: bool,
+    pub now: i64,
+}
+
+/// Minted tokens, and the records to store before the client may have them.
+pub struct Minted {
+    pub access_token: String,
+    pub expires_in: Option<u64>,
+    pub scope: String,
+    pub refresh_token: Option<String>,
+    pub records: Vec<(Digest, TokenRecord)>,
+}
+
+impl Minted {
+    /// The RFC 6749 §5.1 response body.
+    pub fn body(&self) -> String {
+        let mut body = serde_json::json!({
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+        });
+        if let Some(e) = self.expires_in {
+            body["expires_in"] = e.into();
+        }
+        if !self.scope.is_empty() {
+            body["scope"] = self.scope.clone().into();
+        }
+        if let Some(r) = &self.refresh_token {
+            body["refresh_token"] = r.clone().into();
+        }
+        body.to_string()
+    }
+}
+
+/// Signs and mints tokens for one issuer.
 pub struct Signer {
     keys: Arc<KeySet>,
     issuer: Arc<str>,
@@ -146,43 +112,80 @@ impl Signer {
         Self { keys, issuer }
     }
 
-    /// A JWT for `client` carrying `scopes`, valid from `now` for the client's lifetime.
-    pub fn jwt(&self, client: &Client, scopes: &[String], now: i64) -> Result<Issued, OAuthError> {
-        let lifetime = client.lifetime.as_secs();
-        let jti = random_id()
-            .ok_or_else(|| OAuthError::new(ErrorCode::ServerError, "no randomness available"))?;
-        let scope = scopes.join(" ");
-        let claims = IssuedClaims {
-            iss: &self.issuer,
-            sub: &client.id,
-            aud: AudienceOut::from_list(&client.audiences),
-            exp: now.saturating_add(lifetime as i64),
-            iat: now,
-            nbf: now,
-            jti: &jti,
-            client_id: &client.id,
-            scope: &scope,
+    pub fn mint(&self, i: Issue<'_>) -> Result<Minted, OAuthError> {
+        let lifetime = i.client.access_lifetime().map(|d| d.as_secs());
+        let exp = lifetime.map(|l| i.now.saturating_add(l as i64));
+        let scope = i.scopes.join(" ");
+        let jti = random_id().ok_or_else(no_randomness)?;
+        let mut records = Vec::new();
+        let record = |kind, jti: String, format, expires_at| TokenRecord {
+            kind,
+            jti,
+            grant_id: i.grant_id.to_string(),
+            client_id: i.client.id.clone(),
+            family: i.client.family,
+            username: i.username.map(str::to_string),
+            scope: scope.clone(),
+            audiences: i.audiences.to_vec(),
+            format,
+            issued_at: i.now,
+            expires_at,
+            used_at: None,
+            revoked: false,
         };
-        let json = serde_json::to_vec(&claims)
-            .map_err(|_| OAuthError::new(ErrorCode::ServerError, "cannot encode the token"))?;
-        let access_token = self
-            .keys
-            .signing()
-            .sign_compact(&json)
-            .map_err(|_| OAuthError::new(ErrorCode::ServerError, "cannot sign the token"))?;
-        Ok(Issued {
+        let access_token = match i.format {
+            Format::Jwt => {
+                let claims = IssuedClaims {
+                    iss: &self.issuer,
+                    sub: i.username.unwrap_or(&i.client.id),
+                    aud: AudienceOut::from_list(i.audiences),
+                    exp,
+                    iat: i.now,
+                    nbf: i.now,
+                    jti: &jti,
+                    client_id: &i.client.id,
+                    scope: &scope,
+                    username: i.username,
+                    gid: i.grant_id,
+                };
+                let json = serde_json::to_vec(&claims).map_err(|_| {
+                    OAuthError::new(ErrorCode::ServerError, "cannot encode the token")
+                })?;
+                self.keys
+                    .signing()
+                    .sign_compact(&json)
+                    .map_err(|_| OAuthError::new(ErrorCode::ServerError, "cannot sign the token"))?
+            }
+            Format::Opaque => {
+                let token = opaque::generate(opaque::Kind::Access).ok_or_else(no_randomness)?;
+                records.push((
+                    digest(&token),
+                    record(TokenKind::Access, jti, Format::Opaque, exp),
+                ));
+                token
+            }
+        };
+        let refresh_token = match (i.with_refresh, i.client.token.refresh) {
+            (true, Some(refresh_lifetime)) => {
+                let token = opaque::generate(opaque::Kind::Refresh).ok_or_else(no_randomness)?;
+                let rjti = random_id().ok_or_else(no_randomness)?;
+                let expires = i.now.saturating_add(refresh_lifetime.as_secs() as i64);
+                records.push((
+                    digest(&token),
+                    record(TokenKind::Refresh, rjti, i.format, Some(expires)),
+                ));
+                Some(token)
+            }
+            _ => None,
+        };
+        Ok(Minted {
             access_token,
             expires_in: lifetime,
             scope,
+            refresh_token,
+            records,
         })
     }
-}
-
-/// 128 random bits, base64url: token ids.
-pub fn random_id() -> Option<String> {
-    let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes).ok()?;
-    Some(B64.encode(bytes))
 }
 
 #[cfg(test)]
@@ -196,6 +199,7 @@ mod tests {
     #[test]
     fn no_request_grants_everything_allowed() {
         assert_eq!(grant_scopes(None, &v(&["a", "b"])).unwrap(), v(&["a", "b"]));
+        assert_eq!(grant_scopes(Some("  "), &v(&["a"])).unwrap(), v(&["a"]));
         assert_eq!(grant_scopes(None, &[]).unwrap(), Vec::<String>::new());
     }
 
@@ -205,7 +209,6 @@ mod tests {
             grant_scopes(Some("b c b"), &v(&["a", "b"])).unwrap(),
             v(&["b"])
         );
-        assert_eq!(grant_scopes(Some("  "), &v(&["a"])).unwrap(), v(&["a"]));
     }
 
     #[test]
@@ -219,8 +222,7 @@ mod tests {
     #[test]
     fn ids_are_unique_and_url_safe() {
         let a = random_id().unwrap();
-        let b = random_id().unwrap();
-        assert_ne!(a, b);
+        assert_ne!(a, random_id().unwrap());
         assert_eq!(a.len(), 22);
         assert!(
             a.bytes()

@@ -1,73 +1,35 @@
-//! The token service: the paths the gateway answers itself (token endpoints, discovery,
-//! JWKS). HTTP-framework free: the proxy hands over a [`TokenRequest`] and writes the
-//! [`Reply`].
+//! The token service: the paths the gateway answers itself (token, refresh, introspection,
+//! revocation, discovery, JWKS), for both management families. HTTP-framework free: the
+//! proxy hands over a [`TokenRequest`] and writes the [`Reply`].
 
 pub mod client_auth;
+pub mod endpoint;
 pub mod error;
 pub mod form;
+mod grants;
+mod inspect;
 pub mod issue;
+pub mod registry;
 pub mod secret;
 pub mod wellknown;
 
-use crate::auth::cache::unix_now;
-use crate::config::{Config, Family, GrantType};
+use crate::auth::Authenticator;
+use crate::config::{Config, Family};
 use crate::keys::KeySet;
 use crate::metrics::Metrics;
+use crate::store::Store;
 use bytes::Bytes;
-use client_auth::presented_client;
+use client_auth::PresentedClient;
+pub use endpoint::Endpoint;
 use error::{ErrorCode, OAuthError};
 use form::{Form, is_form_content_type};
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE};
 use http::{HeaderName, HeaderValue, Method};
-use issue::{Registry, Signer, grant_scopes};
+use issue::Signer;
+use registry::{Client, Registry};
 use secret::SecretVerifier;
 use std::sync::Arc;
-
-/// A path the token service answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `/{auth,credential}/jwt`: a JWT access token.
-    Jwt(Family),
-    Jwks,
-    Discovery,
-    /// Under a reserved prefix but not (yet) an endpoint.
-    Unknown,
-}
-
-impl Endpoint {
-    /// Which endpoint `path` is, if the token service owns it.
-    pub fn for_path(path: &str) -> Option<Self> {
-        Some(match path {
-            "/auth/jwt" => Endpoint::Jwt(Family::Auth),
-            "/credential/jwt" => Endpoint::Jwt(Family::Credential),
-            "/.well-known/jwks.json" | "/.well-known/jwks" => Endpoint::Jwks,
-            "/.well-known/oauth-authorization-server" => Endpoint::Discovery,
-            p if ["/auth", "/credential", "/.well-known"].iter().any(|r| {
-                p == *r || p.strip_prefix(r).is_some_and(|rest| rest.starts_with('/'))
-            }) =>
-            {
-                Endpoint::Unknown
-            }
-            _ => return None,
-        })
-    }
-
-    /// The bounded `endpoint` metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Endpoint::Jwt(Family::Auth) => "/auth/jwt",
-            Endpoint::Jwt(Family::Credential) => "/credential/jwt",
-            Endpoint::Jwks => "jwks",
-            Endpoint::Discovery => "discovery",
-            Endpoint::Unknown => "unknown",
-        }
-    }
-
-    /// Whether the handler reads the request body.
-    pub fn reads_body(self) -> bool {
-        matches!(self, Endpoint::Jwt(_))
-    }
-}
+use std::time::Duration;
 
 /// What the proxy passes in: the parts of the request the token service looks at.
 pub struct TokenRequest<'a> {
@@ -75,6 +37,7 @@ pub struct TokenRequest<'a> {
     pub content_type: Option<&'a [u8]>,
     /// The `Authorization` value; `Err` when the header was sent more than once.
     pub authorization: Result<Option<&'a [u8]>, ()>,
+    pub query: Option<&'a str>,
     pub body: &'a [u8],
 }
 
@@ -95,12 +58,14 @@ impl Reply {
         }
     }
 
-    fn no_store(mut self) -> Self {
-        self.headers
+    /// A token-endpoint response: never cached (RFC 6749 §5.1).
+    fn no_store(status: u16, body: impl Into<Bytes>) -> Self {
+        let mut r = Self::json(status, body);
+        r.headers
             .push((CACHE_CONTROL, HeaderValue::from_static("no-store")));
-        self.headers
+        r.headers
             .push((PRAGMA, HeaderValue::from_static("no-cache")));
-        self
+        r
     }
 
     fn public(mut self) -> Self {
@@ -119,9 +84,13 @@ impl Reply {
     }
 
     fn oauth_error(e: &OAuthError) -> Self {
-        let mut r = Self::json(e.status(), e.body()).no_store();
+        let mut r = Self::no_store(e.status(), e.body());
         if e.status() == 405 {
             r.headers.push((ALLOW, HeaderValue::from_static("POST")));
+        }
+        if e.status() == 503 {
+            r.headers
+                .push((http::header::RETRY_AFTER, HeaderValue::from_static("1")));
         }
         if e.basic_challenge && e.status() == 401 {
             r.headers.push((
@@ -133,44 +102,85 @@ impl Reply {
     }
 }
 
-/// Issues tokens and serves discovery and JWKS.
+/// Token service settings that are not per client.
+pub struct ServiceSettings {
+    /// How long a used refresh token may be used again (concurrent refreshes).
+    pub refresh_grace: Duration,
+}
+
+/// Issues, refreshes, introspects and revokes tokens; serves discovery and JWKS.
 pub struct TokenService {
     keys: Arc<KeySet>,
     signer: Signer,
-    registry: Registry,
+    registry: Arc<Registry>,
     secrets: SecretVerifier,
+    store: Arc<dyn Store>,
+    auth: Arc<Authenticator>,
     discovery: Bytes,
     metrics: Arc<Metrics>,
+    settings: ServiceSettings,
+}
+
+/// How a request's parameters arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Body,
+    Url,
+}
+
+/// Whether a client may authenticate without a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SecretRule {
+    Required,
+    /// Policies that declare their clients public may send `client_secret=-` (or none).
+    PublicAllowed,
 }
 
 impl TokenService {
-    pub fn new(config: &Config, keys: Arc<KeySet>, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn new(
+        config: &Config,
+        keys: Arc<KeySet>,
+        registry: Arc<Registry>,
+        store: Arc<dyn Store>,
+        auth: Arc<Authenticator>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
         Ok(Self {
             signer: Signer::new(keys.clone(), Arc::from(config.issuer.as_str())),
             keys,
-            registry: Registry::from_config(config),
+            discovery: wellknown::discovery_document(config, &registry),
+            registry,
             secrets: SecretVerifier::new(config.client_auth_cache)?,
-            discovery: wellknown::discovery_document(config),
+            store,
+            auth,
             metrics,
+            settings: ServiceSettings {
+                refresh_grace: config.tokens.refresh_grace_period,
+            },
         })
     }
 
-    pub async fn handle(&self, endpoint: Endpoint, req: TokenRequest<'_>) -> Reply {
-        match endpoint {
-            Endpoint::Jwks => self.document(req.method, self.keys.jwks_json()),
-            Endpoint::Discovery => self.document(req.method, &self.discovery),
-            Endpoint::Unknown => Reply::not_found(),
-            Endpoint::Jwt(family) => match self.jwt(family, &req).await {
-                Ok(reply) => reply,
-                Err(e) => {
-                    self.metrics
-                        .token_errors
-                        .with_label_values(&[endpoint.label(), e.code.as_str()])
-                        .inc();
-                    Reply::oauth_error(&e)
-                }
-            },
-        }
+    pub async fn handle(&self, endpoint: &Endpoint, req: TokenRequest<'_>) -> Reply {
+        let result = match endpoint {
+            Endpoint::Jwks => return self.document(req.method, self.keys.jwks_json()),
+            Endpoint::Discovery => return self.document(req.method, &self.discovery),
+            Endpoint::Unknown => return Reply::not_found(),
+            Endpoint::Token { family, format } => self.token(*family, *format, &req).await,
+            Endpoint::Regenerate(family) => self.regenerate(*family, &req).await,
+            Endpoint::ApiToken(api) => self.api_token(api, &req).await,
+            Endpoint::Introspect(family) => self.introspect(*family, &req).await,
+            Endpoint::Revoke(family) => self.revoke(*family, &req).await,
+        };
+        result.unwrap_or_else(|e| {
+            self.metrics
+                .token_errors
+                .with_label_values(&[endpoint.label(), e.code.as_str()])
+                .inc();
+            if e.code == ErrorCode::ServerError {
+                log::error!("{}: {}", endpoint.label(), e.description);
+            }
+            Reply::oauth_error(&e)
+        })
     }
 
     fn document(&self, method: &Method, body: &Bytes) -> Reply {
@@ -187,100 +197,73 @@ impl TokenService {
         }
     }
 
-    async fn jwt(&self, family: Family, req: &TokenRequest<'_>) -> Result<Reply, OAuthError> {
-        if req.method != Method::POST {
-            return Err(
-                OAuthError::invalid_request("the token endpoint takes POST").with_status(405)
-            );
+    /// The request parameters: a form body for POST, the query string for GET (allowed
+    /// only to clients whose settings say so, checked once the client is known).
+    fn params(req: &TokenRequest<'_>) -> Result<(Form, Via), OAuthError> {
+        if *req.method == Method::POST {
+            if !req.content_type.is_some_and(is_form_content_type) {
+                return Err(OAuthError::invalid_request(
+                    "the body must be application/x-www-form-urlencoded",
+                ));
+            }
+            return Ok((Form::parse(req.body)?, Via::Body));
         }
-        if !req.content_type.is_some_and(is_form_content_type) {
-            return Err(OAuthError::invalid_request(
-                "the body must be application/x-www-form-urlencoded",
+        if *req.method == Method::GET && req.query.is_some_and(|q| !q.is_empty()) {
+            return Ok((
+                Form::parse(req.query.unwrap_or_default().as_bytes())?,
+                Via::Url,
             ));
         }
+        Err(method_not_allowed())
+    }
+
+    fn presented(req: &TokenRequest<'_>, form: &Form) -> Result<PresentedClient, OAuthError> {
         let authorization = req
             .authorization
             .map_err(|_| OAuthError::invalid_request("Authorization is sent more than once"))?;
-        let form = Form::parse(req.body)?;
-        let grant = match form.require("grant_type")? {
-            "client_credentials" => GrantType::ClientCredentials,
-            _ => {
-                return Err(OAuthError::new(
-                    ErrorCode::UnsupportedGrantType,
-                    "this endpoint supports grant_type=client_credentials",
-                ));
-            }
-        };
-        let presented = presented_client(authorization, &form)?;
-        let client = self.registry.get(family, &presented.id);
-        let Some(secret) = &presented.secret else {
-            return Err(presented.rejected("client_secret is required"));
+        client_auth::presented_client(authorization, form)
+    }
+
+    /// Authenticate the presented client of `family`.
+    async fn authenticate(
+        &self,
+        family: Family,
+        presented: &PresentedClient,
+        rule: SecretRule,
+    ) -> Result<Arc<Client>, OAuthError> {
+        let client = self.registry.client(family, &presented.id);
+        let secret = presented.secret.as_ref().map(|s| s.expose().as_str());
+        if let Some(c) = client
+            && rule == SecretRule::PublicAllowed
+            && c.public
+            && secret.is_none_or(|s| s == "-")
+        {
+            return Ok(c.clone());
+        }
+        let Some(secret) = secret else {
+            return Err(presented.rejected("client authentication is required"));
         };
         let verified = self
             .secrets
-            .verify(
-                &presented.id,
-                secret.expose(),
-                client.map(|c| &c.secret_hash),
-            )
+            .verify(&presented.id, secret, client.map(|c| &c.secret_hash))
             .await;
-        let client = match client {
-            Some(c) if verified => c,
-            _ => return Err(presented.rejected("client authentication failed")),
-        };
-        if !client.grant_types.contains(&grant) {
-            return Err(OAuthError::new(
-                ErrorCode::UnauthorizedClient,
-                "this client may not use this grant type",
-            ));
+        match client {
+            Some(c) if verified => Ok(c.clone()),
+            _ => Err(presented.rejected("client authentication failed")),
         }
-        let scopes = grant_scopes(form.get("scope"), &client.scopes)?;
-        let issued = self.signer.jwt(client, &scopes, unix_now())?;
-        self.metrics
-            .tokens_issued
-            .with_label_values(&[Endpoint::Jwt(family).label(), grant.as_str()])
-            .inc();
-        let mut body = serde_json::json!({
-            "access_token": issued.access_token,
-            "token_type": "Bearer",
-            "expires_in": issued.expires_in,
-        });
-        if !issued.scope.is_empty() {
-            body["scope"] = serde_json::Value::String(issued.scope);
-        }
-        Ok(Reply::json(200, body.to_string()).no_store())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn method_not_allowed() -> OAuthError {
+    OAuthError::invalid_request("use POST with an application/x-www-form-urlencoded body")
+        .with_status(405)
+}
 
-    #[test]
-    fn endpoints_by_path() {
-        assert_eq!(
-            Endpoint::for_path("/auth/jwt"),
-            Some(Endpoint::Jwt(Family::Auth))
-        );
-        assert_eq!(
-            Endpoint::for_path("/credential/jwt"),
-            Some(Endpoint::Jwt(Family::Credential))
-        );
-        assert_eq!(
-            Endpoint::for_path("/.well-known/jwks"),
-            Some(Endpoint::Jwks)
-        );
-        assert_eq!(
-            Endpoint::for_path("/.well-known/jwks.json"),
-            Some(Endpoint::Jwks)
-        );
-        assert_eq!(
-            Endpoint::for_path("/.well-known/oauth-authorization-server"),
-            Some(Endpoint::Discovery)
-        );
-        assert_eq!(Endpoint::for_path("/auth/other"), Some(Endpoint::Unknown));
-        assert_eq!(Endpoint::for_path("/auth"), Some(Endpoint::Unknown));
-        assert_eq!(Endpoint::for_path("/authors"), None);
-        assert_eq!(Endpoint::for_path("/orders"), None);
-    }
+/// The store failed: log why, tell the client to retry (without internal details).
+fn unavailable(e: crate::store::StoreError) -> OAuthError {
+    log::error!("token store unavailable: {e}");
+    OAuthError::new(
+        ErrorCode::TemporarilyUnavailable,
+        "the token store is unavailable; try again",
+    )
 }

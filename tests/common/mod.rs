@@ -150,8 +150,8 @@ impl TestKey {
     pub fn token(&self, issuer: &str, claims: serde_json::Value) -> String {
         let now = unix_now();
         let mut c = serde_json::json!({
-            "iss": issuer, "sub": "test", "aud": "orders", "exp": now + 300,
-            "iat": now, "nbf": now, "jti": "t", "client_id": "test", "scope": "orders:read",
+            "iss": issuer, "sub": "reader", "aud": "orders", "exp": now + 300,
+            "iat": now, "nbf": now, "jti": "t", "client_id": "reader", "scope": "orders:read",
         });
         for (k, v) in claims.as_object().unwrap() {
             c[k] = v.clone();

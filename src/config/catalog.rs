@@ -1,0 +1,113 @@
+//! The upstreams file as a whole: APIs, products, user pools, auth policies and credentials,
+//! and the references between them.
+
+use super::apis::{api, check_api_uniqueness};
+use super::clients::{Refs, credential, policy, products, user_pools};
+use super::errors::{ConfigError, Errors, Lenient};
+use super::file::UpstreamsFile;
+use super::gateway::parse_yaml;
+use super::{ApiConfig, AuthMode, CredentialConfig, PolicyConfig, UserPoolConfig};
+use std::collections::HashSet;
+use std::path::Path;
+
+#[derive(Debug, Default)]
+pub(super) struct Catalog {
+    pub apis: Vec<ApiConfig>,
+    pub policies: Vec<PolicyConfig>,
+    pub credentials: Vec<CredentialConfig>,
+    pub user_pools: Vec<UserPoolConfig>,
+}
+
+pub(super) fn load(path: &Path) -> Result<Catalog, Vec<ConfigError>> {
+    let mut errs = Errors::new(path.display().to_string());
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            errs.push("", format!("cannot read the upstreams file: {e}"));
+            return Err(errs.into_vec());
+        }
+    };
+    let Some(file) = parse_yaml::<UpstreamsFile>(&text, &mut errs) else {
+        return Err(errs.into_vec());
+    };
+    for key in file.unknown.keys() {
+        errs.push(
+            key,
+            "unknown key (expected one of apis, products, user_pools, policies, credentials)",
+        );
+    }
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let parsed = list(file.apis, "apis", &mut errs);
+    // References are checked against every API the file declares, valid or not, so an
+    // error in an API is reported once, at the API.
+    let declared: Vec<(String, AuthMode)> = parsed
+        .iter()
+        .map(|(_, a)| (a.name.clone(), a.auth))
+        .collect();
+    let apis = parsed
+        .into_iter()
+        .filter_map(|(path, a)| api(a, &path, base_dir, &mut errs))
+        .collect::<Vec<_>>();
+    check_api_uniqueness(&apis, &mut errs);
+
+    let products = products(
+        list(file.products, "products", &mut errs),
+        &declared,
+        &mut errs,
+    );
+    let pools_parsed = list(file.user_pools, "user_pools", &mut errs);
+    let pool_names: HashSet<String> = pools_parsed.iter().map(|(_, p)| p.name.clone()).collect();
+    let user_pools = user_pools(pools_parsed, &declared, &mut errs);
+    let refs = Refs {
+        apis: &declared,
+        products: &products,
+        pools: &pool_names,
+    };
+
+    let mut client_ids = HashSet::new();
+    let mut policy_names = HashSet::new();
+    let policies = list(file.policies, "policies", &mut errs)
+        .into_iter()
+        .map(|(path, p)| {
+            if !policy_names.insert(p.name.clone()) {
+                errs.push(
+                    format!("{path}.name"),
+                    format!("policy `{}` is defined twice", p.name),
+                );
+            }
+            policy(p, &path, &refs, &mut client_ids, &mut errs)
+        })
+        .collect();
+    let credentials = list(file.credentials, "credentials", &mut errs)
+        .into_iter()
+        .map(|(path, c)| credential(c, &path, &refs, &mut client_ids, &mut errs))
+        .collect();
+    if errs.is_empty() {
+        Ok(Catalog {
+            apis,
+            policies,
+            credentials,
+            user_pools,
+        })
+    } else {
+        Err(errs.into_vec())
+    }
+}
+
+/// The parsed items of a list section, each with its key path.
+fn list<T>(
+    section: Option<Lenient<Vec<Lenient<T>>>>,
+    key: &str,
+    errs: &mut Errors,
+) -> Vec<(String, T)> {
+    section
+        .and_then(|s| s.take(key, errs))
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, item)| {
+            let path = format!("{key}[{i}]");
+            item.take(&path, errs).map(|v| (path, v))
+        })
+        .collect()
+}

@@ -1,0 +1,390 @@
+//! Validation of the token service's clients: auth policies, credentials, the products that
+//! group APIs for credentials, and the user pools of the password grant.
+
+use super::apis::{duration, is_valid_name};
+use super::errors::Errors;
+use super::file::{
+    CredentialFile, FormatChoice, PolicyFile, ProductFile, TokenSettingsFile, UserPoolFile,
+};
+use super::{
+    AuthMode, ClientConfig, CredentialConfig, GrantType, PolicyConfig, PolicyKind, TokenPolicy,
+    UserConfig, UserPoolConfig,
+};
+use crate::auth::scope::is_valid_scope_token;
+use crate::redact::Secret;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+
+/// What client definitions may refer to.
+pub(super) struct Refs<'a> {
+    /// Every API the file declares, with its auth mode.
+    pub apis: &'a [(String, AuthMode)],
+    /// Product name → its APIs.
+    pub products: &'a HashMap<String, Vec<String>>,
+    pub pools: &'a HashSet<String>,
+}
+
+const NAME_RULE: &str = "a name is 1-64 characters of A-Z a-z 0-9 - _ .";
+
+fn check_api_refs(
+    names: &[String],
+    key: &str,
+    path: &str,
+    declared: &[(String, AuthMode)],
+    errs: &mut Errors,
+) {
+    for (i, n) in names.iter().enumerate() {
+        match declared.iter().find(|(name, _)| name == n) {
+            None => errs.push(
+                format!("{path}.{key}[{i}]"),
+                format!("no API is named `{n}`"),
+            ),
+            Some((_, AuthMode::None)) => errs.push(
+                format!("{path}.{key}[{i}]"),
+                format!("API `{n}` has `auth: none`, so its tokens would never be checked"),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+fn check_scopes(list: &[String], path: &str, key: &str, errs: &mut Errors) {
+    for (i, s) in list.iter().enumerate() {
+        if !is_valid_scope_token(s) {
+            errs.push(
+                format!("{path}.{key}[{i}]"),
+                format!("`{s}` is not a valid scope"),
+            );
+        }
+    }
+}
+
+pub(super) fn products(
+    items: Vec<(String, ProductFile)>,
+    declared: &[(String, AuthMode)],
+    errs: &mut Errors,
+) -> HashMap<String, Vec<String>> {
+    let mut out = HashMap::new();
+    for (path, p) in items {
+        if !is_valid_name(&p.name) {
+            errs.push(format!("{path}.name"), NAME_RULE);
+        }
+        if p.apis.is_empty() {
+            errs.push(format!("{path}.apis"), "name at least one API");
+        }
+        check_api_refs(&p.apis, "apis", &path, declared, errs);
+        if out.insert(p.name.clone(), p.apis).is_some() {
+            errs.push(
+                format!("{path}.name"),
+                format!("product `{}` is defined twice", p.name),
+            );
+        }
+    }
+    out
+}
+
+pub(super) fn user_pools(
+    items: Vec<(String, UserPoolFile)>,
+    declared: &[(String, AuthMode)],
+    errs: &mut Errors,
+) -> Vec<UserPoolConfig> {
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (path, p) in items {
+        if !is_valid_name(&p.name) {
+            errs.push(format!("{path}.name"), NAME_RULE);
+        }
+        if !names.insert(p.name.clone()) {
+            errs.push(
+                format!("{path}.name"),
+                format!("user pool `{}` is defined twice", p.name),
+            );
+        }
+        let mut usernames = HashSet::new();
+        let mut users = Vec::new();
+        for (j, u) in p.users.into_iter().enumerate() {
+            let upath = format!("{path}.users[{j}]");
+            if u.username.is_empty()
+                || u.username.len() > 128
+                || u.username.chars().any(char::is_control)
+            {
+                errs.push(
+                    format!("{upath}.username"),
+                    "a username is 1-128 characters, no control characters",
+                );
+            }
+            if !usernames.insert(u.username.clone()) {
+                errs.push(
+                    format!("{upath}.username"),
+                    format!("user `{}` is listed twice", u.username),
+                );
+            }
+            if let Err(e) = crate::token::secret::check_hash(&u.password_hash) {
+                errs.push(format!("{upath}.password_hash"), e);
+            }
+            check_scopes(&u.roles, &upath, "roles", errs);
+            if let Some(acl) = &u.acl {
+                check_api_refs(acl, "acl", &upath, declared, errs);
+            }
+            users.push(UserConfig {
+                username: u.username,
+                password_hash: Secret::new(u.password_hash),
+                roles: u.roles,
+                acl: u.acl,
+            });
+        }
+        out.push(UserPoolConfig {
+            name: p.name,
+            users,
+        });
+    }
+    out
+}
+
+fn is_valid_client_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| (0x21..=0x7E).contains(&b) && b != b'"' && b != b'\\')
+}
+
+/// The fields every client has, validated the same way for policies and credentials.
+struct ClientFields {
+    client_id: String,
+    hash: String,
+    public: bool,
+    grant_types: Vec<GrantType>,
+    scopes: Vec<String>,
+    scopes_key: &'static str,
+    user_pool: Option<String>,
+    token: TokenSettingsFile,
+    /// Formats the client may get, when its kind decides them (policies).
+    kind_formats: Option<(bool, bool)>,
+}
+
+fn client(
+    f: ClientFields,
+    path: &str,
+    refs: &Refs,
+    client_ids: &mut HashSet<String>,
+    errs: &mut Errors,
+) -> ClientConfig {
+    if !is_valid_client_id(&f.client_id) {
+        errs.push(
+            format!("{path}.client_id"),
+            "a client_id is 1-128 printable ASCII characters without spaces, quotes or backslashes",
+        );
+    } else if !client_ids.insert(f.client_id.clone()) {
+        errs.push(
+            format!("{path}.client_id"),
+            format!("client_id `{}` is used twice", f.client_id),
+        );
+    }
+    if let Err(e) = crate::token::secret::check_hash(&f.hash) {
+        errs.push(format!("{path}.client_secret_hash"), e);
+    }
+    check_scopes(&f.scopes, path, f.scopes_key, errs);
+    let token = token_policy(f.token, f.kind_formats, &format!("{path}.token"), errs);
+
+    let mut grant_types = if f.grant_types.is_empty() {
+        vec![GrantType::ClientCredentials]
+    } else {
+        f.grant_types
+    };
+    if grant_types.contains(&GrantType::RefreshToken) && token.refresh.is_none() {
+        errs.push(
+            format!("{path}.grant_types"),
+            "refresh_token needs `token: {{ refresh: true }}`",
+        );
+    }
+    if token.refresh.is_some() && !grant_types.contains(&GrantType::RefreshToken) {
+        grant_types.push(GrantType::RefreshToken);
+    }
+    match &f.user_pool {
+        Some(pool) if !refs.pools.contains(pool) => {
+            errs.push(
+                format!("{path}.user_pool"),
+                format!("no user pool is named `{pool}`"),
+            );
+        }
+        None if grant_types.contains(&GrantType::Password) => {
+            errs.push(
+                format!("{path}.user_pool"),
+                "the password grant needs a user pool",
+            );
+        }
+        _ => {}
+    }
+    ClientConfig {
+        client_id: f.client_id,
+        secret_hash: Secret::new(f.hash),
+        public: f.public,
+        grant_types,
+        scopes: f.scopes,
+        user_pool: f.user_pool,
+        token,
+    }
+}
+
+fn token_policy(
+    t: TokenSettingsFile,
+    kind_formats: Option<(bool, bool)>,
+    path: &str,
+    errs: &mut Errors,
+) -> TokenPolicy {
+    let access_token_lifetime = t.access_token_lifetime.map(|l| {
+        let d = duration(
+            Some(l.as_str()),
+            format!("{path}.access_token_lifetime"),
+            Duration::from_secs(900),
+            errs,
+        );
+        if d < Duration::from_secs(1) {
+            errs.push(
+                format!("{path}.access_token_lifetime"),
+                "must be at least 1s",
+            );
+        }
+        d
+    });
+    if t.immortal && t.refresh {
+        errs.push(
+            format!("{path}.refresh"),
+            "immortal tokens are never refreshed",
+        );
+    }
+    if t.immortal && access_token_lifetime.is_some() {
+        errs.push(
+            format!("{path}.access_token_lifetime"),
+            "immortal tokens have no lifetime",
+        );
+    }
+    let refresh_lifetime = duration(
+        t.refresh_token_lifetime.as_ref().map(|d| d.as_str()),
+        format!("{path}.refresh_token_lifetime"),
+        DEFAULT_REFRESH_LIFETIME,
+        errs,
+    );
+    if t.refresh_token_lifetime.is_some() && !t.refresh {
+        errs.push(
+            format!("{path}.refresh_token_lifetime"),
+            "needs `refresh: true`",
+        );
+    }
+    let (jwt, opaque) = match (kind_formats, t.format) {
+        (Some(_), Some(_)) => {
+            errs.push(
+                format!("{path}.format"),
+                "a policy's token format comes from its `kind`",
+            );
+            (true, true)
+        }
+        (Some(formats), None) => formats,
+        (None, Some(FormatChoice::Jwt)) => (true, false),
+        (None, Some(FormatChoice::Opaque)) => (false, true),
+        (None, Some(FormatChoice::Any) | None) => (true, true),
+    };
+    TokenPolicy {
+        access_token_lifetime,
+        immortal: t.immortal,
+        refresh: t.refresh.then_some(refresh_lifetime),
+        allow_url_parameters: t.allow_url_parameters,
+        jwt,
+        opaque,
+    }
+}
+
+pub(super) fn policy(
+    p: PolicyFile,
+    path: &str,
+    refs: &Refs,
+    client_ids: &mut HashSet<String>,
+    errs: &mut Errors,
+) -> PolicyConfig {
+    if !is_valid_name(&p.name) {
+        errs.push(format!("{path}.name"), NAME_RULE);
+    }
+    if p.apis.is_empty() {
+        errs.push(format!("{path}.apis"), "name at least one API");
+    }
+    check_api_refs(&p.apis, "apis", path, refs.apis, errs);
+    let kind = p.kind.unwrap_or(PolicyKind::Jwt);
+    let client = client(
+        ClientFields {
+            client_id: p.client_id,
+            hash: p.client_secret_hash,
+            public: p.public,
+            grant_types: p.grant_types,
+            scopes: p.scopes,
+            scopes_key: "scopes",
+            user_pool: p.user_pool,
+            token: p.token,
+            kind_formats: Some(match kind {
+                PolicyKind::Jwt => (true, false),
+                PolicyKind::Oauth2 => (false, true),
+            }),
+        },
+        path,
+        refs,
+        client_ids,
+        errs,
+    );
+    PolicyConfig {
+        name: p.name,
+        kind,
+        apis: p.apis,
+        client,
+    }
+}
+
+pub(super) fn credential(
+    c: CredentialFile,
+    path: &str,
+    refs: &Refs,
+    client_ids: &mut HashSet<String>,
+    errs: &mut Errors,
+) -> CredentialConfig {
+    check_api_refs(&c.acl, "acl", path, refs.apis, errs);
+    let mut acl = c.acl.clone();
+    for (i, name) in c.products.iter().enumerate() {
+        match refs.products.get(name) {
+            Some(apis) => {
+                for a in apis {
+                    if !acl.contains(a) {
+                        acl.push(a.clone());
+                    }
+                }
+            }
+            None => errs.push(
+                format!("{path}.products[{i}]"),
+                format!("no product is named `{name}`"),
+            ),
+        }
+    }
+    if c.acl.is_empty() && c.products.is_empty() {
+        errs.push(
+            format!("{path}.acl"),
+            "name at least one API (in `acl` or through `products`)",
+        );
+    }
+    let client = client(
+        ClientFields {
+            client_id: c.client_id,
+            hash: c.client_secret_hash,
+            public: false,
+            grant_types: c.grant_types,
+            scopes: c.roles,
+            scopes_key: "roles",
+            user_pool: c.user_pool,
+            token: c.token,
+            kind_formats: None,
+        },
+        path,
+        refs,
+        client_ids,
+        errs,
+    );
+    CredentialConfig { acl, client }
+}

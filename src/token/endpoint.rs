@@ -1,0 +1,154 @@
+//! The paths the token service answers (DESIGN.md's contract table) and their metric labels.
+
+use crate::config::{Family, Format};
+
+/// The suffix of an API's own token endpoint: `<api prefix>/oauth2/v2/token`.
+pub const API_TOKEN_SUFFIX: &str = "/oauth2/v2/token";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/{auth,credential}/token` (opaque) and `/{auth,credential}/jwt` (JWT).
+    Token {
+        family: Family,
+        format: Format,
+    },
+    /// `/{auth,credential}/jwt/regenerate`: refresh a JWT.
+    Regenerate(Family),
+    /// RFC 7662.
+    Introspect(Family),
+    /// RFC 7009.
+    Revoke(Family),
+    /// `<api prefix>/oauth2/v2/token`: a JWT for one API (the API's name).
+    ApiToken(String),
+    Jwks,
+    Discovery,
+    /// Under a reserved prefix but not an endpoint.
+    Unknown,
+}
+
+impl Endpoint {
+    /// The endpoint at `path`, for the fixed paths. API token endpoints need the route table
+    /// and are found by the proxy.
+    pub fn for_path(path: &str) -> Option<Self> {
+        let family_path = |family: Family, rest: &str| match rest {
+            "/token" => Endpoint::Token {
+                family,
+                format: Format::Opaque,
+            },
+            "/jwt" => Endpoint::Token {
+                family,
+                format: Format::Jwt,
+            },
+            "/jwt/regenerate" => Endpoint::Regenerate(family),
+            "/introspect" => Endpoint::Introspect(family),
+            "/revoke" => Endpoint::Revoke(family),
+            _ => Endpoint::Unknown,
+        };
+        let under = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        if let Some(rest) = under("/auth") {
+            return Some(family_path(Family::Auth, rest));
+        }
+        if let Some(rest) = under("/credential") {
+            return Some(family_path(Family::Credential, rest));
+        }
+        under("/.well-known").map(|rest| match rest {
+            "/jwks.json" | "/jwks" => Endpoint::Jwks,
+            "/oauth-authorization-server" => Endpoint::Discovery,
+            _ => Endpoint::Unknown,
+        })
+    }
+
+    /// The bounded `endpoint` metric label.
+    pub fn label(&self) -> &'static str {
+        use Family::{Auth, Credential};
+        use Format::{Jwt, Opaque};
+        match self {
+            Endpoint::Token {
+                family: Auth,
+                format: Opaque,
+            } => "/auth/token",
+            Endpoint::Token {
+                family: Auth,
+                format: Jwt,
+            } => "/auth/jwt",
+            Endpoint::Token {
+                family: Credential,
+                format: Opaque,
+            } => "/credential/token",
+            Endpoint::Token {
+                family: Credential,
+                format: Jwt,
+            } => "/credential/jwt",
+            Endpoint::Regenerate(Auth) => "/auth/jwt/regenerate",
+            Endpoint::Regenerate(Credential) => "/credential/jwt/regenerate",
+            Endpoint::Introspect(Auth) => "/auth/introspect",
+            Endpoint::Introspect(Credential) => "/credential/introspect",
+            Endpoint::Revoke(Auth) => "/auth/revoke",
+            Endpoint::Revoke(Credential) => "/credential/revoke",
+            Endpoint::ApiToken(_) => "api_token",
+            Endpoint::Jwks => "jwks",
+            Endpoint::Discovery => "discovery",
+            Endpoint::Unknown => "unknown",
+        }
+    }
+
+    /// Whether the handler reads the request body.
+    pub fn reads_body(&self) -> bool {
+        !matches!(
+            self,
+            Endpoint::Jwks | Endpoint::Discovery | Endpoint::Unknown
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contract_path_is_an_endpoint() {
+        for (family, prefix) in [(Family::Auth, "/auth"), (Family::Credential, "/credential")] {
+            let at = |p: &str| Endpoint::for_path(&format!("{prefix}{p}"));
+            assert_eq!(
+                at("/token"),
+                Some(Endpoint::Token {
+                    family,
+                    format: Format::Opaque
+                })
+            );
+            assert_eq!(
+                at("/jwt"),
+                Some(Endpoint::Token {
+                    family,
+                    format: Format::Jwt
+                })
+            );
+            assert_eq!(at("/jwt/regenerate"), Some(Endpoint::Regenerate(family)));
+            assert_eq!(at("/introspect"), Some(Endpoint::Introspect(family)));
+            assert_eq!(at("/revoke"), Some(Endpoint::Revoke(family)));
+            assert_eq!(at("/other"), Some(Endpoint::Unknown));
+            assert_eq!(at(""), Some(Endpoint::Unknown));
+        }
+        assert_eq!(
+            Endpoint::for_path("/.well-known/jwks"),
+            Some(Endpoint::Jwks)
+        );
+        assert_eq!(
+            Endpoint::for_path("/.well-known/jwks.json"),
+            Some(Endpoint::Jwks)
+        );
+        assert_eq!(
+            Endpoint::for_path("/.well-known/oauth-authorization-server"),
+            Some(Endpoint::Discovery)
+        );
+        assert_eq!(
+            Endpoint::for_path("/.well-known/x"),
+            Some(Endpoint::Unknown)
+        );
+        assert_eq!(Endpoint::for_path("/authors"), None);
+        assert_eq!(Endpoint::for_path("/orders/oauth2/v2/token"), None);
+    }
+}

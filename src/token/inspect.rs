@@ -1,0 +1,239 @@
+//! Introspection (RFC 7662) and revocation (RFC 7009), for JWTs, opaque access tokens and
+//! refresh tokens alike.
+
+use super::error::{ErrorCode, OAuthError};
+use super::registry::Client;
+use super::{Reply, SecretRule, TokenRequest, TokenService, Via, method_not_allowed, unavailable};
+use crate::auth::cache::{token_key, unix_now};
+use crate::auth::{Outcome, Principal};
+use crate::config::Family;
+use crate::opaque;
+use crate::store::{Revocation, RevocationTarget, Revoke, TokenKind, TokenRecord, digest};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// What introspection says about a live token.
+struct View {
+    refresh: bool,
+    client_id: String,
+    username: Option<String>,
+    sub: String,
+    scope: String,
+    audiences: Vec<String>,
+    exp: Option<i64>,
+    iat: Option<i64>,
+    jti: Option<String>,
+}
+
+impl View {
+    fn from_principal(p: &Principal) -> Option<Self> {
+        Some(Self {
+            refresh: false,
+            client_id: p.client_id.as_deref()?.to_string(),
+            username: p.username.as_deref().map(str::to_string),
+            sub: p.sub.as_deref().unwrap_or_default().to_string(),
+            scope: p.scopes.to_space_separated(),
+            audiences: p.audiences.iter().map(|a| a.to_string()).collect(),
+            exp: (p.exp != i64::MAX).then_some(p.exp),
+            iat: p.iat,
+            jti: p.jti.as_deref().map(str::to_string),
+        })
+    }
+
+    fn from_refresh(r: TokenRecord) -> Self {
+        Self {
+            refresh: true,
+            sub: r.username.clone().unwrap_or_else(|| r.client_id.clone()),
+            client_id: r.client_id,
+            username: r.username,
+            scope: r.scope,
+            audiences: r.audiences,
+            exp: r.expires_at,
+            iat: Some(r.issued_at),
+            jti: Some(r.jti),
+        }
+    }
+}
+
+fn unauthorized_client() -> OAuthError {
+    OAuthError::new(
+        ErrorCode::UnauthorizedClient,
+        "this token was not issued to this client",
+    )
+}
+
+impl TokenService {
+    fn form_request(
+        req: &TokenRequest<'_>,
+    ) -> Result<(super::form::Form, super::client_auth::PresentedClient), OAuthError> {
+        let (form, via) = Self::params(req)?;
+        if via == Via::Url {
+            return Err(method_not_allowed());
+        }
+        let presented = Self::presented(req, &form)?;
+        Ok((form, presented))
+    }
+
+    /// RFC 7662: the caller authenticates; anything not live, or not the caller's to see,
+    /// is `{"active": false}`.
+    pub(super) async fn introspect(
+        &self,
+        family: Family,
+        req: &TokenRequest<'_>,
+    ) -> Result<Reply, OAuthError> {
+        let (form, presented) = Self::form_request(req)?;
+        let caller = self
+            .authenticate(family, &presented, SecretRule::Required)
+            .await?;
+        let token = form.require("token")?;
+        let now = unix_now();
+        let view = self
+            .view(token, now)
+            .await?
+            .filter(|v| self.visible_to(&caller, v))
+            .filter(|v| {
+                !self
+                    .registry
+                    .permitted_audiences(&v.client_id, v.username.as_deref(), &v.audiences)
+                    .is_empty()
+            });
+        let body = match view {
+            None => json!({ "active": false }),
+            Some(v) => self.introspection_body(v),
+        };
+        Ok(Reply::no_store(200, body.to_string()))
+    }
+
+    /// The caller may see tokens issued to it, and tokens for the APIs it may call.
+    fn visible_to(&self, caller: &Client, v: &View) -> bool {
+        v.client_id == caller.id || v.audiences.iter().any(|a| caller.audiences.contains(a))
+    }
+
+    fn introspection_body(&self, v: View) -> Value {
+        let mut body = json!({
+            "active": true,
+            "scope": v.scope,
+            "client_id": v.client_id,
+            "sub": v.sub,
+            "iss": self.issuer(),
+            "token_type": if v.refresh { "refresh_token" } else { "Bearer" },
+            "aud": match v.audiences.as_slice() {
+                [one] => Value::String(one.clone()),
+                many => json!(many),
+            },
+        });
+        if let Some(u) = v.username {
+            body["username"] = u.into();
+        }
+        if let Some(e) = v.exp {
+            body["exp"] = e.into();
+        }
+        if let Some(i) = v.iat {
+            body["iat"] = i.into();
+        }
+        if let Some(j) = v.jti {
+            body["jti"] = j.into();
+        }
+        body
+    }
+
+    /// What a live token of this gateway is; `None` for anything else.
+    async fn view(&self, token: &str, now: i64) -> Result<Option<View>, OAuthError> {
+        if opaque::kind_of(token) == Some(opaque::Kind::Refresh) {
+            let record = self.store.get(&digest(token)).await.map_err(unavailable)?;
+            return Ok(record
+                .filter(|r| r.kind == TokenKind::Refresh && r.is_live(now) && r.used_at.is_none())
+                .filter(|r| {
+                    !self
+                        .auth
+                        .revocations()
+                        .is_revoked(Some(&r.jti), Some(&r.grant_id))
+                })
+                .map(View::from_refresh));
+        }
+        match self.auth.authenticate(token, now).await.0 {
+            Ok(p) => Ok(View::from_principal(&p)),
+            Err(Outcome::StoreUnavailable) => Err(OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "the token store is unavailable; try again",
+            )),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// RFC 7009: 200 whether or not the token was known; a client may revoke only its own
+    /// tokens. Revoking a refresh token revokes its whole grant (§2.1).
+    pub(super) async fn revoke(
+        &self,
+        family: Family,
+        req: &TokenRequest<'_>,
+    ) -> Result<Reply, OAuthError> {
+        let (form, presented) = Self::form_request(req)?;
+        let client = self
+            .authenticate(family, &presented, SecretRule::PublicAllowed)
+            .await?;
+        let token = form.require("token")?;
+        // token_type_hint only says where to look first; every kind is looked up anyway.
+        let now = unix_now();
+        let Some(what) = self.revocation_for(&client, token, now).await? else {
+            return Ok(Reply::no_store(200, ""));
+        };
+        self.store.revoke(what.clone()).await.map_err(unavailable)?;
+        let (target, until) = match what {
+            Revoke::Token { jti, until, .. } => (RevocationTarget::Jti(jti), until),
+            Revoke::Grant { grant_id, until } => (RevocationTarget::Grant(grant_id), until),
+        };
+        self.auth.revocations().add(&[Revocation {
+            seq: 0,
+            target,
+            until,
+        }]);
+        self.auth.cache().invalidate(&token_key(token));
+        Ok(Reply::no_store(200, ""))
+    }
+
+    /// What revoking `token` means, if it is a token of this gateway.
+    async fn revocation_for(
+        &self,
+        client: &Arc<Client>,
+        token: &str,
+        now: i64,
+    ) -> Result<Option<Revoke>, OAuthError> {
+        if opaque::kind_of(token).is_some() {
+            let d = digest(token);
+            let Some(r) = self.store.get(&d).await.map_err(unavailable)? else {
+                return Ok(None);
+            };
+            if r.client_id != client.id {
+                return Err(unauthorized_client());
+            }
+            return Ok(Some(match r.kind {
+                TokenKind::Access => Revoke::Token {
+                    jti: r.jti,
+                    digest: Some(d),
+                    until: r.expires_at,
+                },
+                TokenKind::Refresh => Revoke::Grant {
+                    grant_id: r.grant_id,
+                    until: self.remember_until(client, now),
+                },
+            }));
+        }
+        let Ok(claims) = self.auth.validator().signed_claims(token) else {
+            return Ok(None);
+        };
+        if claims.client_id.as_deref() != Some(client.id.as_str()) {
+            return Err(unauthorized_client());
+        }
+        let leeway = self.auth.validator().leeway();
+        Ok(claims.jti.map(|jti| Revoke::Token {
+            jti,
+            digest: None,
+            until: claims.exp.map(|e| e.saturating_add(leeway)),
+        }))
+    }
+
+    fn issuer(&self) -> &str {
+        self.auth.validator().issuer()
+    }
+}

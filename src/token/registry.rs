@@ -1,0 +1,255 @@
+//! Who may get tokens and what their tokens may open: the clients of both families, the
+//! user pools of the password grant, and the APIs as the token service sees them. The proxy
+//! asks [`Registry::permits`] on every request, so removing a credential, policy, user or
+//! ACL entry takes effect at once.
+
+use crate::config::{ClientConfig, Config, Family, GrantType, TokenPolicy};
+use crate::redact::Secret;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A client of the token service: a policy's key (`/auth/*`) or a credential (`/credential/*`).
+#[derive(Debug)]
+pub struct Client {
+    pub id: String,
+    pub family: Family,
+    pub secret_hash: Secret<String>,
+    pub public: bool,
+    pub grant_types: Vec<GrantType>,
+    /// Scopes of its client_credentials tokens.
+    pub scopes: Vec<String>,
+    /// The APIs it may call (names).
+    pub apis: HashSet<String>,
+    /// Their audiences, in configuration order.
+    pub audiences: Vec<String>,
+    pub pool: Option<Arc<UserPool>>,
+    pub token: TokenPolicy,
+    /// Access-token lifetime, the gateway default applied.
+    pub lifetime: Duration,
+}
+
+impl Client {
+    /// `exp` - `iat` of its access tokens; `None` for immortal ones.
+    pub fn access_lifetime(&self) -> Option<Duration> {
+        (!self.token.immortal).then_some(self.lifetime)
+    }
+}
+
+#[derive(Debug)]
+pub struct UserPool {
+    pub name: String,
+    pub users: HashMap<String, User>,
+}
+
+#[derive(Debug)]
+pub struct User {
+    pub username: String,
+    pub password_hash: Secret<String>,
+    pub roles: Vec<String>,
+    /// The APIs its tokens may open; `None`: all of the client's.
+    pub acl: Option<HashSet<String>>,
+}
+
+/// An API as the token service needs it.
+#[derive(Debug, Clone)]
+pub struct ApiInfo {
+    pub name: String,
+    pub audience: String,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    auth: HashMap<String, Arc<Client>>,
+    credential: HashMap<String, Arc<Client>>,
+    apis: HashMap<String, ApiInfo>,
+    /// Audience → API name.
+    by_audience: HashMap<String, String>,
+}
+
+impl Registry {
+    pub fn from_config(config: &Config) -> Self {
+        let apis: HashMap<String, ApiInfo> = config
+            .apis
+            .iter()
+            .map(|a| {
+                (
+                    a.name.clone(),
+                    ApiInfo {
+                        name: a.name.clone(),
+                        audience: a.audience.clone(),
+                        scopes: a.scopes.clone(),
+                    },
+                )
+            })
+            .collect();
+        let pools: HashMap<String, Arc<UserPool>> = config
+            .user_pools
+            .iter()
+            .map(|p| {
+                let users = p
+                    .users
+                    .iter()
+                    .map(|u| {
+                        (
+                            u.username.clone(),
+                            User {
+                                username: u.username.clone(),
+                                password_hash: u.password_hash.clone(),
+                                roles: u.roles.clone(),
+                                acl: u.acl.as_ref().map(|a| a.iter().cloned().collect()),
+                            },
+                        )
+                    })
+                    .collect();
+                (
+                    p.name.clone(),
+                    Arc::new(UserPool {
+                        name: p.name.clone(),
+                        users,
+                    }),
+                )
+            })
+            .collect();
+        let client = |c: &ClientConfig, family: Family, api_names: &[String]| {
+            let mut audiences: Vec<String> = Vec::new();
+            for name in api_names {
+                if let Some(api) = apis.get(name)
+                    && !audiences.contains(&api.audience)
+                {
+                    audiences.push(api.audience.clone());
+                }
+            }
+            Arc::new(Client {
+                id: c.client_id.clone(),
+                family,
+                secret_hash: c.secret_hash.clone(),
+                public: c.public,
+                grant_types: c.grant_types.clone(),
+                scopes: c.scopes.clone(),
+                apis: api_names.iter().cloned().collect(),
+                audiences,
+                pool: c.user_pool.as_ref().and_then(|p| pools.get(p).cloned()),
+                token: c.token.clone(),
+                lifetime: c
+                    .token
+                    .access_token_lifetime
+                    .unwrap_or(config.tokens.access_token_lifetime),
+            })
+        };
+        Self {
+            auth: config
+                .policies
+                .iter()
+                .map(|p| {
+                    (
+                        p.client.client_id.clone(),
+                        client(&p.client, Family::Auth, &p.apis),
+                    )
+                })
+                .collect(),
+            credential: config
+                .credentials
+                .iter()
+                .map(|c| {
+                    (
+                        c.client.client_id.clone(),
+                        client(&c.client, Family::Credential, &c.acl),
+                    )
+                })
+                .collect(),
+            by_audience: apis
+                .values()
+                .map(|a| (a.audience.clone(), a.name.clone()))
+                .collect(),
+            apis,
+        }
+    }
+
+    pub fn client(&self, family: Family, id: &str) -> Option<&Arc<Client>> {
+        match family {
+            Family::Auth => self.auth.get(id),
+            Family::Credential => self.credential.get(id),
+        }
+    }
+
+    /// The client a token was issued to, whichever family it belongs to (ids are unique).
+    pub fn any_client(&self, id: &str) -> Option<&Arc<Client>> {
+        self.credential.get(id).or_else(|| self.auth.get(id))
+    }
+
+    pub fn api(&self, name: &str) -> Option<&ApiInfo> {
+        self.apis.get(name)
+    }
+
+    /// Whether a token of `client_id` (for `username`, if a user's) may still call `api`
+    /// under the current configuration.
+    pub fn permits(&self, client_id: Option<&str>, username: Option<&str>, api: &str) -> bool {
+        let Some(client) = client_id.and_then(|id| self.any_client(id)) else {
+            return false;
+        };
+        if !client.apis.contains(api) {
+            return false;
+        }
+        match username {
+            None => true,
+            Some(name) => client
+                .pool
+                .as_ref()
+                .and_then(|p| p.users.get(name))
+                .is_some_and(|u| u.acl.as_ref().is_none_or(|acl| acl.contains(api))),
+        }
+    }
+
+    /// The audiences among `audiences` a token of this holder may still use.
+    pub fn permitted_audiences(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        audiences: &[String],
+    ) -> Vec<String> {
+        audiences
+            .iter()
+            .filter(|aud| {
+                self.by_audience
+                    .get(*aud)
+                    .is_some_and(|api| self.permits(Some(client_id), username, api))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Every scope any client, user or API names (for the discovery document).
+    pub fn all_scopes(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .auth
+            .values()
+            .chain(self.credential.values())
+            .flat_map(|c| {
+                c.scopes.iter().cloned().chain(
+                    c.pool
+                        .iter()
+                        .flat_map(|p| p.users.values().flat_map(|u| u.roles.iter().cloned())),
+                )
+            })
+            .chain(self.apis.values().flat_map(|a| a.scopes.iter().cloned()))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    /// The grant types some client may use.
+    pub fn grant_types(&self) -> Vec<GrantType> {
+        GrantType::ALL
+            .into_iter()
+            .filter(|g| {
+                self.auth
+                    .values()
+                    .chain(self.credential.values())
+                    .any(|c| c.grant_types.contains(g))
+            })
+            .collect()
+    }
+}

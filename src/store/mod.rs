@@ -121,8 +121,9 @@ pub trait Store: Send + Sync {
 
     async fn get(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError>;
 
-    /// Use the refresh token `used` and store its `successors`, in one step. A reuse after
-    /// `grace` seconds revokes the grant, remembered until `reuse_until`.
+    /// Use the refresh token `used` and store its `successors`, in one step. A reuse
+    /// `grace` or more seconds after the first use revokes the grant, remembered until
+    /// `reuse_until`.
     async fn rotate(
         &self,
         used: Digest,

@@ -444,7 +444,7 @@ fn rotate(
             insert(tx, successors)?;
             Ok(Rotation::Rotated)
         }
-        Some(at) if now - at <= grace => {
+        Some(at) if now - at < grace => {
             insert(tx, successors)?;
             Ok(Rotation::WithinGrace)
         }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod oauth;
+
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use base64::Engine as _;
@@ -173,6 +175,8 @@ pub fn unix_now() -> i64 {
 /// A running tollgate process; killed when dropped.
 pub struct Gateway {
     child: Option<Child>,
+    /// With `https_issuer`: the TLS port and a client that trusts the gateway's certificate.
+    pub tls: Option<(u16, reqwest::Client)>,
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub metrics_port: u16,
@@ -191,6 +195,9 @@ pub struct GatewaySpec {
     pub extra_listeners: String,
     /// Files written into the gateway's directory before it starts (certificates, keys).
     pub files: Vec<(String, String)>,
+    /// Serve TLS too (a certificate for `localhost`) and use `https://localhost:<port>` as
+    /// the issuer, so clients that insist on HTTPS endpoints can run.
+    pub https_issuer: bool,
 }
 
 impl GatewaySpec {
@@ -201,6 +208,7 @@ impl GatewaySpec {
             tokens: None,
             extra_listeners: String::new(),
             files: Vec::new(),
+            https_issuer: false,
         }
     }
 }
@@ -219,20 +227,42 @@ impl Gateway {
         }
         let port = free_port();
         let metrics_port = free_port();
-        let base = format!("http://127.0.0.1:{port}");
+        let mut base = format!("http://127.0.0.1:{port}");
+        let mut extra_listeners = spec.extra_listeners.clone();
+        let mut tls = None;
+        if spec.https_issuer {
+            let tls_port = free_port();
+            let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+            std::fs::write(dir.path().join("tls-cert.pem"), ck.cert.pem()).unwrap();
+            std::fs::write(dir.path().join("tls-key.pem"), ck.key_pair.serialize_pem()).unwrap();
+            extra_listeners.push_str(&format!(
+                "  - addr: 127.0.0.1:{tls_port}\n    tls: {{ cert: tls-cert.pem, key: tls-key.pem }}\n"
+            ));
+            let client = reqwest::Client::builder()
+                .add_root_certificate(
+                    reqwest::Certificate::from_pem(ck.cert.pem().as_bytes()).unwrap(),
+                )
+                .resolve("localhost", ([127, 0, 0, 1], tls_port).into())
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            base = format!("https://localhost:{tls_port}");
+            tls = Some((tls_port, client));
+        }
         let tokens = spec.tokens.unwrap_or_else(|| {
             "tokens:\n  signing_key: { algorithm: ES256, file: signing.pem, kid: test-key }\n"
                 .to_string()
         });
         let conf = format!(
             "listen:\n  - addr: 127.0.0.1:{port}\n{}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\nissuer: {base}\nupstreams_file: upstreams.yaml\nstate_dir: state\nserver:\n  threads: 2\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n{tokens}\n{}\n",
-            spec.extra_listeners, spec.extra
+            extra_listeners, spec.extra
         );
         let config_path = dir.path().join("tollgate.yaml");
         std::fs::write(&config_path, conf).unwrap();
         std::fs::write(dir.path().join("upstreams.yaml"), &spec.upstreams).unwrap();
         let mut gw = Gateway {
             child: None,
+            tls,
             dir,
             port,
             metrics_port,
@@ -270,13 +300,21 @@ impl Gateway {
     }
 
     async fn wait_ready(&mut self) {
-        let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
-        let probes = [
-            format!("{}/.well-known/jwks.json", self.base),
-            format!("http://127.0.0.1:{}/metrics", self.metrics_port),
+        let mut probes = vec![
+            (
+                reqwest::Client::new(),
+                format!("http://127.0.0.1:{}/.well-known/jwks.json", self.port),
+            ),
+            (
+                reqwest::Client::new(),
+                format!("http://127.0.0.1:{}/metrics", self.metrics_port),
+            ),
         ];
-        for url in probes {
+        if let Some((_, c)) = &self.tls {
+            probes.push((c.clone(), format!("{}/.well-known/jwks.json", self.base)));
+        }
+        for (client, url) in probes {
             loop {
                 if let Ok(r) = client.get(&url).send().await
                     && r.status().is_success()
@@ -304,8 +342,17 @@ impl Gateway {
         }
     }
 
+    /// A URL on the plain listener.
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The client for `base` URLs: trusts the gateway's certificate when it has one.
+    pub fn client(&self) -> reqwest::Client {
+        self.tls
+            .as_ref()
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default()
     }
 
     pub fn state_dir(&self) -> PathBuf {

@@ -176,7 +176,7 @@ impl TokenService {
         // token_type_hint only says where to look first; every kind is looked up anyway.
         let now = unix_now();
         let Some(what) = self.revocation_for(&client, token, now).await? else {
-            return Ok(Reply::no_store(200, ""));
+            return Ok(Reply::empty());
         };
         self.store.revoke(what.clone()).await.map_err(unavailable)?;
         let (target, until) = match what {
@@ -189,7 +189,7 @@ impl TokenService {
             until,
         }]);
         self.auth.cache().invalidate(&token_key(token));
-        Ok(Reply::no_store(200, ""))
+        Ok(Reply::empty())
     }
 
     /// What revoking `token` means, if it is a token of this gateway.

@@ -76,6 +76,18 @@ impl Reply {
         self
     }
 
+    /// An empty token-endpoint response (revocation).
+    fn empty() -> Self {
+        Self {
+            status: 200,
+            headers: vec![
+                (CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                (PRAGMA, HeaderValue::from_static("no-cache")),
+            ],
+            body: Bytes::new(),
+        }
+    }
+
     pub fn not_found() -> Self {
         Self::json(
             404,

@@ -27,7 +27,7 @@ struct Cli {
     /// Take over the listening sockets of a running instance (graceful upgrade).
     #[arg(short = 'u', long = "upgrade")]
     upgrade: bool,
-    /// Run in the background; the parent exits once the gateway is ready.
+    /// Run in the background (the pid file names the running process).
     #[arg(short = 'd', long = "daemon")]
     daemon: bool,
     #[command(subcommand)]

@@ -29,7 +29,7 @@ use std::time::Duration;
 pub struct RunOptions {
     /// Take the listening sockets over from a running instance (graceful upgrade).
     pub upgrade: bool,
-    /// Fork into the background; the parent exits once the daemon is ready.
+    /// Fork into the background.
     pub daemon: bool,
 }
 
@@ -74,7 +74,9 @@ fn server_conf(config: &Config, opts: RunOptions) -> ServerConf {
         graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout.map(|d| d.as_secs()),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
         daemon: opts.daemon,
-        daemon_wait_for_ready: opts.daemon,
+        // Pingora's parent/child readiness signal races (the parent can miss or die of the
+        // child's SIGUSR1), so the parent returns right after forking, as nginx's does.
+        daemon_wait_for_ready: false,
         ..ServerConf::default()
     }
 }
@@ -202,8 +204,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, opts));
-    // Bootstrap (taking over sockets on upgrade, telling a waiting daemon parent we are
-    // ready) runs as a service, after daemonizing; the listeners wait for it.
+    // Bootstrap (taking the sockets over on upgrade) runs as a service, after
+    // daemonizing; the listeners wait for it.
     let bootstrap = server.bootstrap_as_a_service();
 
     let mut proxy =

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     pub tokens_issued: IntCounterVec,
     pub token_errors: IntCounterVec,
+    pub auth_throttled: IntCounterVec,
 }
 
 impl Metrics {
@@ -95,6 +96,13 @@ impl Metrics {
                 ),
                 &["endpoint", "error"],
             )?,
+            auth_throttled: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_auth_throttled_total",
+                    "Authentication attempts refused by a brute-force limit, by subject (client, user, ip).",
+                ),
+                &["subject"],
+            )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
@@ -104,6 +112,7 @@ impl Metrics {
         registry.register(Box::new(m.cache_misses.clone()))?;
         registry.register(Box::new(m.tokens_issued.clone()))?;
         registry.register(Box::new(m.token_errors.clone()))?;
+        registry.register(Box::new(m.auth_throttled.clone()))?;
         Ok(m)
     }
 

@@ -8,6 +8,7 @@ use crate::auth::bearer::{self, Presented};
 use crate::auth::cache::unix_now;
 use crate::auth::{self, Authenticator, CacheUse, Denial, Outcome};
 use crate::config::{AuthMode, HostHeader};
+use crate::jwt::MAX_TOKEN_LEN;
 use crate::metrics::{self, Metrics};
 use crate::path;
 use crate::routes::{Api, RouteTable, host_without_port};
@@ -84,6 +85,17 @@ impl ProxyHttp for Gateway {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if authorization_too_large(session.req_header()) {
+            respond::send_error(
+                session,
+                431,
+                "request_header_fields_too_large",
+                "the Authorization header is larger than 8 KiB",
+                vec![],
+            )
+            .await?;
+            return Ok(true);
+        }
         if !normalize_path(session).await? {
             return Ok(true);
         }
@@ -296,6 +308,10 @@ impl Gateway {
                     authorization,
                     query: req.uri.query(),
                     body: &body,
+                    client_ip: session
+                        .client_addr()
+                        .and_then(|a| a.as_inet())
+                        .map(|a| a.ip()),
                 },
             )
             .await;
@@ -375,6 +391,17 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// No token is longer than [`MAX_TOKEN_LEN`]: a longer `Authorization` is refused before
+/// anything parses it (431, RFC 6585 §5).
+fn authorization_too_large(req: &RequestHeader) -> bool {
+    req.headers
+        .get_all(AUTHORIZATION)
+        .iter()
+        .map(|v| v.len())
+        .sum::<usize>()
+        > MAX_TOKEN_LEN + "Bearer ".len()
 }
 
 /// Normalize the request path in place; answer 400 and return false when it is refused.

@@ -62,6 +62,8 @@ pub(crate) struct GatewayFile {
     pub discovery: Option<Lenient<DiscoveryFile>>,
     /// Durable state: refresh and opaque tokens, revocations, generated keys.
     pub store: Option<Lenient<StoreFile>>,
+    /// Brute-force limits on client secrets and user passwords.
+    pub limits: Option<Lenient<LimitsFile>>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_yaml::Value>,
 }
@@ -183,6 +185,17 @@ pub(crate) struct StoreFile {
     pub sync: Option<StoreSync>,
     /// How often expired tokens and revocations are deleted.
     pub purge_interval: Option<DurationText>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsFile {
+    /// The window failures are counted over.
+    pub failed_auth_window: Option<DurationText>,
+    /// Failed attempts one client id, or one user, may make per window.
+    pub failed_auth_per_account: Option<u32>,
+    /// Failed attempts one client address may make per window, whatever the account.
+    pub failed_auth_per_ip: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -4,9 +4,9 @@
 use super::errors::{Errors, Lenient};
 use super::file::{CacheFile, DurationText, GatewayFile, KeyFileRef, ServerFile, TokensFile};
 use super::{
-    CacheSettings, Config, ConfigErrors, Family, KeyFile, Listener, LogSettings, ServerSettings,
-    SigningKeySource, StoreSettings, StoreSync, TlsListener, TokenSettings, catalog,
-    parse_duration, resolve_path,
+    CacheSettings, Config, ConfigErrors, Family, KeyFile, LimitSettings, Listener, LogSettings,
+    ServerSettings, SigningKeySource, StoreSettings, StoreSync, TlsListener, TokenSettings,
+    catalog, parse_duration, resolve_path,
 };
 use crate::keys::Algorithm;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -60,6 +60,7 @@ pub(super) fn load(path: &Path) -> Result<Config, ConfigErrors> {
         log: parts.log,
         discovery_family: parts.discovery_family,
         store: parts.store,
+        limits: parts.limits,
         apis: catalog.apis,
         policies: catalog.policies,
         credentials: catalog.credentials,
@@ -103,6 +104,7 @@ struct Parts {
     log: LogSettings,
     discovery_family: Family,
     store: StoreSettings,
+    limits: LimitSettings,
 }
 
 fn take<T: Default>(section: Option<Lenient<T>>, path: &str, errs: &mut Errors) -> T {
@@ -113,7 +115,7 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
     for key in file.unknown.keys() {
         errs.push(
             key,
-            "unknown key (expected one of listen, metrics, issuer, upstreams_file, state_dir, server, tokens, validation_cache, client_auth_cache, log, discovery, store)",
+            "unknown key (expected one of listen, metrics, issuer, upstreams_file, state_dir, server, tokens, validation_cache, client_auth_cache, log, discovery, store, limits)",
         );
     }
 
@@ -215,6 +217,35 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
         ),
     };
 
+    let limits_file = take(file.limits, "limits", errs);
+    let limits = LimitSettings {
+        window: duration_or(
+            limits_file
+                .failed_auth_window
+                .as_ref()
+                .map(DurationText::as_str),
+            "limits.failed_auth_window",
+            Duration::from_secs(60),
+            errs,
+        ),
+        per_account: limits_file.failed_auth_per_account.unwrap_or(10),
+        per_ip: limits_file.failed_auth_per_ip.unwrap_or(100),
+    };
+    for (key, v) in [
+        (
+            "failed_auth_per_account",
+            limits_file.failed_auth_per_account,
+        ),
+        ("failed_auth_per_ip", limits_file.failed_auth_per_ip),
+    ] {
+        if v == Some(0) {
+            errs.push(format!("limits.{key}"), "must be at least 1");
+        }
+    }
+    if limits.window < Duration::from_secs(1) {
+        errs.push("limits.failed_auth_window", "must be at least 1s");
+    }
+
     Parts {
         listeners,
         metrics_listen,
@@ -228,6 +259,7 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
         log,
         discovery_family,
         store,
+        limits,
     }
 }
 

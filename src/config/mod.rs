@@ -39,10 +39,19 @@ pub struct Config {
     /// The family whose endpoints the discovery document advertises.
     pub discovery_family: Family,
     pub store: StoreSettings,
+    pub limits: LimitSettings,
     pub apis: Vec<ApiConfig>,
     pub policies: Vec<PolicyConfig>,
     pub credentials: Vec<CredentialConfig>,
     pub user_pools: Vec<UserPoolConfig>,
+}
+
+/// Brute-force limits on failed client and user authentication.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitSettings {
+    pub window: Duration,
+    pub per_account: u32,
+    pub per_ip: u32,
 }
 
 /// The embedded store.

@@ -48,6 +48,8 @@ pub struct OAuthError {
     pub status: Option<u16>,
     /// The client tried HTTP Basic: a 401 must carry a Basic challenge (RFC 6749 §5.2).
     pub basic_challenge: bool,
+    /// Seconds to announce in `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl OAuthError {
@@ -57,6 +59,7 @@ impl OAuthError {
             description: description.into(),
             status: None,
             basic_challenge: false,
+            retry_after: None,
         }
     }
 

@@ -4,6 +4,7 @@
 
 use super::error::{ErrorCode, OAuthError};
 use super::issue::{Issue, Minted, grant_scopes, random_id};
+use super::limits::Subject;
 use super::registry::{ApiInfo, Client};
 use super::{Reply, SecretRule, TokenRequest, TokenService, Via, method_not_allowed, unavailable};
 use crate::auth::cache::unix_now;
@@ -120,7 +121,9 @@ impl TokenService {
             GrantType::ClientCredentials => SecretRule::Required,
             GrantType::Password | GrantType::RefreshToken => SecretRule::PublicAllowed,
         };
-        let client = self.authenticate(t.family, &presented, rule).await?;
+        let client = self
+            .authenticate(t.family, &presented, rule, req.client_ip)
+            .await?;
         if !client.grant_types.contains(&grant) {
             return Err(OAuthError::new(
                 ErrorCode::UnauthorizedClient,
@@ -141,7 +144,10 @@ impl TokenService {
             GrantType::ClientCredentials => {
                 self.client_credentials(&client, &form, &t, now).await?
             }
-            GrantType::Password => self.password(&client, &form, &t, now).await?,
+            GrantType::Password => {
+                self.password(&client, &form, &t, now, req.client_ip)
+                    .await?
+            }
             GrantType::RefreshToken => self.refresh(&client, &form, &t, now).await?,
         };
         self.metrics
@@ -212,6 +218,7 @@ impl TokenService {
         form: &super::form::Form,
         t: &Target<'_>,
         now: i64,
+        ip: Option<std::net::IpAddr>,
     ) -> Result<Minted, OAuthError> {
         let username = form.require("username")?;
         let password = form.require("password")?;
@@ -221,6 +228,13 @@ impl TokenService {
                 "this client has no user pool",
             )
         })?;
+        let subject = Subject::User {
+            pool: &pool.name,
+            username,
+        };
+        self.limiter
+            .check(subject, ip)
+            .map_err(|t| self.throttled(t))?;
         let user = pool.users.get(username);
         // Users are keyed apart from clients in the verification cache.
         let cache_id = format!("user\u{0}{}\u{0}{username}", pool.name);
@@ -230,7 +244,10 @@ impl TokenService {
             .await;
         let user = match user {
             Some(u) if verified => u,
-            _ => return Err(invalid_grant("the username or password is wrong")),
+            _ => {
+                self.limiter.failed(subject, ip);
+                return Err(invalid_grant("the username or password is wrong"));
+            }
         };
         let scopes = grant_scopes(form.get("scope"), &user.roles)?;
         let audiences =

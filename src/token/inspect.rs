@@ -83,7 +83,7 @@ impl TokenService {
     ) -> Result<Reply, OAuthError> {
         let (form, presented) = Self::form_request(req)?;
         let caller = self
-            .authenticate(family, &presented, SecretRule::Required)
+            .authenticate(family, &presented, SecretRule::Required, req.client_ip)
             .await?;
         let token = form.require("token")?;
         let now = unix_now();
@@ -170,7 +170,7 @@ impl TokenService {
     ) -> Result<Reply, OAuthError> {
         let (form, presented) = Self::form_request(req)?;
         let client = self
-            .authenticate(family, &presented, SecretRule::PublicAllowed)
+            .authenticate(family, &presented, SecretRule::PublicAllowed, req.client_ip)
             .await?;
         let token = form.require("token")?;
         // token_type_hint only says where to look first; every kind is looked up anyway.

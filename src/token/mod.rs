@@ -9,6 +9,7 @@ pub mod form;
 mod grants;
 mod inspect;
 pub mod issue;
+pub mod limits;
 pub mod registry;
 pub mod secret;
 pub mod wellknown;
@@ -26,6 +27,7 @@ use form::{Form, is_form_content_type};
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE};
 use http::{HeaderName, HeaderValue, Method};
 use issue::Signer;
+use limits::{AttemptLimiter, Subject, Throttled};
 use registry::{Client, Registry};
 use secret::SecretVerifier;
 use std::sync::Arc;
@@ -39,6 +41,8 @@ pub struct TokenRequest<'a> {
     pub authorization: Result<Option<&'a [u8]>, ()>,
     pub query: Option<&'a str>,
     pub body: &'a [u8],
+    /// The client's address (for the per-address brute-force limit).
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 /// A complete response.
@@ -100,9 +104,9 @@ impl Reply {
         if e.status() == 405 {
             r.headers.push((ALLOW, HeaderValue::from_static("POST")));
         }
-        if e.status() == 503 {
+        if let Some(secs) = e.retry_after.or((e.status() == 503).then_some(1)) {
             r.headers
-                .push((http::header::RETRY_AFTER, HeaderValue::from_static("1")));
+                .push((http::header::RETRY_AFTER, HeaderValue::from(secs)));
         }
         if e.basic_challenge && e.status() == 401 {
             r.headers.push((
@@ -126,6 +130,7 @@ pub struct TokenService {
     signer: Signer,
     registry: Arc<Registry>,
     secrets: SecretVerifier,
+    limiter: AttemptLimiter,
     store: Arc<dyn Store>,
     auth: Arc<Authenticator>,
     discovery: Bytes,
@@ -163,6 +168,7 @@ impl TokenService {
             discovery: wellknown::discovery_document(config, &registry),
             registry,
             secrets: SecretVerifier::new(config.client_auth_cache)?,
+            limiter: AttemptLimiter::new(config.limits),
             store,
             auth,
             metrics,
@@ -242,6 +248,7 @@ impl TokenService {
         family: Family,
         presented: &PresentedClient,
         rule: SecretRule,
+        ip: Option<std::net::IpAddr>,
     ) -> Result<Arc<Client>, OAuthError> {
         let client = self.registry.client(family, &presented.id);
         let secret = presented.secret.as_ref().map(|s| s.expose().as_str());
@@ -255,14 +262,36 @@ impl TokenService {
         let Some(secret) = secret else {
             return Err(presented.rejected("client authentication is required"));
         };
+        let subject = Subject::Client(&presented.id);
+        self.limiter
+            .check(subject, ip)
+            .map_err(|t| self.throttled(t))?;
         let verified = self
             .secrets
             .verify(&presented.id, secret, client.map(|c| &c.secret_hash))
             .await;
         match client {
             Some(c) if verified => Ok(c.clone()),
-            _ => Err(presented.rejected("client authentication failed")),
+            _ => {
+                self.limiter.failed(subject, ip);
+                Err(presented.rejected("client authentication failed"))
+            }
         }
+    }
+
+    /// The 429 answer to an attempt past a brute-force limit.
+    fn throttled(&self, t: Throttled) -> OAuthError {
+        self.metrics
+            .auth_throttled
+            .with_label_values(&[t.label])
+            .inc();
+        let mut e = OAuthError::new(
+            ErrorCode::TemporarilyUnavailable,
+            "too many failed authentication attempts; retry later",
+        )
+        .with_status(429);
+        e.retry_after = Some(t.retry_after_secs);
+        e
     }
 }
 
@@ -273,7 +302,9 @@ fn method_not_allowed() -> OAuthError {
 
 /// The store failed: log why, tell the client to retry (without internal details).
 fn unavailable(e: crate::store::StoreError) -> OAuthError {
-    log::error!("token store unavailable: {e}");
+    log::error!(
+        "token store unavailable: {e}; check that the state directory is writable and not full"
+    );
     OAuthError::new(
         ErrorCode::TemporarilyUnavailable,
         "the token store is unavailable; try again",

@@ -136,16 +136,35 @@ impl TestKey {
 
     /// Sign any header and claims with this key.
     pub fn sign(&self, header: &serde_json::Value, claims: &serde_json::Value) -> String {
-        let input = format!(
-            "{}.{}",
-            B64.encode(header.to_string()),
-            B64.encode(claims.to_string())
-        );
+        self.sign_raw(&header.to_string(), &claims.to_string())
+    }
+
+    /// Sign header and claims given as exact JSON text (duplicate keys and all).
+    pub fn sign_raw(&self, header: &str, claims: &str) -> String {
+        let input = format!("{}.{}", B64.encode(header), B64.encode(claims));
         let sig = self
             .pair
             .sign(&SystemRandom::new(), input.as_bytes())
             .unwrap();
         format!("{input}.{}", B64.encode(sig.as_ref()))
+    }
+
+    /// The public key as a JWK.
+    pub fn public_jwk(&self) -> serde_json::Value {
+        use aws_lc_rs::signature::KeyPair as _;
+        let point = self.pair.public_key().as_ref();
+        serde_json::json!({
+            "kty": "EC", "crv": "P-256",
+            "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]),
+        })
+    }
+
+    /// The public key as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
+    pub fn public_pem(&self) -> String {
+        use aws_lc_rs::encoding::AsDer as _;
+        use aws_lc_rs::signature::KeyPair as _;
+        let der = self.pair.public_key().as_der().unwrap();
+        pem::encode(&pem::Pem::new("PUBLIC KEY", der.as_ref().to_vec()))
     }
 
     /// A token as the gateway would issue it, with `claims` merged over the defaults.

@@ -157,11 +157,13 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
     // A file-size limit (RLIMIT_FSIZE) must make store writes fail, not kill the process:
     // handling SIGXFSZ (the handler stays installed, and is inherited by a daemon) turns it
     // into an error the token endpoints answer with 503.
-    startup
+    let xfsz = startup
         .block_on(async {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
         })
         .map_err(|e| format!("cannot handle SIGXFSZ: {e}"))?;
+    // Tokio leaves the handler installed when the stream goes.
+    drop(xfsz);
     let generated = match &config.tokens.signing_key {
         SigningKeySource::Generated { algorithm, .. } => {
             Some(startup.block_on(generated_key(&*store, *algorithm))?)

@@ -51,7 +51,11 @@ async fn reusing_a_rotated_refresh_token_revokes_the_whole_grant() {
     for t in [&t0, &t1] {
         assert_eq!(call(&gw, "/orders/1", t.access_token().secret()).await, 401);
     }
-    assert!(gw.log().contains("refresh token reused"), "{}", gw.log());
+    assert!(
+        gw.wait_for_log("refresh token reused").await,
+        "{}",
+        gw.log()
+    );
 }
 
 #[tokio::test]

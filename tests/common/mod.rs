@@ -194,6 +194,7 @@ pub fn unix_now() -> i64 {
 /// A running tollgate process; killed when dropped.
 pub struct Gateway {
     child: Option<Child>,
+    wrapper: Vec<String>,
     /// With `https_issuer`: the TLS port and a client that trusts the gateway's certificate.
     pub tls: Option<(u16, reqwest::Client)>,
     pub dir: tempfile::TempDir,
@@ -217,6 +218,10 @@ pub struct GatewaySpec {
     /// Serve TLS too (a certificate for `localhost`) and use `https://localhost:<port>` as
     /// the issuer, so clients that insist on HTTPS endpoints can run.
     pub https_issuer: bool,
+    /// The `server:` section (default: short grace periods).
+    pub server: Option<String>,
+    /// A command the gateway is started through (e.g. `prlimit --fsize=N --`).
+    pub wrapper: Vec<String>,
 }
 
 impl GatewaySpec {
@@ -228,6 +233,8 @@ impl GatewaySpec {
             extra_listeners: String::new(),
             files: Vec::new(),
             https_issuer: false,
+            server: None,
+            wrapper: Vec::new(),
         }
     }
 }
@@ -272,8 +279,11 @@ impl Gateway {
             "tokens:\n  signing_key: { algorithm: ES256, file: signing.pem, kid: test-key }\n"
                 .to_string()
         });
+        let server = spec.server.clone().unwrap_or_else(|| {
+            "server:\n  threads: 2\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n".into()
+        });
         let conf = format!(
-            "listen:\n  - addr: 127.0.0.1:{port}\n{}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\nissuer: {base}\nupstreams_file: upstreams.yaml\nstate_dir: state\nserver:\n  threads: 2\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n{tokens}\n{}\n",
+            "listen:\n  - addr: 127.0.0.1:{port}\n{}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\nissuer: {base}\nupstreams_file: upstreams.yaml\nstate_dir: state\n{server}{tokens}\n{}\n",
             extra_listeners, spec.extra
         );
         let config_path = dir.path().join("tollgate.yaml");
@@ -281,6 +291,7 @@ impl Gateway {
         std::fs::write(dir.path().join("upstreams.yaml"), &spec.upstreams).unwrap();
         let mut gw = Gateway {
             child: None,
+            wrapper: spec.wrapper.clone(),
             tls,
             dir,
             port,
@@ -292,22 +303,70 @@ impl Gateway {
         gw
     }
 
-    /// Start (or restart) the process on the existing config and state.
+    /// Start (or restart) the process on the existing config and state. Its output goes to
+    /// the log file through a pipe, so limits on the process's own files leave it intact.
     pub async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap();
-        let child = Command::new(binary())
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let mut child = command
             .arg("-c")
             .arg(&self.config_path)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        for out in [
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let path = self.log_path();
+            std::thread::spawn(move || {
+                let mut out = out;
+                let mut log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap();
+                let _ = std::io::copy(&mut out, &mut log);
+            });
+        }
         self.child = Some(child);
         self.wait_ready().await;
+    }
+
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap()
+    }
+
+    /// Send `signal` (e.g. "TERM") to the gateway.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for the process to exit; its exit status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.take().unwrap().wait().unwrap()
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -316,6 +375,18 @@ impl Gateway {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Wait (up to 10 s) until the log contains `needle`; whether it did.
+    pub async fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     async fn wait_ready(&mut self) {

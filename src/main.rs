@@ -89,13 +89,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// `log.level` applies to the gateway's own records. Dependencies are capped at `info`:
+/// Pingora's debug and trace records print whole request headers and URIs, which would put
+/// bearer tokens, Basic credentials and query-string secrets into the log.
 fn init_logging(level: log::LevelFilter) {
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(level);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
-    }
-    builder.format_timestamp_millis().init();
+    builder
+        .filter_level(level.min(log::LevelFilter::Info))
+        .filter_module("tollgate", level)
+        .format_timestamp_millis()
+        .init();
 }
 
 fn hash_secret(generate: bool) -> ExitCode {

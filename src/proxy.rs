@@ -326,6 +326,13 @@ impl Gateway {
         let Some((outcome, required)) = refusal else {
             return Ok(true);
         };
+        log::debug!(
+            "{} {}: refused for API {} ({})",
+            session.req_header().method,
+            session.req_header().uri.path(),
+            api.name,
+            outcome.label()
+        );
         let (status, challenge) = auth::challenge(outcome, required);
         let header = HeaderValue::from_str(&challenge)
             .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"tollgate\""));

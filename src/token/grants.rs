@@ -154,6 +154,18 @@ impl TokenService {
             .tokens_issued
             .with_label_values(&[t.label, grant.as_str()])
             .inc();
+        log::debug!(
+            "{}: issued a token to client {} (grant {}, scope \"{}\", refresh token: {})",
+            t.label,
+            client.id,
+            grant.as_str(),
+            minted.scope,
+            if minted.refresh_token.is_some() {
+                "yes"
+            } else {
+                "no"
+            },
+        );
         Ok(Reply::no_store(200, minted.body()))
     }
 

@@ -196,6 +196,15 @@ impl TokenService {
                 .inc();
             if e.code == ErrorCode::ServerError {
                 log::error!("{}: {}", endpoint.label(), e.description);
+            } else {
+                log::debug!(
+                    "{}: refused a request from {}: {} ({})",
+                    endpoint.label(),
+                    req.client_ip
+                        .map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+                    e.code.as_str(),
+                    e.description
+                );
             }
             Reply::oauth_error(&e)
         })

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what a fresh Debian machine lacks to build and test tollgate. Pingora builds
 # zlib-ng with cmake; the vendored OpenSSL needs perl and make; the interop tests run
-# openid-client on Node.js. Safe to run again: it installs only what is missing.
+# openid-client on Node.js (--test); the load harness compares with nginx and HAProxy
+# (--bench). Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 need=()
@@ -13,6 +14,19 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ "${1:-}" = "--test" ]; then
   command -v node >/dev/null 2>&1 || need+=(nodejs)
   command -v npm >/dev/null 2>&1 || need+=(npm)
+  command -v c++ >/dev/null 2>&1 || need+=(g++)   # libFuzzer, for the fuzz-target build check
+fi
+
+if [ "${1:-}" = "--bench" ]; then
+  # The load harness: the proxies it compares with, the load generator, callgrind, and
+  # openssl for the shared ES256 key.
+  command -v nginx >/dev/null 2>&1 || need+=(nginx)
+  command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+  command -v wrk >/dev/null 2>&1 || need+=(wrk)
+  command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
+  command -v python3 >/dev/null 2>&1 || need+=(python3)
+  command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 fi
 
 if ((${#need[@]})); then

@@ -6,7 +6,7 @@ use crate::auth::scope::Scopes;
 use crate::keys::{Algorithm, is_valid_kid};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::borrow::Cow;
 use std::fmt;
@@ -57,7 +57,7 @@ pub fn parse(token: &str) -> Result<Unverified<'_>, Malformed> {
     }
     let header_json = B64.decode(h).map_err(|_| Malformed::Structure)?;
     let signature = B64.decode(s).map_err(|_| Malformed::Structure)?;
-    let header: Header = serde_json::from_slice(&header_json).map_err(json_error)?;
+    let header: Header = from_json(&header_json)?;
     if header.crit {
         return Err(Malformed::Critical);
     }
@@ -86,8 +86,15 @@ impl Unverified<'_> {
         let json = B64
             .decode(self.claims_b64)
             .map_err(|_| Malformed::Structure)?;
-        serde_json::from_slice(&json).map_err(json_error)
+        from_json(&json)
     }
+}
+
+/// Decode a JOSE header or claims set: UTF-8 JSON (RFC 7519 §7.2), all of it, including the
+/// values of members we do not read (`from_slice` skips those without checking them).
+fn from_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Malformed> {
+    let text = std::str::from_utf8(bytes).map_err(|_| Malformed::Json)?;
+    serde_json::from_str(text).map_err(json_error)
 }
 
 fn json_error(e: serde_json::Error) -> Malformed {
@@ -136,6 +143,55 @@ impl<'de> SeenKeys<'de> {
     }
 }
 
+/// A member we do not use, read in full all the same: strings are decoded (a lone surrogate
+/// escape is refused) and nested objects checked for repeated names, so the whole document
+/// is JSON that every reader sees alike. Skipping it unread would accept what serde_json,
+/// and other JWT libraries, refuse.
+struct Unread;
+
+impl<'de> Deserialize<'de> for Unread {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Unread;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Unread, E> {
+                Ok(Unread)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Unread, E> {
+                Ok(Unread)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Unread, E> {
+                Ok(Unread)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Unread, E> {
+                Ok(Unread)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Unread, E> {
+                Ok(Unread)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Unread, E> {
+                Ok(Unread)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unread, A::Error> {
+                while seq.next_element::<Unread>()?.is_some() {}
+                Ok(Unread)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unread, A::Error> {
+                let mut seen = SeenKeys::default();
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    seen.check(key)?;
+                    map.next_value::<Unread>()?;
+                }
+                Ok(Unread)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 struct Header {
     alg: Option<String>,
     kid: Option<String>,
@@ -163,13 +219,13 @@ impl<'de> Deserialize<'de> for Header {
                         "alg" => h.alg = Some(map.next_value()?),
                         "kid" => h.kid = Some(map.next_value()?),
                         "crit" => {
-                            map.next_value::<IgnoredAny>()?;
+                            map.next_value::<Unread>()?;
                             h.crit = true;
                         }
                         // jku, x5u, jwk, x5c and the rest are ignored: keys come only
                         // from the gateway's own key set, never from the token.
                         _ => {
-                            map.next_value::<IgnoredAny>()?;
+                            map.next_value::<Unread>()?;
                         }
                     }
                 }
@@ -260,7 +316,7 @@ impl<'de> Deserialize<'de> for Claims {
                         "scope" => scope = Some(map.next_value::<StringOrList>()?.into_vec()),
                         "scp" => scp = Some(map.next_value::<StringOrList>()?.into_vec()),
                         _ => {
-                            map.next_value::<IgnoredAny>()?;
+                            map.next_value::<Unread>()?;
                         }
                     }
                 }
@@ -419,6 +475,61 @@ mod tests {
         let t = token(h, "{}");
         let u = parse(&t).unwrap();
         assert_eq!(u.kid, None);
+    }
+
+    #[test]
+    fn rejects_json_that_is_not_utf8() {
+        let bad = |json: &[u8]| format!("{}.{}.{}", B64.encode(json), b64("{}"), b64("sig"));
+        assert_eq!(
+            parse(&bad(b"{\"alg\":\"ES256\",\"x\":\"\xff\"}")).err(),
+            Some(Malformed::Json)
+        );
+        // Found by the jwt_claims fuzz target: invalid UTF-8 in the value of a claim we do
+        // not read was accepted.
+        let claims = include_bytes!("../fuzz/regressions/jwt_claims/non-utf8-in-unread-claim");
+        let t = format!(
+            "{}.{}.{}",
+            b64(r#"{"alg":"ES256"}"#),
+            B64.encode(claims),
+            b64("sig")
+        );
+        assert_eq!(parse(&t).unwrap().claims().err(), Some(Malformed::Json));
+    }
+
+    #[test]
+    fn members_we_do_not_read_must_still_be_sound_json() {
+        let claims = |c: &str| parse(&token(r#"{"alg":"ES256"}"#, c)).unwrap().claims();
+        // Found by the jwt_claims fuzz target: a lone surrogate escape in an unread claim.
+        let found = include_bytes!("../fuzz/regressions/jwt_claims/lone-surrogate-in-unread-claim");
+        let t = format!(
+            "{}.{}.{}",
+            b64(r#"{"alg":"ES256"}"#),
+            B64.encode(found),
+            b64("sig")
+        );
+        assert_eq!(parse(&t).unwrap().claims().err(), Some(Malformed::Json));
+        assert_eq!(claims(r#"{"x":"\ud800"}"#).err(), Some(Malformed::Json));
+        assert_eq!(
+            claims(r#"{"x":{"y":1,"y":2}}"#).err(),
+            Some(Malformed::DuplicateKey)
+        );
+        assert_eq!(
+            claims(r#"{"x":[{"y":1,"\u0079":2}]}"#).err(),
+            Some(Malformed::DuplicateKey)
+        );
+        let header = |h: &str| parse(&token(h, "{}")).err();
+        assert_eq!(
+            header(r#"{"alg":"ES256","x":"\udc00"}"#),
+            Some(Malformed::Json)
+        );
+        assert_eq!(
+            header(r#"{"alg":"ES256","jwk":{"kty":"EC","kty":"RSA"}}"#),
+            Some(Malformed::DuplicateKey)
+        );
+        // Sound unread members of every kind are accepted.
+        let ok =
+            claims(r#"{"sub":"s","x":{"a":[1,-2,3.5,true,false,null,"\ud83d\ude00",{}]},"y":[]}"#);
+        assert_eq!(ok.unwrap().sub.as_deref(), Some("s"));
     }
 
     #[test]

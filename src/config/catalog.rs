@@ -19,15 +19,21 @@ pub(super) struct Catalog {
 }
 
 pub(super) fn load(path: &Path) -> Result<Catalog, Vec<ConfigError>> {
-    let mut errs = Errors::new(path.display().to_string());
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(path, &text),
         Err(e) => {
+            let mut errs = Errors::new(path.display().to_string());
             errs.push("", format!("cannot read the upstreams file: {e}"));
-            return Err(errs.into_vec());
+            Err(errs.into_vec())
         }
-    };
-    let Some(file) = parse_yaml::<UpstreamsFile>(&text, &mut errs) else {
+    }
+}
+
+/// Validate the text of the upstreams file at `path` (relative paths in it are resolved
+/// against its directory).
+pub(super) fn parse(path: &Path, text: &str) -> Result<Catalog, Vec<ConfigError>> {
+    let mut errs = Errors::new(path.display().to_string());
+    let Some(file) = parse_yaml::<UpstreamsFile>(text, &mut errs) else {
         return Err(errs.into_vec());
     };
     for key in file.unknown.keys() {

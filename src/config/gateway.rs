@@ -18,20 +18,29 @@ const DEFAULT_METRICS: &str = "127.0.0.1:9090";
 const DEFAULT_STATE_DIR: &str = "/var/lib/tollgate";
 
 pub(super) fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let label = path.display().to_string();
-    let mut errs = Errors::new(label.clone());
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(path, &text, catalog::load),
         Err(e) => {
+            let mut errs = Errors::new(path.display().to_string());
             errs.push("", format!("cannot read the file: {e}"));
-            return Err(ConfigErrors(errs.into_vec()));
+            Err(ConfigErrors(errs.into_vec()))
         }
-    };
+    }
+}
+
+/// Validate the text of the gateway file at `path`; `upstreams` loads the upstreams file
+/// it names.
+pub(super) fn parse(
+    path: &Path,
+    text: &str,
+    upstreams: impl FnOnce(&Path) -> Result<catalog::Catalog, Vec<super::errors::ConfigError>>,
+) -> Result<Config, ConfigErrors> {
+    let mut errs = Errors::new(path.display().to_string());
     let base_dir = path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let file: GatewayFile = match parse_yaml(&text, &mut errs) {
+    let file: GatewayFile = match parse_yaml(text, &mut errs) {
         Some(f) => f,
         None => return Err(ConfigErrors(errs.into_vec())),
     };
@@ -39,7 +48,7 @@ pub(super) fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let mut all = errs.into_vec();
 
     let catalog = match &parts.upstreams_file {
-        Some(p) => catalog::load(p).unwrap_or_else(|mut e| {
+        Some(p) => upstreams(p).unwrap_or_else(|mut e| {
             all.append(&mut e);
             catalog::Catalog::default()
         }),

@@ -341,6 +341,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     gateway::load(path)
 }
 
+/// Validate config given as text: `gateway` as the file at `path`, and `upstreams` as the
+/// upstreams file it names (whatever that name is). No file is read; paths in either are
+/// still resolved against `path`'s directory and checked.
+pub fn parse(path: &Path, gateway: &str, upstreams: &str) -> Result<Config, ConfigErrors> {
+    gateway::parse(path, gateway, |p| catalog::parse(p, upstreams))
+}
+
 /// Resolve a path from a config file against the directory of that file.
 fn resolve_path(base_dir: &Path, value: &str) -> PathBuf {
     let p = Path::new(value);

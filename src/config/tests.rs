@@ -277,3 +277,35 @@ credentials:
         "{errs:?}"
     );
 }
+
+#[test]
+fn text_is_validated_like_the_files_it_stands_for() {
+    let gateway = "upstreams_file: apis.yaml\nissuer: https://gw.example\n";
+    let upstreams = |second_prefix: &str| {
+        format!(
+            r#"
+apis:
+  - {{ name: a, prefix: /a, upstream: {{ servers: ["127.0.0.1:1"] }}, auth: jwt }}
+  - {{ name: b, prefix: {second_prefix}, upstream: {{ servers: ["127.0.0.1:1"] }}, auth: jwt }}
+"#
+        )
+    };
+    let from_files = errors(gateway, &upstreams("/a"));
+    // Nothing is read: the directory holds no file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.yaml");
+    let from_text: Vec<(String, String)> = parse(&path, gateway, &upstreams("/a"))
+        .unwrap_err()
+        .0
+        .into_iter()
+        .map(|e| (e.path, e.message))
+        .collect();
+    assert!(
+        has(&from_text, "apis[1].prefix", "already routes"),
+        "{from_text:?}"
+    );
+    assert_eq!(from_text, from_files);
+    let c = parse(&path, gateway, &upstreams("/b")).unwrap();
+    assert_eq!(c.apis.len(), 2);
+    assert_eq!(c.issuer, "https://gw.example");
+}

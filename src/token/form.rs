@@ -6,6 +6,10 @@ use super::error::OAuthError;
 /// Largest token request body accepted.
 pub const MAX_BODY: usize = 16 * 1024;
 
+/// Most parameters accepted in one request. A token request has fewer than ten; the cap
+/// keeps the repeated-name check (quadratic, and cheaper than hashing at this size) small.
+pub const MAX_PARAMS: usize = 64;
+
 /// The parameters of one token request.
 #[derive(Debug, Default)]
 pub struct Form {
@@ -19,6 +23,11 @@ impl Form {
         }
         let mut pairs: Vec<(String, String)> = Vec::new();
         for (k, v) in form_urlencoded::parse(bytes) {
+            if pairs.len() == MAX_PARAMS {
+                return Err(OAuthError::invalid_request(format!(
+                    "more than {MAX_PARAMS} parameters"
+                )));
+            }
             if pairs.iter().any(|(seen, _)| *seen == k) {
                 return Err(OAuthError::invalid_request(format!(
                     "parameter `{}` is repeated",
@@ -89,6 +98,19 @@ mod tests {
         assert!(e.description.contains("`scope` is repeated"));
         // Same name once encoded, once plain.
         assert!(Form::parse(b"scope=a&sc%6Fpe=b").is_err());
+    }
+
+    #[test]
+    fn too_many_parameters_are_rejected() {
+        let body = |n: usize| {
+            (0..n)
+                .map(|i| format!("p{i}=v"))
+                .collect::<Vec<_>>()
+                .join("&")
+        };
+        assert!(Form::parse(body(MAX_PARAMS).as_bytes()).is_ok());
+        let e = Form::parse(body(MAX_PARAMS + 1).as_bytes()).unwrap_err();
+        assert!(e.description.contains("more than 64 parameters"), "{e:?}");
     }
 
     #[test]

@@ -1,0 +1,34 @@
+//! The validator the JWT targets run against: a freshly generated EdDSA key (the fastest to
+//! sign and verify, so more inputs per second), the issuer below, a minute of leeway.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use tollgate::auth::Validator;
+use tollgate::config::{SigningKeySource, TokenSettings};
+use tollgate::keys::{Algorithm, KeySet};
+
+pub const ISSUER: &str = "https://gw.example";
+pub const NOW: i64 = 1_900_000_000;
+pub const LEEWAY: i64 = 60;
+
+pub struct Fixture {
+    pub keys: Arc<KeySet>,
+    pub validator: Validator,
+}
+
+pub static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
+    let settings = TokenSettings {
+        signing_key: SigningKeySource::Generated {
+            algorithm: Algorithm::EdDSA,
+            kid: None,
+        },
+        verification_keys: vec![],
+        leeway: Duration::from_secs(LEEWAY as u64),
+        access_token_lifetime: Duration::from_secs(900),
+        refresh_grace_period: Duration::from_secs(10),
+    };
+    let der = tollgate::keys::generate_pkcs8(Algorithm::EdDSA).expect("key generation");
+    let keys = Arc::new(KeySet::load(&settings, Some(&der)).expect("key set"));
+    let validator = Validator::new(keys.clone(), ISSUER, Duration::from_secs(LEEWAY as u64));
+    Fixture { keys, validator }
+});

@@ -9,7 +9,7 @@ use http::Method;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate::auth::cache::{TokenCache, token_key, unix_now};
+use tollgate::auth::cache::{TokenCache, unix_now};
 use tollgate::auth::revocations::Revocations;
 use tollgate::auth::scope::Rule;
 use tollgate::auth::{Authenticator, Validator, authorize};
@@ -76,7 +76,7 @@ fn validation(c: &mut Criterion) {
         let (auth, token) = setup(alg, &dir.path().join(alg.as_str()));
         let now = unix_now();
         assert!(block_on(auth.authenticate(&token, now)).0.is_ok());
-        let key = token_key(&token);
+        let key = auth.cache().key(&token);
 
         group.bench_function(format!("cache_hit/{}", alg.as_str()), |b| {
             b.iter(|| block_on(auth.authenticate(black_box(&token), now)).0)
@@ -114,8 +114,9 @@ fn validation(c: &mut Criterion) {
             )
         })
     });
-    c.bench_function("cache_key/sha256_128", |b| {
-        b.iter(|| token_key(black_box(&token)))
+    let cache = auth.cache();
+    c.bench_function("cache_key/siphash13_128", |b| {
+        b.iter(|| cache.key(black_box(&token)))
     });
 }
 

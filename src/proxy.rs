@@ -9,7 +9,7 @@ use crate::auth::cache::unix_now;
 use crate::auth::{self, Authenticator, CacheUse, Denial, Outcome};
 use crate::config::{AuthMode, HostHeader};
 use crate::jwt::MAX_TOKEN_LEN;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, ApiSeries, Metrics};
 use crate::path;
 use crate::routes::{Api, RouteTable, host_without_port};
 use crate::token::endpoint::API_TOKEN_SUFFIX;
@@ -29,6 +29,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+
 /// The gateway: routes, authenticator and token service, shared by all requests.
 pub struct Gateway {
     pub routes: RouteTable,
@@ -37,6 +40,9 @@ pub struct Gateway {
     pub tokens: TokenService,
     pub metrics: Arc<Metrics>,
     pub access_log: bool,
+    /// Request metrics of the token service and of requests no API matched.
+    pub token_service_series: ApiSeries,
+    pub unmatched_series: ApiSeries,
 }
 
 /// Where a request went.
@@ -200,25 +206,20 @@ impl ProxyHttp for Gateway {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
         let api = ctx.api_label();
-        self.metrics
-            .requests
-            .with_label_values(&[
-                api,
-                metrics::method_label(&req.method),
-                metrics::status_label(status),
-            ])
-            .inc();
+        let series = match &ctx.target {
+            Target::Api(a) => &a.series,
+            Target::TokenService => &self.token_service_series,
+            Target::Unrouted => &self.unmatched_series,
+        };
         let elapsed = ctx.start.elapsed();
-        self.metrics
-            .request_duration
-            .with_label_values(&[api])
-            .observe(elapsed.as_secs_f64());
-        if let Some(t) = ctx.upstream_time {
-            self.metrics
-                .upstream_duration
-                .with_label_values(&[api])
-                .observe(t.as_secs_f64());
-        }
+        series.record(
+            &self.metrics,
+            api,
+            &req.method,
+            status,
+            elapsed,
+            ctx.upstream_time,
+        );
         if self.access_log {
             let client = session
                 .client_addr()
@@ -458,13 +459,14 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Bytes>>
 }
 
 /// Path (prefix stripped), Host, and the X-Forwarded-* headers of the upstream request.
+/// Runs on every proxied request: it touches a header only when it must change, and
+/// builds no value it can take ready-made.
 fn prepare_upstream_request(
     session: &Session,
     upstream_request: &mut RequestHeader,
     api: &Api,
     upstream: Option<SocketAddr>,
 ) -> Result<()> {
-    let client_host = request_host(session.req_header()).map(str::to_owned);
     let path = upstream_request.uri.path();
     let new_path = api.upstream_path(path);
     if new_path != path || upstream_request.uri.scheme().is_some() {
@@ -472,9 +474,13 @@ fn prepare_upstream_request(
         upstream_request.set_uri(uri);
     }
     match &api.pool.host_header {
+        // The upstream request is a copy of the client's, Host included; only a request
+        // that named its host in an absolute-form URI alone needs one added.
         HostHeader::Pass => {
-            if let Some(h) = client_host.as_deref() {
-                upstream_request.insert_header(HOST, h)?;
+            if !upstream_request.headers.contains_key(HOST)
+                && let Some(h) = request_host(session.req_header())
+            {
+                upstream_request.insert_header(HOST, h.to_owned())?;
             }
         }
         HostHeader::Upstream => {
@@ -491,15 +497,18 @@ fn prepare_upstream_request(
     {
         let forwarded = match upstream_request
             .headers
-            .get("x-forwarded-for")
+            .get(X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
         {
             Some(prior) => format!("{prior}, {ip}"),
             None => ip.to_string(),
         };
-        upstream_request.insert_header("x-forwarded-for", forwarded)?;
+        upstream_request.insert_header(X_FORWARDED_FOR, forwarded)?;
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+    upstream_request.insert_header(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    )?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use crate::auth::scope::Rule;
 use crate::config::{ApiConfig, AuthMode};
+use crate::metrics::ApiSeries;
 use crate::upstream::Pool;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ pub struct Api {
     pub audience: Box<str>,
     pub rules: Box<[Rule]>,
     pub pool: Pool,
+    /// Its request metrics, resolved once.
+    pub series: ApiSeries,
 }
 
 impl Api {
@@ -71,6 +74,7 @@ impl RouteTable {
                 audience: cfg.audience.as_str().into(),
                 rules: cfg.rules.clone().into(),
                 pool,
+                series: ApiSeries::default(),
             });
             let entry = table
                 .by_prefix

@@ -7,7 +7,7 @@ use crate::auth::{Authenticator, Validator};
 use crate::config::Config;
 use crate::config::SigningKeySource;
 use crate::keys::{self, Algorithm, KeySet};
-use crate::metrics::{Metrics, MetricsApp};
+use crate::metrics::{ApiSeries, Metrics, MetricsApp};
 use crate::proxy::Gateway;
 use crate::routes::RouteTable;
 use crate::store::Store;
@@ -203,6 +203,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
         registry,
         metrics,
         access_log: config.log.access_log,
+        token_service_series: ApiSeries::default(),
+        unmatched_series: ApiSeries::default(),
     };
     if !opts.upgrade {
         check_bindable(&config)?;

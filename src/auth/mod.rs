@@ -12,7 +12,8 @@ use crate::jwt;
 use crate::keys::{KeyMiss, KeySet};
 use crate::opaque;
 use crate::store::{Store, TokenKind, TokenRecord, digest};
-use cache::{TokenCache, token_key};
+use cache::TokenCache;
+use compact_str::CompactString;
 use http::Method;
 use revocations::Revocations;
 use scope::{Rule, ScopeDecision, Scopes};
@@ -99,34 +100,85 @@ impl Outcome {
     }
 }
 
-/// What a valid token says about its holder; shared by every request that presents it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Principal {
+/// Who holds a token and what it may do. Every token a client (or a user through it) is
+/// issued with the same scopes and audiences says the same here, so the cache keeps one
+/// copy for all of them ([`Holders`]).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Holder {
     pub sub: Option<Box<str>>,
     pub client_id: Option<Box<str>>,
     pub username: Option<Box<str>>,
     pub audiences: Box<[Box<str>]>,
     pub scopes: Scopes,
+}
+
+/// What a valid token says: its holder, shared, and what is the token's own. Cheap to
+/// clone (one reference count and a copy); identifiers up to 24 bytes, like the ones this
+/// gateway mints, are held inline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    pub holder: Arc<Holder>,
     /// Expiry, seconds since the epoch; `i64::MAX` for immortal tokens.
     pub exp: i64,
     pub iat: Option<i64>,
-    pub jti: Option<Box<str>>,
-    pub grant_id: Option<Box<str>>,
+    pub jti: Option<CompactString>,
+    pub grant_id: Option<CompactString>,
+}
+
+impl std::ops::Deref for Principal {
+    type Target = Holder;
+
+    fn deref(&self) -> &Holder {
+        &self.holder
+    }
 }
 
 impl Principal {
     /// The principal an opaque access token's record describes.
     pub fn from_record(r: &TokenRecord) -> Self {
         Self {
-            sub: Some(r.username.as_deref().unwrap_or(&r.client_id).into()),
-            client_id: Some(r.client_id.as_str().into()),
-            username: r.username.as_deref().map(Into::into),
-            audiences: r.audiences.iter().map(|a| a.as_str().into()).collect(),
-            scopes: Scopes::from_space_separated(&r.scope),
+            holder: Arc::new(Holder {
+                sub: Some(r.username.as_deref().unwrap_or(&r.client_id).into()),
+                client_id: Some(r.client_id.as_str().into()),
+                username: r.username.as_deref().map(Into::into),
+                audiences: r.audiences.iter().map(|a| a.as_str().into()).collect(),
+                scopes: Scopes::from_space_separated(&r.scope),
+            }),
             exp: r.expires_at.unwrap_or(i64::MAX),
             iat: Some(r.issued_at),
-            jti: Some(r.jti.as_str().into()),
-            grant_id: Some(r.grant_id.as_str().into()),
+            jti: Some(CompactString::new(&r.jti)),
+            grant_id: Some(CompactString::new(&r.grant_id)),
+        }
+    }
+}
+
+/// One shared [`Holder`] per distinct holder among the cached tokens: a million cached
+/// tokens of a hundred clients hold a hundred holders, not a million. Bounded; a holder
+/// that falls out is only shared less, never wrong (equality is checked, not the hash).
+pub struct Holders {
+    by_hash: moka::sync::Cache<u64, Arc<Holder>>,
+    hasher: std::hash::RandomState,
+}
+
+impl Holders {
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            by_hash: moka::sync::Cache::new(capacity),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    /// The shared copy of `holder`, which becomes the shared copy when there is none.
+    pub fn intern(&self, holder: Arc<Holder>) -> Arc<Holder> {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(&*holder);
+        match self.by_hash.get(&hash) {
+            Some(shared) if *shared == *holder => shared,
+            Some(_) => holder,
+            None => {
+                self.by_hash.insert(hash, holder.clone());
+                holder
+            }
         }
     }
 }
@@ -197,15 +249,17 @@ impl Validator {
             return Err(Outcome::NotYetValid);
         }
         Ok(Principal {
-            sub: claims.sub.map(Into::into),
-            client_id: claims.client_id.map(Into::into),
-            username: claims.username.map(Into::into),
-            audiences: claims.aud.into_iter().map(Into::into).collect(),
-            scopes: claims.scopes,
+            holder: Arc::new(Holder {
+                sub: claims.sub.map(Into::into),
+                client_id: claims.client_id.map(Into::into),
+                username: claims.username.map(Into::into),
+                audiences: claims.aud.into_iter().map(Into::into).collect(),
+                scopes: claims.scopes,
+            }),
             exp: claims.exp.unwrap_or(i64::MAX),
             iat: claims.iat,
-            jti: claims.jti.map(Into::into),
-            grant_id: claims.gid.map(Into::into),
+            jti: claims.jti.map(CompactString::new),
+            grant_id: claims.gid.map(CompactString::new),
         })
     }
 }
@@ -217,12 +271,16 @@ pub enum CacheUse {
     Miss,
 }
 
+/// How many distinct holders [`Holders`] shares at most.
+const HOLDERS: u64 = 65_536;
+
 /// Token validation with the moka cache in front: a JWT's signature, or an opaque token's
 /// store record, is checked once per token, not once per request. Revocations are checked
 /// on every request.
 pub struct Authenticator {
     validator: Validator,
     cache: TokenCache,
+    holders: Holders,
     store: Arc<dyn Store>,
     revocations: Arc<Revocations>,
 }
@@ -236,6 +294,7 @@ impl Authenticator {
     ) -> Self {
         Self {
             validator,
+            holders: Holders::new(HOLDERS),
             cache,
             store,
             revocations,
@@ -246,8 +305,8 @@ impl Authenticator {
         &self,
         token: &str,
         now: i64,
-    ) -> (Result<Arc<Principal>, Outcome>, CacheUse) {
-        let key = token_key(token);
+    ) -> (Result<Principal, Outcome>, CacheUse) {
+        let key = self.cache.key(token);
         let (result, used) = match self.cache.get(&key, now) {
             Some(p) => (Ok(p), CacheUse::Hit),
             None => {
@@ -257,9 +316,9 @@ impl Authenticator {
                     Some(opaque::Kind::Refresh) => Err(Outcome::Malformed),
                     None => self.validator.validate(token, now),
                 };
-                let result = result.map(|p| {
-                    let p = Arc::new(p);
+                let result = result.map(|mut p| {
                     if p.exp > now {
+                        p.holder = self.holders.intern(p.holder);
                         self.cache.insert(key, p.clone());
                     }
                     p

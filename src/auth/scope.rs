@@ -4,7 +4,7 @@
 use http::Method;
 
 /// The scopes a token carries, in the order the token listed them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Scopes(Box<[Box<str>]>);
 
 impl Scopes {

@@ -269,7 +269,7 @@ async fn cache_serves_repeat_presentations_and_skips_failures() {
     assert_eq!(c, CacheUse::Miss);
     let (r2, c2) = s.auth.authenticate(&good, now).await;
     assert_eq!(c2, CacheUse::Hit);
-    assert!(Arc::ptr_eq(&r.unwrap(), &r2.unwrap()));
+    assert!(Arc::ptr_eq(&r.unwrap().holder, &r2.unwrap().holder));
 
     let bad = sign(&s.keys, &json!({"iss": "other", "exp": now + 600}));
     for _ in 0..2 {
@@ -279,6 +279,35 @@ async fn cache_serves_repeat_presentations_and_skips_failures() {
     // A cached token is refused once its exp has passed.
     let (r, _) = s.auth.authenticate(&good, now + 600 + 61).await;
     assert_eq!(r.err(), Some(Outcome::Expired));
+}
+
+#[tokio::test]
+async fn cached_tokens_of_one_holder_share_it() {
+    let s = stateful();
+    let now = cache::unix_now();
+    let claims = |jti: &str, scope: &str| {
+        json!({"iss": ISS, "sub": "c1", "client_id": "c1", "aud": "orders",
+               "exp": now + 600, "jti": jti, "scope": scope})
+    };
+    let mut holders = Vec::new();
+    for (jti, scope) in [
+        ("a", "orders:read"),
+        ("b", "orders:read"),
+        ("c", "orders:write"),
+    ] {
+        let (r, c) = s
+            .auth
+            .authenticate(&sign(&s.keys, &claims(jti, scope)), now)
+            .await;
+        assert_eq!(c, CacheUse::Miss);
+        let p = r.unwrap();
+        assert_eq!(p.jti.as_deref(), Some(jti));
+        holders.push(p.holder);
+    }
+    assert!(Arc::ptr_eq(&holders[0], &holders[1]));
+    assert!(!Arc::ptr_eq(&holders[0], &holders[2]));
+    assert!(holders[2].scopes.contains("orders:write"));
+    assert!(!holders[2].scopes.contains("orders:read"));
 }
 
 fn opaque_record(jti: &str, expires_at: Option<i64>) -> TokenRecord {

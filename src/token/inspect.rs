@@ -4,7 +4,7 @@
 use super::error::{ErrorCode, OAuthError};
 use super::registry::Client;
 use super::{Reply, SecretRule, TokenRequest, TokenService, Via, method_not_allowed, unavailable};
-use crate::auth::cache::{token_key, unix_now};
+use crate::auth::cache::unix_now;
 use crate::auth::{Outcome, Principal};
 use crate::config::Family;
 use crate::opaque;
@@ -188,7 +188,8 @@ impl TokenService {
             target,
             until,
         }]);
-        self.auth.cache().invalidate(&token_key(token));
+        let cache = self.auth.cache();
+        cache.invalidate(&cache.key(token));
         Ok(Reply::empty())
     }
 

@@ -1,0 +1,624 @@
+#!/usr/bin/env python3
+"""Load harness: tollgate against nginx and HAProxy on this machine, in interleaved rounds.
+
+Run through `scripts/bench.sh` (it installs nginx, haproxy, wrk and valgrind and builds the
+release binary). Layout, on a 2-core machine:
+
+  core 0: the proxy under test (nginx 1 worker / HAProxy 1 thread / tollgate 1 worker)
+  core 1: the upstream (nginx returning a small 200) and the load generator (wrk -t1)
+
+Every scenario runs once per round, rounds repeat (A B C … A B C …), and the table shows
+medians, with ratios taken per round and then their median (both sides of a ratio ran
+seconds apart). Instructions per request come from callgrind: the same proxy is run twice
+under valgrind with different request counts, and the difference is divided by the
+difference in requests, so start-up and shut-down cancel out.
+
+Results: a table on stdout, and JSON in target/bench/results-<time>.json (and latest.json).
+"""
+
+import argparse
+import base64
+import datetime
+import glob
+import http.client
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LOAD = os.path.join(ROOT, "benches", "load")
+WORK = os.path.join(ROOT, "target", "bench")
+TOLLGATE = os.path.join(ROOT, "target", "release", "tollgate")
+PROXY_CPU = "0"
+LOAD_CPU = "1"
+SECRET = "bench-secret"
+# One issuer for both gateways, so a token from one is valid at the other (same key).
+ISSUER = "http://tollgate.bench"
+
+
+def nofile():
+    """The open-file limit the servers we start inherit (raised as far as allowed)."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(port, path="/", timeout=60.0, headers=None):
+    """Poll until the server answers an HTTP request (any status)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", path, headers=headers or {})
+            c.getresponse().read()
+            c.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"nothing answers on 127.0.0.1:{port} after {timeout:.0f}s")
+            time.sleep(0.1)
+
+
+class Proc:
+    """A server we started: pinned to a core, output to a log, stopped by its PID only."""
+
+    def __init__(self, name, argv, cpu, env=None):
+        self.name = name
+        self.log_path = os.path.join(WORK, f"{name}.log")
+        self.log = open(self.log_path, "w")
+        self.p = subprocess.Popen(
+            ["taskset", "-c", cpu, *argv],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.alive():
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Configs
+
+
+def nginx_upstream_conf(port):
+    return f"""
+worker_processes 1;
+daemon off;
+pid {WORK}/upstream.pid;
+error_log {WORK}/upstream-error.log warn;
+worker_rlimit_nofile {nofile()};
+events {{ worker_connections {nofile() // 2}; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_temp_path {WORK}/nginx-tmp;
+  proxy_temp_path {WORK}/nginx-tmp;
+  fastcgi_temp_path {WORK}/nginx-tmp;
+  uwsgi_temp_path {WORK}/nginx-tmp;
+  scgi_temp_path {WORK}/nginx-tmp;
+  server {{
+    listen 127.0.0.1:{port} backlog=65535;
+    location / {{ default_type text/plain; return 200 "ok\\n"; }}
+  }}
+}}
+"""
+
+
+def nginx_proxy_conf(port, upstream, name, master=True):
+    return f"""
+worker_processes 1;
+daemon off;
+master_process {"on" if master else "off"};
+pid {WORK}/{name}.pid;
+error_log {WORK}/{name}-error.log warn;
+worker_rlimit_nofile {nofile()};
+events {{ worker_connections {nofile() // 2}; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_temp_path {WORK}/nginx-tmp;
+  proxy_temp_path {WORK}/nginx-tmp;
+  fastcgi_temp_path {WORK}/nginx-tmp;
+  uwsgi_temp_path {WORK}/nginx-tmp;
+  scgi_temp_path {WORK}/nginx-tmp;
+  upstream app {{ server 127.0.0.1:{upstream}; keepalive 256; keepalive_requests 10000000; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=65535;
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+
+def haproxy_conf(port, upstream, pubkey):
+    # The same checks tollgate makes on the protected route that HAProxy can express:
+    # ES256 signature, expiry, and the scope the route needs.
+    return f"""
+global
+  nbthread 1
+  maxconn {nofile() // 2 - 100}
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend api
+  bind 127.0.0.1:{port}
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg')
+  http-request deny deny_status 401 unless {{ var(txn.alg) -m str ES256 }}
+  http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_verify(txn.alg,"{pubkey}") -m int 1 }}
+  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int')
+  http-request set-var(txn.now) date()
+  http-request deny deny_status 401 if {{ var(txn.exp),sub(txn.now) -m int lt 0 }}
+  http-request set-var(txn.scope) var(txn.bearer),jwt_payload_query('$.scope')
+  http-request deny deny_status 403 unless {{ var(txn.scope) -m sub bench:read }}
+  default_backend app
+backend app
+  server up 127.0.0.1:{upstream}
+"""
+
+
+def tollgate_conf(name, port, metrics_port, upstreams_file):
+    state = os.path.join(WORK, f"{name}-state")
+    os.makedirs(state, exist_ok=True)
+    return f"""
+listen:
+  - addr: 127.0.0.1:{port}
+metrics:
+  listen: 127.0.0.1:{metrics_port}
+issuer: {ISSUER}
+upstreams_file: {upstreams_file}
+state_dir: {state}
+server:
+  threads: 1
+  grace_period: 0s
+  graceful_shutdown_timeout: 1s
+tokens:
+  signing_key: {{ file: {WORK}/signing-key.pem, algorithm: ES256, kid: bench }}
+store:
+  sync: full
+log:
+  level: warn
+  access_log: false
+"""
+
+
+def tollgate_upstreams(upstream, secret_hash, extra_routes=0):
+    rules = '[{ methods: [GET], path: "/api/**", all_of: [bench:read] }]'
+    lines = [
+        "apis:",
+        f'  - {{ name: open, prefix: /open, upstream: {{ servers: ["127.0.0.1:{upstream}"] }}, auth: none }}',
+        f'  - {{ name: api, prefix: /api, upstream: {{ servers: ["127.0.0.1:{upstream}"] }}, auth: jwt, rules: {rules} }}',
+    ]
+    for i in range(extra_routes):
+        lines.append(
+            f'  - {{ name: svc-{i}, prefix: /svc-{i}, upstream: {{ servers: ["127.0.0.1:{upstream}"] }}, '
+            f'auth: jwt, rules: [{{ methods: [GET], path: "/svc-{i}/**", all_of: [bench:read] }}] }}'
+        )
+    lines += [
+        "credentials:",
+        f'  - {{ client_id: bench, client_secret_hash: "{secret_hash}", acl: [api], roles: [bench:read] }}',
+        f'  - {{ client_id: bench-refresh, client_secret_hash: "{secret_hash}", acl: [api], roles: [bench:read], token: {{ refresh: true }} }}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write(name, text):
+    path = os.path.join(WORK, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def es256_key():
+    """A P-256 key: PKCS#8 PEM for tollgate, SubjectPublicKeyInfo PEM for HAProxy."""
+    key = os.path.join(WORK, "signing-key.pem")
+    pub = os.path.join(WORK, "signing-pub.pem")
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-out", key], check=True, capture_output=True)
+    subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-out", pub],
+                   check=True, capture_output=True)
+    return key, pub
+
+
+# ---------------------------------------------------------------------------------------
+# Measuring
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse_wrk(out):
+    def latency(pct):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * UNITS[m.group(2)] if m else None
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50_ms": latency(50),
+        "p99_ms": latency(99),
+        "requests": int(total.group(1)) if total else 0,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": sum(int(x) for x in sock.groups()) if sock else 0,
+    }
+
+
+def wrk(url, conns, duration, headers=(), script=None, env=None):
+    argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
+            "--latency", "--timeout", "10s"]
+    for h in headers:
+        argv += ["-H", h]
+    if script:
+        argv += ["-s", os.path.join(LOAD, script)]
+    argv.append(url)
+    out = subprocess.run(argv, capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}).stdout
+    r = parse_wrk(out)
+    r["raw"] = out
+    return r
+
+
+def post_form(port, path, form, user=None):
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=form.encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    if user:
+        req.add_header("Authorization", "Basic " + base64.b64encode(user.encode()).decode())
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+def requests_over_one_connection(port, path, n, token=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    bad = 0
+    for _ in range(n):
+        c.request("GET", path, headers=headers)
+        r = c.getresponse()
+        r.read()
+        bad += r.status != 200
+    c.close()
+    if bad:
+        raise SystemExit(f"callgrind run: {bad} of {n} requests to {path} failed")
+
+
+def callgrind_total(out_file):
+    with open(out_file) as f:
+        for line in f:
+            if line.startswith("totals:") or line.startswith("summary:"):
+                return int(line.split()[1])
+    raise SystemExit(f"no totals in {out_file}")
+
+
+def instructions_per_request(name, argv, port, path, token, ready_path, n_low, n_high):
+    """(instructions at n_high − at n_low) / (n_high − n_low), each run from a fresh start."""
+    totals = []
+    for n in (n_low, n_high):
+        out = os.path.join(WORK, f"callgrind.{name}.{n}")
+        for f in glob.glob(out + "*"):
+            os.remove(f)
+        p = Proc(f"callgrind-{name}-{n}",
+                 ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
+                 PROXY_CPU)
+        wait_http(port, ready_path, timeout=180)
+        requests_over_one_connection(port, path, n, token)
+        p.stop(signal.SIGTERM, timeout=120)
+        totals.append(callgrind_total(out))
+    return (totals[1] - totals[0]) / (n_high - n_low)
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def median_or_none(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=8, help="seconds per scenario per round")
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--callgrind-requests", type=int, default=2000)
+    ap.add_argument("--skip-callgrind", action="store_true")
+    ap.add_argument("--skip-scale", action="store_true",
+                    help="skip the 10,000-route and 10,000-connection runs")
+    args = ap.parse_args()
+
+    if os.cpu_count() is None or os.cpu_count() < 2:
+        raise SystemExit("the harness needs two cores: one for the proxy, one for load")
+    # As many open files as allowed (a container may cap the hard limit): the
+    # 10,000-connection run needs about 10,000 in wrk and in tollgate.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(os.path.join(WORK, "nginx-tmp"))
+
+    procs = []
+    try:
+        results = run(args, procs)
+    finally:
+        for p in reversed(procs):
+            p.stop()
+    report(args, results)
+
+
+def run(args, procs):
+    ports = {k: free_port() for k in
+             ("upstream", "nginx", "haproxy", "tollgate", "tollgate_m", "tg10k", "tg10k_m")}
+    up = ports["upstream"]
+
+    write("upstream.conf", nginx_upstream_conf(up))
+    procs.append(Proc("upstream", ["nginx", "-p", WORK, "-e", "stderr", "-c",
+                                   os.path.join(WORK, "upstream.conf")], LOAD_CPU))
+    wait_http(up)
+
+    _, pub = es256_key()
+    secret_hash = subprocess.run([TOLLGATE, "hash-secret"], input=SECRET, capture_output=True,
+                                 text=True, check=True).stdout.strip()
+
+    write("nginx.conf", nginx_proxy_conf(ports["nginx"], up, "nginx"))
+    procs.append(Proc("nginx", ["nginx", "-p", WORK, "-e", "stderr", "-c",
+                                os.path.join(WORK, "nginx.conf")], PROXY_CPU))
+    write("haproxy.cfg", haproxy_conf(ports["haproxy"], up, pub))
+    procs.append(Proc("haproxy", ["haproxy", "-db", "-f", os.path.join(WORK, "haproxy.cfg")],
+                      PROXY_CPU))
+
+    upstreams = write("upstreams.yaml", tollgate_upstreams(up, secret_hash))
+    tg_conf = write("tollgate.yaml", tollgate_conf("tollgate", ports["tollgate"],
+                                                   ports["tollgate_m"], upstreams))
+    procs.append(Proc("tollgate", [TOLLGATE, "-c", tg_conf], PROXY_CPU))
+    tg = ports["tollgate"]
+    if not args.skip_scale:
+        upstreams_10k = write("upstreams-10k.yaml",
+                              tollgate_upstreams(up, secret_hash, extra_routes=9_998))
+        tg10k_conf = write("tollgate-10k.yaml", tollgate_conf(
+            "tollgate-10k", ports["tg10k"], ports["tg10k_m"], upstreams_10k))
+        procs.append(Proc("tollgate-10k", [TOLLGATE, "-c", tg10k_conf], PROXY_CPU))
+
+    for port in (ports["nginx"], ports["haproxy"], tg):
+        wait_http(port)
+    if not args.skip_scale:
+        wait_http(ports["tg10k"], timeout=300)
+
+    basic = base64.b64encode(f"bench:{SECRET}".encode()).decode()
+    basic_refresh = base64.b64encode(f"bench-refresh:{SECRET}".encode()).decode()
+    jwt = post_form(tg, "/credential/jwt", "grant_type=client_credentials",
+                    f"bench:{SECRET}")["access_token"]
+    opaque = post_form(tg, "/credential/token", "grant_type=client_credentials",
+                       f"bench:{SECRET}")["access_token"]
+    bearer = f"Authorization: Bearer {jwt}"
+    c = args.connections
+
+    def proxied(port, path, auth=True):
+        return lambda d: wrk(f"http://127.0.0.1:{port}{path}", c, d,
+                             headers=[bearer] if auth else [])
+
+    def token_call(path, basic_auth, form, record=None):
+        env = {"BASIC": basic_auth, "FORM": form}
+        if record:
+            env["RECORD"] = record
+        return lambda d: wrk(f"http://127.0.0.1:{tg}{path}", c, d,
+                             script="token_request.lua", env=env)
+
+    refresh_file = os.path.join(WORK, "refresh-tokens.txt")
+
+    def issue_with_refresh(d):
+        if os.path.exists(refresh_file):
+            os.remove(refresh_file)
+        return token_call("/credential/token", basic_refresh, "grant_type=client_credentials",
+                          record=refresh_file)(d)
+
+    def refresh(d):
+        return wrk(f"http://127.0.0.1:{tg}", c, d, script="refresh.lua",
+                   env={"BASIC": basic_refresh, "TOKENS": refresh_file,
+                        "ENDPOINT": "/credential/token"})
+
+    scenarios = [
+        ("nginx proxy_pass", proxied(ports["nginx"], "/api/x", auth=False)),
+        ("haproxy jwt_verify", proxied(ports["haproxy"], "/api/x")),
+        ("tollgate unprotected", proxied(tg, "/open/x", auth=False)),
+        ("tollgate protected", proxied(tg, "/api/x")),
+    ]
+    if not args.skip_scale:
+        scenarios.append(("tollgate protected, 10k routes", proxied(ports["tg10k"], "/api/x")))
+    scenarios += [
+        ("issue cc JWT", token_call("/credential/jwt", basic, "grant_type=client_credentials")),
+        ("issue cc opaque", token_call("/credential/token", basic,
+                                       "grant_type=client_credentials")),
+        ("issue cc opaque + refresh", issue_with_refresh),
+        ("refresh (durable)", refresh),
+        ("introspect JWT", token_call("/credential/introspect", basic, f"token={jwt}")),
+        ("introspect opaque", token_call("/credential/introspect", basic, f"token={opaque}")),
+    ]
+
+    # Warm every path once (connection pools, caches) before measuring.
+    for _, fn in scenarios:
+        if fn is not refresh:
+            fn(1)
+    rounds = {name: [] for name, _ in scenarios}
+    for r in range(args.rounds):
+        for name, fn in scenarios:
+            res = fn(args.duration)
+            rounds[name].append(res)
+            print(f"round {r + 1} {name:32s} {res['rps']:>10.0f} req/s  p99 "
+                  f"{res['p99_ms'] if res['p99_ms'] is not None else float('nan'):.2f} ms"
+                  f"{'  non-2xx ' + str(res['non_2xx']) if res['non_2xx'] else ''}"
+                  f"{'  socket errors ' + str(res['socket_errors']) if res['socket_errors'] else ''}",
+                  flush=True)
+
+    results = {"rounds": rounds, "ports": ports}
+
+    if not args.skip_scale:
+        res = wrk(f"http://127.0.0.1:{tg}/api/x", 10_000, max(args.duration, 10),
+                  headers=[bearer])
+        print(f"10,000 connections: {res['rps']:.0f} req/s, {res['requests']} requests, "
+              f"non-2xx {res['non_2xx']}, socket errors {res['socket_errors']}", flush=True)
+        results["connections_10k"] = res
+
+    # Stop the servers under test before callgrind runs the same configs on their ports.
+    for p in procs[1:]:
+        p.stop()
+    del procs[1:]
+
+    if not args.skip_callgrind:
+        n_low, n_high = 500, 500 + args.callgrind_requests
+        write("nginx-cg.conf", nginx_proxy_conf(ports["nginx"], up, "nginx-cg", master=False))
+        cg = {
+            "nginx proxy_pass": instructions_per_request(
+                "nginx", ["nginx", "-p", WORK, "-e", "stderr", "-c",
+                          os.path.join(WORK, "nginx-cg.conf")],
+                ports["nginx"], "/api/x", None, "/", n_low, n_high),
+            "tollgate unprotected": instructions_per_request(
+                "tollgate-open", [TOLLGATE, "-c", tg_conf], tg, "/open/x", None, "/open/",
+                n_low, n_high),
+            "tollgate protected": instructions_per_request(
+                "tollgate-protected", [TOLLGATE, "-c", tg_conf], tg, "/api/x", jwt, "/open/",
+                n_low, n_high),
+        }
+        for name, v in cg.items():
+            print(f"callgrind {name:28s} {v / 1000:8.1f} k instructions/request", flush=True)
+        results["instructions_per_request"] = cg
+    return results
+
+
+def report(args, results):
+    rounds = results["rounds"]
+    summary = {}
+    print()
+    print(f"{'scenario':34s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s}   rounds (req/s)")
+    for name, rs in rounds.items():
+        s = {
+            "rps": median_or_none([r["rps"] for r in rs]),
+            "p50_ms": median_or_none([r["p50_ms"] for r in rs]),
+            "p99_ms": median_or_none([r["p99_ms"] for r in rs]),
+            "non_2xx": sum(r["non_2xx"] for r in rs),
+            "socket_errors": sum(r["socket_errors"] for r in rs),
+            "per_round_rps": [r["rps"] for r in rs],
+        }
+        summary[name] = s
+        fmt = lambda v: f"{v:8.2f}" if v is not None else "       -"
+        print(f"{name:34s} {s['rps']:>10.0f} {fmt(s['p50_ms'])} {fmt(s['p99_ms'])}   "
+              + " ".join(f"{x:.0f}" for x in s["per_round_rps"])
+              + (f"   non-2xx {s['non_2xx']}" if s["non_2xx"] else "")
+              + (f"   socket errors {s['socket_errors']}" if s["socket_errors"] else ""))
+
+    def paired(a, b, key="rps"):
+        """Median over rounds of rounds[a][i][key] / rounds[b][i][key]."""
+        if a not in rounds or b not in rounds:
+            return None
+        ratios = [x[key] / y[key] for x, y in zip(rounds[a], rounds[b])
+                  if x.get(key) and y.get(key)]
+        return statistics.median(ratios) if ratios else None
+
+    checks = [
+        ("protected / nginx proxy_pass", paired("tollgate protected", "nginx proxy_pass"),
+         ">=", 0.75),
+        ("protected / unprotected", paired("tollgate protected", "tollgate unprotected"),
+         ">=", 0.95),
+        ("protected / haproxy jwt_verify", paired("tollgate protected", "haproxy jwt_verify"),
+         ">=", 2.5),
+        ("p99 protected / p99 nginx", paired("tollgate protected", "nginx proxy_pass", "p99_ms"),
+         "<=", 2.0),
+        ("protected 10k routes / 10 routes",
+         paired("tollgate protected, 10k routes", "tollgate protected"), ">=", 0.95),
+        ("issue cc JWT (tokens/s)", summary.get("issue cc JWT", {}).get("rps"), ">=", 15000),
+        ("issue cc opaque (tokens/s)", summary.get("issue cc opaque", {}).get("rps"), ">=", 15000),
+        ("introspect JWT (/s)", summary.get("introspect JWT", {}).get("rps"), ">=", 30000),
+        ("introspect opaque (/s)", summary.get("introspect opaque", {}).get("rps"), ">=", 30000),
+        ("refresh, durable (/s)", summary.get("refresh (durable)", {}).get("rps"), ">=", 5000),
+    ]
+    conn = results.get("connections_10k")
+    if conn:
+        checks.append(("10,000 connections: errors", conn["non_2xx"] + conn["socket_errors"],
+                       "<=", 0))
+    print()
+    print(f"{'target':36s} {'measured':>10s} {'target':>10s}")
+    table = []
+    for name, value, op, target in checks:
+        if value is None:
+            continue
+        ok = value >= target if op == ">=" else value <= target
+        shown = f"{value:.3f}" if isinstance(value, float) and value < 100 else f"{value:.0f}"
+        print(f"{name:36s} {shown:>10s} {op + ' ' + str(target):>10s}  {'ok' if ok else 'MISSED'}")
+        table.append({"name": name, "value": value, "op": op, "target": target, "ok": ok})
+    cg = results.get("instructions_per_request")
+    if cg:
+        print()
+        for name, v in cg.items():
+            print(f"instructions/request {name:26s} {v / 1000:8.1f} k")
+
+    for rs in rounds.values():
+        for r in rs:
+            r.pop("raw", None)
+    if conn:
+        conn.pop("raw", None)
+    doc = {
+        "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "setup": {
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "connections": args.connections,
+            "proxy_cpu": PROXY_CPU,
+            "load_cpu": LOAD_CPU,
+            "cpus": os.cpu_count(),
+            "commit": subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                     capture_output=True, text=True).stdout.strip(),
+        },
+        "summary": summary,
+        "targets": table,
+        "rounds": rounds,
+        "connections_10k": conn,
+        "instructions_per_request": cg,
+    }
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for name in (f"results-{stamp}.json", "latest.json"):
+        with open(os.path.join(WORK, name), "w") as f:
+            json.dump(doc, f, indent=2)
+    print(f"\nJSON: {os.path.join(WORK, f'results-{stamp}.json')}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The load harness: tollgate against nginx and HAProxy, in interleaved rounds, plus
+# callgrind instructions per request. Installs what it needs, builds the release binary,
+# prints one table and writes JSON under target/bench/. Options: benches/load/harness.py -h
+#   ./scripts/bench.sh                 # 3 rounds × 8 s per scenario, about 10 minutes
+#   ./scripts/bench.sh --rounds 5 --duration 10
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh --bench
+cargo build --release --locked
+exec python3 benches/load/harness.py "$@"

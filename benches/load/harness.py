@@ -364,6 +364,8 @@ def main():
     ap.add_argument("--skip-callgrind", action="store_true")
     ap.add_argument("--skip-scale", action="store_true",
                     help="skip the 10,000-route and 10,000-connection runs")
+    ap.add_argument("--skip-memory", action="store_true",
+                    help="skip memory per cached token (cargo bench --bench cache_memory)")
     args = ap.parse_args()
 
     if os.cpu_count() is None or os.cpu_count() < 2:
@@ -521,7 +523,25 @@ def run(args, procs):
         for name, v in cg.items():
             print(f"callgrind {name:28s} {v / 1000:8.1f} k instructions/request", flush=True)
         results["instructions_per_request"] = cg
+
+    if not args.skip_memory:
+        results["cache_memory"] = cache_memory()
     return results
+
+
+def cache_memory():
+    """Memory per cached token with 1,000,000 distinct tokens (benches/cache_memory.rs)."""
+    out = subprocess.run(["cargo", "bench", "--locked", "--bench", "cache_memory"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    found = {}
+    for key, label in (("heap", "heap bytes"), ("rss", "RSS bytes")):
+        m = re.search(rf"{label} per cached token: ([\d.]+)", out)
+        if not m:
+            raise SystemExit(f"cache_memory printed no {label}:\n{out}")
+        found[f"{key}_bytes_per_token"] = float(m.group(1))
+    print(f"memory per cached token (1,000,000 tokens): {found['rss_bytes_per_token']:.0f} B RSS, "
+          f"{found['heap_bytes_per_token']:.0f} B heap", flush=True)
+    return found
 
 
 def report(args, results):
@@ -570,6 +590,9 @@ def report(args, results):
         ("introspect opaque (/s)", summary.get("introspect opaque", {}).get("rps"), ">=", 30000),
         ("refresh, durable (/s)", summary.get("refresh (durable)", {}).get("rps"), ">=", 5000),
     ]
+    mem = results.get("cache_memory")
+    if mem:
+        checks.append(("memory per cached token, RSS (B)", mem["rss_bytes_per_token"], "<=", 400))
     conn = results.get("connections_10k")
     if conn:
         checks.append(("10,000 connections: errors", conn["non_2xx"] + conn["socket_errors"],
@@ -612,6 +635,7 @@ def report(args, results):
         "rounds": rounds,
         "connections_10k": conn,
         "instructions_per_request": cg,
+        "cache_memory": mem,
     }
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     for name in (f"results-{stamp}.json", "latest.json"):

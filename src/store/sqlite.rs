@@ -164,10 +164,11 @@ impl SqliteStore {
             return Ok(w.jobs.clone());
         }
         let conn = open_writer_connection(&self.path, self.sync)?;
+        let checkpoints = open_checkpoint_connection(&self.path, self.sync)?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("tollgate-store".into())
-            .spawn(move || run_writer(conn, rx))
+            .spawn(move || run_writer(conn, rx, checkpoints))
             .map_err(|e| err(format!("cannot start the store writer: {e}")))?;
         // A writer inherited from the parent of a fork is left alone: its thread is gone.
         *writer = Some(Writer {
@@ -219,6 +220,23 @@ impl SqliteStore {
     }
 }
 
+fn open_checkpoint_connection(path: &Path, sync: StoreSync) -> Result<Connection, StoreError> {
+    let conn =
+        Connection::open(path).map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))
+        .map_err(err)?;
+    conn.pragma_update(None, "synchronous", sync_pragma(sync))
+        .map_err(err)?;
+    Ok(conn)
+}
+
+fn sync_pragma(sync: StoreSync) -> &'static str {
+    match sync {
+        StoreSync::Full => "FULL",
+        StoreSync::Normal => "NORMAL",
+    }
+}
+
 fn open_writer_connection(path: &Path, sync: StoreSync) -> Result<Connection, StoreError> {
     let conn =
         Connection::open(path).map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
@@ -226,15 +244,17 @@ fn open_writer_connection(path: &Path, sync: StoreSync) -> Result<Connection, St
         .map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(|e| err(format!("cannot use {}: {e}", path.display())))?;
-    conn.pragma_update(
-        None,
-        "synchronous",
-        match sync {
-            StoreSync::Full => "FULL",
-            StoreSync::Normal => "NORMAL",
-        },
-    )
-    .map_err(err)?;
+    conn.pragma_update(None, "synchronous", sync_pragma(sync))
+        .map_err(err)?;
+    // The writer's page cache holds the hot part of the token tables (SQLite's default is
+    // 2 MiB). The write-ahead log is copied back into the database by the checkpointer
+    // thread, off the commit path; the writer checkpoints itself only as a backstop, should
+    // the log pass 64 MiB. Profiled under opaque issuance, checkpoints in the commit were
+    // a fifth of the gateway's CPU time and page reads a tenth.
+    conn.pragma_update(None, "cache_size", -65_536)
+        .map_err(err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 16_384)
+        .map_err(err)?;
     conn.execute_batch(SCHEMA).map_err(|e| {
         err(format!(
             "cannot create the schema in {}: {e}",
@@ -244,7 +264,18 @@ fn open_writer_connection(path: &Path, sync: StoreSync) -> Result<Connection, St
     Ok(conn)
 }
 
-fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+/// How often the checkpointer copies the write-ahead log back into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>, checkpoints: Connection) {
+    // The checkpointer stops when this sender is dropped, with the writer.
+    let (_writer_running, writer_stopped) = mpsc::channel::<()>();
+    if let Err(e) = std::thread::Builder::new()
+        .name("tollgate-checkpoint".into())
+        .spawn(move || run_checkpointer(&checkpoints, &writer_stopped))
+    {
+        log::warn!("cannot start the store checkpointer ({e}); the writer checkpoints itself");
+    }
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -254,6 +285,21 @@ fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
             }
         }
         run_batch(&mut conn, batch);
+    }
+}
+
+/// PASSIVE checkpoints (they never block the writer or readers) every [`CHECKPOINT_EVERY`].
+fn run_checkpointer(conn: &Connection, writer_stopped: &mpsc::Receiver<()>) {
+    let mut failing = false;
+    while let Err(mpsc::RecvTimeoutError::Timeout) = writer_stopped.recv_timeout(CHECKPOINT_EVERY) {
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                log::warn!("store checkpoint failed (retrying): {e}");
+            }
+            Err(_) => {}
+        }
     }
 }
 
@@ -271,7 +317,14 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
     };
     let mut done = Vec::with_capacity(batch.len());
     for job in batch {
-        // Each job in its own savepoint: one failing job does not undo the others.
+        // A job of one statement needs no savepoint: SQLite undoes a failed statement by
+        // itself and the transaction goes on. Saving the two extra statements matters, as
+        // most jobs are single-token inserts.
+        if job.is_one_statement() {
+            done.push(apply(&tx, job));
+            continue;
+        }
+        // Each other job in its own savepoint: one failing job does not undo the others.
         let outcome = match tx.savepoint() {
             Ok(sp) => {
                 let d = apply(&sp, job);
@@ -296,6 +349,12 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
     }
     for d in done {
         d.send(failure.as_ref());
+    }
+}
+
+impl Job {
+    fn is_one_statement(&self) -> bool {
+        matches!(self, Job::Insert(tokens, _) if tokens.len() == 1)
     }
 }
 

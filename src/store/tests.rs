@@ -244,3 +244,29 @@ async fn two_openers_share_one_file() {
     .unwrap();
     assert_eq!(b.revocations_since(0, 0).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn the_checkpointer_copies_the_log_into_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let s = open(&dir);
+    let before = std::fs::metadata(&db).unwrap().len();
+    let tokens = (0..500)
+        .map(|i| {
+            let jti = format!("j{i}");
+            (digest(&jti), record(TokenKind::Access, &jti, &jti, None))
+        })
+        .collect();
+    s.insert(tokens).await.unwrap();
+    // Far below the writer's own checkpoint threshold: only the checkpointer thread moves
+    // these pages from the log into the database file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::metadata(&db).unwrap().len() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "database file still {before} bytes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(s.get(&digest("j499")).await.unwrap().is_some());
+}

@@ -3,7 +3,7 @@
 //! whole grant, RFC 9700 §4.14.2).
 
 use super::error::{ErrorCode, OAuthError};
-use super::issue::{Issue, Minted, grant_scopes, random_id};
+use super::issue::{Issue, Minted, grant_id, grant_scopes, unix_now_ms};
 use super::limits::Subject;
 use super::registry::{ApiInfo, Client};
 use super::{Reply, SecretRule, TokenRequest, TokenService, Via, method_not_allowed, unavailable};
@@ -209,7 +209,7 @@ impl TokenService {
                 )
             }
         };
-        let grant_id = random_id().ok_or_else(no_id)?;
+        let grant_id = grant_id(unix_now_ms()).ok_or_else(no_id)?;
         let mut minted = self.signer.mint(Issue {
             client,
             username: None,
@@ -270,7 +270,7 @@ impl TokenService {
                 "this user may not call the APIs of this client",
             ));
         }
-        let grant_id = random_id().ok_or_else(no_id)?;
+        let grant_id = grant_id(unix_now_ms()).ok_or_else(no_id)?;
         let mut minted = self.signer.mint(Issue {
             client,
             username: Some(&user.username),

@@ -49,11 +49,32 @@ pub fn grant_scopes(
     Ok(out)
 }
 
-/// 128 random bits, base64url: token and grant ids.
+/// 128 random bits, base64url: token ids.
 pub fn random_id() -> Option<String> {
     let mut bytes = [0u8; 16];
     aws_lc_rs::rand::fill(&mut bytes).ok()?;
     Some(B64.encode(bytes))
+}
+
+/// A grant id: the issuing millisecond in 11 hex digits, then 72 random bits in base64url
+/// (23 characters). Ids of one moment share a prefix, so the store's grant index grows at
+/// its end instead of at a random page per grant, which halves the pages each stored token
+/// writes. The time is no secret: `iat` carries it too.
+pub fn grant_id(now_ms: u64) -> Option<String> {
+    let mut bytes = [0u8; 9];
+    aws_lc_rs::rand::fill(&mut bytes).ok()?;
+    Some(format!(
+        "{:011x}{}",
+        now_ms & 0xfff_ffff_ffff,
+        B64.encode(bytes)
+    ))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn no_randomness() -> OAuthError {
@@ -217,6 +238,20 @@ mod tests {
         assert_eq!(e.code, ErrorCode::InvalidScope);
         let e = grant_scopes(Some("a\"b"), &v(&["a"])).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidScope);
+    }
+
+    #[test]
+    fn grant_ids_sort_by_time_and_are_unique() {
+        let a = grant_id(1_700_000_000_000).unwrap();
+        let b = grant_id(1_700_000_000_001).unwrap();
+        assert!(a < b, "{a} {b}");
+        assert_ne!(a, grant_id(1_700_000_000_000).unwrap());
+        assert_eq!(a.len(), 23);
+        assert!(a.starts_with("18bcfe56800"), "{a}");
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
     }
 
     #[test]

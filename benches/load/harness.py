@@ -360,7 +360,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=8, help="seconds per scenario per round")
     ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--callgrind-requests", type=int, default=2000)
+    ap.add_argument("--callgrind-requests", type=int, default=5000)
     ap.add_argument("--skip-callgrind", action="store_true")
     ap.add_argument("--skip-scale", action="store_true",
                     help="skip the 10,000-route and 10,000-connection runs")
@@ -507,6 +507,14 @@ def run(args, procs):
     del procs[1:]
 
     if not args.skip_callgrind:
+        # A state directory of its own, created and settled by one plain start first:
+        # the store the load rounds left behind holds a large write-ahead log, and the
+        # first start over it would recover that log in one of the two runs only.
+        cg_conf = write("tollgate-cg.yaml", tollgate_conf(
+            "tollgate-cg", tg, ports["tollgate_m"], upstreams))
+        settle = Proc("tollgate-cg-settle", [TOLLGATE, "-c", cg_conf], PROXY_CPU)
+        wait_http(tg, "/open/")
+        settle.stop()
         n_low, n_high = 500, 500 + args.callgrind_requests
         write("nginx-cg.conf", nginx_proxy_conf(ports["nginx"], up, "nginx-cg", master=False))
         cg = {
@@ -515,10 +523,10 @@ def run(args, procs):
                           os.path.join(WORK, "nginx-cg.conf")],
                 ports["nginx"], "/api/x", jwt, "/", n_low, n_high),
             "tollgate unprotected": instructions_per_request(
-                "tollgate-open", [TOLLGATE, "-c", tg_conf], tg, "/open/x", jwt, "/open/",
+                "tollgate-open", [TOLLGATE, "-c", cg_conf], tg, "/open/x", jwt, "/open/",
                 n_low, n_high),
             "tollgate protected": instructions_per_request(
-                "tollgate-protected", [TOLLGATE, "-c", tg_conf], tg, "/api/x", jwt, "/open/",
+                "tollgate-protected", [TOLLGATE, "-c", cg_conf], tg, "/api/x", jwt, "/open/",
                 n_low, n_high),
         }
         for name, v in cg.items():

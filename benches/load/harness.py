@@ -389,7 +389,8 @@ def main():
 
 def run(args, procs):
     ports = {k: free_port() for k in
-             ("upstream", "nginx", "haproxy", "tollgate", "tollgate_m", "tg10k", "tg10k_m")}
+             ("upstream", "nginx", "haproxy", "tollgate", "tollgate_m", "tg10k", "tg10k_m",
+              "tgt", "tgt_m")}
     up = ports["upstream"]
 
     write("upstream.conf", nginx_upstream_conf(up))
@@ -413,6 +414,12 @@ def run(args, procs):
                                                    ports["tollgate_m"], upstreams))
     procs.append(Proc("tollgate", [TOLLGATE, "-c", tg_conf], PROXY_CPU))
     tg = ports["tollgate"]
+    # The token-service scenarios get a gateway of their own (same config): the store work
+    # they leave behind (checkpoints of a growing log) must not land in the proxy rounds.
+    tgt_conf = write("tollgate-tokens.yaml", tollgate_conf("tollgate-tokens", ports["tgt"],
+                                                           ports["tgt_m"], upstreams))
+    procs.append(Proc("tollgate-tokens", [TOLLGATE, "-c", tgt_conf], PROXY_CPU))
+    tgt = ports["tgt"]
     if not args.skip_scale:
         upstreams_10k = write("upstreams-10k.yaml",
                               tollgate_upstreams(up, secret_hash, extra_routes=9_998))
@@ -420,7 +427,7 @@ def run(args, procs):
             "tollgate-10k", ports["tg10k"], ports["tg10k_m"], upstreams_10k))
         procs.append(Proc("tollgate-10k", [TOLLGATE, "-c", tg10k_conf], PROXY_CPU))
 
-    for port in (ports["nginx"], ports["haproxy"], tg):
+    for port in (ports["nginx"], ports["haproxy"], tg, tgt):
         wait_http(port)
     if not args.skip_scale:
         wait_http(ports["tg10k"], timeout=300)
@@ -429,7 +436,7 @@ def run(args, procs):
     basic_refresh = base64.b64encode(f"bench-refresh:{SECRET}".encode()).decode()
     jwt = post_form(tg, "/credential/jwt", "grant_type=client_credentials",
                     f"bench:{SECRET}")["access_token"]
-    opaque = post_form(tg, "/credential/token", "grant_type=client_credentials",
+    opaque = post_form(tgt, "/credential/token", "grant_type=client_credentials",
                        f"bench:{SECRET}")["access_token"]
     bearer = f"Authorization: Bearer {jwt}"
     c = args.connections
@@ -441,7 +448,7 @@ def run(args, procs):
         env = {"BASIC": basic_auth, "FORM": form}
         if record:
             env["RECORD"] = record
-        return lambda d: wrk(f"http://127.0.0.1:{tg}{path}", c, d,
+        return lambda d: wrk(f"http://127.0.0.1:{tgt}{path}", c, d,
                              script="token_request.lua", env=env)
 
     refresh_file = os.path.join(WORK, "refresh-tokens.txt")
@@ -453,7 +460,7 @@ def run(args, procs):
                           record=refresh_file)(d)
 
     def refresh(d):
-        return wrk(f"http://127.0.0.1:{tg}", c, d, script="refresh.lua",
+        return wrk(f"http://127.0.0.1:{tgt}", c, d, script="refresh.lua",
                    env={"BASIC": basic_refresh, "TOKENS": refresh_file,
                         "ENDPOINT": "/credential/token"})
 

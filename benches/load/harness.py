@@ -375,7 +375,16 @@ def main():
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    shutil.rmtree(WORK, ignore_errors=True)
+    # A clean working directory, keeping the results of earlier runs.
+    os.makedirs(WORK, exist_ok=True)
+    for entry in os.listdir(WORK):
+        if entry.startswith("results-") and entry.endswith(".json"):
+            continue
+        path = os.path.join(WORK, entry)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
     os.makedirs(os.path.join(WORK, "nginx-tmp"))
 
     procs = []

@@ -8,25 +8,20 @@
 //! Run: `cargo bench --bench cache_memory` (N = 1,000,000; without `--bench`, as under
 //! `cargo test --all-targets`, N = 10,000).
 
+mod common;
+
+use common::{ISSUER, block_on, client, generated_keys};
 use std::alloc::{GlobalAlloc, Layout};
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tollgate::auth::cache::{TokenCache, unix_now};
 use tollgate::auth::revocations::Revocations;
 use tollgate::auth::{Authenticator, Validator};
-use tollgate::config::{
-    CacheSettings, Family, Format, GrantType, SigningKeySource, StoreSync, TokenPolicy,
-    TokenSettings,
-};
-use tollgate::keys::{Algorithm, KeySet};
-use tollgate::redact::Secret;
+use tollgate::config::{CacheSettings, Format, StoreSync};
+use tollgate::keys::Algorithm;
 use tollgate::store::sqlite::SqliteStore;
 use tollgate::token::issue::{Issue, Signer};
-use tollgate::token::registry::Client;
-
-const ISSUER: &str = "https://gateway.example";
 
 /// The gateway's allocator (mimalloc, as in `src/main.rs`), keeping count of the bytes
 /// currently allocated.
@@ -93,35 +88,6 @@ fn rss() -> usize {
     kib * 1024
 }
 
-/// A credential of two APIs with three scopes, as the registry builds it.
-fn client() -> Client {
-    Client {
-        id: "reporting-service".into(),
-        family: Family::Credential,
-        secret_hash: Secret::new(String::new()),
-        public: false,
-        grant_types: vec![GrantType::ClientCredentials],
-        scopes: vec![
-            "orders:read".into(),
-            "orders:write".into(),
-            "billing:read".into(),
-        ],
-        apis: HashSet::from(["orders".into(), "billing".into()]),
-        audiences: vec!["orders".into(), "billing".into()],
-        pool: None,
-        token: TokenPolicy {
-            access_token_lifetime: None,
-            immortal: false,
-            refresh: None,
-            allow_url_parameters: false,
-            jwt: true,
-            opaque: false,
-        },
-        // Longer than the default 15 minutes so no entry expires during a slow run.
-        lifetime: Duration::from_secs(3600),
-    }
-}
-
 fn main() {
     let n: usize = if std::env::args().any(|a| a == "--bench") {
         1_000_000
@@ -129,18 +95,7 @@ fn main() {
         10_000
     };
     let alg = Algorithm::ES256;
-    let settings = TokenSettings {
-        signing_key: SigningKeySource::Generated {
-            algorithm: alg,
-            kid: None,
-        },
-        verification_keys: vec![],
-        leeway: Duration::from_secs(60),
-        access_token_lifetime: Duration::from_secs(900),
-        refresh_grace_period: Duration::from_secs(10),
-    };
-    let der = tollgate::keys::generate_pkcs8(alg).expect("key");
-    let keys = Arc::new(KeySet::load(&settings, Some(&der)).expect("keys"));
+    let keys = generated_keys(alg);
     let signer = Signer::new(keys.clone(), ISSUER.into());
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(
@@ -157,7 +112,8 @@ fn main() {
         store,
         Arc::new(Revocations::default()),
     );
-    let client = client();
+    // Longer than the default 15 minutes so no entry expires during a slow run.
+    let client = client(true, false, Duration::from_secs(3600));
     // Two of every three tokens carry one audience, the rest two, all three scopes.
     let one_audience = &client.audiences[..1];
 
@@ -213,15 +169,4 @@ fn main() {
         per(rss_before, rss_after),
         rss_after.saturating_sub(rss_before) / 1024
     );
-}
-
-/// Drive a future that never waits (a JWT check touches no I/O) to completion.
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
 }

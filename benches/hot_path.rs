@@ -5,8 +5,10 @@
 //!
 //! Run: `cargo bench --bench hot_path`
 
+mod common;
+
+use common::{ISSUER, block_on, client, generated_keys};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use std::collections::HashSet;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,30 +17,15 @@ use tollgate::auth::cache::{TokenCache, unix_now};
 use tollgate::auth::revocations::Revocations;
 use tollgate::auth::{Authenticator, Validator};
 use tollgate::config::{
-    ApiConfig, AuthMode, CacheSettings, Family, Format, GrantType, HostHeader, SigningKeySource,
-    StoreSync, TokenPolicy, TokenSettings, UpstreamConfig, UpstreamServer,
+    ApiConfig, AuthMode, CacheSettings, Format, HostHeader, StoreSync, UpstreamConfig,
+    UpstreamServer,
 };
-use tollgate::keys::{Algorithm, KeySet};
-use tollgate::redact::Secret;
+use tollgate::keys::Algorithm;
 use tollgate::routes::RouteTable;
 use tollgate::store::Store;
 use tollgate::store::sqlite::SqliteStore;
 use tollgate::token::issue::{Issue, Signer};
 use tollgate::token::registry::Client;
-
-const ISSUER: &str = "https://gateway.example";
-
-/// Drive a future that never waits to completion. The opaque-token lookup qualifies: the
-/// SQLite read runs synchronously inside `Store::get`.
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
 
 /// An API with its own prefix and one local upstream server, no health check: building
 /// its pool touches no network.
@@ -93,49 +80,6 @@ fn route_match(c: &mut Criterion) {
     group.finish();
 }
 
-fn keys(alg: Algorithm) -> Arc<KeySet> {
-    let settings = TokenSettings {
-        signing_key: SigningKeySource::Generated {
-            algorithm: alg,
-            kid: None,
-        },
-        verification_keys: vec![],
-        leeway: Duration::from_secs(60),
-        access_token_lifetime: Duration::from_secs(900),
-        refresh_grace_period: Duration::from_secs(10),
-    };
-    let der = tollgate::keys::generate_pkcs8(alg).expect("key");
-    Arc::new(KeySet::load(&settings, Some(&der)).expect("keys"))
-}
-
-/// A credential as the registry builds it from the configuration.
-fn client(jwt: bool, opaque: bool) -> Client {
-    Client {
-        id: "reporting-service".into(),
-        family: Family::Credential,
-        secret_hash: Secret::new(String::new()),
-        public: false,
-        grant_types: vec![GrantType::ClientCredentials],
-        scopes: vec![
-            "orders:read".into(),
-            "orders:write".into(),
-            "billing:read".into(),
-        ],
-        apis: HashSet::from(["orders".into(), "billing".into()]),
-        audiences: vec!["orders".into(), "billing".into()],
-        pool: None,
-        token: TokenPolicy {
-            access_token_lifetime: None,
-            immortal: false,
-            refresh: None,
-            allow_url_parameters: false,
-            jwt,
-            opaque,
-        },
-        lifetime: Duration::from_secs(900),
-    }
-}
-
 fn issue<'a>(client: &'a Client, format: Format, now: i64) -> Issue<'a> {
     Issue {
         client,
@@ -150,10 +94,10 @@ fn issue<'a>(client: &'a Client, format: Format, now: i64) -> Issue<'a> {
 }
 
 fn jwt_signing(c: &mut Criterion) {
-    let client = client(true, false);
+    let client = client(true, false, Duration::from_secs(900));
     let mut group = c.benchmark_group("jwt_signing");
     for alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA] {
-        let signer = Signer::new(keys(alg), ISSUER.into());
+        let signer = Signer::new(generated_keys(alg), ISSUER.into());
         let now = unix_now();
         group.bench_function(alg.as_str(), |b| {
             b.iter(|| {
@@ -169,10 +113,10 @@ fn jwt_signing(c: &mut Criterion) {
 /// An authenticator over a fresh store holding one opaque access token, minted and stored
 /// the way the token endpoint does it; returns the token.
 fn opaque_setup(dir: &Path) -> (Authenticator, String) {
-    let keys = keys(Algorithm::ES256);
+    let keys = generated_keys(Algorithm::ES256);
     let store =
         Arc::new(SqliteStore::open(&dir.join("bench.db"), StoreSync::Normal).expect("store"));
-    let client = client(false, true);
+    let client = client(false, true, Duration::from_secs(900));
     let minted = Signer::new(keys.clone(), ISSUER.into())
         .mint(issue(&client, Format::Opaque, unix_now()))
         .expect("mint");

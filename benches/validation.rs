@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench --bench validation`
 
+mod common;
+
+use common::{ISSUER, block_on, generated_keys};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Method;
 use std::hint::black_box;
@@ -13,36 +16,12 @@ use tollgate::auth::cache::{TokenCache, unix_now};
 use tollgate::auth::revocations::Revocations;
 use tollgate::auth::scope::Rule;
 use tollgate::auth::{Authenticator, Validator, authorize};
-use tollgate::config::{CacheSettings, SigningKeySource, StoreSync, TokenSettings};
-use tollgate::keys::{Algorithm, KeySet};
+use tollgate::config::{CacheSettings, StoreSync};
+use tollgate::keys::Algorithm;
 use tollgate::store::sqlite::SqliteStore;
 
-const ISSUER: &str = "https://gateway.example";
-
-/// Drive a future that never waits (a JWT check touches no I/O) to completion.
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
-
 fn setup(alg: Algorithm, dir: &std::path::Path) -> (Authenticator, String) {
-    let settings = TokenSettings {
-        signing_key: SigningKeySource::Generated {
-            algorithm: alg,
-            kid: None,
-        },
-        verification_keys: vec![],
-        leeway: Duration::from_secs(60),
-        access_token_lifetime: Duration::from_secs(900),
-        refresh_grace_period: Duration::from_secs(10),
-    };
-    let der = tollgate::keys::generate_pkcs8(alg).expect("key");
-    let keys = Arc::new(KeySet::load(&settings, Some(&der)).expect("keys"));
+    let keys = generated_keys(alg);
     let now = unix_now();
     let claims = serde_json::json!({
         "iss": ISSUER, "sub": "reporting-service", "aud": ["orders", "billing"],

@@ -45,7 +45,7 @@ enum Command {
 }
 
 /// mimalloc: per-thread free lists suit a proxy that allocates and frees small buffers on
-/// every request, and it returns memory to the system more promptly than glibc's malloc.
+/// every request.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -3,7 +3,7 @@
 //! tollgate writes when it issues a token.
 
 use crate::auth::scope::Scopes;
-use crate::keys::{Algorithm, is_valid_kid};
+use crate::keys::is_valid_kid;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
@@ -31,10 +31,61 @@ pub enum Malformed {
     KeyId,
 }
 
+/// The JWS algorithms a token may be verified with (RFC 7518 §3.1, RFC 8037): the
+/// asymmetric ones only. HMAC (a shared secret) and `none` are never accepted; which of
+/// these a key or an issuer accepts is decided by the key set or the issuer's allow-list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JwsAlg {
+    ES256,
+    ES384,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    EdDSA,
+}
+
+impl JwsAlg {
+    pub const ALL: [JwsAlg; 9] = [
+        JwsAlg::ES256,
+        JwsAlg::ES384,
+        JwsAlg::RS256,
+        JwsAlg::RS384,
+        JwsAlg::RS512,
+        JwsAlg::PS256,
+        JwsAlg::PS384,
+        JwsAlg::PS512,
+        JwsAlg::EdDSA,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwsAlg::ES256 => "ES256",
+            JwsAlg::ES384 => "ES384",
+            JwsAlg::RS256 => "RS256",
+            JwsAlg::RS384 => "RS384",
+            JwsAlg::RS512 => "RS512",
+            JwsAlg::PS256 => "PS256",
+            JwsAlg::PS384 => "PS384",
+            JwsAlg::PS512 => "PS512",
+            JwsAlg::EdDSA => "EdDSA",
+        }
+    }
+
+    /// The algorithm a JWS `alg` header names (case-sensitive, RFC 7515 §4.1.1).
+    pub fn from_jws(alg: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == alg)
+    }
+}
+
 /// A token split and its header read, signature not yet checked.
 pub struct Unverified<'a> {
-    pub alg: Algorithm,
+    pub alg: JwsAlg,
     pub kid: Option<String>,
+    /// The `typ` header, as written (RFC 7515 §4.1.9; `at+jwt` for RFC 9068 access tokens).
+    pub typ: Option<String>,
     /// `header.claims`, the bytes the signature covers.
     pub signing_input: &'a [u8],
     pub signature: Vec<u8>,
@@ -64,7 +115,7 @@ pub fn parse(token: &str) -> Result<Unverified<'_>, Malformed> {
     let alg = header
         .alg
         .as_deref()
-        .and_then(Algorithm::from_jws)
+        .and_then(JwsAlg::from_jws)
         .ok_or(Malformed::Algorithm)?;
     if let Some(kid) = &header.kid
         && !is_valid_kid(kid)
@@ -74,6 +125,7 @@ pub fn parse(token: &str) -> Result<Unverified<'_>, Malformed> {
     Ok(Unverified {
         alg,
         kid: header.kid,
+        typ: header.typ,
         signing_input: &token.as_bytes()[..h.len() + 1 + c.len()],
         signature,
         claims_b64: c,
@@ -88,6 +140,29 @@ impl Unverified<'_> {
             .map_err(|_| Malformed::Structure)?;
         from_json(&json)
     }
+
+    /// The claims both as [`Claims`] and as a JSON value, for claims looked up by a
+    /// configured path (an external issuer's `roles`, `realm_access.roles`). The strict
+    /// parse runs first, so a document with repeated names is refused before the lenient
+    /// one could pick either value. Call only after the signature has been verified.
+    pub fn claims_and_value(&self) -> Result<(Claims, serde_json::Value), Malformed> {
+        let json = B64
+            .decode(self.claims_b64)
+            .map_err(|_| Malformed::Structure)?;
+        let claims = from_json(&json)?;
+        let value = serde_json::from_slice(&json).map_err(|_| Malformed::Json)?;
+        Ok((claims, value))
+    }
+}
+
+/// Whether a `typ` header value names `expected` (RFC 7515 §4.1.9: compared without
+/// case, and `application/` may be left out).
+pub fn typ_is(typ: &str, expected: &str) -> bool {
+    let bare = match typ.get(..12) {
+        Some(p) if p.eq_ignore_ascii_case("application/") => &typ[12..],
+        _ => typ,
+    };
+    bare.eq_ignore_ascii_case(expected)
 }
 
 /// Decode a JOSE header or claims set: UTF-8 JSON (RFC 7519 §7.2), all of it, including the
@@ -195,6 +270,7 @@ impl<'de> Deserialize<'de> for Unread {
 struct Header {
     alg: Option<String>,
     kid: Option<String>,
+    typ: Option<String>,
     crit: bool,
 }
 
@@ -211,6 +287,7 @@ impl<'de> Deserialize<'de> for Header {
                 let mut h = Header {
                     alg: None,
                     kid: None,
+                    typ: None,
                     crit: false,
                 };
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
@@ -218,6 +295,7 @@ impl<'de> Deserialize<'de> for Header {
                     match &*key {
                         "alg" => h.alg = Some(map.next_value()?),
                         "kid" => h.kid = Some(map.next_value()?),
+                        "typ" => h.typ = Some(map.next_value()?),
                         "crit" => {
                             map.next_value::<Unread>()?;
                             h.crit = true;
@@ -385,8 +463,9 @@ mod tests {
             r#"{"iss":"i","sub":"s","aud":["a","b"],"exp":10,"nbf":1.9,"iat":1,"jti":"j","client_id":"c","scope":"x y","custom":{"deep":[1,2]}}"#,
         );
         let u = parse(&t).unwrap();
-        assert_eq!(u.alg, Algorithm::ES256);
+        assert_eq!(u.alg, JwsAlg::ES256);
         assert_eq!(u.kid.as_deref(), Some("k1"));
+        assert_eq!(u.typ.as_deref(), Some("JWT"));
         assert_eq!(u.signature, b"sig");
         assert!(t.starts_with(std::str::from_utf8(u.signing_input).unwrap()));
         let c = u.claims().unwrap();
@@ -450,6 +529,38 @@ mod tests {
                 "{alg}"
             );
         }
+    }
+
+    #[test]
+    fn every_asymmetric_algorithm_is_read_and_typ_compares_loosely() {
+        for alg in JwsAlg::ALL {
+            let h = serde_json::json!({"alg": alg.as_str(), "typ": "at+jwt"}).to_string();
+            let t = token(&h, "{}");
+            let u = parse(&t).unwrap();
+            assert_eq!(u.alg, alg);
+            assert!(typ_is(u.typ.as_deref().unwrap(), "at+jwt"));
+        }
+        assert!(typ_is("application/AT+JWT", "at+jwt"));
+        assert!(typ_is("JWT", "jwt"));
+        assert!(!typ_is("JWT", "at+jwt"));
+        assert!(!typ_is("application/", "at+jwt"));
+        assert!(!typ_is("x", "at+jwt"));
+    }
+
+    #[test]
+    fn claims_and_value_agree_and_refuse_repeats() {
+        let t = token(
+            r#"{"alg":"ES256"}"#,
+            r#"{"sub":"s","realm_access":{"roles":["a"]}}"#,
+        );
+        let (c, v) = parse(&t).unwrap().claims_and_value().unwrap();
+        assert_eq!(c.sub.as_deref(), Some("s"));
+        assert_eq!(v["realm_access"]["roles"][0], "a");
+        let t = token(r#"{"alg":"ES256"}"#, r#"{"roles":["a"],"roles":["admin"]}"#);
+        assert_eq!(
+            parse(&t).unwrap().claims_and_value().err(),
+            Some(Malformed::DuplicateKey)
+        );
     }
 
     #[test]

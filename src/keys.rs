@@ -3,6 +3,7 @@
 //! key set as JWKS. Keys are parsed once; signing and verification reuse them.
 
 use crate::config::{KeyFile, SigningKeySource, TokenSettings};
+use crate::jwt::JwsAlg;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize, PublicKeyComponents};
@@ -46,6 +47,15 @@ impl Algorithm {
             "RS256" => Some(Algorithm::RS256),
             "EdDSA" => Some(Algorithm::EdDSA),
             _ => None,
+        }
+    }
+
+    /// The JWS algorithm tokens signed with such a key name.
+    pub fn jws(self) -> JwsAlg {
+        match self {
+            Algorithm::ES256 => JwsAlg::ES256,
+            Algorithm::RS256 => JwsAlg::RS256,
+            Algorithm::EdDSA => JwsAlg::EdDSA,
         }
     }
 
@@ -222,7 +232,7 @@ impl KeySet {
 
     /// The key for a token's `kid` and `alg`. Without a `kid`, the first key of that
     /// algorithm.
-    pub fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<&VerifyingKey, KeyMiss> {
+    pub fn find(&self, kid: Option<&str>, alg: JwsAlg) -> Result<&VerifyingKey, KeyMiss> {
         match kid {
             Some(kid) => {
                 let key = self
@@ -230,7 +240,7 @@ impl KeySet {
                     .iter()
                     .find(|k| &*k.kid == kid)
                     .ok_or(KeyMiss::UnknownKid)?;
-                if key.alg == alg {
+                if key.alg.jws() == alg {
                     Ok(key)
                 } else {
                     Err(KeyMiss::WrongAlgorithm)
@@ -239,7 +249,7 @@ impl KeySet {
             None => self
                 .verifying
                 .iter()
-                .find(|k| k.alg == alg)
+                .find(|k| k.alg.jws() == alg)
                 .ok_or(KeyMiss::UnknownKid),
         }
     }

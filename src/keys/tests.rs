@@ -26,7 +26,7 @@ fn roundtrip(alg: Algorithm) {
     let keys = KeySet::load(&s, Some(&der)).unwrap();
     let token = keys.signing().sign_compact(br#"{"sub":"x"}"#).unwrap();
     let (input, sig) = token.rsplit_once('.').unwrap();
-    let key = keys.find(Some(keys.signing().kid()), alg).unwrap();
+    let key = keys.find(Some(keys.signing().kid()), alg.jws()).unwrap();
     assert!(key.verify(input.as_bytes(), &B64.decode(sig).unwrap()));
     assert!(!key.verify(b"tampered", &B64.decode(sig).unwrap()));
 
@@ -95,19 +95,19 @@ fn verification_keys_from_public_pem_are_published_and_used() {
     old.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), msg, &mut sig)
         .unwrap();
     assert!(
-        keys.find(Some("old"), Algorithm::RS256)
+        keys.find(Some("old"), JwsAlg::RS256)
             .unwrap()
             .verify(msg, &sig)
     );
     assert_eq!(
-        keys.find(Some("old"), Algorithm::ES256).err(),
+        keys.find(Some("old"), JwsAlg::ES256).err(),
         Some(KeyMiss::WrongAlgorithm)
     );
     assert_eq!(
-        keys.find(Some("nope"), Algorithm::ES256).err(),
+        keys.find(Some("nope"), JwsAlg::ES256).err(),
         Some(KeyMiss::UnknownKid)
     );
-    assert_eq!(keys.find(None, Algorithm::RS256).unwrap().kid(), "old");
+    assert_eq!(keys.find(None, JwsAlg::RS256).unwrap().kid(), "old");
 }
 
 #[test]

@@ -30,6 +30,7 @@ fn setup(alg: Algorithm, dir: &std::path::Path) -> (Authenticator, String) {
         "gid": "Zq3kV9nQ0a8cVt1mXw2yEg",
     });
     let token = keys
+        .get()
         .signing()
         .sign_compact(claims.to_string().as_bytes())
         .expect("sign");

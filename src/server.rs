@@ -1,16 +1,18 @@
 //! Wiring: build the gateway from a validated config and run it as Pingora services
 //! (the proxy with its listeners, the metrics listener, the health checks).
 
-use crate::auth::cache::TokenCache;
+use crate::auth::cache::{TokenCache, unix_now};
 use crate::auth::revocations::{Revocations, StateSync};
 use crate::auth::{Authenticator, Validator};
-use crate::config::Config;
-use crate::config::SigningKeySource;
-use crate::keys::{self, Algorithm, KeySet};
-use crate::metrics::{ApiSeries, Metrics, MetricsApp};
+use crate::config::{Config, StoreBackend};
+use crate::keys::KeyRing;
+use crate::keys::seal::Sealer;
+use crate::metrics::{ApiSeries, Metrics, MetricsApp, StoreMetrics};
 use crate::proxy::Gateway;
 use crate::routes::RouteTable;
 use crate::store::Store;
+use crate::store::instrumented::Instrumented;
+use crate::store::redis::RedisStore;
 use crate::store::sqlite::SqliteStore;
 use crate::token::TokenService;
 use crate::token::registry::Registry;
@@ -109,46 +111,52 @@ fn create_state_dir(config: &Config) -> Result<(), String> {
         })
 }
 
-/// The embedded store, its file created private (it holds the generated signing key).
-fn open_store(config: &Config) -> Result<SqliteStore, String> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = &config.store.file;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot create the store {}: {e}", path.display()))?;
-    SqliteStore::open(path, config.store.sync).map_err(|e| e.to_string())
+/// The configured store with its metrics: the embedded SQLite file (created private: it
+/// may hold the generated signing key), or the cluster's Redis.
+pub fn open_store(config: &Config, metrics: StoreMetrics) -> Result<Arc<dyn Store>, String> {
+    match &config.store.backend {
+        StoreBackend::Sqlite { file, sync } => {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(file)
+                .map_err(|e| format!("cannot create the store {}: {e}", file.display()))?;
+            let store = SqliteStore::open(file, *sync).map_err(|e| e.to_string())?;
+            Ok(Arc::new(Instrumented::new(store, metrics)))
+        }
+        StoreBackend::Redis(r) => {
+            let store = RedisStore::open(r).map_err(|e| e.to_string())?;
+            Ok(Arc::new(Instrumented::new(store, metrics)))
+        }
+    }
 }
 
-/// The generated signing key for `alg`: the one in the store, or a new one stored now.
-async fn generated_key(store: &dyn Store, alg: Algorithm) -> Result<Vec<u8>, String> {
-    let name = keys::generated_key_name(alg);
-    if let Some(der) = store.key(&name).await.map_err(|e| e.to_string())? {
-        return Ok(der);
+/// Where the store is, for messages (never with a password).
+pub fn store_location(config: &Config) -> String {
+    match &config.store.backend {
+        StoreBackend::Sqlite { file, .. } => file.display().to_string(),
+        StoreBackend::Redis(r) => r.url_for_logs.clone(),
     }
-    let candidate = keys::generate_pkcs8(alg).map_err(|e| e.to_string())?;
-    let der = store
-        .key_or_insert(&name, candidate)
-        .await
-        .map_err(|e| e.to_string())?;
-    log::info!("generated a new {} signing key in the store", alg.as_str());
-    Ok(der)
+}
+
+/// The sealer for generated keys at rest.
+pub fn sealer(config: &Config) -> Result<Sealer, String> {
+    Sealer::new(config.store.key_encryption.as_ref().map(|k| k.expose()))
 }
 
 /// Build every part of the gateway and run until a shutdown signal. Returns only on a
 /// startup error.
 pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
     create_state_dir(&config)?;
-    let store: Arc<dyn Store> = Arc::new(open_store(&config)?);
+    let metrics = Arc::new(
+        Metrics::new(prometheus::default_registry())
+            .map_err(|e| format!("cannot register metrics: {e}"))?,
+    );
+    let store = open_store(&config, metrics.store.clone())?;
     let revocations = Arc::new(Revocations::default());
-    let state_sync = StateSync {
-        store: store.clone(),
-        revocations: revocations.clone(),
-        poll: Duration::from_secs(1),
-        purge_interval: config.store.purge_interval,
-    };
+    let registry = Arc::new(Registry::from_config(&config));
     // Startup work that needs the store, done before anything is served.
     let startup = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -164,25 +172,35 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
         .map_err(|e| format!("cannot handle SIGXFSZ: {e}"))?;
     // Tokio leaves the handler installed when the stream goes.
     drop(xfsz);
-    let generated = match &config.tokens.signing_key {
-        SigningKeySource::Generated { algorithm, .. } => {
-            Some(startup.block_on(generated_key(&*store, *algorithm))?)
-        }
-        SigningKeySource::File(_) => None,
+    let location = store_location(&config);
+    startup
+        .block_on(store.ping())
+        .map_err(|e| format!("cannot reach the store at {location}: {e}"))?;
+    let keys = Arc::new(
+        startup
+            .block_on(KeyRing::open(
+                &*store,
+                &config.tokens,
+                sealer(&config)?,
+                unix_now(),
+            ))
+            .map_err(|e| format!("signing keys: {e}"))?,
+    );
+    let state_sync = StateSync {
+        store: store.clone(),
+        revocations: revocations.clone(),
+        keys: keys.clone(),
+        max_token_lifetime: registry.longest_token_lifetime(),
+        purge_interval: config.store.purge_interval,
+        maintenance_interval: Duration::from_secs(2),
+        cursor: Default::default(),
     };
     startup
         .block_on(state_sync.catch_up())
-        .map_err(|e| format!("cannot read revocations: {e}"))?;
+        .map_err(|e| format!("cannot read revocations from {location}: {e}"))?;
     drop(startup);
-    let keys =
-        Arc::new(KeySet::load(&config.tokens, generated.as_deref()).map_err(|e| e.to_string())?);
-    let metrics = Arc::new(
-        Metrics::new(prometheus::default_registry())
-            .map_err(|e| format!("cannot register metrics: {e}"))?,
-    );
     let (routes, apis) = RouteTable::build(&config.apis)?;
     let health = HealthChecks::new(apis.iter().map(|a| &a.pool));
-    let registry = Arc::new(Registry::from_config(&config));
     let auth = Arc::new(Authenticator::new(
         Validator::new(keys.clone(), &config.issuer, config.tokens.leeway),
         TokenCache::new(config.validation_cache),

@@ -9,7 +9,7 @@ pub mod revocations;
 pub mod scope;
 
 use crate::jwt;
-use crate::keys::{KeyMiss, KeySet};
+use crate::keys::{KeyMiss, KeyRing};
 use crate::opaque;
 use crate::store::{Store, TokenKind, TokenRecord, digest};
 use cache::TokenCache;
@@ -134,6 +134,17 @@ impl std::ops::Deref for Principal {
 }
 
 impl Principal {
+    /// What a revocation may name of this token.
+    pub fn revocation_subject(&self) -> revocations::Subject<'_> {
+        revocations::Subject {
+            jti: self.jti.as_deref(),
+            grant: self.grant_id.as_deref(),
+            client_id: self.client_id.as_deref(),
+            username: self.username.as_deref(),
+            iat: self.iat,
+        }
+    }
+
     /// The principal an opaque access token's record describes.
     pub fn from_record(r: &TokenRecord) -> Self {
         Self {
@@ -185,13 +196,13 @@ impl Holders {
 
 /// Signature and registered-claim checks against the gateway's key set.
 pub struct Validator {
-    keys: Arc<KeySet>,
+    keys: Arc<KeyRing>,
     issuer: Box<str>,
     leeway: i64,
 }
 
 impl Validator {
-    pub fn new(keys: Arc<KeySet>, issuer: &str, leeway: std::time::Duration) -> Self {
+    pub fn new(keys: Arc<KeyRing>, issuer: &str, leeway: std::time::Duration) -> Self {
         Self {
             keys,
             issuer: issuer.into(),
@@ -212,8 +223,8 @@ impl Validator {
     /// its times (revocation looks at expired tokens too).
     pub fn signed_claims(&self, token: &str) -> Result<jwt::Claims, Outcome> {
         let unverified = jwt::parse(token).map_err(|_| Outcome::Malformed)?;
-        let key = self
-            .keys
+        let keys = self.keys.get();
+        let key = keys
             .find(unverified.kid.as_deref(), unverified.alg)
             .map_err(|miss| match miss {
                 KeyMiss::UnknownKid => Outcome::UnknownKey,
@@ -327,10 +338,7 @@ impl Authenticator {
             }
         };
         let result = result.and_then(|p| {
-            if self
-                .revocations
-                .is_revoked(p.jti.as_deref(), p.grant_id.as_deref())
-            {
+            if self.revocations.is_revoked(p.revocation_subject()) {
                 Err(Outcome::Revoked)
             } else {
                 Ok(p)

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::{CacheSettings, Family, Format, SigningKeySource, StoreSync, TokenSettings};
-use crate::keys::Algorithm;
+use crate::keys::{Algorithm, KeyRing, KeySet};
 use crate::store::{Revocation, RevocationTarget};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -13,7 +13,7 @@ use std::time::Duration;
 const ISS: &str = "https://gw.example";
 const NOW: i64 = 1_900_000_000;
 
-fn keyset() -> Arc<KeySet> {
+fn keyset() -> Arc<KeyRing> {
     let settings = TokenSettings {
         signing_key: SigningKeySource::Generated {
             algorithm: Algorithm::ES256,
@@ -23,13 +23,17 @@ fn keyset() -> Arc<KeySet> {
         leeway: Duration::from_secs(60),
         access_token_lifetime: Duration::from_secs(900),
         refresh_grace_period: Duration::from_secs(10),
+        rotation: crate::config::RotationSettings {
+            every: None,
+            publish_ahead: Duration::from_secs(600),
+        },
     };
     let der = crate::keys::generate_pkcs8(Algorithm::ES256).unwrap();
-    Arc::new(KeySet::load(&settings, Some(&der)).unwrap())
+    Arc::new(KeyRing::from(KeySet::load(&settings, Some(&der)).unwrap()))
 }
 
 struct Fixture {
-    keys: Arc<KeySet>,
+    keys: Arc<KeyRing>,
     validator: Validator,
 }
 
@@ -46,8 +50,9 @@ fn claims() -> serde_json::Value {
     })
 }
 
-fn sign(keys: &KeySet, claims: &serde_json::Value) -> String {
-    keys.signing()
+fn sign(keys: &KeyRing, claims: &serde_json::Value) -> String {
+    keys.get()
+        .signing()
         .sign_compact(claims.to_string().as_bytes())
         .unwrap()
 }
@@ -113,8 +118,8 @@ fn another_keys_signature_is_refused() {
     // Same kid as ours but signed by the other key: the signature is bad.
     let t = sign(&other, &claims());
     let (_, rest) = t.split_once('.').unwrap();
-    let our_header =
-        B64.encode(json!({"alg":"ES256","typ":"JWT","kid": f.keys.signing().kid()}).to_string());
+    let our_header = B64
+        .encode(json!({"alg":"ES256","typ":"JWT","kid": f.keys.get().signing().kid()}).to_string());
     let spliced = format!("{our_header}.{rest}");
     assert_eq!(
         f.validator.validate(&spliced, NOW),
@@ -126,14 +131,14 @@ fn another_keys_signature_is_refused() {
 fn algorithm_confusion_is_refused() {
     let f = fixture();
     // HS256 "signed" with the public key: not an accepted alg at all.
-    let h = B64.encode(json!({"alg":"HS256","kid": f.keys.signing().kid()}).to_string());
+    let h = B64.encode(json!({"alg":"HS256","kid": f.keys.get().signing().kid()}).to_string());
     let c = B64.encode(claims().to_string());
     assert_eq!(
         f.validator.validate(&format!("{h}.{c}.AAAA"), NOW),
         Err(Outcome::Malformed)
     );
     // RS256 claimed for our ES256 key.
-    let h = B64.encode(json!({"alg":"RS256","kid": f.keys.signing().kid()}).to_string());
+    let h = B64.encode(json!({"alg":"RS256","kid": f.keys.get().signing().kid()}).to_string());
     assert_eq!(
         f.validator.validate(&format!("{h}.{c}.AAAA"), NOW),
         Err(Outcome::BadSignature)
@@ -230,7 +235,7 @@ struct Stateful {
     _dir: tempfile::TempDir,
     store: Arc<dyn Store>,
     auth: Authenticator,
-    keys: Arc<KeySet>,
+    keys: Arc<KeyRing>,
 }
 
 fn stateful() -> Stateful {
@@ -364,7 +369,6 @@ async fn revocations_apply_to_cached_tokens_at_once() {
     let jwt = sign(&s.keys, &claims);
     assert!(s.auth.authenticate(&jwt, now).await.0.is_ok());
     let revoke = |target| Revocation {
-        seq: 1,
         target,
         until: None,
     };

@@ -133,6 +133,18 @@ pub(crate) struct TokensFile {
     /// How long a used refresh token may be used again (concurrent refreshes) before a
     /// reuse counts as theft.
     pub refresh_grace_period: Option<DurationText>,
+    /// Rotation of the generated signing key.
+    pub rotation: Option<RotationFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotationFile {
+    /// Rotate the generated signing key when it is this old (off when left out).
+    pub every: Option<DurationText>,
+    /// How long a new key is in JWKS before it signs (default 10m, at least 5m: the JWKS
+    /// document is served with `max-age=300`).
+    pub publish_ahead: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,13 +190,31 @@ pub(crate) struct LogFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StoreFile {
-    /// Database file, relative to `state_dir` (default `tollgate.db`).
+    /// `sqlite` (default, one file in state_dir) or `redis` (shared by a cluster).
+    pub kind: Option<StoreKind>,
+    /// SQLite: database file, relative to `state_dir` (default `tollgate.db`).
     pub file: Option<String>,
-    /// `full` (default): each acknowledged write is on disk; `normal`: it survives a crash of
-    /// the gateway but not of the machine.
+    /// SQLite: `full` (default): each acknowledged write is on disk; `normal`: it survives a
+    /// crash of the gateway but not of the machine.
     pub sync: Option<StoreSync>,
+    /// Redis: `redis://[user:password@]host:port/db`, or `rediss://` for TLS.
+    pub url: Option<String>,
+    /// Redis: prefix of every key (default `tollgate:`).
+    pub key_prefix: Option<String>,
+    /// Redis: longest wait for any call (default 500ms).
+    pub timeout: Option<DurationText>,
     /// How often expired tokens and revocations are deleted.
     pub purge_interval: Option<DurationText>,
+    /// File holding the 32-byte key (raw, or base64 on one line) that encrypts generated
+    /// signing keys in the store. Required with `kind: redis` and a generated key.
+    pub encryption_key_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    Sqlite,
+    Redis,
 }
 
 #[derive(Debug, Default, Deserialize)]

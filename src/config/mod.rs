@@ -54,12 +54,35 @@ pub struct LimitSettings {
     pub per_ip: u32,
 }
 
-/// The embedded store.
+/// Where durable state lives.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
-    pub file: PathBuf,
-    pub sync: StoreSync,
+    pub backend: StoreBackend,
     pub purge_interval: Duration,
+    /// The AES-256-GCM key that seals generated signing keys before they are stored.
+    pub key_encryption: Option<Secret<[u8; 32]>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreBackend {
+    /// The embedded store: one SQLite file.
+    Sqlite { file: PathBuf, sync: StoreSync },
+    /// Shared by every node of a cluster.
+    Redis(RedisSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port/db` or `rediss://` for TLS; may hold a password.
+    pub url: Secret<String>,
+    /// The same URL without its password, for logs.
+    pub url_for_logs: String,
+    /// Prefix of every key tollgate writes (several gateways may share one Redis).
+    pub prefix: String,
+    /// Longest wait for any Redis call.
+    pub timeout: Duration,
+    /// Approximate length the revocation stream is trimmed to.
+    pub feed_max_len: u64,
 }
 
 pub use file::StoreSync;
@@ -98,6 +121,17 @@ pub struct TokenSettings {
     pub leeway: Duration,
     pub access_token_lifetime: Duration,
     pub refresh_grace_period: Duration,
+    pub rotation: RotationSettings,
+}
+
+/// Signing-key rotation of generated keys (`tollgate keys rotate`, or on a schedule).
+#[derive(Debug, Clone, Copy)]
+pub struct RotationSettings {
+    /// Rotate by itself when the signing key is this old.
+    pub every: Option<Duration>,
+    /// How long a new key is published in JWKS before it signs anything: at least one JWKS
+    /// cache lifetime, so every verifier has it before the first token it signs.
+    pub publish_ahead: Duration,
 }
 
 /// Where the signing key comes from.

@@ -309,7 +309,12 @@ impl TokenService {
                 "the refresh token was not issued to this client",
             ));
         }
-        if !record.is_live(now) {
+        if !record.is_live(now)
+            || self
+                .auth
+                .revocations()
+                .is_revoked(record.revocation_subject())
+        {
             return Err(invalid_grant("the refresh token expired or was revoked"));
         }
         // What the current configuration still allows this grant.
@@ -371,7 +376,6 @@ impl TokenService {
             Rotation::Rotated | Rotation::WithinGrace => Ok(minted),
             Rotation::Reused { grant_id } => {
                 self.auth.revocations().add(&[Revocation {
-                    seq: 0,
                     target: RevocationTarget::Grant(grant_id),
                     until: reuse_until,
                 }]);

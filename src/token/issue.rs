@@ -6,7 +6,7 @@ use super::registry::Client;
 use crate::auth::scope::is_valid_scope_token;
 use crate::config::Format;
 use crate::jwt::{AudienceOut, IssuedClaims};
-use crate::keys::KeySet;
+use crate::keys::KeyRing;
 use crate::opaque;
 use crate::store::{Digest, TokenKind, TokenRecord, digest};
 use base64::Engine as _;
@@ -124,12 +124,12 @@ impl Minted {
 
 /// Signs and mints tokens for one issuer.
 pub struct Signer {
-    keys: Arc<KeySet>,
+    keys: Arc<KeyRing>,
     issuer: Arc<str>,
 }
 
 impl Signer {
-    pub fn new(keys: Arc<KeySet>, issuer: Arc<str>) -> Self {
+    pub fn new(keys: Arc<KeyRing>, issuer: Arc<str>) -> Self {
         Self { keys, issuer }
     }
 
@@ -154,38 +154,38 @@ impl Signer {
             used_at: None,
             revoked: false,
         };
-        let access_token = match i.format {
-            Format::Jwt => {
-                let claims = IssuedClaims {
-                    iss: &self.issuer,
-                    sub: i.username.unwrap_or(&i.client.id),
-                    aud: AudienceOut::from_list(i.audiences),
-                    exp,
-                    iat: i.now,
-                    nbf: i.now,
-                    jti: &jti,
-                    client_id: &i.client.id,
-                    scope: &scope,
-                    username: i.username,
-                    gid: i.grant_id,
-                };
-                let json = serde_json::to_vec(&claims).map_err(|_| {
-                    OAuthError::new(ErrorCode::ServerError, "cannot encode the token")
-                })?;
-                self.keys
-                    .signing()
-                    .sign_compact(&json)
-                    .map_err(|_| OAuthError::new(ErrorCode::ServerError, "cannot sign the token"))?
-            }
-            Format::Opaque => {
-                let token = opaque::generate(opaque::Kind::Access).ok_or_else(no_randomness)?;
-                records.push((
-                    digest(&token),
-                    record(TokenKind::Access, jti, Format::Opaque, exp),
-                ));
-                token
-            }
-        };
+        let access_token =
+            match i.format {
+                Format::Jwt => {
+                    let claims = IssuedClaims {
+                        iss: &self.issuer,
+                        sub: i.username.unwrap_or(&i.client.id),
+                        aud: AudienceOut::from_list(i.audiences),
+                        exp,
+                        iat: i.now,
+                        nbf: i.now,
+                        jti: &jti,
+                        client_id: &i.client.id,
+                        scope: &scope,
+                        username: i.username,
+                        gid: i.grant_id,
+                    };
+                    let json = serde_json::to_vec(&claims).map_err(|_| {
+                        OAuthError::new(ErrorCode::ServerError, "cannot encode the token")
+                    })?;
+                    self.keys.get().signing().sign_compact(&json).map_err(|_| {
+                        OAuthError::new(ErrorCode::ServerError, "cannot sign the token")
+                    })?
+                }
+                Format::Opaque => {
+                    let token = opaque::generate(opaque::Kind::Access).ok_or_else(no_randomness)?;
+                    records.push((
+                        digest(&token),
+                        record(TokenKind::Access, jti, Format::Opaque, exp),
+                    ));
+                    token
+                }
+            };
         let refresh_token = match (i.with_refresh, i.client.token.refresh) {
             (true, Some(refresh_lifetime)) => {
                 let token = opaque::generate(opaque::Kind::Refresh).ok_or_else(no_randomness)?;

@@ -16,7 +16,7 @@ pub mod wellknown;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, Family};
-use crate::keys::KeySet;
+use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use bytes::Bytes;
@@ -126,7 +126,7 @@ pub struct ServiceSettings {
 
 /// Issues, refreshes, introspects and revokes tokens; serves discovery and JWKS.
 pub struct TokenService {
-    keys: Arc<KeySet>,
+    keys: Arc<KeyRing>,
     signer: Signer,
     registry: Arc<Registry>,
     secrets: SecretVerifier,
@@ -156,7 +156,7 @@ enum SecretRule {
 impl TokenService {
     pub fn new(
         config: &Config,
-        keys: Arc<KeySet>,
+        keys: Arc<KeyRing>,
         registry: Arc<Registry>,
         store: Arc<dyn Store>,
         auth: Arc<Authenticator>,
@@ -180,7 +180,7 @@ impl TokenService {
 
     pub async fn handle(&self, endpoint: &Endpoint, req: TokenRequest<'_>) -> Reply {
         let result = match endpoint {
-            Endpoint::Jwks => return self.document(req.method, self.keys.jwks_json()),
+            Endpoint::Jwks => return self.document(req.method, self.keys.get().jwks_json()),
             Endpoint::Discovery => return self.document(req.method, &self.discovery),
             Endpoint::Unknown => return Reply::not_found(),
             Endpoint::Token { family, format } => self.token(*family, *format, &req).await,

@@ -240,6 +240,16 @@ impl Registry {
         all
     }
 
+    /// The longest lifetime of any access token a client may be issued; `None` when some
+    /// client's tokens never expire. A replaced signing key stays published this long.
+    pub fn longest_token_lifetime(&self) -> Option<Duration> {
+        self.auth
+            .values()
+            .chain(self.credential.values())
+            .map(|c| c.access_lifetime())
+            .try_fold(Duration::ZERO, |longest, l| l.map(|l| longest.max(l)))
+    }
+
     /// The grant types some client may use.
     pub fn grant_types(&self) -> Vec<GrantType> {
         GrantType::ALL

@@ -145,11 +145,7 @@ pub fn consent(p: &ConsentPage) -> String {
 /// A page that explains what went wrong and offers nothing to click: for requests that
 /// must not be redirected back (unknown client, unregistered redirect URI).
 pub fn error(title: &str, message: &str) -> String {
-    let body = format!(
-        "<h1>{}</h1>\n<p class=\"lede\">{}</p>\n",
-        escape(title),
-        escape(message)
-    );
+    let body = format!("<h1>{}</h1>\n<p>{}</p>\n", escape(title), escape(message));
     document(title, &body)
 }
 

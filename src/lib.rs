@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod authorize;
 pub mod config;
 pub mod jwt;
 pub mod keys;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod oauth;
 
 use aws_lc_rs::rand::SystemRandom;

@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tollgate::config;
+use tollgate::{admin, config};
 use tollgate::server::{self, RunOptions};
 
 #[derive(Parser)]
@@ -42,6 +42,29 @@ enum Command {
         #[arg(long)]
         generate: bool,
     },
+    /// The generated signing keys in the store (shared by every node of a cluster).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Revoke every token of a client or a user issued until now, on every node.
+    Revoke {
+        /// The client whose tokens to revoke (a leaked secret, a compromised app).
+        #[arg(long, conflicts_with = "user", required_unless_present = "user")]
+        client: Option<String>,
+        /// The user whose tokens to revoke (a stolen password, someone who left).
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Publish a new signing key now; it signs after tokens.rotation.publish_ahead, and the
+    /// key it replaces stays published until its last token has expired.
+    Rotate,
+    /// List the stored keys and their state.
+    List,
 }
 
 /// mimalloc: per-thread free lists suit a proxy that allocates and frees small buffers on
@@ -66,6 +89,36 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(command) = cli.command {
+        init_logging(cfg.log.level.min(log::LevelFilter::Warn));
+        let result = match command {
+            Command::Keys {
+                action: KeysAction::Rotate,
+            } => admin::rotate_keys(&cfg),
+            Command::Keys {
+                action: KeysAction::List,
+            } => admin::list_keys(&cfg),
+            Command::Revoke { client, user } => admin::revoke(
+                &cfg,
+                match (client, user) {
+                    (Some(c), _) => admin::RevokeTarget::Client(c),
+                    (None, Some(u)) => admin::RevokeTarget::User(u),
+                    (None, None) => return ExitCode::FAILURE,
+                },
+            ),
+            Command::HashSecret { .. } => return ExitCode::FAILURE,
+        };
+        return match result {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tollgate: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.test {
         return match server::check(&cfg) {
             Ok(()) => {

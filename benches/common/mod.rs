@@ -37,6 +37,7 @@ pub fn generated_keys(alg: Algorithm) -> Arc<KeyRing> {
             every: None,
             publish_ahead: Duration::from_secs(600),
         },
+        jwks_max_age: Duration::from_secs(300),
     };
     let der = tollgate::keys::generate_pkcs8(alg).expect("key");
     Arc::new(KeyRing::from(

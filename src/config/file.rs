@@ -135,6 +135,8 @@ pub(crate) struct TokensFile {
     pub refresh_grace_period: Option<DurationText>,
     /// Rotation of the generated signing key.
     pub rotation: Option<RotationFile>,
+    /// How long verifiers may cache JWKS and the discovery document (default 5m).
+    pub jwks_max_age: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,8 +144,8 @@ pub(crate) struct TokensFile {
 pub(crate) struct RotationFile {
     /// Rotate the generated signing key when it is this old (off when left out).
     pub every: Option<DurationText>,
-    /// How long a new key is in JWKS before it signs (default 10m, at least 5m: the JWKS
-    /// document is served with `max-age=300`).
+    /// How long a new key is in JWKS before it signs (default twice `jwks_max_age`; at
+    /// least `jwks_max_age`).
     pub publish_ahead: Option<DurationText>,
 }
 

@@ -501,6 +501,12 @@ fn tokens(t: TokensFile, base_dir: &Path, errs: &mut Errors) -> TokenSettings {
         Duration::from_secs(10),
         errs,
     );
+    let jwks_max_age = duration_or(
+        t.jwks_max_age.as_ref().map(DurationText::as_str),
+        "tokens.jwks_max_age",
+        Duration::from_secs(300),
+        errs,
+    );
     let rotation_file = t.rotation.unwrap_or_default();
     let rotation = RotationSettings {
         every: rotation_file.every.as_ref().map(|d| {
@@ -517,14 +523,14 @@ fn tokens(t: TokensFile, base_dir: &Path, errs: &mut Errors) -> TokenSettings {
                 .as_ref()
                 .map(DurationText::as_str),
             "tokens.rotation.publish_ahead",
-            Duration::from_secs(600),
+            jwks_max_age * 2,
             errs,
         ),
     };
-    if rotation.publish_ahead < Duration::from_secs(300) {
+    if rotation.publish_ahead < jwks_max_age {
         errs.push(
             "tokens.rotation.publish_ahead",
-            "must be at least 5m: JWKS is served with max-age=300, so verifiers may not see a newer key sooner",
+            "must be at least tokens.jwks_max_age: verifiers that cached JWKS may not see a new key sooner",
         );
     }
     if let Some(every) = rotation.every {
@@ -548,6 +554,7 @@ fn tokens(t: TokensFile, base_dir: &Path, errs: &mut Errors) -> TokenSettings {
         access_token_lifetime,
         refresh_grace_period,
         rotation,
+        jwks_max_age,
     }
 }
 

@@ -122,6 +122,8 @@ pub struct TokenSettings {
     pub access_token_lifetime: Duration,
     pub refresh_grace_period: Duration,
     pub rotation: RotationSettings,
+    /// How long verifiers may cache JWKS and discovery (`Cache-Control: max-age`).
+    pub jwks_max_age: Duration,
 }
 
 /// Signing-key rotation of generated keys (`tollgate keys rotate`, or on a schedule).
@@ -130,7 +132,8 @@ pub struct RotationSettings {
     /// Rotate by itself when the signing key is this old.
     pub every: Option<Duration>,
     /// How long a new key is published in JWKS before it signs anything: at least one JWKS
-    /// cache lifetime, so every verifier has it before the first token it signs.
+    /// cache lifetime (`jwks_max_age`), so every verifier has it before the first token it
+    /// signs.
     pub publish_ahead: Duration,
 }
 

@@ -87,6 +87,7 @@ impl From<KeySet> for KeyRing {
                     every: None,
                     publish_ahead: Duration::ZERO,
                 },
+                jwks_max_age: Duration::ZERO,
             },
             generated: None,
         }

@@ -15,6 +15,7 @@ fn settings(source: SigningKeySource, extra: Vec<KeyFile>) -> TokenSettings {
             every: None,
             publish_ahead: Duration::from_secs(600),
         },
+        jwks_max_age: Duration::from_secs(300),
     }
 }
 

@@ -72,11 +72,8 @@ impl Reply {
         r
     }
 
-    fn public(mut self) -> Self {
-        self.headers.push((
-            CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=300"),
-        ));
+    fn public(mut self, max_age: &HeaderValue) -> Self {
+        self.headers.push((CACHE_CONTROL, max_age.clone()));
         self
     }
 
@@ -122,6 +119,8 @@ impl Reply {
 pub struct ServiceSettings {
     /// How long a used refresh token may be used again (concurrent refreshes).
     pub refresh_grace: Duration,
+    /// `Cache-Control` of JWKS and discovery: `public, max-age=<tokens.jwks_max_age>`.
+    pub public_cache: HeaderValue,
 }
 
 /// Issues, refreshes, introspects and revokes tokens; serves discovery and JWKS.
@@ -174,6 +173,11 @@ impl TokenService {
             metrics,
             settings: ServiceSettings {
                 refresh_grace: config.tokens.refresh_grace_period,
+                public_cache: HeaderValue::from_str(&format!(
+                    "public, max-age={}",
+                    config.tokens.jwks_max_age.as_secs()
+                ))
+                .map_err(|e| format!("tokens.jwks_max_age: {e}"))?,
             },
         })
     }
@@ -212,7 +216,7 @@ impl TokenService {
 
     fn document(&self, method: &Method, body: &Bytes) -> Reply {
         if method == Method::GET || method == Method::HEAD {
-            Reply::json(200, body.clone()).public()
+            Reply::json(200, body.clone()).public(&self.settings.public_cache)
         } else {
             let mut r = Reply::json(
                 405,

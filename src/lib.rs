@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod idp;
 pub mod jwt;
 pub mod keys;
 pub mod metrics;

@@ -152,14 +152,14 @@ impl Coordinator {
         }
     }
 
-    fn fetch_started(&self) {
+    pub(super) fn fetch_started(&self) {
         let mut st = self.state();
         st.last_start = Some(Instant::now());
         st.in_flight = true;
         st.requested_at = None;
     }
 
-    fn fetch_finished(&self) {
+    pub(super) fn fetch_finished(&self) {
         self.state().in_flight = false;
         self.generation.send_modify(|g| *g = g.wrapping_add(1));
     }

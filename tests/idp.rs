@@ -92,6 +92,7 @@ async fn oidc_provider_tokens_verify_through_discovery() {
 
 #[tokio::test]
 async fn a_provider_down_at_start_is_waited_for() {
+    capture_logs();
     let key = Key::es256("k1");
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -100,8 +101,8 @@ async fn a_provider_down_at_start_is_waited_for() {
     let url = format!("http://{port}/jwks");
     let r = run(vec![issuer("late", "https://late.example", &url, LONG)]);
     let late = r.issuers.by_name("late").unwrap().clone();
-    until("a failed fetch", || {
-        late.stats().snapshot().fetches_failed > 0
+    until("failed fetches", || {
+        late.stats().snapshot().fetches_failed > 2
     })
     .await;
     let token = key.token("https://late.example", json!({}));
@@ -115,8 +116,44 @@ async fn a_provider_down_at_start_is_waited_for() {
     until("keys after the provider came up", || late.has_keys()).await;
     assert!(late.verify(&token, unix_now()).await.is_ok());
     let s = late.stats().snapshot();
-    assert!(s.fetches_failed >= 1 && s.fetches_ok == 1, "{s:?}");
+    assert!(s.fetches_failed > 2 && s.fetches_ok == 1, "{s:?}");
     assert_eq!(server.requests(), 1);
+    // One warning for the whole failure streak, naming the issuer, the URL and the 401s;
+    // one line when the keys arrive; the token in none.
+    let warned = logged(log::Level::Warn, "issuer late:");
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains(&url) && warned[0].contains("401 until keys arrive"));
+    let arrived = logged(log::Level::Info, "issuer late:");
+    assert_eq!(arrived.len(), 1, "{arrived:?}");
+    assert!(arrived[0].contains("tokens are accepted"), "{arrived:?}");
+    assert!(!logged_anywhere(&token));
+}
+
+#[tokio::test]
+async fn redirects_stay_within_one_scheme() {
+    capture_logs();
+    let key = Key::es256("k");
+    let server = JwksServer::start(&[&key]).await;
+    let moved = format!("http://{}/moved", server.addr);
+    let to_https = format!("http://{}/to-https", server.addr);
+    let r = run(vec![
+        issuer("moved", "https://moved.example", &moved, LONG),
+        issuer("to-https", "https://to-https.example", &to_https, LONG),
+    ]);
+    until("keys through the redirect", || {
+        r.issuers.by_name("moved").unwrap().has_keys()
+    })
+    .await;
+    until("the refused redirect", || {
+        stats(&r, "to-https").fetches_failed > 0
+    })
+    .await;
+    assert!(!r.issuers.by_name("to-https").unwrap().has_keys());
+    let warned = logged(log::Level::Warn, "issuer to-https:");
+    assert!(
+        warned[0].contains("a redirect to another scheme"),
+        "{warned:?}"
+    );
 }
 
 #[tokio::test]

@@ -40,6 +40,55 @@ pub async fn until(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
+// ---- Logs ----
+
+/// What tollgate's idp module logged, level and text, from every test of this binary.
+static LOGS: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.target().starts_with("tollgate::idp")
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            let text = record.args().to_string();
+            LOGS.lock().unwrap().push((record.level(), text));
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Start capturing the idp module's logs (once per test binary).
+pub fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_boxed_logger(Box::new(Capture)).unwrap();
+        log::set_max_level(log::LevelFilter::Debug);
+    });
+}
+
+/// The captured lines of `level` that contain `needle`.
+pub fn logged(level: log::Level, needle: &str) -> Vec<String> {
+    LOGS.lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, text)| *l == level && text.contains(needle))
+        .map(|(_, text)| text.clone())
+        .collect()
+}
+
+/// Whether any captured line, at any level, contains `needle`.
+pub fn logged_anywhere(needle: &str) -> bool {
+    LOGS.lock()
+        .unwrap()
+        .iter()
+        .any(|(_, text)| text.contains(needle))
+}
+
 // ---- Signing keys ----
 
 enum Pair {
@@ -141,7 +190,8 @@ struct Served {
     cache_control: Option<String>,
 }
 
-/// A JWKS endpoint at `/jwks`; counts the requests it answers.
+/// A JWKS endpoint at `/jwks`; counts the requests it answers there. `/moved` redirects
+/// to it, `/to-https` to the same place over https.
 pub struct JwksServer {
     pub addr: SocketAddr,
     served: Arc<Mutex<Served>>,
@@ -233,6 +283,21 @@ async fn answer(
         let s = served.lock().unwrap();
         (s.status, s.body.clone(), s.cache_control.clone())
     };
+    let redirect = match req.uri().path() {
+        "/moved" => Some("/jwks".to_string()),
+        "/to-https" => {
+            let host = req.headers().get("host").and_then(|h| h.to_str().ok());
+            Some(format!("https://{}/jwks", host.unwrap_or("127.0.0.1")))
+        }
+        _ => None,
+    };
+    if let Some(location) = redirect {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = hyper::StatusCode::FOUND;
+        r.headers_mut()
+            .insert("location", location.parse().unwrap());
+        return Ok(r);
+    }
     if req.uri().path() != "/jwks" {
         let mut r = Response::new(Full::new(Bytes::from_static(b"not found")));
         *r.status_mut() = hyper::StatusCode::NOT_FOUND;

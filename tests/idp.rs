@@ -411,3 +411,41 @@ fn forge(alg: &str, iss: &str, now: i64) -> String {
         b64(json!({"iss": iss, "sub": "s", "aud": "orders", "exp": now + 60}))
     )
 }
+
+/// As under Pingora: the refresh loop on a runtime of its own (a background service's),
+/// the requests on another. The kid-miss refetch crosses between them.
+#[tokio::test]
+async fn the_loop_and_the_requests_may_run_on_different_runtimes() {
+    let (old, new) = (Key::es256("old"), Key::es256("new"));
+    let server = JwksServer::start(&[&old]).await;
+    let cooldown = Duration::from_millis(200);
+    let settings = issuer("apart", "https://apart.example", &server.url(), cooldown);
+    let issuers = Arc::new(tollgate::idp::Issuers::new(vec![settings]).unwrap());
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let background = {
+        let issuers = issuers.clone();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(issuers.run(shutdown))
+        })
+    };
+    let apart = issuers.by_name("apart").unwrap().clone();
+    until("the first key set", || apart.has_keys()).await;
+    server.serve(&[&old, &new]);
+    until("the cooldown", || {
+        apart.refetch_cooldown_remaining().is_zero()
+    })
+    .await;
+    let t = apart
+        .verify(&new.token("https://apart.example", json!({})), unix_now())
+        .await;
+    assert!(t.is_ok(), "{t:?}");
+    assert_eq!(server.requests(), 2);
+    stop.send(true).unwrap();
+    tokio::task::spawn_blocking(move || background.join().unwrap())
+        .await
+        .unwrap();
+}

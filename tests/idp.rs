@@ -123,6 +123,11 @@ async fn a_provider_down_at_start_is_waited_for() {
     let warned = logged(log::Level::Warn, "issuer late:");
     assert_eq!(warned.len(), 1, "{warned:?}");
     assert!(warned[0].contains(&url) && warned[0].contains("401 until keys arrive"));
+    // (Logged just after the keys are installed: wait for the line, then count.)
+    until("the arrival logged", || {
+        !logged(log::Level::Info, "issuer late:").is_empty()
+    })
+    .await;
     let arrived = logged(log::Level::Info, "issuer late:");
     assert_eq!(arrived.len(), 1, "{arrived:?}");
     assert!(arrived[0].contains("tokens are accepted"), "{arrived:?}");
@@ -149,6 +154,10 @@ async fn redirects_stay_within_one_scheme() {
     })
     .await;
     assert!(!r.issuers.by_name("to-https").unwrap().has_keys());
+    until("the warning", || {
+        !logged(log::Level::Warn, "issuer to-https:").is_empty()
+    })
+    .await;
     let warned = logged(log::Level::Warn, "issuer to-https:");
     assert!(
         warned[0].contains("a redirect to another scheme"),

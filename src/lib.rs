@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod authorize;
 pub mod config;
+pub mod idp;
 pub mod jwt;
 pub mod keys;
 pub mod metrics;

@@ -4,8 +4,8 @@ use clap::{Parser, Subcommand};
 use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tollgate::{admin, config};
 use tollgate::server::{self, RunOptions};
+use tollgate::{admin, config};
 
 #[derive(Parser)]
 #[command(
@@ -18,6 +18,7 @@ struct Cli {
     #[arg(
         short = 'c',
         long = "conf",
+        global = true,
         default_value = "/etc/tollgate/tollgate.yaml"
     )]
     conf: PathBuf,

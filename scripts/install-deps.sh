@@ -31,6 +31,7 @@ if [ "${1:-}" = "--bench" ]; then
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
   command -v python3 >/dev/null 2>&1 || need+=(python3)
   command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)   # the cluster harness
 fi
 
 if ((${#need[@]})); then

@@ -108,9 +108,20 @@ pub struct SigningKey {
     kid: String,
     alg: Algorithm,
     key: PrivateKey,
-    /// base64url of the constant JOSE header, computed once.
+    /// base64url of the constant JOSE header of access tokens (`typ: at+jwt`, RFC 9068),
+    /// and of ID tokens (`typ: JWT`), computed once.
     header_b64: String,
+    id_header_b64: String,
     rng: SystemRandom,
+}
+
+/// What a signed token is, as its `typ` header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenTyp {
+    /// `at+jwt`: an access token (RFC 9068).
+    Access,
+    /// `JWT`: an OpenID Connect ID token.
+    Id,
 }
 
 impl SigningKey {
@@ -122,11 +133,19 @@ impl SigningKey {
         self.alg
     }
 
-    /// Sign `claims_json` as a compact JWS: `header.claims.signature`.
+    /// Sign `claims_json` as an access token: `header.claims.signature`.
     pub fn sign_compact(&self, claims_json: &[u8]) -> Result<String, KeyError> {
-        let mut out =
-            String::with_capacity(self.header_b64.len() + claims_json.len() * 4 / 3 + 360);
-        out.push_str(&self.header_b64);
+        self.sign_typed(claims_json, TokenTyp::Access)
+    }
+
+    /// Sign `claims_json` as a compact JWS of the given type.
+    pub fn sign_typed(&self, claims_json: &[u8], typ: TokenTyp) -> Result<String, KeyError> {
+        let header = match typ {
+            TokenTyp::Access => &self.header_b64,
+            TokenTyp::Id => &self.id_header_b64,
+        };
+        let mut out = String::with_capacity(header.len() + claims_json.len() * 4 / 3 + 360);
+        out.push_str(header);
         out.push('.');
         B64.encode_string(claims_json, &mut out);
         let input = out.as_bytes();
@@ -491,14 +510,17 @@ fn signing_key(
 ) -> Result<(SigningKey, Jwk), KeyError> {
     let jwk = with_kid(public_jwk(&key, alg)?, kid)?;
     let kid = jwk.common.key_id.clone().unwrap_or_default();
-    let header = serde_json::json!({ "alg": alg.as_str(), "typ": "JWT", "kid": kid });
+    let header = serde_json::json!({ "alg": alg.as_str(), "typ": "at+jwt", "kid": kid });
     let header_b64 = B64.encode(header.to_string());
+    let id_header = serde_json::json!({ "alg": alg.as_str(), "typ": "JWT", "kid": kid });
+    let id_header_b64 = B64.encode(id_header.to_string());
     Ok((
         SigningKey {
             kid,
             alg,
             key,
             header_b64,
+            id_header_b64,
             rng: SystemRandom::new(),
         },
         jwk,

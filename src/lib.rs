@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod authorize;
+pub mod catalog;
 pub mod config;
 pub mod idp;
 pub mod jwt;

@@ -43,6 +43,12 @@ enum Command {
         #[arg(long)]
         generate: bool,
     },
+    /// Print the SHA-256 digest of an API key read on stdin, for `api_keys` in the config.
+    ApiKey {
+        /// Generate a new random key instead, and print it (shown once) with its digest.
+        #[arg(long)]
+        generate: bool,
+    },
     /// The generated signing keys in the store (shared by every node of a cluster).
     Keys {
         #[command(subcommand)]
@@ -78,6 +84,9 @@ fn main() -> ExitCode {
     if let Some(Command::HashSecret { generate }) = cli.command {
         return hash_secret(generate);
     }
+    if let Some(Command::ApiKey { generate }) = cli.command {
+        return api_key(generate);
+    }
     let cfg = match config::load(&cli.conf) {
         Ok(c) => c,
         Err(errors) => {
@@ -107,7 +116,7 @@ fn main() -> ExitCode {
                     (None, None) => return ExitCode::FAILURE,
                 },
             ),
-            Command::HashSecret { .. } => return ExitCode::FAILURE,
+            Command::HashSecret { .. } | Command::ApiKey { .. } => return ExitCode::FAILURE,
         };
         return match result {
             Ok(text) => {
@@ -135,6 +144,7 @@ fn main() -> ExitCode {
     }
     init_logging(cfg.log.level);
     let opts = RunOptions {
+        config_path: cli.conf.clone(),
         upgrade: cli.upgrade,
         daemon: cli.daemon,
     };
@@ -158,6 +168,46 @@ fn init_logging(level: log::LevelFilter) {
         .filter_module("tollgate", level)
         .format_timestamp_millis()
         .init();
+}
+
+fn api_key(generate: bool) -> ExitCode {
+    let key = if generate {
+        match tollgate::opaque::generate_api_key() {
+            Some(k) => k,
+            None => {
+                eprintln!("tollgate: no randomness available");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let mut line = String::new();
+        if std::io::stdin().lock().read_line(&mut line).is_err() {
+            eprintln!("tollgate: cannot read the key from stdin");
+            return ExitCode::FAILURE;
+        }
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if key.is_empty() {
+        eprintln!("tollgate: the key is empty");
+        return ExitCode::FAILURE;
+    }
+    let digest: String = tollgate::store::digest(&key)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    let written = if generate {
+        writeln!(
+            out,
+            "api_key: {key}\nsha256: {digest}\n# the key is shown only now: give it to the consumer; keep only the sha256"
+        )
+    } else {
+        writeln!(out, "{digest}")
+    };
+    if written.is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 fn hash_secret(generate: bool) -> ExitCode {

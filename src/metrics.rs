@@ -36,6 +36,7 @@ pub struct Metrics {
     pub tokens_issued: IntCounterVec,
     pub token_errors: IntCounterVec,
     pub auth_throttled: IntCounterVec,
+    pub rate_limited: IntCounterVec,
     pub store: StoreMetrics,
 }
 
@@ -169,6 +170,13 @@ impl Metrics {
                 ),
                 &["subject"],
             )?,
+            rate_limited: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_rate_limited_total",
+                    "Requests refused (429) by a per-consumer rate limit, by API.",
+                ),
+                &["api"],
+            )?,
             store: StoreMetrics::new(registry)?,
         };
         registry.register(Box::new(m.requests.clone()))?;
@@ -180,6 +188,7 @@ impl Metrics {
         registry.register(Box::new(m.tokens_issued.clone()))?;
         registry.register(Box::new(m.token_errors.clone()))?;
         registry.register(Box::new(m.auth_throttled.clone()))?;
+        registry.register(Box::new(m.rate_limited.clone()))?;
         Ok(m)
     }
 
@@ -237,9 +246,17 @@ pub struct ApiSeries {
     requests: [[OnceLock<IntCounter>; STATUSES.len()]; METHODS.len()],
     duration: OnceLock<Histogram>,
     upstream_duration: OnceLock<Histogram>,
+    rate_limited: OnceLock<IntCounter>,
 }
 
 impl ApiSeries {
+    /// Count a request refused by a rate limit.
+    pub fn count_rate_limited(&self, metrics: &Metrics, api: &str) {
+        self.rate_limited
+            .get_or_init(|| metrics.rate_limited.with_label_values(&[api]))
+            .inc();
+    }
+
     /// Count one finished request of API `api` (its label, the same on every call).
     pub fn record(
         &self,

@@ -2,21 +2,21 @@
 //! (the proxy with its listeners, the metrics listener, the health checks).
 
 use crate::auth::cache::{TokenCache, unix_now};
+use crate::auth::ratelimit::ConsumerKeys;
 use crate::auth::revocations::{Revocations, StateSync};
 use crate::auth::{Authenticator, Validator};
+use crate::catalog::{Catalog, Live, Reloader};
 use crate::config::{Config, StoreBackend};
 use crate::keys::KeyRing;
 use crate::keys::seal::Sealer;
 use crate::metrics::{ApiSeries, Metrics, MetricsApp, StoreMetrics};
 use crate::proxy::Gateway;
-use crate::routes::RouteTable;
 use crate::store::Store;
 use crate::store::instrumented::Instrumented;
 use crate::store::redis::RedisStore;
 use crate::store::sqlite::SqliteStore;
 use crate::token::TokenService;
 use crate::token::registry::Registry;
-use crate::upstream::HealthChecks;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::Server;
@@ -26,9 +26,10 @@ use pingora::services::listening::Service;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Command-line switches that reach Pingora.
-#[derive(Debug, Clone, Copy, Default)]
+/// Command-line switches that reach Pingora, and the config file (reloaded on SIGHUP).
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    pub config_path: std::path::PathBuf,
     /// Take the listening sockets over from a running instance (graceful upgrade).
     pub upgrade: bool,
     /// Fork into the background.
@@ -63,7 +64,7 @@ fn tls_settings(t: &crate::config::TlsListener) -> Result<TlsSettings, String> {
     Ok(settings)
 }
 
-fn server_conf(config: &Config, opts: RunOptions) -> ServerConf {
+fn server_conf(config: &Config, opts: &RunOptions) -> ServerConf {
     let s = &config.server;
     ServerConf {
         threads: s.threads,
@@ -170,8 +171,13 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
         })
         .map_err(|e| format!("cannot handle SIGXFSZ: {e}"))?;
-    // Tokio leaves the handler installed when the stream goes.
+    // Tokio leaves the handler installed when the stream goes. SIGHUP too: it must reload,
+    // never kill the process (its default), even before the reloader listens.
     drop(xfsz);
+    let hup = startup
+        .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
+        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    drop(hup);
     let location = store_location(&config);
     startup
         .block_on(store.ping())
@@ -199,8 +205,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
         .block_on(state_sync.catch_up())
         .map_err(|e| format!("cannot read revocations from {location}: {e}"))?;
     drop(startup);
-    let (routes, apis) = RouteTable::build(&config.apis)?;
-    let health = HealthChecks::new(apis.iter().map(|a| &a.pool));
+    let catalog = Arc::new(Live::new(Catalog::build(&config, None)?));
     let auth = Arc::new(Authenticator::new(
         Validator::new(keys.clone(), &config.issuer, config.tokens.leeway),
         TokenCache::new(config.validation_cache),
@@ -208,17 +213,17 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
         revocations,
     ));
     let gateway = Gateway {
-        routes,
         tokens: TokenService::new(
             &config,
             keys,
-            registry.clone(),
+            catalog.clone(),
             store,
             auth.clone(),
             metrics.clone(),
         )?,
+        catalog: catalog.clone(),
+        consumers: ConsumerKeys::default(),
         auth,
-        registry,
         metrics,
         access_log: config.log.access_log,
         token_service_series: ApiSeries::default(),
@@ -233,7 +238,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
         daemon: opts.daemon,
         ..Opt::default()
     };
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, opts));
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, &opts));
     // Bootstrap (taking the sockets over on upgrade) runs as a service, after
     // daemonizing; the listeners wait for it.
     let bootstrap = server.bootstrap_as_a_service();
@@ -258,9 +263,14 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
             .add_service(metrics_service)
             .add_dependency(&bootstrap);
     }
-    if !health.is_empty() {
-        server.add_service(background_service("tollgate health checks", health));
-    }
+    server.add_service(background_service(
+        "tollgate catalog",
+        Reloader {
+            live: catalog,
+            config_path: opts.config_path.clone(),
+            upstreams_file: config.upstreams_file.clone(),
+        },
+    ));
     server.add_service(background_service("tollgate state sync", state_sync));
     log::info!(
         "tollgate listening on {}; issuer {}",

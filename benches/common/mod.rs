@@ -71,5 +71,11 @@ pub fn client(jwt: bool, opaque: bool, lifetime: Duration) -> Client {
             opaque,
         },
         lifetime,
+        scope_set: tollgate::auth::scope::Scopes::from_space_separated(
+            "orders:read orders:write billing:read",
+        ),
+        secrets: Vec::new(),
+        exchange_issuers: Vec::new(),
+        tenant: None,
     }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::{CacheSettings, Family, Format, SigningKeySource, StoreSync, TokenSettings};
+use crate::idp::Issuers;
 use crate::keys::{Algorithm, KeyRing, KeySet};
 use crate::store::{Revocation, RevocationTarget};
 use base64::Engine as _;
@@ -218,7 +219,7 @@ fn audience_and_scope_are_checked_per_api() {
     ];
     assert_eq!(
         authorize(&p, "orders", &rules, &Method::GET, "/orders/1"),
-        Ok(())
+        Ok(Some(0))
     );
     assert_eq!(
         authorize(&p, "billing", &rules, &Method::GET, "/orders/1"),
@@ -270,20 +271,23 @@ async fn cache_serves_repeat_presentations_and_skips_failures() {
         &s.keys,
         &json!({"iss": ISS, "aud": "orders", "exp": now + 600}),
     );
-    let (r, c) = s.auth.authenticate(&good, now).await;
+    let (r, c) = s.auth.authenticate(&good, now, &Issuers::none()).await;
     assert!(r.is_ok());
     assert_eq!(c, CacheUse::Miss);
-    let (r2, c2) = s.auth.authenticate(&good, now).await;
+    let (r2, c2) = s.auth.authenticate(&good, now, &Issuers::none()).await;
     assert_eq!(c2, CacheUse::Hit);
     assert!(Arc::ptr_eq(&r.unwrap().holder, &r2.unwrap().holder));
 
     let bad = sign(&s.keys, &json!({"iss": "other", "exp": now + 600}));
     for _ in 0..2 {
-        let (r, c) = s.auth.authenticate(&bad, now).await;
+        let (r, c) = s.auth.authenticate(&bad, now, &Issuers::none()).await;
         assert_eq!((r.err(), c), (Some(Outcome::WrongIssuer), CacheUse::Miss));
     }
     // A cached token is refused once its exp has passed.
-    let (r, _) = s.auth.authenticate(&good, now + 600 + 61).await;
+    let (r, _) = s
+        .auth
+        .authenticate(&good, now + 600 + 61, &Issuers::none())
+        .await;
     assert_eq!(r.err(), Some(Outcome::Expired));
 }
 
@@ -303,7 +307,7 @@ async fn cached_tokens_of_one_holder_share_it() {
     ] {
         let (r, c) = s
             .auth
-            .authenticate(&sign(&s.keys, &claims(jti, scope)), now)
+            .authenticate(&sign(&s.keys, &claims(jti, scope)), now, &Issuers::none())
             .await;
         assert_eq!(c, CacheUse::Miss);
         let p = r.unwrap();
@@ -344,20 +348,23 @@ async fn opaque_tokens_are_looked_up_and_cached() {
         .insert(vec![(digest(&token), record)])
         .await
         .unwrap();
-    let (r, c) = s.auth.authenticate(&token, now).await;
+    let (r, c) = s.auth.authenticate(&token, now, &Issuers::none()).await;
     let p = r.unwrap();
     assert_eq!(c, CacheUse::Miss);
     assert_eq!(p.username.as_deref(), Some("alice"));
     assert_eq!(p.sub.as_deref(), Some("alice"));
     assert_eq!(p.grant_id.as_deref(), Some("g1"));
     assert!(p.scopes.contains("orders:read"));
-    assert_eq!(s.auth.authenticate(&token, now).await.1, CacheUse::Hit);
+    assert_eq!(
+        s.auth.authenticate(&token, now, &Issuers::none()).await.1,
+        CacheUse::Hit
+    );
 
     let unknown = opaque::generate(opaque::Kind::Access).unwrap();
-    let (r, _) = s.auth.authenticate(&unknown, now).await;
+    let (r, _) = s.auth.authenticate(&unknown, now, &Issuers::none()).await;
     assert_eq!(r.err(), Some(Outcome::UnknownToken));
     let refresh = opaque::generate(opaque::Kind::Refresh).unwrap();
-    let (r, _) = s.auth.authenticate(&refresh, now).await;
+    let (r, _) = s.auth.authenticate(&refresh, now, &Issuers::none()).await;
     assert_eq!(r.err(), Some(Outcome::Malformed));
 }
 
@@ -368,7 +375,13 @@ async fn revocations_apply_to_cached_tokens_at_once() {
     let claims =
         json!({"iss": ISS, "aud": "orders", "exp": now + 600, "jti": "jwt-1", "gid": "g9"});
     let jwt = sign(&s.keys, &claims);
-    assert!(s.auth.authenticate(&jwt, now).await.0.is_ok());
+    assert!(
+        s.auth
+            .authenticate(&jwt, now, &Issuers::none())
+            .await
+            .0
+            .is_ok()
+    );
     let revoke = |target| Revocation {
         target,
         until: None,
@@ -376,7 +389,7 @@ async fn revocations_apply_to_cached_tokens_at_once() {
     s.auth
         .revocations()
         .add(&[revoke(RevocationTarget::Grant("g9".into()))]);
-    let (r, c) = s.auth.authenticate(&jwt, now).await;
+    let (r, c) = s.auth.authenticate(&jwt, now, &Issuers::none()).await;
     assert_eq!((r.err(), c), (Some(Outcome::Revoked), CacheUse::Hit));
 
     let token = opaque::generate(opaque::Kind::Access).unwrap();
@@ -385,11 +398,17 @@ async fn revocations_apply_to_cached_tokens_at_once() {
         .insert(vec![(digest(&token), record)])
         .await
         .unwrap();
-    assert!(s.auth.authenticate(&token, now).await.0.is_ok());
+    assert!(
+        s.auth
+            .authenticate(&token, now, &Issuers::none())
+            .await
+            .0
+            .is_ok()
+    );
     s.auth
         .revocations()
         .add(&[revoke(RevocationTarget::Jti("j2".into()))]);
-    let (r, _) = s.auth.authenticate(&token, now).await;
+    let (r, _) = s.auth.authenticate(&token, now, &Issuers::none()).await;
     assert_eq!(r.err(), Some(Outcome::Revoked));
 }
 

@@ -77,6 +77,9 @@ pub(super) fn parse(
         policies: catalog.policies,
         credentials: catalog.credentials,
         user_pools: catalog.user_pools,
+        issuers: catalog.issuers,
+        tenants: catalog.tenants,
+        upstreams_file: parts.upstreams_file,
     })
 }
 

@@ -282,6 +282,35 @@ impl Issuers {
         }
     }
 
+    /// Like [`Issuers::new`], keeping the issuers of `previous` whose settings did not
+    /// change (their keys and refresh state go on): a configuration reload does not
+    /// refetch every key set.
+    pub fn rebuild(settings: Vec<IssuerSettings>, previous: &Issuers) -> Result<Self, String> {
+        let fresh = Self::new(settings)?;
+        let list = fresh
+            .list
+            .into_iter()
+            .map(|new| match previous.by_name(new.name()) {
+                Some(old) if old.settings() == new.settings() => Arc::clone(old),
+                _ => new,
+            })
+            .collect();
+        Ok(Self {
+            list,
+            by_iss: fresh.by_iss,
+            by_name: fresh.by_name,
+        })
+    }
+
+    /// An empty set.
+    pub fn none() -> Self {
+        Self {
+            list: Vec::new(),
+            by_iss: HashMap::new(),
+            by_name: HashMap::new(),
+        }
+    }
+
     /// The issuer whose `issuer` is exactly `iss`.
     pub fn for_iss(&self, iss: &str) -> Option<&Arc<ExternalIssuer>> {
         self.by_iss.get(iss).map(|&i| &self.list[i])

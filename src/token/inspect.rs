@@ -93,7 +93,7 @@ impl TokenService {
             .filter(|v| self.visible_to(&caller, v))
             .filter(|v| {
                 !self
-                    .registry
+                    .registry()
                     .permitted_audiences(&v.client_id, v.username.as_deref(), &v.audiences)
                     .is_empty()
             });
@@ -146,7 +146,8 @@ impl TokenService {
                 .filter(|r| !self.auth.revocations().is_revoked(r.revocation_subject()))
                 .map(View::from_refresh));
         }
-        match self.auth.authenticate(token, now).await.0 {
+        let issuers = self.catalog.load().issuers.clone();
+        match self.auth.authenticate(token, now, &issuers).await.0 {
             Ok(p) => Ok(View::from_principal(&p)),
             Err(Outcome::StoreUnavailable) => Err(OAuthError::new(
                 ErrorCode::TemporarilyUnavailable,

@@ -5,7 +5,7 @@ use super::error::{ErrorCode, OAuthError};
 use super::registry::Client;
 use crate::auth::scope::is_valid_scope_token;
 use crate::config::Format;
-use crate::jwt::{AudienceOut, IssuedClaims};
+use crate::jwt::{AudienceOut, IssuedClaims, TenantClaims};
 use crate::keys::KeyRing;
 use crate::opaque;
 use crate::store::{Digest, TokenKind, TokenRecord, digest};
@@ -91,10 +91,16 @@ pub struct Issue<'a> {
     pub grant_id: &'a str,
     pub with_refresh: bool,
     pub now: i64,
+    /// `sub` when it is neither the user nor the client (an exchanged external subject).
+    pub subject: Option<&'a str>,
+    /// Tenant tokens: their directory claims.
+    pub tenant: Option<&'a TenantClaims>,
 }
 
 /// Minted tokens, and the records to store before the client may have them.
 pub struct Minted {
+    /// RFC 8693 `issued_token_type`, for exchanged tokens.
+    pub issued_token_type: Option<&'static str>,
     pub access_token: String,
     pub expires_in: Option<u64>,
     pub scope: String,
@@ -117,6 +123,9 @@ impl Minted {
         }
         if let Some(r) = &self.refresh_token {
             body["refresh_token"] = r.clone().into();
+        }
+        if let Some(t) = self.issued_token_type {
+            body["issued_token_type"] = t.into();
         }
         body.to_string()
     }
@@ -159,7 +168,7 @@ impl Signer {
                 Format::Jwt => {
                     let claims = IssuedClaims {
                         iss: &self.issuer,
-                        sub: i.username.unwrap_or(&i.client.id),
+                        sub: i.subject.or(i.username).unwrap_or(&i.client.id),
                         aud: AudienceOut::from_list(i.audiences),
                         exp,
                         iat: i.now,
@@ -169,6 +178,7 @@ impl Signer {
                         scope: &scope,
                         username: i.username,
                         gid: i.grant_id,
+                        tenant: i.tenant,
                     };
                     let json = serde_json::to_vec(&claims).map_err(|_| {
                         OAuthError::new(ErrorCode::ServerError, "cannot encode the token")
@@ -200,6 +210,7 @@ impl Signer {
             _ => None,
         };
         Ok(Minted {
+            issued_token_type: None,
             access_token,
             expires_in: lifetime,
             scope,

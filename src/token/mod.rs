@@ -5,6 +5,7 @@
 pub mod client_auth;
 pub mod endpoint;
 pub mod error;
+mod exchange;
 pub mod form;
 mod grants;
 mod inspect;
@@ -12,9 +13,11 @@ pub mod issue;
 pub mod limits;
 pub mod registry;
 pub mod secret;
+mod tenant;
 pub mod wellknown;
 
 use crate::auth::Authenticator;
+use crate::catalog::Live;
 use crate::config::{Config, Family};
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
@@ -127,12 +130,11 @@ pub struct ServiceSettings {
 pub struct TokenService {
     keys: Arc<KeyRing>,
     signer: Signer,
-    registry: Arc<Registry>,
+    catalog: Arc<Live>,
     secrets: SecretVerifier,
     limiter: AttemptLimiter,
     store: Arc<dyn Store>,
     auth: Arc<Authenticator>,
-    discovery: Bytes,
     metrics: Arc<Metrics>,
     settings: ServiceSettings,
 }
@@ -156,7 +158,7 @@ impl TokenService {
     pub fn new(
         config: &Config,
         keys: Arc<KeyRing>,
-        registry: Arc<Registry>,
+        catalog: Arc<Live>,
         store: Arc<dyn Store>,
         auth: Arc<Authenticator>,
         metrics: Arc<Metrics>,
@@ -164,8 +166,7 @@ impl TokenService {
         Ok(Self {
             signer: Signer::new(keys.clone(), Arc::from(config.issuer.as_str())),
             keys,
-            discovery: wellknown::discovery_document(config, &registry),
-            registry,
+            catalog,
             secrets: SecretVerifier::new(config.client_auth_cache)?,
             limiter: AttemptLimiter::new(config.limits),
             store,
@@ -185,13 +186,17 @@ impl TokenService {
     pub async fn handle(&self, endpoint: &Endpoint, req: TokenRequest<'_>) -> Reply {
         let result = match endpoint {
             Endpoint::Jwks => return self.document(req.method, self.keys.get().jwks_json()),
-            Endpoint::Discovery => return self.document(req.method, &self.discovery),
+            Endpoint::Discovery => {
+                let discovery = self.catalog.load().discovery.clone();
+                return self.document(req.method, &discovery);
+            }
             Endpoint::Unknown => return Reply::not_found(),
             Endpoint::Token { family, format } => self.token(*family, *format, &req).await,
             Endpoint::Regenerate(family) => self.regenerate(*family, &req).await,
             Endpoint::ApiToken(api) => self.api_token(api, &req).await,
             Endpoint::Introspect(family) => self.introspect(*family, &req).await,
             Endpoint::Revoke(family) => self.revoke(*family, &req).await,
+            Endpoint::Tenant { admin, oidc } => self.tenant_token(*admin, *oidc, &req).await,
         };
         result.unwrap_or_else(|e| {
             self.metrics
@@ -263,7 +268,8 @@ impl TokenService {
         rule: SecretRule,
         ip: Option<std::net::IpAddr>,
     ) -> Result<Arc<Client>, OAuthError> {
-        let client = self.registry.client(family, &presented.id);
+        let registry = self.registry();
+        let client = registry.client(family, &presented.id);
         let secret = presented.secret.as_ref().map(|s| s.expose().as_str());
         if let Some(c) = client
             && rule == SecretRule::PublicAllowed
@@ -279,10 +285,26 @@ impl TokenService {
         self.limiter
             .check(subject, ip)
             .map_err(|t| self.throttled(t))?;
-        let verified = self
-            .secrets
-            .verify(&presented.id, secret, client.map(|c| &c.secret_hash))
-            .await;
+        let verified = match client {
+            // Several secrets (a tenant client rotating them): any of them.
+            Some(c) if c.secrets.len() > 1 => {
+                let mut ok = false;
+                for (id, hash) in &c.secrets {
+                    let cache_id =
+                        format!("{}\u{0}{}", presented.id, id.as_deref().unwrap_or_default());
+                    if self.secrets.verify(&cache_id, secret, Some(hash)).await {
+                        ok = true;
+                        break;
+                    }
+                }
+                ok
+            }
+            _ => {
+                self.secrets
+                    .verify(&presented.id, secret, client.map(|c| &c.secret_hash))
+                    .await
+            }
+        };
         match client {
             Some(c) if verified => Ok(c.clone()),
             _ => {
@@ -290,6 +312,11 @@ impl TokenService {
                 Err(presented.rejected("client authentication failed"))
             }
         }
+    }
+
+    /// The clients and APIs as configured now (a reload replaces them).
+    fn registry(&self) -> Arc<Registry> {
+        self.catalog.load().registry.clone()
     }
 
     /// The 429 answer to an attempt past a brute-force limit.

@@ -180,7 +180,7 @@ impl TestKey {
             c[k] = v.clone();
         }
         self.sign(
-            &serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "test-key"}),
+            &serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": "test-key"}),
             &c,
         )
     }

@@ -1,7 +1,7 @@
 -- wrk: count responses by status for every second of the run, to see what a failure in the
 -- middle of a run (Redis killed) does to each second. Run with one thread.
 --   METHOD, BODY, BASIC (optional): the request; default GET without a body.
-local counts = {}
+counts = {}
 local method = os.getenv("METHOD") or "GET"
 local body = os.getenv("BODY")
 local headers = {}

@@ -83,7 +83,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Catalog, Vec<ConfigError>
         pools: &pool_names,
         issuers: &issuer_names,
     };
-    let issuers = super::issuers::issuers(issuers_parsed, base_dir, &pool_names, &mut errs);
+    let issuers = super::issuers::issuers(issuers_parsed, base_dir, &mut errs);
 
     let mut client_ids = HashSet::new();
     let mut policy_names = HashSet::new();

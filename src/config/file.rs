@@ -335,9 +335,8 @@ pub(crate) struct IssuerFile {
     pub keys: Option<IssuerKeysFile>,
     /// Extra trusted CA certificates (PEM) for fetching its keys.
     pub ca_file: Option<String>,
-    /// Token exchange: the user pool whose users its tokens name (by `user_claim`).
-    pub user_pool: Option<String>,
-    /// The claim naming the local user (default `preferred_username`, then `email`).
+    /// Token exchange: the claim naming the user in the exchanging client's user pool
+    /// (default `preferred_username`, then `email`).
     pub user_claim: Option<String>,
 }
 

@@ -24,7 +24,6 @@ fn claim(value: Option<&str>, path: String, errs: &mut Errors) -> Option<ClaimPa
 pub(super) fn issuers(
     items: Vec<(String, IssuerFile)>,
     base_dir: &Path,
-    pools: &HashSet<String>,
     errs: &mut Errors,
 ) -> Vec<IssuerConfig> {
     let mut names = HashSet::new();
@@ -117,17 +116,6 @@ pub(super) fn issuers(
                 format!("cannot read {}: {e}", c.display()),
             );
         }
-        if let Some(pool) = &f.user_pool
-            && !pools.contains(pool)
-        {
-            errs.push(
-                format!("{path}.user_pool"),
-                format!("no user pool is named `{pool}`"),
-            );
-        }
-        if f.user_claim.is_some() && f.user_pool.is_none() {
-            errs.push(format!("{path}.user_claim"), "needs `user_pool`");
-        }
         let settings = IssuerSettings {
             name: f.name.clone(),
             issuer: f.issuer.clone(),
@@ -166,7 +154,6 @@ pub(super) fn issuers(
         }
         out.push(IssuerConfig {
             user_claim: claim(f.user_claim.as_deref(), format!("{path}.user_claim"), errs),
-            user_pool: f.user_pool,
             settings,
         });
     }

@@ -411,9 +411,7 @@ pub struct ClientConfig {
 #[derive(Debug, Clone)]
 pub struct IssuerConfig {
     pub settings: crate::idp::IssuerSettings,
-    /// The pool whose users its tokens name.
-    pub user_pool: Option<String>,
-    /// The claim that names the local user.
+    /// The claim that names the user in an exchanging client's pool.
     pub user_claim: Option<crate::idp::ClaimPath>,
 }
 

@@ -1,8 +1,8 @@
 //! Token exchange (RFC 8693): a client trades a token an external issuer signed (an ID
 //! token or an access token) for a tollgate token. The subject token is validated in full
 //! (signature with that issuer's keys, `exp`, `aud` = the client tollgate is registered as
-//! there), exchanged at most once when it has a `jti`, and mapped to a local user when the
-//! issuer names a user pool; `audience` and `resource` narrow the result.
+//! there), exchanged at most once when it has a `jti`, and mapped to a user of the client's
+//! pool when it has one; `audience` and `resource` narrow the result.
 
 use super::error::{ErrorCode, OAuthError};
 use super::form::Form;
@@ -94,24 +94,26 @@ impl TokenService {
                 return Err(invalid_grant("this subject token was already exchanged"));
             }
         }
-        // The local user, when the issuer's tokens name users of a pool.
+        // The local user, when the client has a user pool: the one the token names.
         let registry = &catalog.registry;
-        let (username, roles): (Option<&str>, Vec<&str>) =
-            match registry.issuer_users(issuer.name()) {
-                Some(users) => {
-                    let name = local_name(users.claim.as_ref(), &ext)
-                        .ok_or_else(|| invalid_grant("the subject token names no local user"))?;
-                    let user =
-                        users.pool.users.get(name).ok_or_else(|| {
-                            invalid_grant("the subject token names no local user")
-                        })?;
-                    (
-                        Some(&user.username),
-                        user.roles.iter().map(String::as_str).collect(),
-                    )
-                }
-                None => (None, Vec::new()),
-            };
+        let (username, roles): (Option<&str>, Vec<&str>) = match &client.pool {
+            Some(pool) => {
+                let claim = registry
+                    .issuer_users(issuer.name())
+                    .and_then(|u| u.claim.as_ref());
+                let name = local_name(claim, &ext)
+                    .ok_or_else(|| invalid_grant("the subject token names no local user"))?;
+                let user = pool
+                    .users
+                    .get(name)
+                    .ok_or_else(|| invalid_grant("the subject token names no local user"))?;
+                (
+                    Some(&user.username),
+                    user.roles.iter().map(String::as_str).collect(),
+                )
+            }
+            None => (None, Vec::new()),
+        };
         // Scopes: what the client may have, that the token or the local user grants.
         let allowed: Vec<String> = client
             .scopes

@@ -87,10 +87,10 @@ pub struct Project {
     pub users: HashMap<String, TenantUserConfig>,
 }
 
-/// How token exchange finds the local user an external token names.
+/// The claim of an external issuer's tokens that names a user of the exchanging
+/// client's pool (`None`: `preferred_username`, then `email`).
 #[derive(Debug)]
 pub struct IssuerUsers {
-    pub pool: Arc<UserPool>,
     pub claim: Option<ClaimPath>,
 }
 
@@ -252,15 +252,13 @@ impl Registry {
         let issuer_users = config
             .issuers
             .iter()
-            .filter_map(|i| {
-                let pool = pools.get(i.user_pool.as_deref()?)?.clone();
-                Some((
+            .map(|i| {
+                (
                     i.settings.name.clone(),
                     IssuerUsers {
-                        pool,
                         claim: i.user_claim.clone(),
                     },
-                ))
+                )
             })
             .collect();
         Self {
@@ -311,7 +309,7 @@ impl Registry {
         self.tenants.get(id)
     }
 
-    /// Where token exchange finds the users an external issuer's tokens name.
+    /// Which claim of an external issuer's tokens names a user.
     pub fn issuer_users(&self, issuer: &str) -> Option<&IssuerUsers> {
         self.issuer_users.get(issuer)
     }

@@ -379,6 +379,7 @@ impl Gateway {
                         .headers
                         .get(http::header::ORIGIN)
                         .map(HeaderValue::as_bytes),
+                    fetch_site: req.headers.get("sec-fetch-site").map(HeaderValue::as_bytes),
                     tls,
                 },
             )

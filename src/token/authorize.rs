@@ -202,16 +202,24 @@ impl TokenService {
                 .is_ok_and(|u| u.scheme() == "http" && is_loopback_host(&u))
     }
 
-    /// The origin of a POST must be this gateway's (CSRF defence beside the token).
+    /// A form POST must come from this gateway's own pages (CSRF defence beside the
+    /// token). `Origin` says so when the browser sends a real one; under the pages'
+    /// `Referrer-Policy: no-referrer` a browser sends `Origin: null` for a same-origin form
+    /// (Fetch §3.1 "serializing a request origin"), and then `Sec-Fetch-Site` tells.
+    /// A client that sends neither (not a browser) still needs the cookie and the token.
     fn origin_ok(&self, req: &TokenRequest<'_>) -> bool {
-        let Some(origin) = req.origin else {
-            return true;
-        };
-        let Ok(issuer) = reqwest::Url::parse(self.auth.validator().issuer()) else {
-            return false;
-        };
-        let own = issuer.origin().ascii_serialization();
-        origin == own.as_bytes()
+        if let Some(origin) = req.origin.filter(|o| *o != b"null") {
+            let Ok(issuer) = reqwest::Url::parse(self.auth.validator().issuer()) else {
+                return false;
+            };
+            return origin == issuer.origin().ascii_serialization().as_bytes();
+        }
+        match req.fetch_site {
+            Some(site) => site == b"same-origin",
+            // `Origin: null` with no fetch metadata: an opaque origin (a sandboxed frame,
+            // a data: URL), never this gateway's pages.
+            None => req.origin.is_none(),
+        }
     }
 
     pub(super) async fn authorize(

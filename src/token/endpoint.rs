@@ -240,6 +240,35 @@ mod tests {
                 oidc: false
             })
         );
+        for (path, family) in [
+            ("/oauth2/v2/authorize", Family::Credential),
+            ("/credential/authorize", Family::Credential),
+            ("/auth/authorize", Family::Auth),
+        ] {
+            assert_eq!(
+                Endpoint::for_path(path),
+                Some(Endpoint::Authorize { family, api: None })
+            );
+        }
+        assert_eq!(
+            Endpoint::for_path("/oauth2/v2/login"),
+            Some(Endpoint::Login)
+        );
+        assert_eq!(
+            Endpoint::for_path("/oauth2/v2/consent"),
+            Some(Endpoint::Consent)
+        );
+        assert_eq!(
+            Endpoint::for_path("/oauth2/v2/logout"),
+            Some(Endpoint::Logout)
+        );
+        assert_eq!(Endpoint::for_path("/oauth2/v2/x"), Some(Endpoint::Unknown));
+        assert_eq!(Endpoint::for_path("/userinfo"), Some(Endpoint::UserInfo));
+        assert_eq!(Endpoint::for_path("/userinfo/x"), None);
+        assert_eq!(
+            Endpoint::for_path("/.well-known/openid-configuration"),
+            Some(Endpoint::OidcDiscovery)
+        );
         assert_eq!(Endpoint::for_path("/authors"), None);
         assert_eq!(Endpoint::for_path("/orders/oauth2/v2/token"), None);
     }

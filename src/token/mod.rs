@@ -51,6 +51,8 @@ pub struct TokenRequest<'a> {
     /// `Cookie` (several headers joined by `; `) and `Origin`, for the browser flow.
     pub cookie: Option<&'a str>,
     pub origin: Option<&'a [u8]>,
+    /// `Sec-Fetch-Site` (Fetch Metadata): where a browser says the request comes from.
+    pub fetch_site: Option<&'a [u8]>,
     /// Whether the request came over TLS.
     pub tls: bool,
 }

@@ -83,6 +83,32 @@ pub struct BrowserCookie {
     pub expires: Option<i64>,
 }
 
+/// A response as the browser's network panel shows it.
+#[derive(Debug, Clone)]
+pub struct BrowserResponse {
+    pub url: String,
+    pub status: u16,
+    pub headers: std::collections::HashMap<String, String>,
+}
+
+/// chromedriver's `POST /session/{id}/se/log` for the `performance` log.
+#[derive(Debug)]
+struct PerformanceLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for PerformanceLog {
+    fn endpoint(
+        &self,
+        base: &Url,
+        session: Option<&str>,
+    ) -> Result<Url, <Url as std::str::FromStr>::Err> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type":"performance"}"#.into()))
+    }
+}
+
 /// chromedriver, started in its own process group; the group is killed on drop.
 struct Driver {
     child: Option<Child>,
@@ -157,6 +183,8 @@ impl Browser {
         let capabilities = serde_json::json!({
             "goog:chromeOptions": device.chrome_options(&dir.path().join("profile")),
             "timeouts": { "pageLoad": 30_000, "script": 10_000 },
+            // The DevTools network events, for the response headers the browser saw.
+            "goog:loggingPrefs": { "performance": "ALL" },
         });
         // Plain HTTP to chromedriver on loopback: no TLS stack (and no rustls provider) needed.
         let client = ClientBuilder::new(HttpConnector::new())
@@ -288,6 +316,46 @@ impl Browser {
                     .map(|t| t.unix_timestamp()),
             })
             .collect()
+    }
+
+    /// The responses the browser received since the last call, as DevTools reports them:
+    /// URL, status and headers (names lower-cased). `Set-Cookie` is not among them: read
+    /// cookies with [`Browser::cookies`].
+    pub async fn responses(&self) -> Vec<BrowserResponse> {
+        let log = match self.client.issue_cmd(PerformanceLog).await {
+            Ok(log) => log,
+            Err(e) => panic!("no performance log: {e}"),
+        };
+        let mut out = Vec::new();
+        for entry in log.as_array().into_iter().flatten() {
+            let Some(message) = entry["message"].as_str() else {
+                continue;
+            };
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(message) else {
+                continue;
+            };
+            let event = &event["message"];
+            if event["method"] != "Network.responseReceived" {
+                continue;
+            }
+            let response = &event["params"]["response"];
+            let headers = response["headers"]
+                .as_object()
+                .map(|h| {
+                    h.iter()
+                        .map(|(k, v)| {
+                            (k.to_ascii_lowercase(), v.as_str().unwrap_or("").to_string())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(BrowserResponse {
+                url: response["url"].as_str().unwrap_or("").to_string(),
+                status: response["status"].as_u64().unwrap_or(0) as u16,
+                headers,
+            });
+        }
+        out
     }
 
     /// Save a PNG of the viewport to `path` (parent directories created).

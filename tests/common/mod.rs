@@ -161,6 +161,17 @@ impl TestKey {
         })
     }
 
+    /// The header and claims of `jws` if this key signed it (ES256), else `None`.
+    pub fn verify(&self, jws: &str) -> Option<(serde_json::Value, serde_json::Value)> {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, KeyPair as _, UnparsedPublicKey};
+        let (input, sig) = jws.rsplit_once('.')?;
+        let (header, claims) = input.split_once('.')?;
+        let key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.pair.public_key().as_ref());
+        key.verify(input.as_bytes(), &B64.decode(sig).ok()?).ok()?;
+        let part = |p: &str| serde_json::from_slice(&B64.decode(p).ok()?).ok();
+        Some((part(header)?, part(claims)?))
+    }
+
     /// The public key as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
     pub fn public_pem(&self) -> String {
         use aws_lc_rs::encoding::AsDer as _;

@@ -738,8 +738,19 @@ async fn bad_authorization_requests_get_an_error_page_or_an_error_redirect() {
     let (challenge, _) = PkceCodeChallenge::new_random_sha256();
     let cb = env.callback();
     let base = [("redirect_uri", cb.as_str()), ("state", "st-1")];
-    let cases: [(&[(&str, &str)], &str); 5] = [
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        // The implicit grant is not offered (RFC 9700 §2.1.2).
         (&[("response_type", "token")], "unsupported_response_type"),
+        // Nor request objects.
+        (
+            &[
+                ("response_type", "code"),
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "S256"),
+                ("request", "eyJhbGciOiJub25lIn0.e30."),
+            ],
+            "request_not_supported",
+        ),
         // No PKCE: refused (RFC 9700 §2.1.1).
         (&[("response_type", "code")], "invalid_request"),
         (

@@ -171,7 +171,7 @@ async fn an_unwritable_state_directory_answers_503_and_jwts_keep_working() {
     let guard = Immutable::set(&gw.state_dir());
     expect_unavailable(&gw).await;
     assert!(
-        gw.wait_for_log("token store unavailable").await,
+        gw.wait_for_log("store (sqlite) unavailable").await,
         "{}",
         gw.log()
     );
@@ -226,7 +226,7 @@ async fn a_full_state_directory_answers_503_and_jwts_keep_working() {
     let v: Value = full.json().await.unwrap();
     assert_eq!(v["error"], "temporarily_unavailable");
     assert!(
-        gw.wait_for_log("token store unavailable").await,
+        gw.wait_for_log("store (sqlite) unavailable").await,
         "{}",
         gw.log()
     );

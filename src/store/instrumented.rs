@@ -123,9 +123,13 @@ impl<S: Store> Instrumented<S> {
             None => {
                 h.down = Some((now, 1));
                 h.last_reminder = Some(now);
+                let backend = self.inner.backend();
+                let hint = match backend {
+                    "sqlite" => "check that the state directory is writable and not full",
+                    _ => "check that Redis runs and is reachable at store.url",
+                };
                 log::error!(
-                    "store ({}) unavailable: {e}; stateful token endpoints answer 503 until it is back, JWT validation goes on",
-                    self.inner.backend()
+                    "store ({backend}) unavailable: {e}; {hint}; stateful token endpoints answer 503 until it is back, JWT validation goes on"
                 );
             }
             Some((since, failures)) => {

@@ -392,11 +392,10 @@ fn method_not_allowed() -> OAuthError {
         .with_status(405)
 }
 
-/// The store failed: log why, tell the client to retry (without internal details).
+/// The store failed: tell the client to retry (without internal details). The store
+/// logs the outage itself, once and then as reminders, not once per refused request.
 fn unavailable(e: crate::store::StoreError) -> OAuthError {
-    log::error!(
-        "token store unavailable: {e}; check that the state directory is writable and not full"
-    );
+    log::debug!("token endpoint: store unavailable: {e}");
     OAuthError::new(
         ErrorCode::TemporarilyUnavailable,
         "the token store is unavailable; try again",

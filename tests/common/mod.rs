@@ -207,6 +207,8 @@ pub fn unix_now() -> i64 {
 /// A running tollgate process; killed when dropped.
 pub struct Gateway {
     child: Option<Child>,
+    /// The threads copying the process's stdout and stderr into the log.
+    output: Vec<std::thread::JoinHandle<()>>,
     wrapper: Vec<String>,
     /// With `https_issuer`: the TLS port and a client that trusts the gateway's certificate.
     pub tls: Option<(u16, reqwest::Client)>,
@@ -260,13 +262,45 @@ pub fn binary() -> &'static str {
 }
 
 impl Gateway {
-    /// Write the config for `spec` and start the gateway; returns once it answers.
+    /// Write the config for `spec` and start the gateway; returns once it answers. A port
+    /// from [`free_port`] can be taken by someone else before the gateway binds it (another
+    /// test's outgoing connection): then the gateway is configured on new ports and started
+    /// again, up to three times.
     pub async fn start(spec: GatewaySpec, key: &TestKey) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("signing.pem"), &key.pem).unwrap();
         for (name, contents) in &spec.files {
             std::fs::write(dir.path().join(name), contents).unwrap();
         }
+        std::fs::write(dir.path().join("upstreams.yaml"), &spec.upstreams).unwrap();
+        let config_path = dir.path().join("tollgate.yaml");
+        let mut gw = Gateway {
+            child: None,
+            output: Vec::new(),
+            wrapper: spec.wrapper.clone(),
+            tls: None,
+            dir,
+            port: 0,
+            metrics_port: 0,
+            base: String::new(),
+            config_path,
+        };
+        for attempt in 1..=3 {
+            gw.configure(&spec);
+            match gw.try_spawn().await {
+                Ok(()) => return gw,
+                Err(log) if attempt < 3 && log.to_ascii_lowercase().contains("in use") => {
+                    let _ = std::fs::remove_file(gw.log_path());
+                }
+                Err(log) => panic!("tollgate exited early:\n{log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Pick the ports and write tollgate.yaml for `spec`.
+    fn configure(&mut self, spec: &GatewaySpec) {
+        let dir = self.dir.path();
         let port = free_port();
         let metrics_port = free_port();
         let mut base = format!("http://127.0.0.1:{port}");
@@ -275,8 +309,8 @@ impl Gateway {
         if spec.https_issuer {
             let tls_port = free_port();
             let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-            std::fs::write(dir.path().join("tls-cert.pem"), ck.cert.pem()).unwrap();
-            std::fs::write(dir.path().join("tls-key.pem"), ck.key_pair.serialize_pem()).unwrap();
+            std::fs::write(dir.join("tls-cert.pem"), ck.cert.pem()).unwrap();
+            std::fs::write(dir.join("tls-key.pem"), ck.key_pair.serialize_pem()).unwrap();
             extra_listeners.push_str(&format!(
                 "  - addr: 127.0.0.1:{tls_port}\n    tls: {{ cert: tls-cert.pem, key: tls-key.pem }}\n"
             ));
@@ -291,7 +325,7 @@ impl Gateway {
             base = format!("https://localhost:{tls_port}");
             tls = Some((tls_port, client));
         }
-        let tokens = spec.tokens.unwrap_or_else(|| {
+        let tokens = spec.tokens.clone().unwrap_or_else(|| {
             "tokens:\n  signing_key: { algorithm: ES256, file: signing.pem, kid: test-key }\n"
                 .to_string()
         });
@@ -303,26 +337,23 @@ impl Gateway {
             "listen:\n  - addr: 127.0.0.1:{port}\n{}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\nissuer: {issuer}\nupstreams_file: upstreams.yaml\nstate_dir: state\n{server}{tokens}\n{}\n",
             extra_listeners, spec.extra
         );
-        let config_path = dir.path().join("tollgate.yaml");
-        std::fs::write(&config_path, conf).unwrap();
-        std::fs::write(dir.path().join("upstreams.yaml"), &spec.upstreams).unwrap();
-        let mut gw = Gateway {
-            child: None,
-            wrapper: spec.wrapper.clone(),
-            tls,
-            dir,
-            port,
-            metrics_port,
-            base,
-            config_path,
-        };
-        gw.spawn().await;
-        gw
+        std::fs::write(&self.config_path, conf).unwrap();
+        self.port = port;
+        self.metrics_port = metrics_port;
+        self.base = base;
+        self.tls = tls;
     }
 
     /// Start (or restart) the process on the existing config and state. Its output goes to
     /// the log file through a pipe, so limits on the process's own files leave it intact.
     pub async fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn().await {
+            panic!("tollgate exited early:\n{log}");
+        }
+    }
+
+    /// Start the process and wait until it answers; its log if it exits first.
+    async fn try_spawn(&mut self) -> Result<(), String> {
         let mut command = match self.wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
@@ -352,7 +383,7 @@ impl Gateway {
         .flatten()
         {
             let path = self.log_path();
-            std::thread::spawn(move || {
+            self.output.push(std::thread::spawn(move || {
                 let mut out = out;
                 let mut log = std::fs::OpenOptions::new()
                     .create(true)
@@ -360,10 +391,10 @@ impl Gateway {
                     .open(path)
                     .unwrap();
                 let _ = std::io::copy(&mut out, &mut log);
-            });
+            }));
         }
         self.child = Some(child);
-        self.wait_ready().await;
+        self.wait_ready().await
     }
 
     /// The gateway's process id.
@@ -406,7 +437,7 @@ impl Gateway {
         false
     }
 
-    async fn wait_ready(&mut self) {
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut probes = vec![
             (
@@ -429,7 +460,12 @@ impl Gateway {
                     break;
                 }
                 if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                    panic!("tollgate exited early ({status}):\n{}", self.log());
+                    self.child = None;
+                    // The output threads end with the pipes: then the log is complete.
+                    for t in self.output.drain(..) {
+                        let _ = t.join();
+                    }
+                    return Err(format!("({status})\n{}", self.log()));
                 }
                 assert!(
                     Instant::now() < deadline,
@@ -439,6 +475,7 @@ impl Gateway {
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
         }
+        Ok(())
     }
 
     /// SIGKILL the process and wait for it.

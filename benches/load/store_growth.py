@@ -11,7 +11,9 @@ run), inserted in issue order as the gateway would have. The file is made by the
 schema (version 2, keyed by digest) when `--old` names a binary of it, so both sides
 start from the same rows: A runs the old binary on one copy, B this build on another
 (which migrates it at start; the time is printed). Rounds interleave A B A B; each side
-keeps its store and it keeps growing by what the rounds issue.
+keeps its store and it keeps growing by what the rounds issue. A third side, `fresh`,
+runs this build on an empty store, to show what the grown store costs (nothing, is the
+aim).
 
 Layout (2 cores): the gateway under test on core 0 (both run, one is measured at a time),
 wrk on core 1.
@@ -129,7 +131,7 @@ def run(args, procs):
                                  capture_output=True, text=True, check=True).stdout.strip()
     upstreams = h.write("upstreams.yaml", h.tollgate_upstreams(up, secret_hash))
 
-    sides = [("new", h.TOLLGATE)]
+    sides = [("new", h.TOLLGATE), ("fresh", h.TOLLGATE)]
     if args.old:
         sides.insert(0, ("old", args.old))
     confs = {}
@@ -149,19 +151,24 @@ def run(args, procs):
     print(f"prefilled {count:,} tokens (schema version {version}) in "
           f"{time.monotonic() - t0:.0f} s; file {os.path.getsize(db) / 1e6:.0f} MB", flush=True)
     for name, _ in sides[1:]:
+        if name == "fresh":
+            continue
         state = os.path.join(h.WORK, f"{name}-state")
         shutil.rmtree(state, ignore_errors=True)
         shutil.copytree(seed_state, state)
 
     gateways = {}
+    start_rss = {}
     for name, binary in sides:
         t0 = time.monotonic()
         proc = h.Proc(name, [binary, "-c", confs[name]], h.PROXY_CPU)
         procs.append(proc)
         h.wait_http(port_of(confs[name]), timeout=600)
-        print(f"{name}: serving after {time.monotonic() - t0:.1f} s on {count:,} tokens, "
+        stored = 0 if name == "fresh" else count
+        print(f"{name}: serving after {time.monotonic() - t0:.1f} s on {stored:,} tokens, "
               f"RSS {vm_rss_kib(proc.p.pid) / 1024:.0f} MiB", flush=True)
         gateways[name] = (port_of(confs[name]), proc)
+        start_rss[name] = vm_rss_kib(proc.p.pid)
 
     basic = base64.b64encode(f"bench:{h.SECRET}".encode()).decode()
     basic_refresh = base64.b64encode(f"bench-refresh:{h.SECRET}".encode()).decode()
@@ -185,7 +192,7 @@ def run(args, procs):
 
     # Prefilled tokens are active at introspection: the rows are the store's own.
     for name, (port, _) in gateways.items():
-        for token in samples:
+        for token in samples if name != "fresh" else []:
             answer = h.post_form(port, "/credential/introspect", f"token={token}",
                                  f"bench:{h.SECRET}")
             if not answer.get("active"):
@@ -200,7 +207,7 @@ def run(args, procs):
                 res.pop("raw", None)
                 res["rss_kib"] = vm_rss_kib(proc.p.pid)
                 rounds[f"{name} {what}"].append(res)
-                print(f"round {r + 1} {name:4s} {what:8s} {res['rps']:>9.0f} /s  p99 "
+                print(f"round {r + 1} {name:5s} {what:8s} {res['rps']:>9.0f} /s  p99 "
                       f"{res['p99_ms'] if res['p99_ms'] is not None else float('nan'):.2f} ms"
                       f"{'  non-2xx ' + str(res['non_2xx']) if res['non_2xx'] else ''}"
                       f"{'  socket errors ' + str(res['socket_errors']) if res['socket_errors'] else ''}",
@@ -210,14 +217,27 @@ def run(args, procs):
         print(f"{key:12s} median {statistics.median(x['rps'] for x in rs):>9.0f} /s   "
               + " / ".join(f"{x['rps']:.0f}" for x in rs))
     summary = {"prefilled": count, "rounds": rounds}
-    if args.old:
+    pairs = [("new", "fresh")] + ([("new", "old")] if args.old else [])
+    for a, b in pairs:
         for what in ("issue", "refresh"):
-            ratio = statistics.median(n["rps"] / o["rps"] for o, n in
-                                      zip(rounds[f"old {what}"], rounds[f"new {what}"]))
-            summary[f"{what} new/old"] = ratio
-            print(f"{what}: new / old (median of per-round ratios) {ratio:.2f}")
+            ratio = statistics.median(x["rps"] / y["rps"] for x, y in
+                                      zip(rounds[f"{a} {what}"], rounds[f"{b} {what}"]))
+            summary[f"{what} {a}/{b}"] = ratio
+            print(f"{what}: {a} / {b} (median of per-round ratios) {ratio:.2f}")
     for name, (_, proc) in gateways.items():
         print(f"{name}: RSS at the end {vm_rss_kib(proc.p.pid) / 1024:.0f} MiB")
+    # A plain start on the grown store: the index rebuilt from the table, no migration.
+    port, proc = gateways["new"]
+    proc.stop()
+    t0 = time.monotonic()
+    proc = h.Proc("new-restart", [h.TOLLGATE, "-c", confs["new"]], h.PROXY_CPU)
+    procs.append(proc)
+    h.wait_http(port, timeout=600)
+    summary["restart_s"] = time.monotonic() - t0
+    summary["restart_rss_kib"] = vm_rss_kib(proc.p.pid)
+    print(f"new: restarted, serving after {summary['restart_s']:.1f} s, RSS "
+          f"{summary['restart_rss_kib'] / 1024:.0f} MiB (old at its start: "
+          f"{start_rss['old'] / 1024 if 'old' in start_rss else float('nan'):.0f} MiB)")
     with open(os.path.join(h.WORK, "latest.json"), "w") as f:
         json.dump(summary, f, indent=2)
 

@@ -4,6 +4,8 @@
 //! Writes go to one writer thread that groups whatever is queued into a single
 //! transaction (group commit): one fsync covers every token in the batch, and each caller
 //! gets its answer only after the commit. Reads use a small pool of read-only connections.
+//! Tokens are appended in issue order and found through an in-memory digest index
+//! (`index`), so a growing store does not slow issuance.
 
 use super::{
     Consumed, Cursor, Digest, Ephemeral, Feed, KeySetDoc, Revocation, RevocationTarget, Revoke,

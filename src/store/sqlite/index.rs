@@ -10,6 +10,12 @@
 //! checked against the full 32-byte digest stored in the row, so a shared prefix or a
 //! stale entry can only cost a lookup, never return the wrong token.
 //!
+//! The other candidate, a SQLite index on the 8-byte prefix (some 40 MB at 2 M tokens), would
+//! fit in the page cache, but its inserts still land on random pages: a commit of 50 tokens
+//! would write about 50 index pages to the log, and again at the checkpoint, where the
+//! appended table writes a few. Measured with `scripts/bench.sh --store-growth` (README,
+//! Performance).
+//!
 //! Other processes on the same file (the old and the new process of a graceful upgrade)
 //! append rows this index has not seen. `AUTOINCREMENT` never reuses an id, and SQLite
 //! commits one writer at a time, so "every row up to `seen` is indexed" stays true when

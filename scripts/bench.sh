@@ -7,6 +7,8 @@
 #   ./scripts/bench.sh --cluster       # Redis: throughput against SQLite, revocation
 #                                      # propagation across 3 nodes, Redis killed mid-load
 #   ./scripts/bench.sh --issuers       # protected route: external issuer's JWT vs own JWT
+#   ./scripts/bench.sh --store-growth  # opaque issuance and durable refresh after 2,000,000
+#                                      # stored tokens, old schema (--old BINARY) vs this one
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --bench
@@ -18,5 +20,9 @@ fi
 if [ "${1:-}" = "--issuers" ]; then    # an external issuer's tokens against tollgate's own
   shift
   exec python3 benches/load/issuers.py "$@"
+fi
+if [ "${1:-}" = "--store-growth" ]; then
+  shift
+  exec python3 benches/load/store_growth.py "$@"
 fi
 exec python3 benches/load/harness.py "$@"

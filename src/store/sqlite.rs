@@ -4,6 +4,8 @@
 //! Writes go to one writer thread that groups whatever is queued into a single
 //! transaction (group commit): one fsync covers every token in the batch, and each caller
 //! gets its answer only after the commit. Reads use a small pool of read-only connections.
+//! Tokens are appended in issue order and found through an in-memory digest index
+//! (`index`), so a growing store does not slow issuance.
 
 use super::{
     Consumed, Cursor, Digest, Ephemeral, Feed, KeySetDoc, Revocation, RevocationTarget, Revoke,
@@ -11,14 +13,16 @@ use super::{
 };
 use crate::config::{Family, Format, StoreSync};
 use async_trait::async_trait;
+use index::DigestIndex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use writer::{Job, Typed, run_writer};
 
+mod index;
 mod writer;
 
 /// How long a write waits for another process holding the database.
@@ -27,12 +31,20 @@ const BUSY_TIMEOUT_MS: u32 = 5_000;
 /// How often an idle revocation feed looks again (other processes on this machine).
 const FEED_POLL: Duration = Duration::from_millis(200);
 
-/// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+/// The schema version this code writes (`PRAGMA user_version`). 3: tokens in issue order
+/// (`id`), found through the in-memory digest index (`index`); 2 kept them keyed by digest.
+const SCHEMA_VERSION: i64 = 3;
 
-const SCHEMA: &str = "
+/// The token table's columns after `id`, as version 2 had them too.
+const TOKEN_COLUMNS: &str = "digest, kind, jti, grant_id, client_id, family, username, scope,
+    audience, format, issued_at, expires_at, used_at, revoked";
+
+/// Rows are appended in issue order: `AUTOINCREMENT` so that an id is never given out twice
+/// (the digest index relies on it; see `index`). The digest is kept whole, unindexed.
+const TOKENS_TABLE: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
-    digest BLOB PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    digest BLOB NOT NULL,
     kind INTEGER NOT NULL,
     jti TEXT NOT NULL,
     grant_id TEXT NOT NULL,
@@ -46,7 +58,10 @@ CREATE TABLE IF NOT EXISTS tokens (
     expires_at INTEGER,
     used_at INTEGER,
     revoked INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
+);
+";
+
+const SCHEMA: &str = "
 CREATE INDEX IF NOT EXISTS tokens_by_grant ON tokens(grant_id);
 CREATE INDEX IF NOT EXISTS tokens_by_expiry ON tokens(expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS revocations (
@@ -107,6 +122,8 @@ pub struct SqliteStore {
     readers: Mutex<Readers>,
     path: PathBuf,
     sync: StoreSync,
+    /// Token row ids by digest, shared with the writer thread.
+    index: Arc<DigestIndex>,
 }
 
 impl SqliteStore {
@@ -114,7 +131,13 @@ impl SqliteStore {
     /// that it can be written.
     pub fn open(path: &Path, sync: StoreSync) -> Result<Self, StoreError> {
         // Set up with a connection of its own, closed again before returning.
-        open_writer_connection(path, sync)?;
+        let conn = open_writer_connection(path, sync)?;
+        let index = DigestIndex::build(&conn).map_err(|e| {
+            err(format!(
+                "cannot index the tokens of {}: {e}",
+                path.display()
+            ))
+        })?;
         Ok(Self {
             writer: Mutex::new(None),
             readers: Mutex::new(Readers {
@@ -123,6 +146,7 @@ impl SqliteStore {
             }),
             path: path.to_path_buf(),
             sync,
+            index: Arc::new(index),
         })
     }
 
@@ -138,9 +162,10 @@ impl SqliteStore {
         let conn = open_writer_connection(&self.path, self.sync)?;
         let checkpoints = open_checkpoint_connection(&self.path, self.sync)?;
         let (tx, rx) = mpsc::channel();
+        let index = Arc::clone(&self.index);
         std::thread::Builder::new()
             .name("tollgate-store".into())
-            .spawn(move || run_writer(conn, rx, checkpoints))
+            .spawn(move || run_writer(conn, rx, checkpoints, &index))
             .map_err(|e| err(format!("cannot start the store writer: {e}")))?;
         // A writer inherited from the parent of a fork is left alone: its thread is gone.
         *writer = Some(Writer {
@@ -252,6 +277,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
                 "schema version {version} is newer than this tollgate knows ({SCHEMA_VERSION})"
             )));
         }
+        migrate_tokens(conn)?;
         conn.execute_batch(SCHEMA)?;
         let has_column = conn
             .prepare("SELECT 1 FROM pragma_table_info('revocations') WHERE name = 'issued_before'")?
@@ -271,6 +297,33 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     }
 }
 
+/// Create the token table, or move a version 2 table (keyed by digest) into the issue-order
+/// one: rows copied in issue order, the old table and its indexes dropped. A run of the old
+/// code on the same file (the other side of a graceful upgrade) can still write to the new
+/// table, whose column names are the same; it finds rows by scanning, slowly, until it
+/// exits.
+fn migrate_tokens(conn: &Connection) -> rusqlite::Result<()> {
+    let exists = conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tokens'")?
+        .exists([])?;
+    if !exists {
+        return conn.execute_batch(TOKENS_TABLE);
+    }
+    let has_id = conn
+        .prepare("SELECT 1 FROM pragma_table_info('tokens') WHERE name = 'id'")?
+        .exists([])?;
+    if has_id {
+        return Ok(());
+    }
+    conn.execute_batch("ALTER TABLE tokens RENAME TO tokens_v2")?;
+    conn.execute_batch(TOKENS_TABLE)?;
+    conn.execute_batch(&format!(
+        "INSERT INTO tokens ({TOKEN_COLUMNS}) SELECT {TOKEN_COLUMNS} FROM tokens_v2
+         ORDER BY issued_at;
+         DROP TABLE tokens_v2;"
+    ))
+}
+
 fn family_code(f: Family) -> i64 {
     match f {
         Family::Auth => 1,
@@ -285,13 +338,25 @@ fn format_code(f: Format) -> i64 {
     }
 }
 
-fn insert(tx: &Connection, tokens: &[(Digest, TokenRecord)]) -> rusqlite::Result<()> {
+fn insert(
+    tx: &Connection,
+    index: &DigestIndex,
+    tokens: &[(Digest, TokenRecord)],
+) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO tokens (digest, kind, jti, grant_id, client_id, family, username, scope,
             audience, format, issued_at, expires_at, used_at, revoked)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?;
     for (digest, t) in tokens {
+        // A digest is stored at most once (the table no longer has it as its key). The
+        // writer's index is complete, so asking it is asking the table.
+        if find(tx, index, digest)?.is_some() {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY),
+                Some("the token is already stored".into()),
+            ));
+        }
         stmt.execute(params![
             &digest[..],
             match t.kind {
@@ -311,13 +376,14 @@ fn insert(tx: &Connection, tokens: &[(Digest, TokenRecord)]) -> rusqlite::Result
             t.used_at,
             t.revoked,
         ])?;
+        index.add(digest, tx.last_insert_rowid());
     }
     Ok(())
 }
 
 const SELECT_TOKEN: &str =
     "SELECT kind, jti, grant_id, client_id, family, username, scope, audience,
-    format, issued_at, expires_at, used_at, revoked FROM tokens WHERE digest = ?1";
+    format, issued_at, expires_at, used_at, revoked, digest FROM tokens WHERE id = ?1";
 
 fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     let audience: String = row.get(7)?;
@@ -354,21 +420,60 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
-fn get(conn: &Connection, digest: &Digest) -> rusqlite::Result<Option<TokenRecord>> {
-    conn.prepare_cached(SELECT_TOKEN)?
-        .query_row(params![&digest[..]], row_to_record)
-        .optional()
+/// The row holding `digest` and its record, through the index: each candidate row is
+/// checked against the full digest.
+fn find(
+    conn: &Connection,
+    index: &DigestIndex,
+    digest: &Digest,
+) -> rusqlite::Result<Option<(i64, TokenRecord)>> {
+    let mut stmt = conn.prepare_cached(SELECT_TOKEN)?;
+    for id in index.candidates(digest).ids() {
+        let found = stmt
+            .query_row(params![id], |row| {
+                if row.get_ref(13)?.as_blob()? == &digest[..] {
+                    row_to_record(row).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
+            .optional()?
+            .flatten();
+        if let Some(record) = found {
+            return Ok(Some((id, record)));
+        }
+    }
+    Ok(None)
 }
 
+/// A reader's lookup: a digest the index does not know may be in a row another process
+/// appended since, so those rows are indexed and the lookup tried once more.
+fn get(
+    conn: &Connection,
+    index: &DigestIndex,
+    digest: &Digest,
+) -> rusqlite::Result<Option<TokenRecord>> {
+    if let Some((_, record)) = find(conn, index, digest)? {
+        return Ok(Some(record));
+    }
+    if !index.catch_up(conn)? {
+        return Ok(None);
+    }
+    Ok(find(conn, index, digest)?.map(|(_, record)| record))
+}
+
+/// In the writer, whose index is complete (it caught up at the start of the batch, under
+/// the write lock): a digest it does not know is not stored.
 fn rotate(
     tx: &Connection,
+    index: &DigestIndex,
     used: &Digest,
     successors: &[(Digest, TokenRecord)],
     now: i64,
     grace: i64,
     reuse_until: Option<i64>,
 ) -> rusqlite::Result<Rotation> {
-    let Some(record) = get(tx, used)? else {
+    let Some((id, record)) = find(tx, index, used)? else {
         return Ok(Rotation::Inactive);
     };
     if record.kind != TokenKind::Refresh || !record.is_live(now) {
@@ -376,18 +481,19 @@ fn rotate(
     }
     match record.used_at {
         None => {
-            tx.prepare_cached("UPDATE tokens SET used_at = ?2 WHERE digest = ?1")?
-                .execute(params![&used[..], now])?;
-            insert(tx, successors)?;
+            tx.prepare_cached("UPDATE tokens SET used_at = ?2 WHERE id = ?1")?
+                .execute(params![id, now])?;
+            insert(tx, index, successors)?;
             Ok(Rotation::Rotated)
         }
         Some(at) if now - at < grace => {
-            insert(tx, successors)?;
+            insert(tx, index, successors)?;
             Ok(Rotation::WithinGrace)
         }
         Some(_) => {
             revoke(
                 tx,
+                index,
                 &Revoke::Grant {
                     grant_id: record.grant_id.clone(),
                     until: reuse_until,
@@ -400,12 +506,14 @@ fn rotate(
     }
 }
 
-fn revoke(tx: &Connection, what: &Revoke) -> rusqlite::Result<()> {
+fn revoke(tx: &Connection, index: &DigestIndex, what: &Revoke) -> rusqlite::Result<()> {
     let (kind, id, until, before) = match what {
         Revoke::Token { jti, digest, until } => {
-            if let Some(d) = digest {
-                tx.prepare_cached("UPDATE tokens SET revoked = 1 WHERE digest = ?1")?
-                    .execute(params![&d[..]])?;
+            if let Some(d) = digest
+                && let Some((row, _)) = find(tx, index, d)?
+            {
+                tx.prepare_cached("UPDATE tokens SET revoked = 1 WHERE id = ?1")?
+                    .execute(params![row])?;
             }
             (REV_JTI, jti, until, None)
         }
@@ -434,17 +542,31 @@ fn revoke(tx: &Connection, what: &Revoke) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn purge(tx: &Connection, now: i64) -> rusqlite::Result<u64> {
-    let tokens = tx
-        .prepare_cached("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at < ?1")?
-        .execute(params![now])?;
+/// How many rows went, and the deleted tokens for the index to forget once committed.
+fn purge(tx: &Connection, now: i64) -> rusqlite::Result<(u64, Vec<(Digest, i64)>)> {
+    let mut deleted = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at < ?1
+             RETURNING id, digest",
+        )?;
+        let mut rows = stmt.query(params![now])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            // A digest of another length was never indexed under it: nothing to forget.
+            if let Ok(d) = Digest::try_from(row.get_ref(1)?.as_blob()?) {
+                deleted.push((d, id));
+            }
+        }
+    }
+    let tokens = deleted.len();
     let revocations = tx
         .prepare_cached("DELETE FROM revocations WHERE until IS NOT NULL AND until < ?1")?
         .execute(params![now])?;
     let ephemeral = tx
         .prepare_cached("DELETE FROM ephemeral WHERE expires_at < ?1")?
         .execute(params![now])?;
-    Ok((tokens + revocations + ephemeral) as u64)
+    Ok(((tokens + revocations + ephemeral) as u64, deleted))
 }
 
 fn row_to_revocation(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Option<Revocation>)> {
@@ -554,11 +676,12 @@ impl Store for SqliteStore {
 
     async fn insert(&self, tokens: Vec<(Digest, TokenRecord)>) -> Result<(), StoreError> {
         let one = tokens.len() == 1;
-        self.write(one, move |tx| insert(tx, &tokens)).await
+        let index = Arc::clone(&self.index);
+        self.write(one, move |tx| insert(tx, &index, &tokens)).await
     }
 
     async fn get(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError> {
-        self.read(|c| get(c, digest))
+        self.read(|c| get(c, &self.index, digest))
     }
 
     async fn rotate(
@@ -569,14 +692,16 @@ impl Store for SqliteStore {
         grace: i64,
         reuse_until: Option<i64>,
     ) -> Result<Rotation, StoreError> {
+        let index = Arc::clone(&self.index);
         self.write(false, move |tx| {
-            rotate(tx, &used, &successors, now, grace, reuse_until)
+            rotate(tx, &index, &used, &successors, now, grace, reuse_until)
         })
         .await
     }
 
     async fn revoke(&self, what: Revoke) -> Result<(), StoreError> {
-        self.write(false, move |tx| revoke(tx, &what)).await
+        let index = Arc::clone(&self.index);
+        self.write(false, move |tx| revoke(tx, &index, &what)).await
     }
 
     async fn revocations(
@@ -602,7 +727,9 @@ impl Store for SqliteStore {
     }
 
     async fn purge(&self, now: i64) -> Result<u64, StoreError> {
-        self.write(false, move |tx| purge(tx, now)).await
+        let (n, deleted) = self.write(false, move |tx| purge(tx, now)).await?;
+        self.index.remove(&deleted);
+        Ok(n)
     }
 
     async fn key_set(&self) -> Result<Option<KeySetDoc>, StoreError> {

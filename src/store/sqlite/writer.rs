@@ -3,8 +3,9 @@
 //! database off the commit path.
 
 use super::err;
+use super::index::DigestIndex;
 use crate::store::StoreError;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use std::sync::mpsc;
 use tokio::sync::oneshot;
 
@@ -90,7 +91,12 @@ where
 /// How often the checkpointer copies the write-ahead log back into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
-pub(super) fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>, checkpoints: Connection) {
+pub(super) fn run_writer(
+    mut conn: Connection,
+    jobs: mpsc::Receiver<Job>,
+    checkpoints: Connection,
+    index: &DigestIndex,
+) {
     // The checkpointer stops when this sender is dropped, with the writer.
     let (_writer_running, writer_stopped) = mpsc::channel::<()>();
     if let Err(e) = std::thread::Builder::new()
@@ -107,7 +113,7 @@ pub(super) fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<Job>, checkp
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, batch);
+        run_batch(&mut conn, batch, index);
     }
 }
 
@@ -126,8 +132,13 @@ fn run_checkpointer(conn: &Connection, writer_stopped: &mpsc::Receiver<()>) {
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
-    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+fn run_batch(conn: &mut Connection, batch: Vec<Job>, index: &DigestIndex) {
+    // With the write lock held, the rows other processes appended are indexed first: the
+    // jobs' lookups then see every stored token.
+    let begun = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .and_then(|tx| index.catch_up(&tx).map(|_| tx));
+    let mut tx = match begun {
         Ok(tx) => tx,
         Err(e) => {
             let e = err(e);
@@ -159,9 +170,17 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
         }
         done.push(job);
     }
+    // The token ids given out so far, as this transaction leaves them (a job undone by
+    // its savepoint gave its ids back). Unread, the index only reads those rows again.
+    let top: Option<i64> = tx
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'tokens'")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+        .unwrap_or(None);
     let failure = tx.commit().err().map(err);
-    if let Some(e) = &failure {
-        log::error!("store commit failed: {e}");
+    match (&failure, top) {
+        (Some(e), _) => log::error!("store commit failed: {e}"),
+        (None, Some(top)) => index.committed(top),
+        (None, None) => {}
     }
     for job in done {
         job.finish(failure.as_ref());

@@ -137,9 +137,12 @@ fn main() {
                 grant_id: &grant_id,
                 with_refresh: false,
                 now,
+                subject: None,
+                tenant: None,
             })
             .expect("mint");
-        let (result, _) = block_on(auth.authenticate(&minted.access_token, now));
+        let (result, _) =
+            block_on(auth.authenticate(&minted.access_token, now, &tollgate::idp::Issuers::none()));
         result.expect("valid token");
     }
     // Let moka apply its pending writes (and grow its bookkeeping) before measuring.

@@ -49,9 +49,13 @@ fn api_config(i: usize) -> ApiConfig {
             write_timeout: Duration::from_secs(5),
             health_check: None,
         },
-        auth: AuthMode::Jwt,
+        auth: AuthMode::JWT,
+        issuers: vec![tollgate::config::IssuerRef::Tollgate],
+        api_key_header: http::HeaderName::from_static("x-api-key"),
         audience: format!("svc-{i}"),
         rules: vec![],
+        rule_limits: vec![],
+        rate_limit: None,
         scopes: vec![],
     }
 }
@@ -60,7 +64,7 @@ fn route_match(c: &mut Criterion) {
     let mut group = c.benchmark_group("route_match");
     for n in [10, 10_000] {
         let apis: Vec<ApiConfig> = (0..n).map(api_config).collect();
-        let (table, _) = RouteTable::build(&apis).expect("route table");
+        let (table, _) = RouteTable::build(&apis, &[]).expect("route table");
         let hit = format!("/svc-{}/orders/42", n / 2);
         let expected = format!("svc-{}", n / 2);
         assert_eq!(
@@ -90,6 +94,8 @@ fn issue<'a>(client: &'a Client, format: Format, now: i64) -> Issue<'a> {
         grant_id: "Zq3kV9nQ0a8cVt1mXw2yEg",
         with_refresh: false,
         now,
+        subject: None,
+        tenant: None,
     }
 }
 
@@ -142,18 +148,22 @@ fn opaque_lookup(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (auth, token) = opaque_setup(dir.path());
     let now = unix_now();
-    let principal = block_on(auth.authenticate(&token, now)).0.expect("valid");
+    let principal = block_on(auth.authenticate(&token, now, &tollgate::idp::Issuers::none()))
+        .0
+        .expect("valid");
     assert_eq!(principal.client_id.as_deref(), Some("reporting-service"));
     let key = auth.cache().key(&token);
 
     let mut group = c.benchmark_group("opaque_lookup");
     group.bench_function("cache_hit", |b| {
-        b.iter(|| block_on(auth.authenticate(black_box(&token), now)).0)
+        b.iter(|| {
+            block_on(auth.authenticate(black_box(&token), now, &tollgate::idp::Issuers::none())).0
+        })
     });
     group.bench_function("cache_miss", |b| {
         b.iter(|| {
             auth.cache().invalidate(&key);
-            block_on(auth.authenticate(black_box(&token), now)).0
+            block_on(auth.authenticate(black_box(&token), now, &tollgate::idp::Issuers::none())).0
         })
     });
     group.finish();

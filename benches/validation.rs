@@ -30,6 +30,7 @@ fn setup(alg: Algorithm, dir: &std::path::Path) -> (Authenticator, String) {
         "gid": "Zq3kV9nQ0a8cVt1mXw2yEg",
     });
     let token = keys
+        .get()
         .signing()
         .sign_compact(claims.to_string().as_bytes())
         .expect("sign");
@@ -54,16 +55,24 @@ fn validation(c: &mut Criterion) {
     for alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA] {
         let (auth, token) = setup(alg, &dir.path().join(alg.as_str()));
         let now = unix_now();
-        assert!(block_on(auth.authenticate(&token, now)).0.is_ok());
+        assert!(
+            block_on(auth.authenticate(&token, now, &tollgate::idp::Issuers::none()))
+                .0
+                .is_ok()
+        );
         let key = auth.cache().key(&token);
 
         group.bench_function(format!("cache_hit/{}", alg.as_str()), |b| {
-            b.iter(|| block_on(auth.authenticate(black_box(&token), now)).0)
+            b.iter(|| {
+                block_on(auth.authenticate(black_box(&token), now, &tollgate::idp::Issuers::none()))
+                    .0
+            })
         });
         group.bench_function(format!("cache_miss/{}", alg.as_str()), |b| {
             b.iter(|| {
                 auth.cache().invalidate(&key);
-                block_on(auth.authenticate(black_box(&token), now)).0
+                block_on(auth.authenticate(black_box(&token), now, &tollgate::idp::Issuers::none()))
+                    .0
             })
         });
     }
@@ -71,7 +80,9 @@ fn validation(c: &mut Criterion) {
 
     let (auth, token) = setup(Algorithm::ES256, &dir.path().join("scope"));
     let now = unix_now();
-    let principal = block_on(auth.authenticate(&token, now)).0.expect("valid");
+    let principal = block_on(auth.authenticate(&token, now, &tollgate::idp::Issuers::none()))
+        .0
+        .expect("valid");
     let rules = vec![
         Rule::new(&["GET".into()], "/orders/**", &["orders:read".into()], &[]).expect("rule"),
         Rule::new(

@@ -4,8 +4,19 @@
 # prints one table and writes JSON under target/bench/. Options: benches/load/harness.py -h
 #   ./scripts/bench.sh                 # 3 rounds × 8 s per scenario, about 10 minutes
 #   ./scripts/bench.sh --rounds 5 --duration 10
+#   ./scripts/bench.sh --cluster       # Redis: throughput against SQLite, revocation
+#                                      # propagation across 3 nodes, Redis killed mid-load
+#   ./scripts/bench.sh --issuers       # protected route: external issuer's JWT vs own JWT
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --bench
 cargo build --release --locked
+if [ "${1:-}" = "--cluster" ]; then
+  shift
+  exec python3 benches/load/cluster.py "$@"
+fi
+if [ "${1:-}" = "--issuers" ]; then    # an external issuer's tokens against tollgate's own
+  shift
+  exec python3 benches/load/issuers.py "$@"
+fi
 exec python3 benches/load/harness.py "$@"

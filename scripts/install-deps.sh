@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what a fresh Debian machine lacks to build and test tollgate. Pingora builds
 # zlib-ng with cmake; the vendored OpenSSL needs perl and make; the interop tests run
-# openid-client on Node.js (--test); the load harness compares with nginx and HAProxy
+# openid-client on Node.js, the cluster tests a redis-server, the browser tests Debian's
+# chromium and chromedriver (--test); the load harness compares with nginx and HAProxy
 # (--bench). Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -15,6 +16,9 @@ if [ "${1:-}" = "--test" ]; then
   command -v node >/dev/null 2>&1 || need+=(nodejs)
   command -v npm >/dev/null 2>&1 || need+=(npm)
   command -v c++ >/dev/null 2>&1 || need+=(g++)   # libFuzzer, for the fuzz-target build check
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)   # cluster-store tests (redis-cli comes with it)
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)           # browser tests, driven through
+  command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver) # chromedriver (never a downloaded browser)
 fi
 
 if [ "${1:-}" = "--bench" ]; then
@@ -27,6 +31,7 @@ if [ "${1:-}" = "--bench" ]; then
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
   command -v python3 >/dev/null 2>&1 || need+=(python3)
   command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)   # the cluster harness
 fi
 
 if ((${#need[@]})); then

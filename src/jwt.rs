@@ -442,6 +442,23 @@ pub struct IssuedClaims<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<&'a str>,
     pub gid: &'a str,
+    /// Tenant tokens (seed 003): who in the tenant directory they are for.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<&'a TenantClaims>,
+}
+
+/// The tenant part of a tenant token: the user's tenant, project and directory entry.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TenantClaims {
+    pub tenant_id: String,
+    pub project_id: String,
+    pub email: String,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    pub resources: Vec<String>,
+    pub groups: Vec<String>,
+    /// `user` or `admin`.
+    pub token_use: &'static str,
 }
 
 #[cfg(test)]

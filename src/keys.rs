@@ -2,6 +2,11 @@
 //! derive `kid` (RFC 7638 thumbprint), sign compact JWS, and publish the verification
 //! key set as JWKS. Keys are parsed once; signing and verification reuse them.
 
+pub mod ring;
+pub mod seal;
+
+pub use ring::KeyRing;
+
 use crate::config::{KeyFile, SigningKeySource, TokenSettings};
 use crate::jwt::JwsAlg;
 use aws_lc_rs::encoding::AsDer;
@@ -24,7 +29,7 @@ use std::fmt;
 use std::path::Path;
 
 /// JWS algorithms tollgate signs and verifies. HMAC and `none` are deliberately absent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 pub enum Algorithm {
     ES256,
     RS256,
@@ -103,9 +108,20 @@ pub struct SigningKey {
     kid: String,
     alg: Algorithm,
     key: PrivateKey,
-    /// base64url of the constant JOSE header, computed once.
+    /// base64url of the constant JOSE header of access tokens (`typ: at+jwt`, RFC 9068),
+    /// and of ID tokens (`typ: JWT`), computed once.
     header_b64: String,
+    id_header_b64: String,
     rng: SystemRandom,
+}
+
+/// What a signed token is, as its `typ` header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenTyp {
+    /// `at+jwt`: an access token (RFC 9068).
+    Access,
+    /// `JWT`: an OpenID Connect ID token.
+    Id,
 }
 
 impl SigningKey {
@@ -117,11 +133,19 @@ impl SigningKey {
         self.alg
     }
 
-    /// Sign `claims_json` as a compact JWS: `header.claims.signature`.
+    /// Sign `claims_json` as an access token: `header.claims.signature`.
     pub fn sign_compact(&self, claims_json: &[u8]) -> Result<String, KeyError> {
-        let mut out =
-            String::with_capacity(self.header_b64.len() + claims_json.len() * 4 / 3 + 360);
-        out.push_str(&self.header_b64);
+        self.sign_typed(claims_json, TokenTyp::Access)
+    }
+
+    /// Sign `claims_json` as a compact JWS of the given type.
+    pub fn sign_typed(&self, claims_json: &[u8], typ: TokenTyp) -> Result<String, KeyError> {
+        let header = match typ {
+            TokenTyp::Access => &self.header_b64,
+            TokenTyp::Id => &self.id_header_b64,
+        };
+        let mut out = String::with_capacity(header.len() + claims_json.len() * 4 / 3 + 360);
+        out.push_str(header);
         out.push('.');
         B64.encode_string(claims_json, &mut out);
         let input = out.as_bytes();
@@ -180,12 +204,56 @@ pub struct KeySet {
     signing: SigningKey,
     verifying: Vec<VerifyingKey>,
     jwks: Bytes,
+    /// When this set stops being right (a published key starts signing, or a retired one
+    /// leaves): the holder builds the next set then.
+    next_change: Option<i64>,
+}
+
+/// A generated private key, as the store's key set document holds it (decrypted).
+#[derive(Clone)]
+pub struct GeneratedKey {
+    /// `None`: the RFC 7638 thumbprint.
+    pub kid: Option<String>,
+    pub alg: Algorithm,
+    /// PKCS#8 DER.
+    pub der: Vec<u8>,
+    /// Signs from then on (until a newer key activates); published from the start.
+    pub activate_at: i64,
+    /// Leaves the set then (its last tokens have expired).
+    pub retire_at: Option<i64>,
 }
 
 impl KeySet {
-    /// Load the keys the settings name. `generated` is the PKCS#8 DER of the generated
-    /// signing key (kept in the store), used when no key file is configured.
+    /// Load the keys the settings name. `generated` is the PKCS#8 DER of the one generated
+    /// signing key, used when no key file is configured.
     pub fn load(settings: &TokenSettings, generated: Option<&[u8]>) -> Result<Self, KeyError> {
+        let keys: Vec<GeneratedKey> = match (&settings.signing_key, generated) {
+            (SigningKeySource::Generated { algorithm, kid }, Some(der)) => vec![GeneratedKey {
+                kid: kid.clone(),
+                alg: *algorithm,
+                der: der.to_vec(),
+                activate_at: 0,
+                retire_at: None,
+            }],
+            _ => Vec::new(),
+        };
+        Self::build(settings, &keys, 0)
+    }
+
+    /// The key set at `now`: with a generated signing key, the newest of `generated` that
+    /// has activated signs, and every one not yet retired is published and verifies.
+    pub fn build(
+        settings: &TokenSettings,
+        generated: &[GeneratedKey],
+        now: i64,
+    ) -> Result<Self, KeyError> {
+        let mut next_change: Option<i64> = None;
+        let mut soon = |t: i64| {
+            if t > now {
+                next_change = Some(next_change.map_or(t, |n| n.min(t)));
+            }
+        };
+        let mut extra: Vec<(Jwk, Algorithm, String)> = Vec::new();
         let (signing, signing_jwk) = match &settings.signing_key {
             SigningKeySource::File(f) => {
                 let pem = read_pem(&f.path)?;
@@ -193,18 +261,47 @@ impl KeySet {
                     .map_err(|e| err(format!("{}: {e}", f.path.display())))?;
                 signing_key(key, f.algorithm, f.kid.clone())?
             }
-            SigningKeySource::Generated { algorithm, kid } => {
-                let der = generated.ok_or_else(|| {
-                    err("the generated signing key was not loaded from the store")
-                })?;
-                let key =
-                    private_key_from_pem(&pem::Pem::new("PRIVATE KEY", der.to_vec()), *algorithm)
-                        .map_err(|e| err(format!("the stored signing key: {e}")))?;
-                signing_key(key, *algorithm, kid.clone())?
+            SigningKeySource::Generated { .. } => {
+                let live: Vec<&GeneratedKey> = generated
+                    .iter()
+                    .filter(|k| k.retire_at.is_none_or(|r| r > now))
+                    .collect();
+                let signer = live
+                    .iter()
+                    .filter(|k| k.activate_at <= now)
+                    .max_by_key(|k| k.activate_at)
+                    .ok_or_else(|| {
+                        err("no generated signing key is active (the store's key set is empty)")
+                    })?;
+                let mut chosen = None;
+                for k in &live {
+                    soon(k.activate_at);
+                    if let Some(r) = k.retire_at {
+                        soon(r);
+                    }
+                    let key =
+                        private_key_from_pem(&pem::Pem::new("PRIVATE KEY", k.der.clone()), k.alg)
+                            .map_err(|e| err(format!("a stored signing key: {e}")))?;
+                    if std::ptr::eq(*k, *signer) {
+                        chosen = Some(signing_key(key, k.alg, k.kid.clone())?);
+                    } else {
+                        let jwk = with_kid(public_jwk(&key, k.alg)?, k.kid.clone())?;
+                        let kid = jwk.common.key_id.clone().unwrap_or_default();
+                        extra.push((jwk, k.alg, kid));
+                    }
+                }
+                chosen.ok_or_else(|| err("the active signing key could not be loaded"))?
             }
         };
         let mut jwks = vec![signing_jwk.clone()];
         let mut verifying = vec![verifying_key(&signing_jwk, signing.alg, &signing.kid)?];
+        for (jwk, alg, kid) in extra {
+            if verifying.iter().any(|v| *v.kid == *kid) {
+                continue;
+            }
+            verifying.push(verifying_key(&jwk, alg, &kid)?);
+            jwks.push(jwk);
+        }
         for f in &settings.verification_keys {
             let jwk = public_jwk_from_file(f)?;
             let kid = jwk.common.key_id.clone().unwrap_or_default();
@@ -223,7 +320,18 @@ impl KeySet {
             signing,
             verifying,
             jwks: Bytes::from(doc),
+            next_change,
         })
+    }
+
+    /// When the set must be built again (a key activates or retires).
+    pub fn next_change(&self) -> Option<i64> {
+        self.next_change
+    }
+
+    /// The kids of every published key.
+    pub fn kids(&self) -> Vec<&str> {
+        self.verifying.iter().map(|k| k.kid()).collect()
     }
 
     pub fn signing(&self) -> &SigningKey {
@@ -402,14 +510,17 @@ fn signing_key(
 ) -> Result<(SigningKey, Jwk), KeyError> {
     let jwk = with_kid(public_jwk(&key, alg)?, kid)?;
     let kid = jwk.common.key_id.clone().unwrap_or_default();
-    let header = serde_json::json!({ "alg": alg.as_str(), "typ": "JWT", "kid": kid });
+    let header = serde_json::json!({ "alg": alg.as_str(), "typ": "at+jwt", "kid": kid });
     let header_b64 = B64.encode(header.to_string());
+    let id_header = serde_json::json!({ "alg": alg.as_str(), "typ": "JWT", "kid": kid });
+    let id_header_b64 = B64.encode(id_header.to_string());
     Ok((
         SigningKey {
             kid,
             alg,
             key,
             header_b64,
+            id_header_b64,
             rng: SystemRandom::new(),
         },
         jwk,
@@ -488,6 +599,14 @@ fn verifying_key(jwk: &Jwk, alg: Algorithm, kid: &str) -> Result<VerifyingKey, K
         alg,
         key,
     })
+}
+
+/// The RFC 7638 thumbprint `kid` of a generated key.
+pub fn thumbprint_kid(alg: Algorithm, der: &[u8]) -> Result<String, KeyError> {
+    let key = private_key_from_pem(&pem::Pem::new("PRIVATE KEY", der.to_vec()), alg)
+        .map_err(|e| err(format!("a generated key: {e}")))?;
+    let jwk = with_kid(public_jwk(&key, alg)?, None)?;
+    Ok(jwk.common.key_id.unwrap_or_default())
 }
 
 #[cfg(test)]

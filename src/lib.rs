@@ -5,8 +5,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
+pub mod authorize;
+pub mod catalog;
 pub mod config;
+pub mod idp;
 pub mod jwt;
 pub mod keys;
 pub mod metrics;

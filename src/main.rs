@@ -4,8 +4,8 @@ use clap::{Parser, Subcommand};
 use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tollgate::config;
 use tollgate::server::{self, RunOptions};
+use tollgate::{admin, config};
 
 #[derive(Parser)]
 #[command(
@@ -18,6 +18,7 @@ struct Cli {
     #[arg(
         short = 'c',
         long = "conf",
+        global = true,
         default_value = "/etc/tollgate/tollgate.yaml"
     )]
     conf: PathBuf,
@@ -42,6 +43,35 @@ enum Command {
         #[arg(long)]
         generate: bool,
     },
+    /// Print the SHA-256 digest of an API key read on stdin, for `api_keys` in the config.
+    ApiKey {
+        /// Generate a new random key instead, and print it (shown once) with its digest.
+        #[arg(long)]
+        generate: bool,
+    },
+    /// The generated signing keys in the store (shared by every node of a cluster).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Revoke every token of a client or a user issued until now, on every node.
+    Revoke {
+        /// The client whose tokens to revoke (a leaked secret, a compromised app).
+        #[arg(long, conflicts_with = "user", required_unless_present = "user")]
+        client: Option<String>,
+        /// The user whose tokens to revoke (a stolen password, someone who left).
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Publish a new signing key now; it signs after tokens.rotation.publish_ahead, and the
+    /// key it replaces stays published until its last token has expired.
+    Rotate,
+    /// List the stored keys and their state.
+    List,
 }
 
 /// mimalloc: per-thread free lists suit a proxy that allocates and frees small buffers on
@@ -53,6 +83,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::HashSecret { generate }) = cli.command {
         return hash_secret(generate);
+    }
+    if let Some(Command::ApiKey { generate }) = cli.command {
+        return api_key(generate);
     }
     let cfg = match config::load(&cli.conf) {
         Ok(c) => c,
@@ -66,6 +99,36 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(command) = cli.command {
+        init_logging(cfg.log.level.min(log::LevelFilter::Warn));
+        let result = match command {
+            Command::Keys {
+                action: KeysAction::Rotate,
+            } => admin::rotate_keys(&cfg),
+            Command::Keys {
+                action: KeysAction::List,
+            } => admin::list_keys(&cfg),
+            Command::Revoke { client, user } => admin::revoke(
+                &cfg,
+                match (client, user) {
+                    (Some(c), _) => admin::RevokeTarget::Client(c),
+                    (None, Some(u)) => admin::RevokeTarget::User(u),
+                    (None, None) => return ExitCode::FAILURE,
+                },
+            ),
+            Command::HashSecret { .. } | Command::ApiKey { .. } => return ExitCode::FAILURE,
+        };
+        return match result {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tollgate: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.test {
         return match server::check(&cfg) {
             Ok(()) => {
@@ -81,6 +144,7 @@ fn main() -> ExitCode {
     }
     init_logging(cfg.log.level);
     let opts = RunOptions {
+        config_path: cli.conf.clone(),
         upgrade: cli.upgrade,
         daemon: cli.daemon,
     };
@@ -104,6 +168,46 @@ fn init_logging(level: log::LevelFilter) {
         .filter_module("tollgate", level)
         .format_timestamp_millis()
         .init();
+}
+
+fn api_key(generate: bool) -> ExitCode {
+    let key = if generate {
+        match tollgate::opaque::generate_api_key() {
+            Some(k) => k,
+            None => {
+                eprintln!("tollgate: no randomness available");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let mut line = String::new();
+        if std::io::stdin().lock().read_line(&mut line).is_err() {
+            eprintln!("tollgate: cannot read the key from stdin");
+            return ExitCode::FAILURE;
+        }
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if key.is_empty() {
+        eprintln!("tollgate: the key is empty");
+        return ExitCode::FAILURE;
+    }
+    let digest: String = tollgate::store::digest(&key)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    let written = if generate {
+        writeln!(
+            out,
+            "api_key: {key}\nsha256: {digest}\n# the key is shown only now: give it to the consumer; keep only the sha256"
+        )
+    } else {
+        writeln!(out, "{digest}")
+    };
+    if written.is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 fn hash_secret(generate: bool) -> ExitCode {

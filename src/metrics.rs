@@ -2,13 +2,14 @@
 //! `/metrics` app served on its own listener.
 
 use crate::auth::Outcome;
+use crate::store::instrumented::Op;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use pingora_prometheus::PrometheusHttpApp;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -35,6 +36,68 @@ pub struct Metrics {
     pub tokens_issued: IntCounterVec,
     pub token_errors: IntCounterVec,
     pub auth_throttled: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub store: StoreMetrics,
+}
+
+/// The store's metrics, each operation's series resolved once.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    /// 1 while the store answers, 0 from its first failure until it answers again.
+    pub up: IntGauge,
+    durations: Vec<Histogram>,
+    errors: Vec<IntCounter>,
+}
+
+impl StoreMetrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let up = IntGauge::new(
+            "tollgate_store_up",
+            "1 while the token store answers, 0 while it fails.",
+        )?;
+        let durations = HistogramVec::new(
+            HistogramOpts::new(
+                "tollgate_store_operation_duration_seconds",
+                "Time of token store operations, by operation.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["op"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "tollgate_store_errors_total",
+                "Token store operations that failed (unreachable, timed out, refused), by operation.",
+            ),
+            &["op"],
+        )?;
+        registry.register(Box::new(up.clone()))?;
+        registry.register(Box::new(durations.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        Ok(Self {
+            up,
+            durations: Op::ALL
+                .iter()
+                .map(|op| durations.with_label_values(&[op.label()]))
+                .collect(),
+            errors: Op::ALL
+                .iter()
+                .map(|op| errors.with_label_values(&[op.label()]))
+                .collect(),
+        })
+    }
+
+    /// A set of store metrics registered nowhere (tests, command-line tools).
+    pub fn unregistered() -> Result<Self, prometheus::Error> {
+        Self::new(&Registry::new())
+    }
+
+    pub fn duration(&self, op: Op) -> &Histogram {
+        &self.durations[op as usize]
+    }
+
+    pub fn errors(&self, op: Op) -> &IntCounter {
+        &self.errors[op as usize]
+    }
 }
 
 impl Metrics {
@@ -107,6 +170,14 @@ impl Metrics {
                 ),
                 &["subject"],
             )?,
+            rate_limited: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_rate_limited_total",
+                    "Requests refused (429) by a per-consumer rate limit, by API.",
+                ),
+                &["api"],
+            )?,
+            store: StoreMetrics::new(registry)?,
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
@@ -117,6 +188,7 @@ impl Metrics {
         registry.register(Box::new(m.tokens_issued.clone()))?;
         registry.register(Box::new(m.token_errors.clone()))?;
         registry.register(Box::new(m.auth_throttled.clone()))?;
+        registry.register(Box::new(m.rate_limited.clone()))?;
         Ok(m)
     }
 
@@ -174,9 +246,17 @@ pub struct ApiSeries {
     requests: [[OnceLock<IntCounter>; STATUSES.len()]; METHODS.len()],
     duration: OnceLock<Histogram>,
     upstream_duration: OnceLock<Histogram>,
+    rate_limited: OnceLock<IntCounter>,
 }
 
 impl ApiSeries {
+    /// Count a request refused by a rate limit.
+    pub fn count_rate_limited(&self, metrics: &Metrics, api: &str) {
+        self.rate_limited
+            .get_or_init(|| metrics.rate_limited.with_label_values(&[api]))
+            .inc();
+    }
+
     /// Count one finished request of API `api` (its label, the same on every call).
     pub fn record(
         &self,

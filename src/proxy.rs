@@ -6,15 +6,16 @@ mod respond;
 
 use crate::auth::bearer::{self, Presented};
 use crate::auth::cache::unix_now;
-use crate::auth::{self, Authenticator, CacheUse, Denial, Outcome};
-use crate::config::{AuthMode, HostHeader};
+use crate::auth::ratelimit::{ConsumerKeys, Decision};
+use crate::auth::{self, Authenticator, CacheUse, Denial, Outcome, Principal};
+use crate::catalog::{Catalog, Live};
+use crate::config::HostHeader;
 use crate::jwt::MAX_TOKEN_LEN;
 use crate::metrics::{self, ApiSeries, Metrics};
 use crate::path;
-use crate::routes::{Api, RouteTable, host_without_port};
+use crate::routes::{Api, host_without_port};
 use crate::token::endpoint::API_TOKEN_SUFFIX;
 use crate::token::form::MAX_BODY;
-use crate::token::registry::Registry;
 use crate::token::{Endpoint, TokenRequest, TokenService};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -32,12 +33,13 @@ use std::time::{Duration, Instant};
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 
-/// The gateway: routes, authenticator and token service, shared by all requests.
+/// The gateway: the catalog (routes, clients, issuers), authenticator and token service,
+/// shared by all requests.
 pub struct Gateway {
-    pub routes: RouteTable,
+    pub catalog: Arc<Live>,
     pub auth: Arc<Authenticator>,
-    pub registry: Arc<Registry>,
     pub tokens: TokenService,
+    pub consumers: ConsumerKeys,
     pub metrics: Arc<Metrics>,
     pub access_log: bool,
     /// Request metrics of the token service and of requests no API matched.
@@ -60,6 +62,8 @@ pub struct Ctx {
     upstream_sent: Option<Instant>,
     upstream_time: Option<Duration>,
     tries: usize,
+    /// The rate limit that counted this request, for its RateLimit headers.
+    limited: Option<(Decision, HeaderValue)>,
 }
 
 impl Ctx {
@@ -84,6 +88,7 @@ impl ProxyHttp for Gateway {
             upstream_sent: None,
             upstream_time: None,
             tries: 0,
+            limited: None,
         }
     }
 
@@ -107,12 +112,14 @@ impl ProxyHttp for Gateway {
         }
         let path = session.req_header().uri.path();
         let host = request_host(session.req_header()).map(host_without_port);
-        if let Some(endpoint) = self.token_endpoint(host, path) {
+        let catalog = self.catalog.load();
+        if let Some(endpoint) = token_endpoint(&catalog, host, path) {
+            drop(catalog);
             ctx.target = Target::TokenService;
             self.serve_token_endpoint(session, &endpoint).await?;
             return Ok(true);
         }
-        let Some(api) = self.routes.lookup(host, path).cloned() else {
+        let Some(api) = catalog.routes.lookup(host, path).cloned() else {
             respond::send_error(
                 session,
                 404,
@@ -124,10 +131,27 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         };
         ctx.target = Target::Api(api.clone());
-        if api.auth == AuthMode::Jwt && !self.check_credential(session, &api).await? {
-            return Ok(true);
+        if api.auth.is_none() {
+            return Ok(false);
         }
-        Ok(false)
+        // The catalog outlives the checks even if a reload replaces it meanwhile.
+        let catalog = arc_swap::Guard::into_inner(catalog);
+        Ok(self.check_credential(session, &api, &catalog, ctx).await?)
+    }
+
+    /// The RateLimit headers of a rate-limited API, on the upstream's answer.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut pingora::http::ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some((decision, policy)) = &ctx.limited {
+            for (name, value) in decision.headers(policy) {
+                upstream_response.insert_header(name, value)?;
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -260,21 +284,36 @@ impl ProxyHttp for Gateway {
     }
 }
 
-impl Gateway {
-    /// The token-service endpoint at `path`: a fixed path, or `<api prefix>/oauth2/v2/token`
-    /// of an API with `auth: jwt`.
-    fn token_endpoint(&self, host: Option<&str>, path: &str) -> Option<Endpoint> {
-        if let Some(e) = Endpoint::for_path(path) {
-            return Some(e);
-        }
-        let prefix = path.strip_suffix(API_TOKEN_SUFFIX)?;
-        let prefix = if prefix.is_empty() { "/" } else { prefix };
-        self.routes
-            .lookup(host, prefix)
-            .filter(|api| &*api.prefix == prefix && api.auth == AuthMode::Jwt)
-            .map(|api| Endpoint::ApiToken(api.name.to_string()))
+/// The token-service endpoint at `path`: a fixed path, or `<api prefix>/oauth2/v2/token`
+/// of an API that accepts the gateway's tokens.
+fn token_endpoint(catalog: &Catalog, host: Option<&str>, path: &str) -> Option<Endpoint> {
+    if let Some(e) = Endpoint::for_path(path) {
+        return Some(e);
     }
+    let prefix = path.strip_suffix(API_TOKEN_SUFFIX)?;
+    let prefix = if prefix.is_empty() { "/" } else { prefix };
+    catalog
+        .routes
+        .lookup(host, prefix)
+        .filter(|api| &*api.prefix == prefix && api.auth.jwt && api.own_tokens)
+        .map(|api| Endpoint::ApiToken(api.name.to_string()))
+}
 
+/// Why a request may not pass.
+enum Refusal<'a> {
+    /// No or a bad credential, or too little scope: RFC 6750 (the required scopes for 403).
+    Credential(Outcome, Option<&'a str>),
+    /// Over its rate limit.
+    Limited(Decision, HeaderValue),
+}
+
+/// Who a request comes from, once its credential is accepted, and the rule that decided.
+struct Passed {
+    consumer: u64,
+    rule: Option<usize>,
+}
+
+impl Gateway {
     async fn serve_token_endpoint(&self, session: &mut Session, endpoint: &Endpoint) -> Result<()> {
         let body = if endpoint.reads_body() {
             match read_body(session, MAX_BODY).await? {
@@ -319,14 +358,57 @@ impl Gateway {
         respond::send(session, reply.status, reply.headers, reply.body).await
     }
 
-    /// Validate the bearer token for `api`; on refusal, answer and return false.
-    async fn check_credential(&self, session: &mut Session, api: &Api) -> Result<bool> {
-        let refusal = self.verdict(session.req_header(), api).await.err();
-        let outcome = refusal.map_or(Outcome::Ok, |(o, _)| o);
-        self.metrics.record_validation(outcome);
-        let Some((outcome, required)) = refusal else {
-            return Ok(true);
+    /// Check the request's credential for `api`; on refusal, answer and return true (the
+    /// request is done).
+    async fn check_credential(
+        &self,
+        session: &mut Session,
+        api: &Api,
+        catalog: &Catalog,
+        ctx: &mut Ctx,
+    ) -> Result<bool> {
+        let refusal = match self.verdict(session.req_header(), api, catalog).await {
+            Ok(passed) => match self.rate_limit(api, &passed) {
+                Ok(limited) => {
+                    self.metrics.record_validation(Outcome::Ok);
+                    ctx.limited = limited;
+                    return Ok(false);
+                }
+                Err(r) => r,
+            },
+            Err(r) => r,
         };
+        let (outcome, required) = match refusal {
+            Refusal::Limited(decision, policy) => {
+                api.series.count_rate_limited(&self.metrics, &api.name);
+                log::debug!(
+                    "{} {}: rate limited for API {}",
+                    session.req_header().method,
+                    session.req_header().uri.path(),
+                    api.name
+                );
+                let mut headers: Vec<(http::HeaderName, HeaderValue)> = decision
+                    .headers(&policy)
+                    .into_iter()
+                    .map(|(n, v)| (http::HeaderName::from_static(n), v))
+                    .collect();
+                headers.push((
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(decision.retry_after_secs),
+                ));
+                respond::send_error(
+                    session,
+                    429,
+                    "rate_limited",
+                    "too many requests for this consumer; retry later",
+                    headers,
+                )
+                .await?;
+                return Ok(true);
+            }
+            Refusal::Credential(o, r) => (o, r),
+        };
+        self.metrics.record_validation(outcome);
         log::debug!(
             "{} {}: refused for API {} ({})",
             session.req_header().method,
@@ -334,19 +416,27 @@ impl Gateway {
             api.name,
             outcome.label()
         );
-        let (status, challenge) = auth::challenge(outcome, required);
+        let (status, challenge) = if api.auth.jwt {
+            auth::challenge(outcome, required)
+        } else {
+            auth::api_key_challenge(outcome, required, api.api_key_header.as_str())
+        };
         let header = HeaderValue::from_str(&challenge)
             .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"tollgate\""));
         let (code, description) = match outcome {
-            Outcome::Missing => ("unauthorized", "a valid access token is required"),
+            Outcome::Missing => (
+                "unauthorized",
+                "a valid access token or API key is required",
+            ),
             Outcome::InsufficientScope => (
                 "insufficient_scope",
-                "the access token lacks the scope this operation needs",
+                "the credential lacks the scope this operation needs",
             ),
             Outcome::StoreUnavailable => (
                 "temporarily_unavailable",
                 "the token store is unavailable; try again",
             ),
+            Outcome::UnknownApiKey => ("invalid_api_key", "the API key is not valid"),
             _ => ("invalid_token", "a valid access token is required"),
         };
         respond::send_error(
@@ -357,47 +447,166 @@ impl Gateway {
             vec![(WWW_AUTHENTICATE, header)],
         )
         .await?;
-        Ok(false)
+        Ok(true)
     }
 
-    /// Whether the request's token opens this operation of `api`; on refusal, the outcome
-    /// and, for a scope shortfall, the scopes to name.
+    /// Count the request against the API's and the operation's limits.
+    fn rate_limit<'a>(
+        &self,
+        api: &Api,
+        passed: &Passed,
+    ) -> std::result::Result<Option<(Decision, HeaderValue)>, Refusal<'a>> {
+        let rule_limit = passed
+            .rule
+            .and_then(|i| api.rule_limits.get(i))
+            .and_then(Option::as_ref);
+        let mut shown = None;
+        for limiter in api.limit.iter().chain(rule_limit) {
+            let d = limiter.check(passed.consumer);
+            if !d.allowed {
+                return Err(Refusal::Limited(d, limiter.policy().clone()));
+            }
+            // The tighter of the two is the one to report.
+            if shown
+                .as_ref()
+                .is_none_or(|(s, _): &(Decision, HeaderValue)| d.remaining < s.remaining)
+            {
+                shown = Some((d, limiter.policy().clone()));
+            }
+        }
+        Ok(shown)
+    }
+
+    /// Whether the request's credential opens this operation of `api`.
     async fn verdict<'a>(
         &self,
         req: &RequestHeader,
         api: &'a Api,
-    ) -> std::result::Result<(), (Outcome, Option<&'a str>)> {
+        catalog: &Catalog,
+    ) -> std::result::Result<Passed, Refusal<'a>> {
+        if api.auth.api_key
+            && let Some(key) = single_header(req, &api.api_key_header)
+        {
+            return self.api_key_verdict(key, req, api, catalog);
+        }
+        if !api.auth.jwt {
+            return Err(Refusal::Credential(
+                if req.headers.contains_key(&api.api_key_header) {
+                    Outcome::Malformed
+                } else {
+                    Outcome::Missing
+                },
+                None,
+            ));
+        }
         let token = match bearer::extract(&req.headers) {
-            Presented::Missing => return Err((Outcome::Missing, None)),
-            Presented::Malformed => return Err((Outcome::Malformed, None)),
+            Presented::Missing => return Err(Refusal::Credential(Outcome::Missing, None)),
+            Presented::Malformed => return Err(Refusal::Credential(Outcome::Malformed, None)),
             Presented::Token(t) => t,
         };
-        let (result, cache) = self.auth.authenticate(token, unix_now()).await;
+        let (result, cache) = self
+            .auth
+            .authenticate(token, unix_now(), &catalog.issuers)
+            .await;
         match cache {
             CacheUse::Hit => self.metrics.cache_hits.inc(),
             CacheUse::Miss => self.metrics.cache_misses.inc(),
         }
-        let principal = result.map_err(|o| (o, None))?;
-        auth::authorize(
+        let principal = result.map_err(|o| Refusal::Credential(o, None))?;
+        let denied = |d| match d {
+            Denial::WrongAudience => Refusal::Credential(Outcome::WrongAudience, None),
+            Denial::InsufficientScope { required } => {
+                Refusal::Credential(Outcome::InsufficientScope, Some(required))
+            }
+        };
+        if let Some(issuer) = principal.issuer.as_deref() {
+            // An external issuer's token: its issuer must be one this API trusts (its
+            // audience was checked against the issuer's), then the scope rules.
+            if !api.issuers.iter().any(|i| &**i == issuer) {
+                return Err(Refusal::Credential(Outcome::WrongIssuer, None));
+            }
+            let rule = auth::allowed_by_rules(&principal, &api.rules, &req.method, req.uri.path())
+                .map_err(denied)?;
+            return Ok(Passed {
+                consumer: self.external_consumer(&principal, issuer),
+                rule,
+            });
+        }
+        if !api.own_tokens {
+            return Err(Refusal::Credential(Outcome::WrongIssuer, None));
+        }
+        let rule = auth::authorize(
             &principal,
             &api.audience,
             &api.rules,
             &req.method,
             req.uri.path(),
         )
-        .map_err(|d| match d {
-            Denial::WrongAudience => (Outcome::WrongAudience, None),
-            Denial::InsufficientScope { required } => (Outcome::InsufficientScope, Some(required)),
-        })?;
+        .map_err(denied)?;
         // The holder's client, user and ACL entry, as configured now.
-        if !self.registry.permits(
+        if !catalog.registry.permits(
             principal.client_id.as_deref(),
             principal.username.as_deref(),
             &api.name,
         ) {
-            return Err((Outcome::NotPermitted, None));
+            return Err(Refusal::Credential(Outcome::NotPermitted, None));
         }
-        Ok(())
+        Ok(Passed {
+            consumer: self
+                .consumers
+                .of(&["", principal.client_id.as_deref().unwrap_or_default()]),
+            rule,
+        })
+    }
+
+    fn external_consumer(&self, p: &Principal, issuer: &str) -> u64 {
+        let who = p
+            .client_id
+            .as_deref()
+            .or(p.sub.as_deref())
+            .unwrap_or_default();
+        self.consumers.of(&[issuer, who])
+    }
+
+    /// An API key: its credential must have the API in its ACL (or products), and its
+    /// roles must satisfy the scope rules.
+    fn api_key_verdict<'a>(
+        &self,
+        key: &[u8],
+        req: &RequestHeader,
+        api: &'a Api,
+        catalog: &Catalog,
+    ) -> std::result::Result<Passed, Refusal<'a>> {
+        if key.is_empty() || key.len() > MAX_API_KEY_LEN {
+            return Err(Refusal::Credential(Outcome::Malformed, None));
+        }
+        let digest = crate::store::digest_bytes(key);
+        let Some((client, _name)) = catalog.registry.api_key(&digest) else {
+            return Err(Refusal::Credential(Outcome::UnknownApiKey, None));
+        };
+        if !client.apis.contains(&*api.name) {
+            return Err(Refusal::Credential(Outcome::NotPermitted, None));
+        }
+        let rule = auth::scope_rule(&client.scope_set, &api.rules, &req.method, req.uri.path())
+            .map_err(|required| Refusal::Credential(Outcome::InsufficientScope, Some(required)))?;
+        Ok(Passed {
+            consumer: self.consumers.of(&["", &client.id]),
+            rule,
+        })
+    }
+}
+
+/// The longest API key read (tollgate's are 47 characters).
+const MAX_API_KEY_LEN: usize = 512;
+
+/// The value of a header sent exactly once.
+fn single_header<'r>(req: &'r RequestHeader, name: &http::HeaderName) -> Option<&'r [u8]> {
+    let mut values = req.headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => Some(v.as_bytes()),
+        // Sent twice: not one key; the refusal below says malformed.
+        (Some(_), Some(_)) => Some(&[]),
+        _ => None,
     }
 }
 

@@ -2,8 +2,9 @@
 //! before host-less ones. A lookup costs one hash probe per path segment, whatever the
 //! number of routes.
 
+use crate::auth::ratelimit::Limiter;
 use crate::auth::scope::Rule;
-use crate::config::{ApiConfig, AuthMode};
+use crate::config::{ApiConfig, AuthMode, IssuerRef};
 use crate::metrics::ApiSeries;
 use crate::upstream::Pool;
 use std::collections::HashMap;
@@ -15,8 +16,16 @@ pub struct Api {
     pub prefix: Box<str>,
     pub strip_prefix: bool,
     pub auth: AuthMode,
+    /// Whether the gateway's own tokens open it.
+    pub own_tokens: bool,
+    /// The external issuers whose tokens open it, by name.
+    pub issuers: Box<[Box<str>]>,
+    pub api_key_header: http::HeaderName,
     pub audience: Box<str>,
     pub rules: Box<[Rule]>,
+    /// Per consumer: the API's limit, and each rule's.
+    pub limit: Option<Arc<Limiter>>,
+    pub rule_limits: Box<[Option<Arc<Limiter>>]>,
     pub pool: Pool,
     /// Its request metrics, resolved once.
     pub series: ApiSeries,
@@ -59,20 +68,51 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Build the table and each API's upstream pool.
-    pub fn build(apis: &[ApiConfig]) -> Result<(Self, Vec<Arc<Api>>), String> {
+    /// Build the table and each API's upstream pool. Rate limiters of `previous` APIs with
+    /// the same name and limit are kept (their counts go on across a reload).
+    pub fn build(
+        apis: &[ApiConfig],
+        previous: &[Arc<Api>],
+    ) -> Result<(Self, Vec<Arc<Api>>), String> {
         let mut table = RouteTable::default();
         let mut all = Vec::with_capacity(apis.len());
         for (id, cfg) in (1u64..).zip(apis) {
             let pool =
                 Pool::new(&cfg.upstream, id).map_err(|e| format!("API `{}`: {e}", cfg.name))?;
+            let before = previous.iter().find(|a| *a.name == *cfg.name);
+            let reuse = |old: Option<&Option<Arc<Limiter>>>,
+                         limit: &Option<crate::config::RateLimit>| {
+                limit.map(|l| match old {
+                    Some(Some(o)) if o.limit() == l => o.clone(),
+                    _ => Arc::new(Limiter::new(l)),
+                })
+            };
+            let limit = reuse(before.map(|b| &b.limit), &cfg.rate_limit);
+            let rule_limits = cfg
+                .rule_limits
+                .iter()
+                .enumerate()
+                .map(|(i, l)| reuse(before.and_then(|b| b.rule_limits.get(i)), l))
+                .collect();
             let api = Arc::new(Api {
                 name: cfg.name.as_str().into(),
                 prefix: cfg.prefix.as_str().into(),
                 strip_prefix: cfg.strip_prefix,
                 auth: cfg.auth,
+                own_tokens: cfg.issuers.contains(&IssuerRef::Tollgate),
+                issuers: cfg
+                    .issuers
+                    .iter()
+                    .filter_map(|i| match i {
+                        IssuerRef::External(n) => Some(n.as_str().into()),
+                        IssuerRef::Tollgate => None,
+                    })
+                    .collect(),
+                api_key_header: cfg.api_key_header.clone(),
                 audience: cfg.audience.as_str().into(),
                 rules: cfg.rules.clone().into(),
+                limit,
+                rule_limits,
                 pool,
                 series: ApiSeries::default(),
             });
@@ -87,6 +127,11 @@ impl RouteTable {
             all.push(api);
         }
         Ok((table, all))
+    }
+
+    #[cfg(test)]
+    fn build_fresh(apis: &[ApiConfig]) -> Result<(Self, Vec<Arc<Api>>), String> {
+        Self::build(apis, &[])
     }
 
     /// The API for a request to `host` (no port) and a normalized `path` (no query).
@@ -147,9 +192,13 @@ mod tests {
                 write_timeout: Duration::from_secs(1),
                 health_check: None,
             },
-            auth: AuthMode::None,
+            auth: AuthMode::NONE,
+            issuers: vec![IssuerRef::Tollgate],
+            api_key_header: http::HeaderName::from_static("x-api-key"),
             audience: name.into(),
             rules: vec![],
+            rule_limits: vec![],
+            rate_limit: None,
             scopes: vec![],
         }
     }
@@ -160,7 +209,7 @@ mod tests {
 
     #[test]
     fn longest_prefix_on_segment_boundaries() {
-        let (t, _) = RouteTable::build(&[
+        let (t, _) = RouteTable::build_fresh(&[
             api("root", "/", None, false),
             api("orders", "/orders", None, false),
             api("items", "/orders/items", None, false),
@@ -176,7 +225,7 @@ mod tests {
 
     #[test]
     fn unknown_paths_have_no_route() {
-        let (t, _) = RouteTable::build(&[api("orders", "/orders", None, false)]).unwrap();
+        let (t, _) = RouteTable::build_fresh(&[api("orders", "/orders", None, false)]).unwrap();
         assert_eq!(name(&t, None, "/"), None);
         assert_eq!(name(&t, None, "/order"), None);
         assert_eq!(name(&t, None, "/other/orders"), None);
@@ -184,7 +233,7 @@ mod tests {
 
     #[test]
     fn host_routes_win_over_hostless() {
-        let (t, _) = RouteTable::build(&[
+        let (t, _) = RouteTable::build_fresh(&[
             api("any", "/v1", None, false),
             api("a", "/v1", Some("a.example"), false),
         ])
@@ -197,7 +246,7 @@ mod tests {
     #[test]
     fn prefix_stripping() {
         let (_, apis) =
-            RouteTable::build(&[api("o", "/orders", None, true), api("r", "/", None, true)])
+            RouteTable::build_fresh(&[api("o", "/orders", None, true), api("r", "/", None, true)])
                 .unwrap();
         assert_eq!(apis[0].upstream_path("/orders"), "/");
         assert_eq!(apis[0].upstream_path("/orders/1"), "/1");

@@ -1,20 +1,22 @@
 //! Wiring: build the gateway from a validated config and run it as Pingora services
 //! (the proxy with its listeners, the metrics listener, the health checks).
 
-use crate::auth::cache::TokenCache;
+use crate::auth::cache::{TokenCache, unix_now};
+use crate::auth::ratelimit::ConsumerKeys;
 use crate::auth::revocations::{Revocations, StateSync};
 use crate::auth::{Authenticator, Validator};
-use crate::config::Config;
-use crate::config::SigningKeySource;
-use crate::keys::{self, Algorithm, KeySet};
-use crate::metrics::{ApiSeries, Metrics, MetricsApp};
+use crate::catalog::{Catalog, Live, Reloader};
+use crate::config::{Config, StoreBackend};
+use crate::keys::KeyRing;
+use crate::keys::seal::Sealer;
+use crate::metrics::{ApiSeries, Metrics, MetricsApp, StoreMetrics};
 use crate::proxy::Gateway;
-use crate::routes::RouteTable;
 use crate::store::Store;
+use crate::store::instrumented::Instrumented;
+use crate::store::redis::RedisStore;
 use crate::store::sqlite::SqliteStore;
 use crate::token::TokenService;
 use crate::token::registry::Registry;
-use crate::upstream::HealthChecks;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::Server;
@@ -24,9 +26,10 @@ use pingora::services::listening::Service;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Command-line switches that reach Pingora.
-#[derive(Debug, Clone, Copy, Default)]
+/// Command-line switches that reach Pingora, and the config file (reloaded on SIGHUP).
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    pub config_path: std::path::PathBuf,
     /// Take the listening sockets over from a running instance (graceful upgrade).
     pub upgrade: bool,
     /// Fork into the background.
@@ -61,7 +64,7 @@ fn tls_settings(t: &crate::config::TlsListener) -> Result<TlsSettings, String> {
     Ok(settings)
 }
 
-fn server_conf(config: &Config, opts: RunOptions) -> ServerConf {
+fn server_conf(config: &Config, opts: &RunOptions) -> ServerConf {
     let s = &config.server;
     ServerConf {
         threads: s.threads,
@@ -109,46 +112,52 @@ fn create_state_dir(config: &Config) -> Result<(), String> {
         })
 }
 
-/// The embedded store, its file created private (it holds the generated signing key).
-fn open_store(config: &Config) -> Result<SqliteStore, String> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = &config.store.file;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot create the store {}: {e}", path.display()))?;
-    SqliteStore::open(path, config.store.sync).map_err(|e| e.to_string())
+/// The configured store with its metrics: the embedded SQLite file (created private: it
+/// may hold the generated signing key), or the cluster's Redis.
+pub fn open_store(config: &Config, metrics: StoreMetrics) -> Result<Arc<dyn Store>, String> {
+    match &config.store.backend {
+        StoreBackend::Sqlite { file, sync } => {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(file)
+                .map_err(|e| format!("cannot create the store {}: {e}", file.display()))?;
+            let store = SqliteStore::open(file, *sync).map_err(|e| e.to_string())?;
+            Ok(Arc::new(Instrumented::new(store, metrics)))
+        }
+        StoreBackend::Redis(r) => {
+            let store = RedisStore::open(r).map_err(|e| e.to_string())?;
+            Ok(Arc::new(Instrumented::new(store, metrics)))
+        }
+    }
 }
 
-/// The generated signing key for `alg`: the one in the store, or a new one stored now.
-async fn generated_key(store: &dyn Store, alg: Algorithm) -> Result<Vec<u8>, String> {
-    let name = keys::generated_key_name(alg);
-    if let Some(der) = store.key(&name).await.map_err(|e| e.to_string())? {
-        return Ok(der);
+/// Where the store is, for messages (never with a password).
+pub fn store_location(config: &Config) -> String {
+    match &config.store.backend {
+        StoreBackend::Sqlite { file, .. } => file.display().to_string(),
+        StoreBackend::Redis(r) => r.url_for_logs.clone(),
     }
-    let candidate = keys::generate_pkcs8(alg).map_err(|e| e.to_string())?;
-    let der = store
-        .key_or_insert(&name, candidate)
-        .await
-        .map_err(|e| e.to_string())?;
-    log::info!("generated a new {} signing key in the store", alg.as_str());
-    Ok(der)
+}
+
+/// The sealer for generated keys at rest.
+pub fn sealer(config: &Config) -> Result<Sealer, String> {
+    Sealer::new(config.store.key_encryption.as_ref().map(|k| k.expose()))
 }
 
 /// Build every part of the gateway and run until a shutdown signal. Returns only on a
 /// startup error.
 pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
     create_state_dir(&config)?;
-    let store: Arc<dyn Store> = Arc::new(open_store(&config)?);
+    let metrics = Arc::new(
+        Metrics::new(prometheus::default_registry())
+            .map_err(|e| format!("cannot register metrics: {e}"))?,
+    );
+    let store = open_store(&config, metrics.store.clone())?;
     let revocations = Arc::new(Revocations::default());
-    let state_sync = StateSync {
-        store: store.clone(),
-        revocations: revocations.clone(),
-        poll: Duration::from_secs(1),
-        purge_interval: config.store.purge_interval,
-    };
+    let registry = Arc::new(Registry::from_config(&config));
     // Startup work that needs the store, done before anything is served.
     let startup = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -162,27 +171,41 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
         })
         .map_err(|e| format!("cannot handle SIGXFSZ: {e}"))?;
-    // Tokio leaves the handler installed when the stream goes.
+    // Tokio leaves the handler installed when the stream goes. SIGHUP too: it must reload,
+    // never kill the process (its default), even before the reloader listens.
     drop(xfsz);
-    let generated = match &config.tokens.signing_key {
-        SigningKeySource::Generated { algorithm, .. } => {
-            Some(startup.block_on(generated_key(&*store, *algorithm))?)
-        }
-        SigningKeySource::File(_) => None,
+    let hup = startup
+        .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
+        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    drop(hup);
+    let location = store_location(&config);
+    startup
+        .block_on(store.ping())
+        .map_err(|e| format!("cannot reach the store at {location}: {e}"))?;
+    let keys = Arc::new(
+        startup
+            .block_on(KeyRing::open(
+                &*store,
+                &config.tokens,
+                sealer(&config)?,
+                unix_now(),
+            ))
+            .map_err(|e| format!("signing keys: {e}"))?,
+    );
+    let state_sync = StateSync {
+        store: store.clone(),
+        revocations: revocations.clone(),
+        keys: keys.clone(),
+        max_token_lifetime: registry.longest_token_lifetime(),
+        purge_interval: config.store.purge_interval,
+        maintenance_interval: Duration::from_secs(2),
+        cursor: Default::default(),
     };
     startup
         .block_on(state_sync.catch_up())
-        .map_err(|e| format!("cannot read revocations: {e}"))?;
+        .map_err(|e| format!("cannot read revocations from {location}: {e}"))?;
     drop(startup);
-    let keys =
-        Arc::new(KeySet::load(&config.tokens, generated.as_deref()).map_err(|e| e.to_string())?);
-    let metrics = Arc::new(
-        Metrics::new(prometheus::default_registry())
-            .map_err(|e| format!("cannot register metrics: {e}"))?,
-    );
-    let (routes, apis) = RouteTable::build(&config.apis)?;
-    let health = HealthChecks::new(apis.iter().map(|a| &a.pool));
-    let registry = Arc::new(Registry::from_config(&config));
+    let catalog = Arc::new(Live::new(Catalog::build(&config, None)?));
     let auth = Arc::new(Authenticator::new(
         Validator::new(keys.clone(), &config.issuer, config.tokens.leeway),
         TokenCache::new(config.validation_cache),
@@ -190,17 +213,17 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
         revocations,
     ));
     let gateway = Gateway {
-        routes,
         tokens: TokenService::new(
             &config,
             keys,
-            registry.clone(),
+            catalog.clone(),
             store,
             auth.clone(),
             metrics.clone(),
         )?,
+        catalog: catalog.clone(),
+        consumers: ConsumerKeys::default(),
         auth,
-        registry,
         metrics,
         access_log: config.log.access_log,
         token_service_series: ApiSeries::default(),
@@ -215,7 +238,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
         daemon: opts.daemon,
         ..Opt::default()
     };
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, opts));
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, &opts));
     // Bootstrap (taking the sockets over on upgrade) runs as a service, after
     // daemonizing; the listeners wait for it.
     let bootstrap = server.bootstrap_as_a_service();
@@ -240,9 +263,14 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
             .add_service(metrics_service)
             .add_dependency(&bootstrap);
     }
-    if !health.is_empty() {
-        server.add_service(background_service("tollgate health checks", health));
-    }
+    server.add_service(background_service(
+        "tollgate catalog",
+        Reloader {
+            live: catalog,
+            config_path: opts.config_path.clone(),
+            upstreams_file: config.upstreams_file.clone(),
+        },
+    ));
     server.add_service(background_service("tollgate state sync", state_sync));
     log::info!(
         "tollgate listening on {}; issuer {}",

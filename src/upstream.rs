@@ -1,15 +1,12 @@
-//! Upstream pools: round robin over an API's servers (pingora-load-balancing), active
-//! health checks run by one background service for all pools, and the `HttpPeer` each
-//! request connects to.
+//! Upstream pools: round robin over an API's servers (pingora-load-balancing), their
+//! active health checks (run by the catalog's reloader), and the `HttpPeer` each request
+//! connects to.
 
 use crate::config::{HealthCheckKind, HostHeader, UpstreamConfig};
-use async_trait::async_trait;
 use pingora::http::RequestHeader;
 use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -129,6 +126,11 @@ impl Pool {
         Some(Selected { peer, addr })
     }
 
+    /// The load balancer, when it has health checks to run.
+    pub fn health_checked_lb(&self) -> Option<Arc<LoadBalancer<RoundRobin>>> {
+        self.health_checked.then(|| self.lb.clone())
+    }
+
     /// The configured `host:port` of a server.
     pub fn authority(&self, addr: &SocketAddr) -> Option<&str> {
         self.authorities
@@ -147,38 +149,4 @@ fn load_ca(path: &std::path::Path) -> Result<Box<[pingora::tls::x509::X509]>, St
         return Err(format!("{}: no certificate in the file", path.display()));
     }
     Ok(certs.into_boxed_slice())
-}
-
-/// Runs the health checks of every pool that has one, in one background service.
-pub struct HealthChecks {
-    pools: Vec<Arc<LoadBalancer<RoundRobin>>>,
-}
-
-impl HealthChecks {
-    pub fn new<'a>(pools: impl IntoIterator<Item = &'a Pool>) -> Self {
-        Self {
-            pools: pools
-                .into_iter()
-                .filter(|p| p.health_checked)
-                .map(|p| p.lb.clone())
-                .collect(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pools.is_empty()
-    }
-}
-
-#[async_trait]
-impl BackgroundService for HealthChecks {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        let mut running = tokio::task::JoinSet::new();
-        for lb in &self.pools {
-            let lb = lb.clone();
-            let shutdown = shutdown.clone();
-            running.spawn(async move { lb.run(shutdown, None).await });
-        }
-        while running.join_next().await.is_some() {}
-    }
 }

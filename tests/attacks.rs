@@ -192,7 +192,7 @@ async fn key_url_headers_are_ignored_and_never_fetched() {
     assert_refused(&s.gw, &format!("Bearer {forged}")).await;
     // The same headers on a token the gateway's key did sign change nothing either.
     let ours = s.key.sign(
-        &json!({"alg": "ES256", "kid": "test-key", "jku": url, "x5u": url, "jwk": attacker.public_jwk()}),
+        &json!({"alg": "ES256", "typ": "at+jwt", "kid": "test-key", "jku": url, "x5u": url, "jwk": attacker.public_jwk()}),
         &good_claims(&s.gw.base),
     );
     assert_accepted(&s.gw, &ours).await;

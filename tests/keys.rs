@@ -154,3 +154,66 @@ async fn a_rotated_out_key_still_verifies_its_tokens() {
     assert_eq!(call(&gw, &old_token).await, 401);
     assert_eq!(call(&gw, &new_token).await, 200);
 }
+
+#[tokio::test]
+async fn generated_keys_rotate_on_the_embedded_store() {
+    let up = start_upstream().await;
+    let mut spec = GatewaySpec::new(catalog(&up));
+    spec.tokens = Some(
+        "tokens:\n  signing_key: { algorithm: ES256 }\n  jwks_max_age: 1s\n  leeway: 0s\n  rotation: { publish_ahead: 2s }\n"
+            .into(),
+    );
+    let gw = Gateway::start(spec, &TestKey::generate()).await;
+    let before = access_token(&gw, "/credential/jwt", "app", "app-secret").await;
+    let old = jsonwebtoken::decode_header(&before).unwrap().kid.unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(binary())
+            .args(args)
+            .arg("-c")
+            .arg(&gw.config_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let said = run(&["keys", "rotate"]);
+    let new = said.split('`').nth(1).unwrap().to_string();
+    assert_ne!(new, old);
+    // Asked again while the new key waits: nothing to do.
+    assert!(run(&["keys", "rotate"]).contains("nothing to do"));
+    let listed = run(&["keys", "list"]);
+    assert!(
+        listed.contains(&format!("{old}  ES256  signing")),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("{new}  ES256  published, not signing yet")),
+        "{listed}"
+    );
+    // The running gateway publishes it, then signs with it; the earlier token stays valid.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let t = access_token(&gw, "/credential/jwt", "app", "app-secret").await;
+        if jsonwebtoken::decode_header(&t).unwrap().kid.as_deref() == Some(new.as_str()) {
+            assert_eq!(call(&gw, &t).await, 200);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never signed with the new key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let kids: Vec<_> = jwks(&gw)
+        .await
+        .keys
+        .iter()
+        .filter_map(|k| k.common.key_id.clone())
+        .collect();
+    assert!(kids.contains(&old) && kids.contains(&new), "{kids:?}");
+    assert_eq!(call(&gw, &before).await, 200);
+}

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate::config::{Family, GrantType, SigningKeySource, TokenPolicy, TokenSettings};
-use tollgate::keys::{Algorithm, KeySet};
+use tollgate::keys::{Algorithm, KeyRing, KeySet};
 use tollgate::redact::Secret;
 use tollgate::token::registry::Client;
 
@@ -23,7 +23,7 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// A key set with one freshly generated signing key of `alg`.
-pub fn generated_keys(alg: Algorithm) -> Arc<KeySet> {
+pub fn generated_keys(alg: Algorithm) -> Arc<KeyRing> {
     let settings = TokenSettings {
         signing_key: SigningKeySource::Generated {
             algorithm: alg,
@@ -33,9 +33,16 @@ pub fn generated_keys(alg: Algorithm) -> Arc<KeySet> {
         leeway: Duration::from_secs(60),
         access_token_lifetime: Duration::from_secs(900),
         refresh_grace_period: Duration::from_secs(10),
+        rotation: tollgate::config::RotationSettings {
+            every: None,
+            publish_ahead: Duration::from_secs(600),
+        },
+        jwks_max_age: Duration::from_secs(300),
     };
     let der = tollgate::keys::generate_pkcs8(alg).expect("key");
-    Arc::new(KeySet::load(&settings, Some(&der)).expect("keys"))
+    Arc::new(KeyRing::from(
+        KeySet::load(&settings, Some(&der)).expect("keys"),
+    ))
 }
 
 /// A credential of two APIs with three scopes, as the registry builds it.
@@ -64,5 +71,11 @@ pub fn client(jwt: bool, opaque: bool, lifetime: Duration) -> Client {
             opaque,
         },
         lifetime,
+        scope_set: tollgate::auth::scope::Scopes::from_space_separated(
+            "orders:read orders:write billing:read",
+        ),
+        secrets: Vec::new(),
+        exchange_issuers: Vec::new(),
+        tenant: None,
     }
 }

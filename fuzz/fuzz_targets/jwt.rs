@@ -19,6 +19,7 @@ static GENUINE: LazyLock<(String, String)> = LazyLock::new(|| {
     );
     let token = FIXTURE
         .keys
+        .get()
         .signing()
         .sign_compact(claims.as_bytes())
         .expect("signing");

@@ -10,7 +10,7 @@ use keys::{FIXTURE, ISSUER, LEEWAY, NOW};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(token) = FIXTURE.keys.signing().sign_compact(data) else {
+    let Ok(token) = FIXTURE.keys.get().signing().sign_compact(data) else {
         return;
     };
     let Ok(principal) = FIXTURE.validator.validate(&token, NOW) else {

@@ -5,14 +5,14 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tollgate::auth::Validator;
 use tollgate::config::{SigningKeySource, TokenSettings};
-use tollgate::keys::{Algorithm, KeySet};
+use tollgate::keys::{Algorithm, KeyRing, KeySet};
 
 pub const ISSUER: &str = "https://gw.example";
 pub const NOW: i64 = 1_900_000_000;
 pub const LEEWAY: i64 = 60;
 
 pub struct Fixture {
-    pub keys: Arc<KeySet>,
+    pub keys: Arc<KeyRing>,
     pub validator: Validator,
 }
 
@@ -26,9 +26,16 @@ pub static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         leeway: Duration::from_secs(LEEWAY as u64),
         access_token_lifetime: Duration::from_secs(900),
         refresh_grace_period: Duration::from_secs(10),
+        rotation: tollgate::config::RotationSettings {
+            every: None,
+            publish_ahead: Duration::from_secs(600),
+        },
+        jwks_max_age: Duration::from_secs(300),
     };
     let der = tollgate::keys::generate_pkcs8(Algorithm::EdDSA).expect("key generation");
-    let keys = Arc::new(KeySet::load(&settings, Some(&der)).expect("key set"));
+    let keys = Arc::new(KeyRing::from(
+        KeySet::load(&settings, Some(&der)).expect("key set"),
+    ));
     let validator = Validator::new(keys.clone(), ISSUER, Duration::from_secs(LEEWAY as u64));
     Fixture { keys, validator }
 });

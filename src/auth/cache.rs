@@ -105,6 +105,7 @@ mod tests {
     fn principal(exp: i64) -> Principal {
         Principal {
             holder: Arc::new(Holder {
+                issuer: None,
                 sub: None,
                 client_id: None,
                 username: None,

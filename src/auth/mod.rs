@@ -5,11 +5,13 @@
 
 pub mod bearer;
 pub mod cache;
+pub mod ratelimit;
 pub mod revocations;
 pub mod scope;
 
+use crate::idp::{ExternalToken, Issuers, Rejection};
 use crate::jwt;
-use crate::keys::{KeyMiss, KeySet};
+use crate::keys::{KeyMiss, KeyRing};
 use crate::opaque;
 use crate::store::{Store, TokenKind, TokenRecord, digest};
 use cache::TokenCache;
@@ -41,10 +43,15 @@ pub enum Outcome {
     NotPermitted,
     /// The store could not be read: the answer is 503, not a refusal.
     StoreUnavailable,
+    /// An API key no credential has.
+    UnknownApiKey,
+    /// A token of the wrong type: an ID token, or an external token without the `typ`
+    /// its issuer requires (RFC 9068, RFC 8725 §3.11).
+    WrongType,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 14] = [
+    pub const ALL: [Outcome; 16] = [
         Outcome::Ok,
         Outcome::Missing,
         Outcome::Malformed,
@@ -59,6 +66,8 @@ impl Outcome {
         Outcome::UnknownToken,
         Outcome::NotPermitted,
         Outcome::StoreUnavailable,
+        Outcome::UnknownApiKey,
+        Outcome::WrongType,
     ];
 
     pub fn label(self) -> &'static str {
@@ -77,6 +86,24 @@ impl Outcome {
             Outcome::UnknownToken => "unknown_token",
             Outcome::NotPermitted => "not_permitted",
             Outcome::StoreUnavailable => "store_unavailable",
+            Outcome::UnknownApiKey => "unknown_api_key",
+            Outcome::WrongType => "wrong_type",
+        }
+    }
+
+    /// How an external issuer's refusal is counted.
+    pub fn from_rejection(r: Rejection) -> Self {
+        match r {
+            Rejection::Malformed | Rejection::MissingExpiry | Rejection::MissingSubject => {
+                Outcome::Malformed
+            }
+            Rejection::BadSignature | Rejection::AlgorithmNotAllowed => Outcome::BadSignature,
+            Rejection::UnknownKey | Rejection::NoKeysYet => Outcome::UnknownKey,
+            Rejection::WrongType => Outcome::WrongType,
+            Rejection::UnknownIssuer | Rejection::WrongIssuer => Outcome::WrongIssuer,
+            Rejection::Expired => Outcome::Expired,
+            Rejection::NotYetValid => Outcome::NotYetValid,
+            Rejection::WrongAudience => Outcome::WrongAudience,
         }
     }
 
@@ -96,6 +123,8 @@ impl Outcome {
             Outcome::UnknownToken => "The access token is not known",
             Outcome::NotPermitted => "The access token's client may no longer call this API",
             Outcome::StoreUnavailable => "The token store is unavailable",
+            Outcome::UnknownApiKey => "The API key is not known",
+            Outcome::WrongType => "The token is not an access token",
         }
     }
 }
@@ -105,6 +134,9 @@ impl Outcome {
 /// copy for all of them ([`Holders`]).
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Holder {
+    /// The external issuer (its configured name) of a token it signed; `None` for the
+    /// gateway's own tokens and API keys.
+    pub issuer: Option<Box<str>>,
     pub sub: Option<Box<str>>,
     pub client_id: Option<Box<str>>,
     pub username: Option<Box<str>>,
@@ -134,10 +166,41 @@ impl std::ops::Deref for Principal {
 }
 
 impl Principal {
+    /// What a revocation may name of this token.
+    pub fn revocation_subject(&self) -> revocations::Subject<'_> {
+        revocations::Subject {
+            jti: self.jti.as_deref(),
+            grant: self.grant_id.as_deref(),
+            client_id: self.client_id.as_deref(),
+            username: self.username.as_deref(),
+            iat: self.iat,
+        }
+    }
+
+    /// The principal of an external issuer's validated token. It carries no `jti` or grant:
+    /// the gateway's revocations name only its own tokens.
+    pub fn from_external(t: ExternalToken) -> Self {
+        Self {
+            holder: Arc::new(Holder {
+                issuer: Some(t.issuer_name.as_ref().into()),
+                sub: Some(t.subject.into()),
+                client_id: t.client_id.map(Into::into),
+                username: None,
+                audiences: t.audiences.into_iter().map(Into::into).collect(),
+                scopes: t.scopes,
+            }),
+            exp: t.exp,
+            iat: t.iat,
+            jti: None,
+            grant_id: None,
+        }
+    }
+
     /// The principal an opaque access token's record describes.
     pub fn from_record(r: &TokenRecord) -> Self {
         Self {
             holder: Arc::new(Holder {
+                issuer: None,
                 sub: Some(r.username.as_deref().unwrap_or(&r.client_id).into()),
                 client_id: Some(r.client_id.as_str().into()),
                 username: r.username.as_deref().map(Into::into),
@@ -185,13 +248,13 @@ impl Holders {
 
 /// Signature and registered-claim checks against the gateway's key set.
 pub struct Validator {
-    keys: Arc<KeySet>,
+    keys: Arc<KeyRing>,
     issuer: Box<str>,
     leeway: i64,
 }
 
 impl Validator {
-    pub fn new(keys: Arc<KeySet>, issuer: &str, leeway: std::time::Duration) -> Self {
+    pub fn new(keys: Arc<KeyRing>, issuer: &str, leeway: std::time::Duration) -> Self {
         Self {
             keys,
             issuer: issuer.into(),
@@ -211,9 +274,14 @@ impl Validator {
     /// The claims of a JWT signed by one of the gateway's keys for its issuer, whatever
     /// its times (revocation looks at expired tokens too).
     pub fn signed_claims(&self, token: &str) -> Result<jwt::Claims, Outcome> {
+        self.signed(token).map(|(claims, _)| claims)
+    }
+
+    /// The claims and the `typ` header of a JWT signed by one of the gateway's keys.
+    fn signed(&self, token: &str) -> Result<(jwt::Claims, Option<String>), Outcome> {
         let unverified = jwt::parse(token).map_err(|_| Outcome::Malformed)?;
-        let key = self
-            .keys
+        let keys = self.keys.get();
+        let key = keys
             .find(unverified.kid.as_deref(), unverified.alg)
             .map_err(|miss| match miss {
                 KeyMiss::UnknownKid => Outcome::UnknownKey,
@@ -226,13 +294,24 @@ impl Validator {
         if claims.iss.as_deref() != Some(&*self.issuer) {
             return Err(Outcome::WrongIssuer);
         }
-        Ok(claims)
+        Ok((claims, unverified.typ))
     }
 
     /// Fully validate a JWT at time `now` (seconds since the epoch). A token without `exp`
     /// is an immortal token of this gateway.
     pub fn validate(&self, token: &str, now: i64) -> Result<Principal, Outcome> {
-        let claims = self.signed_claims(token)?;
+        let (claims, typ) = self.signed(token)?;
+        // RFC 9068 §4: an access token says so (`at+jwt`). Tokens signed before tollgate set
+        // it say `JWT`, and are told apart from its ID tokens by the grant id they carry.
+        let access = match typ.as_deref() {
+            Some(t) if jwt::typ_is(t, "at+jwt") => true,
+            Some(t) if jwt::typ_is(t, "jwt") => claims.gid.is_some(),
+            None => claims.gid.is_some(),
+            Some(_) => false,
+        };
+        if !access {
+            return Err(Outcome::WrongType);
+        }
         if claims
             .exp
             .is_some_and(|exp| now >= exp.saturating_add(self.leeway))
@@ -250,6 +329,7 @@ impl Validator {
         }
         Ok(Principal {
             holder: Arc::new(Holder {
+                issuer: None,
                 sub: claims.sub.map(Into::into),
                 client_id: claims.client_id.map(Into::into),
                 username: claims.username.map(Into::into),
@@ -305,6 +385,7 @@ impl Authenticator {
         &self,
         token: &str,
         now: i64,
+        issuers: &Issuers,
     ) -> (Result<Principal, Outcome>, CacheUse) {
         let key = self.cache.key(token);
         let (result, used) = match self.cache.get(&key, now) {
@@ -314,7 +395,7 @@ impl Authenticator {
                     Some(opaque::Kind::Access) => self.opaque(token, now).await,
                     // A refresh token is not an access token.
                     Some(opaque::Kind::Refresh) => Err(Outcome::Malformed),
-                    None => self.validator.validate(token, now),
+                    None => self.jwt(token, now, issuers).await,
                 };
                 let result = result.map(|mut p| {
                     if p.exp > now {
@@ -327,16 +408,29 @@ impl Authenticator {
             }
         };
         let result = result.and_then(|p| {
-            if self
-                .revocations
-                .is_revoked(p.jti.as_deref(), p.grant_id.as_deref())
-            {
+            if self.revocations.is_revoked(p.revocation_subject()) {
                 Err(Outcome::Revoked)
             } else {
                 Ok(p)
             }
         });
         (result, used)
+    }
+
+    /// A JWT of the gateway, or of the external issuer its `iss` names.
+    async fn jwt(&self, token: &str, now: i64, issuers: &Issuers) -> Result<Principal, Outcome> {
+        if !issuers.is_empty()
+            && let Some(iss) = crate::idp::peek_issuer(token)
+            && iss != self.validator.issuer()
+        {
+            let issuer = issuers.for_iss(&iss).ok_or(Outcome::WrongIssuer)?;
+            return issuer
+                .verify(token, now)
+                .await
+                .map(Principal::from_external)
+                .map_err(Outcome::from_rejection);
+        }
+        self.validator.validate(token, now)
     }
 
     async fn opaque(&self, token: &str, now: i64) -> Result<Principal, Outcome> {
@@ -385,14 +479,56 @@ pub fn authorize<'a>(
     rules: &'a [Rule],
     method: &Method,
     path: &str,
-) -> Result<(), Denial<'a>> {
+) -> Result<Option<usize>, Denial<'a>> {
     if !principal.audiences.iter().any(|a| &**a == audience) {
         return Err(Denial::WrongAudience);
     }
+    allowed_by_rules(principal, rules, method, path)
+}
+
+/// The scope rules for a set of scopes (an API key's credential roles): the rule that
+/// decided, or the scopes it needs.
+pub fn scope_rule<'a>(
+    scopes: &Scopes,
+    rules: &'a [Rule],
+    method: &Method,
+    path: &str,
+) -> Result<Option<usize>, &'a str> {
+    match scope::decide(rules, method, path, scopes) {
+        ScopeDecision::Allowed { rule } => Ok(rule),
+        ScopeDecision::Insufficient { required } => Err(required),
+    }
+}
+
+/// The scope rules alone (no audience: external tokens and API keys are checked against
+/// their issuer or credential instead); the index of the rule that decided.
+pub fn allowed_by_rules<'a>(
+    principal: &Principal,
+    rules: &'a [Rule],
+    method: &Method,
+    path: &str,
+) -> Result<Option<usize>, Denial<'a>> {
     match scope::decide(rules, method, path, &principal.scopes) {
-        ScopeDecision::Allowed => Ok(()),
+        ScopeDecision::Allowed { rule } => Ok(rule),
         ScopeDecision::Insufficient { required } => Err(Denial::InsufficientScope { required }),
     }
+}
+
+/// The challenge of an API that takes only API keys: the same statuses, and a scheme
+/// that names the header to send.
+pub fn api_key_challenge(
+    outcome: Outcome,
+    required_scope: Option<&str>,
+    header: &str,
+) -> (u16, String) {
+    let (status, bearer) = challenge(outcome, required_scope);
+    let rest = bearer
+        .strip_prefix("Bearer realm=\"tollgate\"")
+        .unwrap_or_default();
+    (
+        status,
+        format!("ApiKey realm=\"tollgate\", header=\"{header}\"{rest}"),
+    )
 }
 
 /// The RFC 6750 §3 challenge for a refused request: status and `WWW-Authenticate` value.

@@ -227,8 +227,8 @@ impl Rule {
 /// What the rules say about one request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ScopeDecision<'a> {
-    /// No rule covers the operation, or the covering rule is satisfied.
-    Allowed,
+    /// No rule covers the operation, or the covering rule (its index) is satisfied.
+    Allowed { rule: Option<usize> },
     /// The first covering rule is not satisfied; carries the scopes to name.
     Insufficient { required: &'a str },
 }
@@ -240,11 +240,16 @@ pub fn decide<'a>(
     path: &str,
     scopes: &Scopes,
 ) -> ScopeDecision<'a> {
-    match rules.iter().find(|r| r.applies_to(method, path)) {
-        Some(rule) if !rule.allows(scopes) => ScopeDecision::Insufficient {
+    match rules
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.applies_to(method, path))
+    {
+        Some((_, rule)) if !rule.allows(scopes) => ScopeDecision::Insufficient {
             required: rule.hint(),
         },
-        _ => ScopeDecision::Allowed,
+        Some((i, _)) => ScopeDecision::Allowed { rule: Some(i) },
+        None => ScopeDecision::Allowed { rule: None },
     }
 }
 
@@ -378,11 +383,11 @@ mod tests {
         let read = Scopes::from_space_separated("orders:read");
         assert_eq!(
             decide(&rules, &Method::GET, "/orders/1", &read),
-            ScopeDecision::Allowed
+            ScopeDecision::Allowed { rule: Some(0) }
         );
         assert_eq!(
             decide(&rules, &Method::HEAD, "/orders", &read),
-            ScopeDecision::Allowed
+            ScopeDecision::Allowed { rule: Some(0) }
         );
         assert_eq!(
             decide(&rules, &Method::POST, "/orders", &read),
@@ -393,7 +398,7 @@ mod tests {
         // GET /orders/admin is covered by the first rule, which read satisfies.
         assert_eq!(
             decide(&rules, &Method::GET, "/orders/admin/x", &read),
-            ScopeDecision::Allowed
+            ScopeDecision::Allowed { rule: Some(0) }
         );
         assert_eq!(
             decide(&rules, &Method::DELETE, "/orders/admin/x", &read),
@@ -402,7 +407,7 @@ mod tests {
         // No rule covers PUT /orders/1: a valid token is enough.
         assert_eq!(
             decide(&rules, &Method::PUT, "/orders/1", &Scopes::default()),
-            ScopeDecision::Allowed
+            ScopeDecision::Allowed { rule: None }
         );
     }
 }

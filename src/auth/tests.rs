@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::config::{CacheSettings, Family, Format, SigningKeySource, StoreSync, TokenSettings};
-use crate::keys::Algorithm;
+use crate::idp::Issuers;
+use crate::keys::{Algorithm, KeyRing, KeySet};
 use crate::store::{Revocation, RevocationTarget};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -13,7 +14,7 @@ use std::time::Duration;
 const ISS: &str = "https://gw.example";
 const NOW: i64 = 1_900_000_000;
 
-fn keyset() -> Arc<KeySet> {
+fn keyset() -> Arc<KeyRing> {
     let settings = TokenSettings {
         signing_key: SigningKeySource::Generated {
             algorithm: Algorithm::ES256,
@@ -23,13 +24,18 @@ fn keyset() -> Arc<KeySet> {
         leeway: Duration::from_secs(60),
         access_token_lifetime: Duration::from_secs(900),
         refresh_grace_period: Duration::from_secs(10),
+        rotation: crate::config::RotationSettings {
+            every: None,
+            publish_ahead: Duration::from_secs(600),
+        },
+        jwks_max_age: Duration::from_secs(300),
     };
     let der = crate::keys::generate_pkcs8(Algorithm::ES256).unwrap();
-    Arc::new(KeySet::load(&settings, Some(&der)).unwrap())
+    Arc::new(KeyRing::from(KeySet::load(&settings, Some(&der)).unwrap()))
 }
 
 struct Fixture {
-    keys: Arc<KeySet>,
+    keys: Arc<KeyRing>,
     validator: Validator,
 }
 
@@ -46,8 +52,9 @@ fn claims() -> serde_json::Value {
     })
 }
 
-fn sign(keys: &KeySet, claims: &serde_json::Value) -> String {
-    keys.signing()
+fn sign(keys: &KeyRing, claims: &serde_json::Value) -> String {
+    keys.get()
+        .signing()
         .sign_compact(claims.to_string().as_bytes())
         .unwrap()
 }
@@ -113,8 +120,8 @@ fn another_keys_signature_is_refused() {
     // Same kid as ours but signed by the other key: the signature is bad.
     let t = sign(&other, &claims());
     let (_, rest) = t.split_once('.').unwrap();
-    let our_header =
-        B64.encode(json!({"alg":"ES256","typ":"JWT","kid": f.keys.signing().kid()}).to_string());
+    let our_header = B64
+        .encode(json!({"alg":"ES256","typ":"JWT","kid": f.keys.get().signing().kid()}).to_string());
     let spliced = format!("{our_header}.{rest}");
     assert_eq!(
         f.validator.validate(&spliced, NOW),
@@ -126,14 +133,14 @@ fn another_keys_signature_is_refused() {
 fn algorithm_confusion_is_refused() {
     let f = fixture();
     // HS256 "signed" with the public key: not an accepted alg at all.
-    let h = B64.encode(json!({"alg":"HS256","kid": f.keys.signing().kid()}).to_string());
+    let h = B64.encode(json!({"alg":"HS256","kid": f.keys.get().signing().kid()}).to_string());
     let c = B64.encode(claims().to_string());
     assert_eq!(
         f.validator.validate(&format!("{h}.{c}.AAAA"), NOW),
         Err(Outcome::Malformed)
     );
     // RS256 claimed for our ES256 key.
-    let h = B64.encode(json!({"alg":"RS256","kid": f.keys.signing().kid()}).to_string());
+    let h = B64.encode(json!({"alg":"RS256","kid": f.keys.get().signing().kid()}).to_string());
     assert_eq!(
         f.validator.validate(&format!("{h}.{c}.AAAA"), NOW),
         Err(Outcome::BadSignature)
@@ -212,7 +219,7 @@ fn audience_and_scope_are_checked_per_api() {
     ];
     assert_eq!(
         authorize(&p, "orders", &rules, &Method::GET, "/orders/1"),
-        Ok(())
+        Ok(Some(0))
     );
     assert_eq!(
         authorize(&p, "billing", &rules, &Method::GET, "/orders/1"),
@@ -230,7 +237,7 @@ struct Stateful {
     _dir: tempfile::TempDir,
     store: Arc<dyn Store>,
     auth: Authenticator,
-    keys: Arc<KeySet>,
+    keys: Arc<KeyRing>,
 }
 
 fn stateful() -> Stateful {
@@ -264,20 +271,23 @@ async fn cache_serves_repeat_presentations_and_skips_failures() {
         &s.keys,
         &json!({"iss": ISS, "aud": "orders", "exp": now + 600}),
     );
-    let (r, c) = s.auth.authenticate(&good, now).await;
+    let (r, c) = s.auth.authenticate(&good, now, &Issuers::none()).await;
     assert!(r.is_ok());
     assert_eq!(c, CacheUse::Miss);
-    let (r2, c2) = s.auth.authenticate(&good, now).await;
+    let (r2, c2) = s.auth.authenticate(&good, now, &Issuers::none()).await;
     assert_eq!(c2, CacheUse::Hit);
     assert!(Arc::ptr_eq(&r.unwrap().holder, &r2.unwrap().holder));
 
     let bad = sign(&s.keys, &json!({"iss": "other", "exp": now + 600}));
     for _ in 0..2 {
-        let (r, c) = s.auth.authenticate(&bad, now).await;
+        let (r, c) = s.auth.authenticate(&bad, now, &Issuers::none()).await;
         assert_eq!((r.err(), c), (Some(Outcome::WrongIssuer), CacheUse::Miss));
     }
     // A cached token is refused once its exp has passed.
-    let (r, _) = s.auth.authenticate(&good, now + 600 + 61).await;
+    let (r, _) = s
+        .auth
+        .authenticate(&good, now + 600 + 61, &Issuers::none())
+        .await;
     assert_eq!(r.err(), Some(Outcome::Expired));
 }
 
@@ -297,7 +307,7 @@ async fn cached_tokens_of_one_holder_share_it() {
     ] {
         let (r, c) = s
             .auth
-            .authenticate(&sign(&s.keys, &claims(jti, scope)), now)
+            .authenticate(&sign(&s.keys, &claims(jti, scope)), now, &Issuers::none())
             .await;
         assert_eq!(c, CacheUse::Miss);
         let p = r.unwrap();
@@ -338,20 +348,23 @@ async fn opaque_tokens_are_looked_up_and_cached() {
         .insert(vec![(digest(&token), record)])
         .await
         .unwrap();
-    let (r, c) = s.auth.authenticate(&token, now).await;
+    let (r, c) = s.auth.authenticate(&token, now, &Issuers::none()).await;
     let p = r.unwrap();
     assert_eq!(c, CacheUse::Miss);
     assert_eq!(p.username.as_deref(), Some("alice"));
     assert_eq!(p.sub.as_deref(), Some("alice"));
     assert_eq!(p.grant_id.as_deref(), Some("g1"));
     assert!(p.scopes.contains("orders:read"));
-    assert_eq!(s.auth.authenticate(&token, now).await.1, CacheUse::Hit);
+    assert_eq!(
+        s.auth.authenticate(&token, now, &Issuers::none()).await.1,
+        CacheUse::Hit
+    );
 
     let unknown = opaque::generate(opaque::Kind::Access).unwrap();
-    let (r, _) = s.auth.authenticate(&unknown, now).await;
+    let (r, _) = s.auth.authenticate(&unknown, now, &Issuers::none()).await;
     assert_eq!(r.err(), Some(Outcome::UnknownToken));
     let refresh = opaque::generate(opaque::Kind::Refresh).unwrap();
-    let (r, _) = s.auth.authenticate(&refresh, now).await;
+    let (r, _) = s.auth.authenticate(&refresh, now, &Issuers::none()).await;
     assert_eq!(r.err(), Some(Outcome::Malformed));
 }
 
@@ -362,16 +375,21 @@ async fn revocations_apply_to_cached_tokens_at_once() {
     let claims =
         json!({"iss": ISS, "aud": "orders", "exp": now + 600, "jti": "jwt-1", "gid": "g9"});
     let jwt = sign(&s.keys, &claims);
-    assert!(s.auth.authenticate(&jwt, now).await.0.is_ok());
+    assert!(
+        s.auth
+            .authenticate(&jwt, now, &Issuers::none())
+            .await
+            .0
+            .is_ok()
+    );
     let revoke = |target| Revocation {
-        seq: 1,
         target,
         until: None,
     };
     s.auth
         .revocations()
         .add(&[revoke(RevocationTarget::Grant("g9".into()))]);
-    let (r, c) = s.auth.authenticate(&jwt, now).await;
+    let (r, c) = s.auth.authenticate(&jwt, now, &Issuers::none()).await;
     assert_eq!((r.err(), c), (Some(Outcome::Revoked), CacheUse::Hit));
 
     let token = opaque::generate(opaque::Kind::Access).unwrap();
@@ -380,11 +398,17 @@ async fn revocations_apply_to_cached_tokens_at_once() {
         .insert(vec![(digest(&token), record)])
         .await
         .unwrap();
-    assert!(s.auth.authenticate(&token, now).await.0.is_ok());
+    assert!(
+        s.auth
+            .authenticate(&token, now, &Issuers::none())
+            .await
+            .0
+            .is_ok()
+    );
     s.auth
         .revocations()
         .add(&[revoke(RevocationTarget::Jti("j2".into()))]);
-    let (r, _) = s.auth.authenticate(&token, now).await;
+    let (r, _) = s.auth.authenticate(&token, now, &Issuers::none()).await;
     assert_eq!(r.err(), Some(Outcome::Revoked));
 }
 

@@ -2,10 +2,13 @@
 //! rules.
 
 use super::errors::Errors;
-use super::file::{ApiFile, DurationText, HealthCheckFile, HostHeaderFile, UpstreamFile};
+use super::file::{
+    ApiFile, AuthFile, AuthWord, DurationText, HealthCheckFile, HostHeaderFile, RateLimitFile,
+    UpstreamFile,
+};
 use super::{
-    ApiConfig, AuthMode, HealthCheck, HealthCheckKind, HostHeader, UpstreamConfig, UpstreamServer,
-    UpstreamTls, parse_duration,
+    ApiConfig, AuthMode, HealthCheck, HealthCheckKind, HostHeader, IssuerRef, RateLimit,
+    UpstreamConfig, UpstreamServer, UpstreamTls, parse_duration,
 };
 use crate::auth::scope::{Rule, is_valid_scope_token};
 use std::collections::HashSet;
@@ -14,7 +17,61 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Paths the gateway answers itself; no API may claim them.
-const RESERVED_PREFIXES: [&str; 3] = ["/auth", "/credential", "/.well-known"];
+const RESERVED_PREFIXES: [&str; 5] = [
+    "/auth",
+    "/credential",
+    "/.well-known",
+    "/oauth2",
+    "/userinfo",
+];
+
+/// The issuer name that stands for the gateway's own tokens.
+pub(super) const TOLLGATE_ISSUER: &str = "tollgate";
+
+pub(super) fn auth_mode(a: &AuthFile, path: &str, errs: &mut Errors) -> AuthMode {
+    let words: Vec<AuthWord> = match a {
+        AuthFile::One(w) => vec![*w],
+        AuthFile::Many(list) => list.clone(),
+    };
+    if words.is_empty() {
+        errs.push(path, "name at least one of none, jwt, api_key");
+    }
+    if words.contains(&AuthWord::None) && words.len() > 1 {
+        errs.push(path, "`none` cannot be combined with another mode");
+    }
+    AuthMode {
+        jwt: words.contains(&AuthWord::Jwt),
+        api_key: words.contains(&AuthWord::ApiKey),
+    }
+}
+
+pub(super) fn rate_limit(r: &RateLimitFile, path: &str, errs: &mut Errors) -> Option<RateLimit> {
+    let per = match parse_duration(r.per.as_str()) {
+        Ok(d) => d,
+        Err(e) => {
+            errs.push(format!("{path}.per"), e);
+            return None;
+        }
+    };
+    if r.requests == 0 {
+        errs.push(format!("{path}.requests"), "must be at least 1");
+        return None;
+    }
+    if per < Duration::from_millis(1) {
+        errs.push(format!("{path}.per"), "must be at least 1ms");
+        return None;
+    }
+    let burst = r.burst.unwrap_or(r.requests);
+    if burst == 0 {
+        errs.push(format!("{path}.burst"), "must be at least 1");
+        return None;
+    }
+    Some(RateLimit {
+        requests: r.requests,
+        per,
+        burst,
+    })
+}
 
 pub(super) fn is_valid_name(s: &str) -> bool {
     !s.is_empty()
@@ -38,8 +95,80 @@ pub(super) fn duration(
     }
 }
 
-pub(super) fn api(a: ApiFile, path: &str, base_dir: &Path, errs: &mut Errors) -> Option<ApiConfig> {
+pub(super) fn api(
+    a: ApiFile,
+    path: &str,
+    base_dir: &Path,
+    issuer_names: &HashSet<String>,
+    errs: &mut Errors,
+) -> Option<ApiConfig> {
     let before = errs.count();
+    let auth = auth_mode(&a.auth, &format!("{path}.auth"), errs);
+    let issuers = match &a.issuers {
+        None => vec![IssuerRef::Tollgate],
+        Some(list) => {
+            if !auth.jwt {
+                errs.push(format!("{path}.issuers"), "issuers need `auth: jwt`");
+            }
+            if list.is_empty() {
+                errs.push(format!("{path}.issuers"), "name at least one issuer");
+            }
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, name)| {
+                    if name == TOLLGATE_ISSUER {
+                        Some(IssuerRef::Tollgate)
+                    } else if issuer_names.contains(name) {
+                        Some(IssuerRef::External(name.clone()))
+                    } else {
+                        errs.push(
+                            format!("{path}.issuers[{i}]"),
+                            format!("no issuer is named `{name}` (`{TOLLGATE_ISSUER}` is the gateway itself)"),
+                        );
+                        None
+                    }
+                })
+                .collect()
+        }
+    };
+    let api_key_header = match &a.api_key_header {
+        None => http::HeaderName::from_static("x-api-key"),
+        Some(h) => {
+            if !auth.api_key {
+                errs.push(format!("{path}.api_key_header"), "needs `auth: api_key`");
+            }
+            match http::HeaderName::from_bytes(h.as_bytes()) {
+                Ok(n) if n != http::header::AUTHORIZATION => n,
+                _ => {
+                    errs.push(
+                        format!("{path}.api_key_header"),
+                        format!("`{h}` is not a header name other than Authorization"),
+                    );
+                    http::HeaderName::from_static("x-api-key")
+                }
+            }
+        }
+    };
+    let api_rate = a
+        .rate_limit
+        .as_ref()
+        .and_then(|r| rate_limit(r, &format!("{path}.rate_limit"), errs));
+    if a.rate_limit.is_some() && auth.is_none() {
+        errs.push(
+            format!("{path}.rate_limit"),
+            "limits are per consumer: they need `auth: jwt` or `auth: api_key`",
+        );
+    }
+    let rule_limits: Vec<Option<RateLimit>> = a
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(j, r)| {
+            r.rate_limit
+                .as_ref()
+                .and_then(|l| rate_limit(l, &format!("{path}.rules[{j}].rate_limit"), errs))
+        })
+        .collect();
     if !is_valid_name(&a.name) {
         errs.push(
             format!("{path}.name"),
@@ -66,8 +195,11 @@ pub(super) fn api(a: ApiFile, path: &str, base_dir: &Path, errs: &mut Errors) ->
     if audience.is_empty() {
         errs.push(format!("{path}.audience"), "must not be empty");
     }
-    if a.auth == AuthMode::None && !a.rules.is_empty() {
-        errs.push(format!("{path}.rules"), "scope rules need `auth: jwt`");
+    if auth.is_none() && !a.rules.is_empty() {
+        errs.push(
+            format!("{path}.rules"),
+            "scope rules need `auth: jwt` or `auth: api_key`",
+        );
     }
     let mut rules = Vec::new();
     for (j, r) in a.rules.iter().enumerate() {
@@ -114,9 +246,13 @@ pub(super) fn api(a: ApiFile, path: &str, base_dir: &Path, errs: &mut Errors) ->
         host,
         strip_prefix: a.strip_prefix,
         upstream: upstream?,
-        auth: a.auth,
+        auth,
+        issuers,
+        api_key_header,
         audience,
         rules,
+        rule_limits,
+        rate_limit: api_rate,
         scopes,
     })
 }

@@ -6,7 +6,9 @@ use super::clients::{Refs, credential, policy, products, user_pools};
 use super::errors::{ConfigError, Errors, Lenient};
 use super::file::UpstreamsFile;
 use super::gateway::parse_yaml;
-use super::{ApiConfig, AuthMode, CredentialConfig, PolicyConfig, UserPoolConfig};
+use super::{
+    ApiConfig, AuthMode, CredentialConfig, IssuerConfig, PolicyConfig, TenantConfig, UserPoolConfig,
+};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -16,6 +18,8 @@ pub(super) struct Catalog {
     pub policies: Vec<PolicyConfig>,
     pub credentials: Vec<CredentialConfig>,
     pub user_pools: Vec<UserPoolConfig>,
+    pub issuers: Vec<IssuerConfig>,
+    pub tenants: Vec<TenantConfig>,
 }
 
 pub(super) fn load(path: &Path) -> Result<Catalog, Vec<ConfigError>> {
@@ -39,20 +43,29 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Catalog, Vec<ConfigError>
     for key in file.unknown.keys() {
         errs.push(
             key,
-            "unknown key (expected one of apis, products, user_pools, policies, credentials)",
+            "unknown key (expected one of apis, products, user_pools, policies, credentials, issuers, tenants)",
         );
     }
     let base_dir = path.parent().unwrap_or(Path::new("."));
+    let issuers_parsed = list(file.issuers, "issuers", &mut errs);
+    let issuer_names: HashSet<String> =
+        issuers_parsed.iter().map(|(_, i)| i.name.clone()).collect();
     let parsed = list(file.apis, "apis", &mut errs);
     // References are checked against every API the file declares, valid or not, so an
     // error in an API is reported once, at the API.
     let declared: Vec<(String, AuthMode)> = parsed
         .iter()
-        .map(|(_, a)| (a.name.clone(), a.auth))
+        .map(|(_, a)| {
+            let mut scratch = Errors::new("");
+            (
+                a.name.clone(),
+                super::apis::auth_mode(&a.auth, "", &mut scratch),
+            )
+        })
         .collect();
     let apis = parsed
         .into_iter()
-        .filter_map(|(path, a)| api(a, &path, base_dir, &mut errs))
+        .filter_map(|(path, a)| api(a, &path, base_dir, &issuer_names, &mut errs))
         .collect::<Vec<_>>();
     check_api_uniqueness(&apis, &mut errs);
 
@@ -63,12 +76,14 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Catalog, Vec<ConfigError>
     );
     let pools_parsed = list(file.user_pools, "user_pools", &mut errs);
     let pool_names: HashSet<String> = pools_parsed.iter().map(|(_, p)| p.name.clone()).collect();
-    let user_pools = user_pools(pools_parsed, &declared, &mut errs);
+    let mut user_pools = user_pools(pools_parsed, &declared, &mut errs);
     let refs = Refs {
         apis: &declared,
         products: &products,
         pools: &pool_names,
+        issuers: &issuer_names,
     };
+    let issuers = super::issuers::issuers(issuers_parsed, base_dir, &mut errs);
 
     let mut client_ids = HashSet::new();
     let mut policy_names = HashSet::new();
@@ -84,16 +99,38 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Catalog, Vec<ConfigError>
             policy(p, &path, &refs, &mut client_ids, &mut errs)
         })
         .collect();
-    let credentials = list(file.credentials, "credentials", &mut errs)
+    let mut credentials: Vec<CredentialConfig> = list(file.credentials, "credentials", &mut errs)
         .into_iter()
         .map(|(path, c)| credential(c, &path, &refs, &mut client_ids, &mut errs))
         .collect();
+    // An API key names exactly one credential.
+    let mut digests = HashSet::new();
+    for (i, c) in credentials.iter().enumerate() {
+        for (name, d) in &c.client.api_keys {
+            if !digests.insert(*d) {
+                errs.push(
+                    format!("credentials[{i}].api_keys"),
+                    format!("key `{name}` has the digest of another key"),
+                );
+            }
+        }
+    }
+    let tenants = super::tenants::tenants(
+        list(file.tenants, "tenants", &mut errs),
+        &refs,
+        &mut client_ids,
+        &mut errs,
+    );
+    credentials.extend(tenants.credentials);
+    user_pools.extend(tenants.pools);
     if errs.is_empty() {
         Ok(Catalog {
             apis,
             policies,
             credentials,
             user_pools,
+            issuers,
+            tenants: tenants.tenants,
         })
     } else {
         Err(errs.into_vec())

@@ -4,7 +4,8 @@
 use super::apis::{duration, is_valid_name};
 use super::errors::Errors;
 use super::file::{
-    CredentialFile, FormatChoice, PolicyFile, ProductFile, TokenSettingsFile, UserPoolFile,
+    ApiKeyFile, CredentialFile, ExchangeFile, FormatChoice, PolicyFile, ProductFile,
+    TokenSettingsFile, UserPoolFile,
 };
 use super::{
     AuthMode, ClientConfig, CredentialConfig, GrantType, PolicyConfig, PolicyKind, TokenPolicy,
@@ -24,11 +25,13 @@ pub(super) struct Refs<'a> {
     /// Product name → its APIs.
     pub products: &'a HashMap<String, Vec<String>>,
     pub pools: &'a HashSet<String>,
+    /// External issuers' names.
+    pub issuers: &'a HashSet<String>,
 }
 
-const NAME_RULE: &str = "a name is 1-64 characters of A-Z a-z 0-9 - _ .";
+pub(super) const NAME_RULE: &str = "a name is 1-64 characters of A-Z a-z 0-9 - _ .";
 
-fn check_api_refs(
+pub(super) fn check_api_refs(
     names: &[String],
     key: &str,
     path: &str,
@@ -41,7 +44,7 @@ fn check_api_refs(
                 format!("{path}.{key}[{i}]"),
                 format!("no API is named `{n}`"),
             ),
-            Some((_, AuthMode::None)) => errs.push(
+            Some((_, m)) if m.is_none() => errs.push(
                 format!("{path}.{key}[{i}]"),
                 format!("API `{n}` has `auth: none`, so its tokens would never be checked"),
             ),
@@ -50,7 +53,7 @@ fn check_api_refs(
     }
 }
 
-fn check_scopes(list: &[String], path: &str, key: &str, errs: &mut Errors) {
+pub(super) fn check_scopes(list: &[String], path: &str, key: &str, errs: &mut Errors) {
     for (i, s) in list.iter().enumerate() {
         if !is_valid_scope_token(s) {
             errs.push(
@@ -143,7 +146,7 @@ pub(super) fn user_pools(
     out
 }
 
-fn is_valid_client_id(s: &str) -> bool {
+pub(super) fn is_valid_client_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.bytes()
@@ -162,6 +165,8 @@ struct ClientFields {
     token: TokenSettingsFile,
     /// Formats the client may get, when its kind decides them (policies).
     kind_formats: Option<(bool, bool)>,
+    api_keys: Vec<ApiKeyFile>,
+    exchange: Option<ExchangeFile>,
 }
 
 fn client(
@@ -202,6 +207,61 @@ fn client(
     if token.refresh.is_some() && !grant_types.contains(&GrantType::RefreshToken) {
         grant_types.push(GrantType::RefreshToken);
     }
+    let mut key_names = HashSet::new();
+    let mut api_keys = Vec::new();
+    for (i, k) in f.api_keys.iter().enumerate() {
+        let kpath = format!("{path}.api_keys[{i}]");
+        if !is_valid_name(&k.name) {
+            errs.push(format!("{kpath}.name"), NAME_RULE);
+        }
+        if !key_names.insert(k.name.clone()) {
+            errs.push(
+                format!("{kpath}.name"),
+                format!("key `{}` is listed twice", k.name),
+            );
+        }
+        match parse_sha256(&k.sha256) {
+            Some(d) => api_keys.push((k.name.clone(), d)),
+            None => errs.push(
+                format!("{kpath}.sha256"),
+                "64 hex digits: the SHA-256 `tollgate api-key --generate` prints",
+            ),
+        }
+    }
+    let exchange_issuers = match &f.exchange {
+        None => Vec::new(),
+        Some(x) => {
+            if x.issuers.is_empty() {
+                errs.push(
+                    format!("{path}.token_exchange.issuers"),
+                    "name at least one issuer",
+                );
+            }
+            for (i, name) in x.issuers.iter().enumerate() {
+                if !refs.issuers.contains(name) {
+                    errs.push(
+                        format!("{path}.token_exchange.issuers[{i}]"),
+                        format!("no issuer is named `{name}`"),
+                    );
+                }
+            }
+            x.issuers.clone()
+        }
+    };
+    match (
+        grant_types.contains(&GrantType::TokenExchange),
+        exchange_issuers.is_empty(),
+    ) {
+        (true, true) => errs.push(
+            format!("{path}.token_exchange"),
+            "the token_exchange grant needs `token_exchange: { issuers: [...] }`",
+        ),
+        (false, false) => errs.push(
+            format!("{path}.grant_types"),
+            "`token_exchange` is configured: add token_exchange to grant_types",
+        ),
+        _ => {}
+    }
     match &f.user_pool {
         Some(pool) if !refs.pools.contains(pool) => {
             errs.push(
@@ -225,7 +285,24 @@ fn client(
         scopes: f.scopes,
         user_pool: f.user_pool,
         token,
+        secrets: Vec::new(),
+        api_keys,
+        exchange_issuers,
+        tenant: None,
     }
+}
+
+/// A SHA-256 digest written as 64 hex digits.
+pub(super) fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn token_policy(
@@ -325,6 +402,8 @@ pub(super) fn policy(
                 PolicyKind::Jwt => (true, false),
                 PolicyKind::Oauth2 => (false, true),
             }),
+            api_keys: Vec::new(),
+            exchange: None,
         },
         path,
         refs,
@@ -380,6 +459,8 @@ pub(super) fn credential(
             user_pool: c.user_pool,
             token: c.token,
             kind_formats: None,
+            api_keys: c.api_keys,
+            exchange: c.token_exchange,
         },
         path,
         refs,

@@ -2,7 +2,7 @@
 //! (APIs, auth policies, credentials). Plain serde structs; meaning is given in `validate`.
 
 use super::errors::Lenient;
-use super::{AuthMode, Family, GrantType, PolicyKind};
+use super::{Family, GrantType, PolicyKind};
 use crate::keys::Algorithm;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -133,6 +133,20 @@ pub(crate) struct TokensFile {
     /// How long a used refresh token may be used again (concurrent refreshes) before a
     /// reuse counts as theft.
     pub refresh_grace_period: Option<DurationText>,
+    /// Rotation of the generated signing key.
+    pub rotation: Option<RotationFile>,
+    /// How long verifiers may cache JWKS and the discovery document (default 5m).
+    pub jwks_max_age: Option<DurationText>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotationFile {
+    /// Rotate the generated signing key when it is this old (off when left out).
+    pub every: Option<DurationText>,
+    /// How long a new key is in JWKS before it signs (default twice `jwks_max_age`; at
+    /// least `jwks_max_age`).
+    pub publish_ahead: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,13 +192,31 @@ pub(crate) struct LogFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StoreFile {
-    /// Database file, relative to `state_dir` (default `tollgate.db`).
+    /// `sqlite` (default, one file in state_dir) or `redis` (shared by a cluster).
+    pub kind: Option<StoreKind>,
+    /// SQLite: database file, relative to `state_dir` (default `tollgate.db`).
     pub file: Option<String>,
-    /// `full` (default): each acknowledged write is on disk; `normal`: it survives a crash of
-    /// the gateway but not of the machine.
+    /// SQLite: `full` (default): each acknowledged write is on disk; `normal`: it survives a
+    /// crash of the gateway but not of the machine.
     pub sync: Option<StoreSync>,
+    /// Redis: `redis://[user:password@]host:port/db`, or `rediss://` for TLS.
+    pub url: Option<String>,
+    /// Redis: prefix of every key (default `tollgate:`).
+    pub key_prefix: Option<String>,
+    /// Redis: longest wait for any call (default 500ms).
+    pub timeout: Option<DurationText>,
     /// How often expired tokens and revocations are deleted.
     pub purge_interval: Option<DurationText>,
+    /// File holding the 32-byte key (raw, or base64 on one line) that encrypts generated
+    /// signing keys in the store. Required with `kind: redis` and a generated key.
+    pub encryption_key_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    Sqlite,
+    Redis,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,8 +257,160 @@ pub(crate) struct UpstreamsFile {
     pub products: Option<Lenient<Vec<Lenient<ProductFile>>>>,
     /// Users for the password grant.
     pub user_pools: Option<Lenient<Vec<Lenient<UserPoolFile>>>>,
+    /// External identity providers whose JWTs APIs may accept.
+    pub issuers: Option<Lenient<Vec<Lenient<IssuerFile>>>>,
+    /// The tenant directory of `/auth/{user,admin}/generateToken` and `oidcToken`.
+    pub tenants: Option<Lenient<Vec<Lenient<TenantFile>>>>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// `auth:` of an API: one mode or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum AuthFile {
+    One(AuthWord),
+    Many(Vec<AuthWord>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum AuthWord {
+    None,
+    Jwt,
+    ApiKey,
+}
+
+/// A request rate per consumer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RateLimitFile {
+    /// Requests allowed per `per`.
+    pub requests: u32,
+    /// The period, e.g. `1s` or `1m`.
+    pub per: DurationText,
+    /// Requests that may come at once before the rate applies (default: `requests`).
+    pub burst: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApiKeyFile {
+    /// A name for logs and for rotating keys (unique within the credential).
+    pub name: String,
+    /// Hex SHA-256 of the key (`tollgate api-key --generate` prints both).
+    pub sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExchangeFile {
+    /// External issuers whose tokens this client may exchange.
+    pub issuers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IssuerFile {
+    /// The name APIs and clients refer to it by.
+    pub name: String,
+    /// The exact `iss` of its tokens.
+    pub issuer: String,
+    /// Its JWKS URL; without it, OIDC discovery at `{issuer}/.well-known/openid-configuration`.
+    pub jwks_uri: Option<String>,
+    /// The audiences its tokens must name one of (what tollgate is registered as there).
+    pub audiences: Vec<String>,
+    /// Accepted JWS algorithms (default RS256, ES256).
+    pub algorithms: Option<Vec<String>>,
+    /// Required `typ` header, e.g. `at+jwt`.
+    pub typ: Option<String>,
+    /// Where the scopes are: a claim path such as `roles` or `realm_access.roles`
+    /// (default: `scope`, else `scp`).
+    pub scope_claim: Option<String>,
+    /// The subject claim (default `sub`).
+    pub subject_claim: Option<String>,
+    /// Clock skew tolerated (default 60s).
+    pub leeway: Option<DurationText>,
+    /// Key-set caching: bounds on the `Cache-Control` max-age, and the kid-miss cooldown.
+    pub keys: Option<IssuerKeysFile>,
+    /// Extra trusted CA certificates (PEM) for fetching its keys.
+    pub ca_file: Option<String>,
+    /// Token exchange: the claim naming the user in the exchanging client's user pool
+    /// (default `preferred_username`, then `email`).
+    pub user_claim: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IssuerKeysFile {
+    pub min_lifetime: Option<DurationText>,
+    pub max_lifetime: Option<DurationText>,
+    pub default_lifetime: Option<DurationText>,
+    pub kid_miss_cooldown: Option<DurationText>,
+    pub fetch_timeout: Option<DurationText>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TenantFile {
+    pub id: String,
+    /// APIs tenant tokens are for (their audiences).
+    pub apis: Vec<String>,
+    /// Lifetime of tenant tokens (default: `tokens.access_token_lifetime`).
+    pub access_token_lifetime: Option<DurationText>,
+    /// External issuers whose tokens `oidcToken` exchanges, and the claim naming the user.
+    #[serde(default)]
+    pub oidc_issuers: Vec<String>,
+    pub email_claim: Option<String>,
+    #[serde(default)]
+    pub projects: Vec<ProjectFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProjectFile {
+    pub id: String,
+    #[serde(default)]
+    pub clients: Vec<TenantClientFile>,
+    #[serde(default)]
+    pub users: Vec<TenantUserFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TenantClientFile {
+    pub client_id: String,
+    /// Its secrets, each with an id (`secret_id` in requests); several for rotation.
+    pub secrets: Vec<TenantSecretFile>,
+    /// Scopes of its own client_credentials tokens.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TenantSecretFile {
+    pub id: String,
+    /// argon2id PHC string (`tollgate hash-secret`).
+    pub hash: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TenantUserFile {
+    pub email: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Scopes its tokens carry (checked by the APIs' rules).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// A tenant administrator (may get admin tokens).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,8 +427,15 @@ pub(crate) struct ApiFile {
     pub strip_prefix: bool,
     /// Where requests go.
     pub upstream: UpstreamFile,
-    /// `none` or `jwt`.
-    pub auth: AuthMode,
+    /// `none`, `jwt`, `api_key`, or a list such as `[jwt, api_key]`.
+    pub auth: AuthFile,
+    /// `auth: jwt`: the issuers whose tokens it accepts: `tollgate` (its own tokens, the
+    /// default) and names from `issuers`.
+    pub issuers: Option<Vec<String>>,
+    /// `auth: api_key`: the header that carries the key (default `x-api-key`).
+    pub api_key_header: Option<String>,
+    /// Requests per consumer (credential, or client of a token) to this API.
+    pub rate_limit: Option<RateLimitFile>,
     /// Audience its tokens must carry (default: the API name).
     pub audience: Option<String>,
     /// Scopes the API declares (default: those its rules name); its token endpoint grants
@@ -356,6 +547,8 @@ pub(crate) struct RuleFile {
     /// At least one of these scopes is required.
     #[serde(default)]
     pub any_of: Vec<String>,
+    /// Requests per consumer to this operation, on top of the API's limit.
+    pub rate_limit: Option<RateLimitFile>,
 }
 
 /// Token settings of a policy or credential.
@@ -433,6 +626,11 @@ pub(crate) struct CredentialFile {
     pub user_pool: Option<String>,
     #[serde(default)]
     pub token: TokenSettingsFile,
+    /// Keys for `auth: api_key` APIs (`x-api-key`), stored only as SHA-256 digests.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyFile>,
+    /// `grant_types: [token_exchange]`: whose tokens it may exchange.
+    pub token_exchange: Option<ExchangeFile>,
 }
 
 #[derive(Debug, Deserialize)]

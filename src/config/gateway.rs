@@ -2,13 +2,16 @@
 //! caches, logging. Hands the upstreams file to `apis`.
 
 use super::errors::{Errors, Lenient};
-use super::file::{CacheFile, DurationText, GatewayFile, KeyFileRef, ServerFile, TokensFile};
+use super::file::{
+    CacheFile, DurationText, GatewayFile, KeyFileRef, ServerFile, StoreFile, StoreKind, TokensFile,
+};
 use super::{
     CacheSettings, Config, ConfigErrors, Family, KeyFile, LimitSettings, Listener, LogSettings,
-    ServerSettings, SigningKeySource, StoreSettings, StoreSync, TlsListener, TokenSettings,
-    catalog, parse_duration, resolve_path,
+    RedisSettings, RotationSettings, ServerSettings, SigningKeySource, StoreBackend, StoreSettings,
+    StoreSync, TlsListener, TokenSettings, catalog, parse_duration, resolve_path,
 };
 use crate::keys::Algorithm;
+use crate::redact::Secret;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,6 +77,9 @@ pub(super) fn parse(
         policies: catalog.policies,
         credentials: catalog.credentials,
         user_pools: catalog.user_pools,
+        issuers: catalog.issuers,
+        tenants: catalog.tenants,
+        upstreams_file: parts.upstreams_file,
     })
 }
 
@@ -214,17 +220,13 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
         .family
         .unwrap_or(Family::Credential);
 
-    let store_file = take(file.store, "store", errs);
-    let store = StoreSettings {
-        file: state_dir.join(store_file.file.as_deref().unwrap_or("tollgate.db")),
-        sync: store_file.sync.unwrap_or(StoreSync::Full),
-        purge_interval: duration_or(
-            store_file.purge_interval.as_ref().map(DurationText::as_str),
-            "store.purge_interval",
-            Duration::from_secs(60),
-            errs,
-        ),
-    };
+    let store = store(
+        take(file.store, "store", errs),
+        base_dir,
+        &state_dir,
+        matches!(tokens.signing_key, SigningKeySource::Generated { .. }),
+        errs,
+    );
 
     let limits_file = take(file.limits, "limits", errs);
     let limits = LimitSettings {
@@ -502,12 +504,186 @@ fn tokens(t: TokensFile, base_dir: &Path, errs: &mut Errors) -> TokenSettings {
         Duration::from_secs(10),
         errs,
     );
+    let jwks_max_age = duration_or(
+        t.jwks_max_age.as_ref().map(DurationText::as_str),
+        "tokens.jwks_max_age",
+        Duration::from_secs(300),
+        errs,
+    );
+    let rotation_file = t.rotation.unwrap_or_default();
+    let rotation = RotationSettings {
+        every: rotation_file.every.as_ref().map(|d| {
+            duration_or(
+                Some(d.as_str()),
+                "tokens.rotation.every",
+                Duration::ZERO,
+                errs,
+            )
+        }),
+        publish_ahead: duration_or(
+            rotation_file
+                .publish_ahead
+                .as_ref()
+                .map(DurationText::as_str),
+            "tokens.rotation.publish_ahead",
+            jwks_max_age * 2,
+            errs,
+        ),
+    };
+    if rotation.publish_ahead < jwks_max_age {
+        errs.push(
+            "tokens.rotation.publish_ahead",
+            "must be at least tokens.jwks_max_age: verifiers that cached JWKS may not see a new key sooner",
+        );
+    }
+    if let Some(every) = rotation.every {
+        if every < rotation.publish_ahead * 2 {
+            errs.push(
+                "tokens.rotation.every",
+                "must be at least twice publish_ahead",
+            );
+        }
+        if matches!(signing_key, SigningKeySource::File(_)) {
+            errs.push(
+                "tokens.rotation.every",
+                "rotates generated keys only; a key from a file is rotated by replacing the file (keep the old one in verification_keys)",
+            );
+        }
+    }
     TokenSettings {
         signing_key,
         verification_keys,
         leeway,
         access_token_lifetime,
         refresh_grace_period,
+        rotation,
+        jwks_max_age,
+    }
+}
+
+/// `redis://user:secret@host` without the secret.
+fn url_for_logs(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(at)) if at > scheme.len() + 3 => {
+            let host = &url[at + 1..];
+            let user = rest.split(['@', ':']).next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The 32-byte key in `path`: raw, or base64 (standard or URL-safe) on one line.
+fn read_encryption_key(path: &Path) -> Result<[u8; 32], String> {
+    use base64::Engine as _;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) {
+        return Ok(raw);
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let text = text.trim();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
+        .map_err(|_| format!("{}: neither 32 raw bytes nor base64", path.display()))?;
+    <[u8; 32]>::try_from(decoded.as_slice()).map_err(|_| {
+        format!(
+            "{}: the key must be 32 bytes (e.g. `head -c 32 /dev/urandom | base64`), not {}",
+            path.display(),
+            decoded.len()
+        )
+    })
+}
+
+fn store(
+    f: StoreFile,
+    base_dir: &Path,
+    state_dir: &Path,
+    generated_key: bool,
+    errs: &mut Errors,
+) -> StoreSettings {
+    let kind = f.kind.unwrap_or(StoreKind::Sqlite);
+    let purge_interval = duration_or(
+        f.purge_interval.as_ref().map(DurationText::as_str),
+        "store.purge_interval",
+        Duration::from_secs(60),
+        errs,
+    );
+    let key_encryption = f.encryption_key_file.as_deref().and_then(|p| {
+        match read_encryption_key(&resolve_path(base_dir, p)) {
+            Ok(k) => Some(Secret::new(k)),
+            Err(e) => {
+                errs.push("store.encryption_key_file", e);
+                None
+            }
+        }
+    });
+    let backend = match kind {
+        StoreKind::Sqlite => {
+            for (key, set) in [
+                ("url", f.url.is_some()),
+                ("key_prefix", f.key_prefix.is_some()),
+                ("timeout", f.timeout.is_some()),
+            ] {
+                if set {
+                    errs.push(format!("store.{key}"), "only with `kind: redis`");
+                }
+            }
+            StoreBackend::Sqlite {
+                file: state_dir.join(f.file.as_deref().unwrap_or("tollgate.db")),
+                sync: f.sync.unwrap_or(StoreSync::Full),
+            }
+        }
+        StoreKind::Redis => {
+            for (key, set) in [("file", f.file.is_some()), ("sync", f.sync.is_some())] {
+                if set {
+                    errs.push(
+                        format!("store.{key}"),
+                        "only with `kind: sqlite` (Redis durability is set in Redis: appendonly, appendfsync)",
+                    );
+                }
+            }
+            let url = f.url.unwrap_or_default();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                errs.push(
+                    "store.url",
+                    "`kind: redis` needs `url: redis://host:port/db` (or rediss:// for TLS)",
+                );
+            } else if let Err(e) = ::redis::Client::open(url.as_str()) {
+                errs.push("store.url", format!("not a Redis URL: {e}"));
+            }
+            if generated_key && key_encryption.is_none() && f.encryption_key_file.is_none() {
+                errs.push(
+                    "store.encryption_key_file",
+                    "needed with `kind: redis` and a generated signing key: private keys are never stored in clear",
+                );
+            }
+            let prefix = f.key_prefix.unwrap_or_else(|| "tollgate:".to_string());
+            if prefix.is_empty() || prefix.contains(char::is_whitespace) {
+                errs.push("store.key_prefix", "must be non-empty, without spaces");
+            }
+            let timeout = duration_or(
+                f.timeout.as_ref().map(DurationText::as_str),
+                "store.timeout",
+                Duration::from_millis(500),
+                errs,
+            );
+            if timeout < Duration::from_millis(10) {
+                errs.push("store.timeout", "must be at least 10ms");
+            }
+            StoreBackend::Redis(RedisSettings {
+                url_for_logs: url_for_logs(&url),
+                url: Secret::new(url),
+                prefix,
+                timeout,
+                feed_max_len: 100_000,
+            })
+        }
+    };
+    StoreSettings {
+        backend,
+        purge_interval,
+        key_encryption,
     }
 }
 

@@ -8,6 +8,10 @@ mod duration;
 mod errors;
 mod file;
 mod gateway;
+mod issuers;
+mod tenants;
+
+pub use tenants::pool_name as tenant_pool_name;
 
 pub use duration::parse_duration;
 pub use errors::{ConfigError, ConfigErrors};
@@ -44,6 +48,16 @@ pub struct Config {
     pub policies: Vec<PolicyConfig>,
     pub credentials: Vec<CredentialConfig>,
     pub user_pools: Vec<UserPoolConfig>,
+    pub issuers: Vec<IssuerConfig>,
+    pub tenants: Vec<TenantConfig>,
+    /// The upstreams file these came from (reloaded on SIGHUP).
+    pub upstreams_file: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn upstreams_file_path(&self) -> Option<&Path> {
+        self.upstreams_file.as_deref()
+    }
 }
 
 /// Brute-force limits on failed client and user authentication.
@@ -54,12 +68,35 @@ pub struct LimitSettings {
     pub per_ip: u32,
 }
 
-/// The embedded store.
+/// Where durable state lives.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
-    pub file: PathBuf,
-    pub sync: StoreSync,
+    pub backend: StoreBackend,
     pub purge_interval: Duration,
+    /// The AES-256-GCM key that seals generated signing keys before they are stored.
+    pub key_encryption: Option<Secret<[u8; 32]>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreBackend {
+    /// The embedded store: one SQLite file.
+    Sqlite { file: PathBuf, sync: StoreSync },
+    /// Shared by every node of a cluster.
+    Redis(RedisSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port/db` or `rediss://` for TLS; may hold a password.
+    pub url: Secret<String>,
+    /// The same URL without its password, for logs.
+    pub url_for_logs: String,
+    /// Prefix of every key tollgate writes (several gateways may share one Redis).
+    pub prefix: String,
+    /// Longest wait for any Redis call.
+    pub timeout: Duration,
+    /// Approximate length the revocation stream is trimmed to.
+    pub feed_max_len: u64,
 }
 
 pub use file::StoreSync;
@@ -98,6 +135,20 @@ pub struct TokenSettings {
     pub leeway: Duration,
     pub access_token_lifetime: Duration,
     pub refresh_grace_period: Duration,
+    pub rotation: RotationSettings,
+    /// How long verifiers may cache JWKS and discovery (`Cache-Control: max-age`).
+    pub jwks_max_age: Duration,
+}
+
+/// Signing-key rotation of generated keys (`tollgate keys rotate`, or on a schedule).
+#[derive(Debug, Clone, Copy)]
+pub struct RotationSettings {
+    /// Rotate by itself when the signing key is this old.
+    pub every: Option<Duration>,
+    /// How long a new key is published in JWKS before it signs anything: at least one JWKS
+    /// cache lifetime (`jwks_max_age`), so every verifier has it before the first token it
+    /// signs.
+    pub publish_ahead: Duration,
 }
 
 /// Where the signing key comes from.
@@ -157,13 +208,16 @@ pub enum GrantType {
     ClientCredentials,
     Password,
     RefreshToken,
+    /// RFC 8693, `urn:ietf:params:oauth:grant-type:token-exchange` on the wire.
+    TokenExchange,
 }
 
 impl GrantType {
-    pub const ALL: [GrantType; 3] = [
+    pub const ALL: [GrantType; 4] = [
         GrantType::ClientCredentials,
         GrantType::Password,
         GrantType::RefreshToken,
+        GrantType::TokenExchange,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -171,6 +225,7 @@ impl GrantType {
             GrantType::ClientCredentials => "client_credentials",
             GrantType::Password => "password",
             GrantType::RefreshToken => "refresh_token",
+            GrantType::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
         }
     }
 
@@ -219,14 +274,46 @@ impl TokenPolicy {
     }
 }
 
-/// How an API authenticates requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMode {
-    /// Forward without a credential check.
-    None,
-    /// Require a valid bearer JWT for this API's audience.
-    Jwt,
+/// How an API authenticates requests: any of the accepted ways in (none: forwarded
+/// without a credential check).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuthMode {
+    /// A bearer token: tollgate's own (JWT or opaque) or an external issuer's JWT.
+    pub jwt: bool,
+    /// An API key of a credential, in the API's key header.
+    pub api_key: bool,
+}
+
+impl AuthMode {
+    pub const NONE: AuthMode = AuthMode {
+        jwt: false,
+        api_key: false,
+    };
+    pub const JWT: AuthMode = AuthMode {
+        jwt: true,
+        api_key: false,
+    };
+
+    pub fn is_none(self) -> bool {
+        !self.jwt && !self.api_key
+    }
+}
+
+/// Whose bearer tokens an API accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssuerRef {
+    /// The gateway's own tokens.
+    Tollgate,
+    /// An external issuer, by name.
+    External(String),
+}
+
+/// A rate per consumer: `requests` per `per`, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: Duration,
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -237,8 +324,15 @@ pub struct ApiConfig {
     pub strip_prefix: bool,
     pub upstream: UpstreamConfig,
     pub auth: AuthMode,
+    /// With `auth.jwt`: the issuers whose tokens it accepts.
+    pub issuers: Vec<IssuerRef>,
+    /// With `auth.api_key`: the header carrying the key.
+    pub api_key_header: http::HeaderName,
     pub audience: String,
     pub rules: Vec<Rule>,
+    /// Per-operation limits, one per rule.
+    pub rule_limits: Vec<Option<RateLimit>>,
+    pub rate_limit: Option<RateLimit>,
     /// Scopes the API declares.
     pub scopes: Vec<String>,
 }
@@ -303,6 +397,53 @@ pub struct ClientConfig {
     pub scopes: Vec<String>,
     pub user_pool: Option<String>,
     pub token: TokenPolicy,
+    /// Further secrets by id (tenant clients rotate them); the first is `secret_hash`.
+    pub secrets: Vec<(String, Secret<String>)>,
+    /// SHA-256 digests of its API keys, by name.
+    pub api_keys: Vec<(String, [u8; 32])>,
+    /// External issuers whose tokens it may exchange (RFC 8693).
+    pub exchange_issuers: Vec<String>,
+    /// The tenant and project of a tenant client.
+    pub tenant: Option<(String, String)>,
+}
+
+/// An external identity provider, with what token exchange needs of it.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub settings: crate::idp::IssuerSettings,
+    /// The claim that names the user in an exchanging client's pool.
+    pub user_claim: Option<crate::idp::ClaimPath>,
+}
+
+/// A tenant of `/auth/{user,admin}/{generateToken,oidcToken}` (seed 003).
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub id: String,
+    /// The APIs (names) its tokens are for.
+    pub apis: Vec<String>,
+    pub lifetime: Option<Duration>,
+    pub oidc_issuers: Vec<String>,
+    /// The claim of an external token that names the user (default `email`).
+    pub email_claim: crate::idp::ClaimPath,
+    pub projects: Vec<ProjectConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProjectConfig {
+    pub id: String,
+    /// The client ids of its clients (each is also a credential of the tenant's APIs).
+    pub clients: Vec<String>,
+    pub users: Vec<TenantUserConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantUserConfig {
+    pub email: String,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    pub resources: Vec<String>,
+    pub groups: Vec<String>,
+    pub admin: bool,
 }
 
 #[derive(Debug, Clone)]

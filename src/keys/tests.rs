@@ -11,6 +11,11 @@ fn settings(source: SigningKeySource, extra: Vec<KeyFile>) -> TokenSettings {
         leeway: Duration::from_secs(60),
         access_token_lifetime: Duration::from_secs(900),
         refresh_grace_period: Duration::from_secs(10),
+        rotation: crate::config::RotationSettings {
+            every: None,
+            publish_ahead: Duration::from_secs(600),
+        },
+        jwks_max_age: Duration::from_secs(300),
     }
 }
 

@@ -1,18 +1,27 @@
 //! Durable state behind one trait: refresh tokens and opaque access tokens (kept only as
-//! SHA-256 digests), revocations, and generated signing keys. The embedded default is
-//! SQLite (`sqlite`); a clustered backend implements the same trait.
+//! SHA-256 digests), revocations and the feed that tells every process about them, the
+//! signing key set, and short-lived records (authorization codes, login flows, sessions,
+//! used token ids). The embedded default is SQLite (`sqlite`); a cluster shares Redis
+//! (`redis`). `instrumented` wraps either with metrics, timeouts' logging and up/down state.
 
+pub mod instrumented;
+pub mod redis;
 pub mod sqlite;
 
 use crate::config::{Family, Format};
 use async_trait::async_trait;
 use std::fmt;
+use std::time::Duration;
 
 /// SHA-256 of a token: the only form in which a token is stored.
 pub type Digest = [u8; 32];
 
 pub fn digest(token: &str) -> Digest {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    digest_bytes(token.as_bytes())
+}
+
+pub fn digest_bytes(bytes: &[u8]) -> Digest {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
@@ -50,6 +59,17 @@ pub struct TokenRecord {
 }
 
 impl TokenRecord {
+    /// What a revocation may name of this token.
+    pub fn revocation_subject(&self) -> crate::auth::revocations::Subject<'_> {
+        crate::auth::revocations::Subject {
+            jti: Some(&self.jti),
+            grant: Some(&self.grant_id),
+            client_id: Some(&self.client_id),
+            username: self.username.as_deref(),
+            iat: Some(self.issued_at),
+        }
+    }
+
     /// Not revoked and not expired at `now`.
     pub fn is_live(&self, now: i64) -> bool {
         !self.revoked && self.expires_at.is_none_or(|e| now < e)
@@ -83,12 +103,58 @@ pub enum Revoke {
         grant_id: String,
         until: Option<i64>,
     },
+    /// Every token of a client issued before a time (a leaked secret, a compromised app).
+    Client {
+        client_id: String,
+        issued_before: i64,
+        until: Option<i64>,
+    },
+    /// Every token of a user issued before a time (a stolen password, a departed user).
+    User {
+        username: String,
+        issued_before: i64,
+        until: Option<i64>,
+    },
+}
+
+impl Revoke {
+    /// The revocation as every process learns it.
+    pub fn revocation(&self) -> Revocation {
+        let (target, until) = match self {
+            Revoke::Token { jti, until, .. } => (RevocationTarget::Jti(jti.clone()), *until),
+            Revoke::Grant { grant_id, until } => {
+                (RevocationTarget::Grant(grant_id.clone()), *until)
+            }
+            Revoke::Client {
+                client_id,
+                issued_before,
+                until,
+            } => (
+                RevocationTarget::Client {
+                    client_id: client_id.clone(),
+                    issued_before: *issued_before,
+                },
+                *until,
+            ),
+            Revoke::User {
+                username,
+                issued_before,
+                until,
+            } => (
+                RevocationTarget::User {
+                    username: username.clone(),
+                    issued_before: *issued_before,
+                },
+                *until,
+            ),
+        };
+        Revocation { target, until }
+    }
 }
 
 /// A revocation as the store keeps it, for nodes and processes to learn about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
-    pub seq: i64,
     pub target: RevocationTarget,
     /// Remembered until then (the revoked tokens' expiry); `None`: forever.
     pub until: Option<i64>,
@@ -98,6 +164,123 @@ pub struct Revocation {
 pub enum RevocationTarget {
     Jti(String),
     Grant(String),
+    /// Tokens of the client issued (`iat`) before the time.
+    Client {
+        client_id: String,
+        issued_before: i64,
+    },
+    /// Tokens of the user issued before the time.
+    User {
+        username: String,
+        issued_before: i64,
+    },
+}
+
+impl RevocationTarget {
+    /// One line of text naming the target (the Redis member and stream field). Ids never
+    /// contain the separator: client ids, usernames and token ids exclude control characters.
+    pub fn encode(&self) -> String {
+        match self {
+            RevocationTarget::Jti(j) => format!("j\u{1f}{j}"),
+            RevocationTarget::Grant(g) => format!("g\u{1f}{g}"),
+            RevocationTarget::Client {
+                client_id,
+                issued_before,
+            } => format!("c\u{1f}{issued_before}\u{1f}{client_id}"),
+            RevocationTarget::User {
+                username,
+                issued_before,
+            } => format!("u\u{1f}{issued_before}\u{1f}{username}"),
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let (kind, rest) = s.split_once('\u{1f}')?;
+        let timed = |rest: &str| {
+            let (before, id) = rest.split_once('\u{1f}')?;
+            Some((before.parse::<i64>().ok()?, id.to_string()))
+        };
+        match kind {
+            "j" => Some(RevocationTarget::Jti(rest.to_string())),
+            "g" => Some(RevocationTarget::Grant(rest.to_string())),
+            "c" => timed(rest).map(|(issued_before, client_id)| RevocationTarget::Client {
+                client_id,
+                issued_before,
+            }),
+            "u" => timed(rest).map(|(issued_before, username)| RevocationTarget::User {
+                username,
+                issued_before,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Where a process is in the revocation feed: opaque to everyone but the store that made
+/// it. `None` means "from the start" (the full set of live revocations).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor(pub Option<String>);
+
+/// A step of the revocation feed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Feed {
+    pub revocations: Vec<Revocation>,
+    /// Where to continue from.
+    pub next: Cursor,
+    /// `revocations` is the whole set of live revocations (a start, or a gap the process
+    /// could not follow): everything the process caches must be checked against it again.
+    pub full: bool,
+}
+
+/// The signing key set document and the version that guards changes to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySetDoc {
+    pub version: u64,
+    pub doc: Vec<u8>,
+}
+
+/// Kinds of short-lived record, each in its own namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ephemeral {
+    /// Authorization codes (RFC 6749 §4.1.2), by digest.
+    AuthCode,
+    /// Login flows between `/authorize` and the redirect back, by digest of the flow id.
+    LoginFlow,
+    /// Browser sessions, by digest of the session cookie.
+    Session,
+    /// Subject-token ids already exchanged (RFC 8693 replay), by digest of `iss` + `jti`.
+    UsedSubjectToken,
+}
+
+impl Ephemeral {
+    pub fn code(self) -> u8 {
+        match self {
+            Ephemeral::AuthCode => 1,
+            Ephemeral::LoginFlow => 2,
+            Ephemeral::Session => 3,
+            Ephemeral::UsedSubjectToken => 4,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Ephemeral::AuthCode => "code",
+            Ephemeral::LoginFlow => "flow",
+            Ephemeral::Session => "session",
+            Ephemeral::UsedSubjectToken => "subject",
+        }
+    }
+}
+
+/// What consuming a short-lived record found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Consumed {
+    /// The first use: the record is now marked used (and kept until it expires).
+    First(Vec<u8>),
+    /// Used before: a replay. The record is returned so the caller can act on it.
+    Again(Vec<u8>),
+    /// Unknown or expired.
+    Missing,
 }
 
 /// The store could not do what was asked; callers answer 503 `temporarily_unavailable`.
@@ -112,18 +295,24 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// Durable token state. Every write returns once it is durable: a token a client has
-/// received survives a crash of the gateway.
+/// Durable token state. Every write returns once it is durable (SQLite: committed with the
+/// configured sync; Redis: acknowledged, durable as its persistence settings make it).
 #[async_trait]
 pub trait Store: Send + Sync {
+    /// `sqlite` or `redis`.
+    fn backend(&self) -> &'static str;
+
+    /// A cheap round trip, to know whether the store is reachable.
+    async fn ping(&self) -> Result<(), StoreError>;
+
     /// Store new tokens, all or none.
     async fn insert(&self, tokens: Vec<(Digest, TokenRecord)>) -> Result<(), StoreError>;
 
     async fn get(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError>;
 
-    /// Use the refresh token `used` and store its `successors`, in one step. A reuse
-    /// `grace` or more seconds after the first use revokes the grant, remembered until
-    /// `reuse_until`.
+    /// Use the refresh token `used` and store its `successors`, in one atomic step (also
+    /// across nodes). A reuse `grace` or more seconds after the first use revokes the
+    /// grant, remembered until `reuse_until`.
     async fn rotate(
         &self,
         used: Digest,
@@ -133,19 +322,71 @@ pub trait Store: Send + Sync {
         reuse_until: Option<i64>,
     ) -> Result<Rotation, StoreError>;
 
+    /// Record a revocation and tell every process about it.
     async fn revoke(&self, what: Revoke) -> Result<(), StoreError>;
 
-    /// Revocations after `seq` that still matter at `now`, oldest first.
-    async fn revocations_since(&self, seq: i64, now: i64) -> Result<Vec<Revocation>, StoreError>;
+    /// Revocations after `after` that still matter at `now`. Waits up to `wait` for one
+    /// when there is none yet (Redis: a blocking stream read; SQLite: a short poll).
+    async fn revocations(
+        &self,
+        after: &Cursor,
+        wait: Duration,
+        now: i64,
+    ) -> Result<Feed, StoreError>;
 
-    /// Delete tokens and revocations that expired before `now`; returns how many.
+    /// Delete tokens, revocations and short-lived records that expired before `now`;
+    /// returns how many (Redis expires keys by itself and only trims its revocation set).
     async fn purge(&self, now: i64) -> Result<u64, StoreError>;
 
-    /// The key stored under `name`, storing `candidate` first if there is none (so every
-    /// process and node ends up with the same key).
-    async fn key_or_insert(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError>;
+    /// The signing key set document, if one was stored.
+    async fn key_set(&self) -> Result<Option<KeySetDoc>, StoreError>;
 
-    async fn key(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Replace the key set document if its version is still `expected` (`None`: there is
+    /// none yet). Returns whether it was replaced; the new version is `expected + 1`.
+    async fn replace_key_set(
+        &self,
+        expected: Option<u64>,
+        doc: Vec<u8>,
+    ) -> Result<bool, StoreError>;
+
+    /// A key stored by an earlier tollgate under `name` (before key sets existed).
+    async fn legacy_key(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Store a short-lived record (replacing one under the same key).
+    async fn put_ephemeral(
+        &self,
+        kind: Ephemeral,
+        key: Digest,
+        value: Vec<u8>,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Store a short-lived record only if there is none under the key; whether it was.
+    async fn claim_ephemeral(
+        &self,
+        kind: Ephemeral,
+        key: Digest,
+        value: Vec<u8>,
+        expires_at: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// The record under the key, if it has not expired.
+    async fn get_ephemeral(
+        &self,
+        kind: Ephemeral,
+        key: &Digest,
+        now: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Mark the record used, atomically: exactly one caller sees `First`.
+    async fn consume_ephemeral(
+        &self,
+        kind: Ephemeral,
+        key: &Digest,
+        now: i64,
+    ) -> Result<Consumed, StoreError>;
+
+    async fn delete_ephemeral(&self, kind: Ephemeral, key: &Digest) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 //! gets its answer only after the commit. Reads use a small pool of read-only connections.
 
 use super::{
-    Digest, Revocation, RevocationTarget, Revoke, Rotation, Store, StoreError, TokenKind,
-    TokenRecord,
+    Consumed, Cursor, Digest, Ephemeral, Feed, KeySetDoc, Revocation, RevocationTarget, Revoke,
+    Rotation, Store, StoreError, TokenKind, TokenRecord,
 };
 use crate::config::{Family, Format, StoreSync};
 use async_trait::async_trait;
@@ -15,13 +15,20 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc;
+use std::time::Duration;
 use tokio::sync::oneshot;
-use writer::{Job, Reply, run_writer};
+use writer::{Job, Typed, run_writer};
 
 mod writer;
 
 /// How long a write waits for another process holding the database.
 const BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// How often an idle revocation feed looks again (other processes on this machine).
+const FEED_POLL: Duration = Duration::from_millis(200);
+
+/// The schema version this code writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
@@ -54,9 +61,29 @@ CREATE TABLE IF NOT EXISTS signing_keys (
     der BLOB NOT NULL,
     created_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS key_set (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL,
+    doc BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ephemeral (
+    kind INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    value BLOB NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ephemeral_by_expiry ON ephemeral(expires_at);
 ";
 
-fn err(e: impl std::fmt::Display) -> StoreError {
+/// Revocation kinds in the `revocations` table.
+const REV_JTI: i64 = 1;
+const REV_GRANT: i64 = 2;
+const REV_CLIENT: i64 = 3;
+const REV_USER: i64 = 4;
+
+pub(super) fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
@@ -83,7 +110,8 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Create the database at `path` if needed and check that it can be written.
+    /// Create the database at `path` if needed (or bring its schema up to date) and check
+    /// that it can be written.
     pub fn open(path: &Path, sync: StoreSync) -> Result<Self, StoreError> {
         // Set up with a connection of its own, closed again before returning.
         open_writer_connection(path, sync)?;
@@ -122,10 +150,15 @@ impl SqliteStore {
         Ok(tx)
     }
 
-    async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
+    /// Queue `run` for the writer; its result once the batch has committed.
+    async fn write<T, F>(&self, one_statement: bool, run: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         self.jobs()?
-            .send(make(tx))
+            .send(Typed::job(one_statement, run, tx))
             .map_err(|_| err("the store writer has stopped"))?;
         rx.await.map_err(|_| err("the store writer has stopped"))?
     }
@@ -199,13 +232,43 @@ fn open_writer_connection(path: &Path, sync: StoreSync) -> Result<Connection, St
         .map_err(err)?;
     conn.pragma_update(None, "wal_autocheckpoint", 16_384)
         .map_err(err)?;
-    conn.execute_batch(SCHEMA).map_err(|e| {
+    migrate(&conn).map_err(|e| {
         err(format!(
-            "cannot create the schema in {}: {e}",
+            "cannot bring the schema of {} up to date: {e}",
             path.display()
         ))
     })?;
     Ok(conn)
+}
+
+/// Create the schema, or bring an older one up to [`SCHEMA_VERSION`], in one transaction
+/// (another process may be doing the same at the same moment).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "schema version {version} is newer than this tollgate knows ({SCHEMA_VERSION})"
+            )));
+        }
+        conn.execute_batch(SCHEMA)?;
+        let has_column = conn
+            .prepare("SELECT 1 FROM pragma_table_info('revocations') WHERE name = 'issued_before'")?
+            .exists([])?;
+        if !has_column {
+            conn.execute_batch("ALTER TABLE revocations ADD COLUMN issued_before INTEGER")?;
+        }
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            // The transaction is abandoned either way; the first error is the one to report.
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 fn family_code(f: Family) -> i64 {
@@ -338,22 +401,36 @@ fn rotate(
 }
 
 fn revoke(tx: &Connection, what: &Revoke) -> rusqlite::Result<()> {
-    let (kind, id, until) = match what {
+    let (kind, id, until, before) = match what {
         Revoke::Token { jti, digest, until } => {
             if let Some(d) = digest {
                 tx.prepare_cached("UPDATE tokens SET revoked = 1 WHERE digest = ?1")?
                     .execute(params![&d[..]])?;
             }
-            (1, jti, until)
+            (REV_JTI, jti, until, None)
         }
         Revoke::Grant { grant_id, until } => {
             tx.prepare_cached("UPDATE tokens SET revoked = 1 WHERE grant_id = ?1")?
                 .execute(params![grant_id])?;
-            (2, grant_id, until)
+            (REV_GRANT, grant_id, until, None)
         }
+        // Stored tokens of a client or user are refused through the revocation set, which
+        // every reader of a token record consults; no scan of the token table is needed.
+        Revoke::Client {
+            client_id,
+            issued_before,
+            until,
+        } => (REV_CLIENT, client_id, until, Some(*issued_before)),
+        Revoke::User {
+            username,
+            issued_before,
+            until,
+        } => (REV_USER, username, until, Some(*issued_before)),
     };
-    tx.prepare_cached("INSERT INTO revocations (kind, id, until) VALUES (?1, ?2, ?3)")?
-        .execute(params![kind, id, until])?;
+    tx.prepare_cached(
+        "INSERT INTO revocations (kind, id, until, issued_before) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![kind, id, until, before])?;
     Ok(())
 }
 
@@ -364,22 +441,120 @@ fn purge(tx: &Connection, now: i64) -> rusqlite::Result<u64> {
     let revocations = tx
         .prepare_cached("DELETE FROM revocations WHERE until IS NOT NULL AND until < ?1")?
         .execute(params![now])?;
-    Ok((tokens + revocations) as u64)
+    let ephemeral = tx
+        .prepare_cached("DELETE FROM ephemeral WHERE expires_at < ?1")?
+        .execute(params![now])?;
+    Ok((tokens + revocations + ephemeral) as u64)
 }
 
-fn key_or_insert(tx: &Connection, name: &str, der: &[u8]) -> rusqlite::Result<Vec<u8>> {
+fn row_to_revocation(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Option<Revocation>)> {
+    let seq: i64 = r.get(0)?;
+    let id: String = r.get(2)?;
+    let before: Option<i64> = r.get(4)?;
+    let target = match (r.get::<_, i64>(1)?, before) {
+        (REV_JTI, _) => Some(RevocationTarget::Jti(id)),
+        (REV_GRANT, _) => Some(RevocationTarget::Grant(id)),
+        (REV_CLIENT, Some(issued_before)) => Some(RevocationTarget::Client {
+            client_id: id,
+            issued_before,
+        }),
+        (REV_USER, Some(issued_before)) => Some(RevocationTarget::User {
+            username: id,
+            issued_before,
+        }),
+        // A kind from a newer tollgate: skipped, but the cursor still moves past it.
+        _ => None,
+    };
+    Ok((
+        seq,
+        target.map(|target| Revocation {
+            target,
+            until: r.get(3).ok().flatten(),
+        }),
+    ))
+}
+
+fn revocations_after(
+    conn: &Connection,
+    seq: i64,
+    now: i64,
+) -> rusqlite::Result<(Vec<Revocation>, i64)> {
+    // The newest sequence number first: the cursor then passes expired revocations too,
+    // and one written by another process between the two statements is read next time.
+    let newest: Option<i64> = conn
+        .prepare_cached("SELECT max(seq) FROM revocations")?
+        .query_row([], |r| r.get(0))?;
+    let newest = newest.unwrap_or(seq).max(seq);
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, kind, id, until, issued_before FROM revocations
+         WHERE seq > ?1 AND seq <= ?2 AND (until IS NULL OR until >= ?3) ORDER BY seq",
+    )?;
+    let mut out = Vec::new();
+    for row in stmt.query_map(params![seq, newest, now], row_to_revocation)? {
+        out.extend(row?.1);
+    }
+    Ok((out, newest))
+}
+
+fn replace_key_set(tx: &Connection, expected: Option<u64>, doc: &[u8]) -> rusqlite::Result<bool> {
+    let current: Option<i64> = tx
+        .prepare_cached("SELECT version FROM key_set WHERE id = 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    if current.map(|v| v as u64) != expected {
+        return Ok(false);
+    }
+    let next = expected.map_or(1, |v| v + 1) as i64;
     tx.prepare_cached(
-        "INSERT OR IGNORE INTO signing_keys (name, der, created_at) VALUES (?1, ?2, unixepoch())",
+        "INSERT INTO key_set (id, version, doc) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET version = excluded.version, doc = excluded.doc",
     )?
-    .execute(params![name, der])?;
-    tx.prepare_cached("SELECT der FROM signing_keys WHERE name = ?1")?
-        .query_row(params![name], |r| r.get(0))
+    .execute(params![next, doc])?;
+    Ok(true)
+}
+
+fn consume_ephemeral(
+    tx: &Connection,
+    kind: Ephemeral,
+    key: &Digest,
+    now: i64,
+) -> rusqlite::Result<Consumed> {
+    let row: Option<(Vec<u8>, i64, bool)> = tx
+        .prepare_cached(
+            "SELECT value, expires_at, used FROM ephemeral WHERE kind = ?1 AND key = ?2",
+        )?
+        .query_row(params![kind.code(), &key[..]], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    match row {
+        Some((value, expires_at, _)) if expires_at <= now => {
+            drop(value);
+            Ok(Consumed::Missing)
+        }
+        Some((value, _, true)) => Ok(Consumed::Again(value)),
+        Some((value, _, false)) => {
+            tx.prepare_cached("UPDATE ephemeral SET used = 1 WHERE kind = ?1 AND key = ?2")?
+                .execute(params![kind.code(), &key[..]])?;
+            Ok(Consumed::First(value))
+        }
+        None => Ok(Consumed::Missing),
+    }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+    }
+
     async fn insert(&self, tokens: Vec<(Digest, TokenRecord)>) -> Result<(), StoreError> {
-        self.submit(|r| Job::Insert(tokens, r)).await
+        let one = tokens.len() == 1;
+        self.write(one, move |tx| insert(tx, &tokens)).await
     }
 
     async fn get(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError> {
@@ -394,57 +569,147 @@ impl Store for SqliteStore {
         grace: i64,
         reuse_until: Option<i64>,
     ) -> Result<Rotation, StoreError> {
-        self.submit(|reply| Job::Rotate {
-            used,
-            successors,
-            now,
-            grace,
-            reuse_until,
-            reply,
+        self.write(false, move |tx| {
+            rotate(tx, &used, &successors, now, grace, reuse_until)
         })
         .await
     }
 
     async fn revoke(&self, what: Revoke) -> Result<(), StoreError> {
-        self.submit(|r| Job::Revoke(what, r)).await
+        self.write(false, move |tx| revoke(tx, &what)).await
     }
 
-    async fn revocations_since(&self, seq: i64, now: i64) -> Result<Vec<Revocation>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT seq, kind, id, until FROM revocations
-                 WHERE seq > ?1 AND (until IS NULL OR until >= ?2) ORDER BY seq",
-            )?;
-            let rows = stmt.query_map(params![seq, now], |r| {
-                let id: String = r.get(2)?;
-                Ok(Revocation {
-                    seq: r.get(0)?,
-                    target: if r.get::<_, i64>(1)? == 2 {
-                        RevocationTarget::Grant(id)
-                    } else {
-                        RevocationTarget::Jti(id)
-                    },
-                    until: r.get(3)?,
-                })
-            })?;
-            rows.collect()
+    async fn revocations(
+        &self,
+        after: &Cursor,
+        wait: Duration,
+        now: i64,
+    ) -> Result<Feed, StoreError> {
+        let (from, full) = match &after.0 {
+            None => (0, true),
+            // A cursor this store did not make (another backend's): start over.
+            Some(c) => c.parse::<i64>().map_or((0, true), |s| (s, false)),
+        };
+        let (revocations, last) = self.read(|c| revocations_after(c, from, now))?;
+        if revocations.is_empty() && !full {
+            tokio::time::sleep(wait.min(FEED_POLL)).await;
+        }
+        Ok(Feed {
+            revocations,
+            next: Cursor(Some(last.to_string())),
+            full,
         })
     }
 
     async fn purge(&self, now: i64) -> Result<u64, StoreError> {
-        self.submit(|r| Job::Purge(now, r)).await
+        self.write(false, move |tx| purge(tx, now)).await
     }
 
-    async fn key_or_insert(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        let name = name.to_string();
-        self.submit(|r| Job::KeyOrInsert(name, candidate, r)).await
+    async fn key_set(&self) -> Result<Option<KeySetDoc>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT version, doc FROM key_set WHERE id = 1")?
+                .query_row([], |r| {
+                    Ok(KeySetDoc {
+                        version: r.get::<_, i64>(0)? as u64,
+                        doc: r.get(1)?,
+                    })
+                })
+                .optional()
+        })
     }
 
-    async fn key(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn replace_key_set(
+        &self,
+        expected: Option<u64>,
+        doc: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        self.write(false, move |tx| replace_key_set(tx, expected, &doc))
+            .await
+    }
+
+    async fn legacy_key(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|c| {
             c.prepare_cached("SELECT der FROM signing_keys WHERE name = ?1")?
                 .query_row(params![name], |r| r.get(0))
                 .optional()
         })
+    }
+
+    async fn put_ephemeral(
+        &self,
+        kind: Ephemeral,
+        key: Digest,
+        value: Vec<u8>,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.write(true, move |tx| {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO ephemeral (kind, key, value, expires_at, used)
+                 VALUES (?1, ?2, ?3, ?4, 0)",
+            )?
+            .execute(params![kind.code(), &key[..], value, expires_at])
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn claim_ephemeral(
+        &self,
+        kind: Ephemeral,
+        key: Digest,
+        value: Vec<u8>,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let now = crate::auth::cache::unix_now();
+        self.write(false, move |tx| {
+            // An expired record no longer holds its key.
+            tx.prepare_cached(
+                "DELETE FROM ephemeral WHERE kind = ?1 AND key = ?2 AND expires_at <= ?3",
+            )?
+            .execute(params![kind.code(), &key[..], now])?;
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO ephemeral (kind, key, value, expires_at, used)
+                 VALUES (?1, ?2, ?3, ?4, 0)",
+            )?
+            .execute(params![kind.code(), &key[..], value, expires_at])
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn get_ephemeral(
+        &self,
+        kind: Ephemeral,
+        key: &Digest,
+        now: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT value FROM ephemeral WHERE kind = ?1 AND key = ?2 AND expires_at > ?3",
+            )?
+            .query_row(params![kind.code(), &key[..], now], |r| r.get(0))
+            .optional()
+        })
+    }
+
+    async fn consume_ephemeral(
+        &self,
+        kind: Ephemeral,
+        key: &Digest,
+        now: i64,
+    ) -> Result<Consumed, StoreError> {
+        let key = *key;
+        self.write(false, move |tx| consume_ephemeral(tx, kind, &key, now))
+            .await
+    }
+
+    async fn delete_ephemeral(&self, kind: Ephemeral, key: &Digest) -> Result<(), StoreError> {
+        let key = *key;
+        self.write(true, move |tx| {
+            tx.prepare_cached("DELETE FROM ephemeral WHERE kind = ?1 AND key = ?2")?
+                .execute(params![kind.code(), &key[..]])
+                .map(drop)
+        })
+        .await
     }
 }

@@ -20,6 +20,11 @@ pub enum Endpoint {
     Revoke(Family),
     /// `<api prefix>/oauth2/v2/token`: a JWT for one API (the API's name).
     ApiToken(String),
+    /// Seed 003: `/auth/{user,admin}/generateToken` and `/auth/{user,admin}/oidcToken`.
+    Tenant {
+        admin: bool,
+        oidc: bool,
+    },
     Jwks,
     Discovery,
     /// Under a reserved prefix but not an endpoint.
@@ -49,7 +54,14 @@ impl Endpoint {
                 .filter(|rest| rest.is_empty() || rest.starts_with('/'))
         };
         if let Some(rest) = under("/auth") {
-            return Some(family_path(Family::Auth, rest));
+            let tenant = |admin, oidc| Some(Endpoint::Tenant { admin, oidc });
+            return match rest {
+                "/user/generateToken" => tenant(false, false),
+                "/admin/generateToken" => tenant(true, false),
+                "/user/oidcToken" => tenant(false, true),
+                "/admin/oidcToken" => tenant(true, true),
+                _ => Some(family_path(Family::Auth, rest)),
+            };
         }
         if let Some(rest) = under("/credential") {
             return Some(family_path(Family::Credential, rest));
@@ -89,6 +101,22 @@ impl Endpoint {
             Endpoint::Revoke(Auth) => "/auth/revoke",
             Endpoint::Revoke(Credential) => "/credential/revoke",
             Endpoint::ApiToken(_) => "api_token",
+            Endpoint::Tenant {
+                admin: false,
+                oidc: false,
+            } => "/auth/user/generateToken",
+            Endpoint::Tenant {
+                admin: true,
+                oidc: false,
+            } => "/auth/admin/generateToken",
+            Endpoint::Tenant {
+                admin: false,
+                oidc: true,
+            } => "/auth/user/oidcToken",
+            Endpoint::Tenant {
+                admin: true,
+                oidc: true,
+            } => "/auth/admin/oidcToken",
             Endpoint::Jwks => "jwks",
             Endpoint::Discovery => "discovery",
             Endpoint::Unknown => "unknown",
@@ -147,6 +175,20 @@ mod tests {
         assert_eq!(
             Endpoint::for_path("/.well-known/x"),
             Some(Endpoint::Unknown)
+        );
+        assert_eq!(
+            Endpoint::for_path("/auth/admin/oidcToken"),
+            Some(Endpoint::Tenant {
+                admin: true,
+                oidc: true
+            })
+        );
+        assert_eq!(
+            Endpoint::for_path("/auth/user/generateToken"),
+            Some(Endpoint::Tenant {
+                admin: false,
+                oidc: false
+            })
         );
         assert_eq!(Endpoint::for_path("/authors"), None);
         assert_eq!(Endpoint::for_path("/orders/oauth2/v2/token"), None);

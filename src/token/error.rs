@@ -13,6 +13,10 @@ pub enum ErrorCode {
     InvalidScope,
     ServerError,
     TemporarilyUnavailable,
+    /// RFC 8693 §2.2.2: the requested audience or resource is not one the client may have.
+    InvalidTarget,
+    /// Seed 003's 404s (no such client, no such user).
+    NotFound,
 }
 
 impl ErrorCode {
@@ -26,6 +30,8 @@ impl ErrorCode {
             ErrorCode::InvalidScope => "invalid_scope",
             ErrorCode::ServerError => "server_error",
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::NotFound => "not_found",
         }
     }
 

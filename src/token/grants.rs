@@ -14,18 +14,18 @@ use crate::store::{Revocation, RevocationTarget, Rotation, TokenKind, digest};
 use std::sync::Arc;
 
 /// Where a token request arrived.
-struct Target<'a> {
-    family: Family,
-    format: Format,
+pub(super) struct Target<'a> {
+    pub family: Family,
+    pub format: Format,
     /// The API of an API token endpoint.
-    api: Option<&'a ApiInfo>,
-    grants: &'static [GrantType],
-    label: &'static str,
+    pub api: Option<&'a ApiInfo>,
+    pub grants: &'static [GrantType],
+    pub label: &'static str,
 }
 
 const ALL_GRANTS: &[GrantType] = &GrantType::ALL;
 
-fn no_id() -> OAuthError {
+pub(super) fn no_id() -> OAuthError {
     OAuthError::new(ErrorCode::ServerError, "no randomness available")
 }
 
@@ -81,7 +81,8 @@ impl TokenService {
         api: &str,
         req: &TokenRequest<'_>,
     ) -> Result<Reply, OAuthError> {
-        let Some(info) = self.registry.api(api) else {
+        let registry = self.registry();
+        let Some(info) = registry.api(api) else {
             return Ok(Reply::not_found());
         };
         self.issue(
@@ -89,7 +90,7 @@ impl TokenService {
                 family: Family::Credential,
                 format: Format::Jwt,
                 api: Some(info),
-                grants: &[GrantType::ClientCredentials],
+                grants: &[GrantType::ClientCredentials, GrantType::TokenExchange],
                 label: "api_token",
             },
             req,
@@ -102,7 +103,7 @@ impl TokenService {
         let presented = Self::presented(req, &form)?;
         if via == Via::Url
             && !self
-                .registry
+                .registry()
                 .client(t.family, &presented.id)
                 .is_some_and(|c| c.token.allow_url_parameters)
         {
@@ -118,7 +119,7 @@ impl TokenService {
                 )
             })?;
         let rule = match grant {
-            GrantType::ClientCredentials => SecretRule::Required,
+            GrantType::ClientCredentials | GrantType::TokenExchange => SecretRule::Required,
             GrantType::Password | GrantType::RefreshToken => SecretRule::PublicAllowed,
         };
         let client = self
@@ -149,6 +150,7 @@ impl TokenService {
                     .await?
             }
             GrantType::RefreshToken => self.refresh(&client, &form, &t, now).await?,
+            GrantType::TokenExchange => self.token_exchange(&client, &form, &t, now).await?,
         };
         self.metrics
             .tokens_issued
@@ -169,7 +171,7 @@ impl TokenService {
         Ok(Reply::no_store(200, minted.body()))
     }
 
-    async fn persist(&self, minted: &mut Minted) -> Result<(), OAuthError> {
+    pub(super) async fn persist(&self, minted: &mut Minted) -> Result<(), OAuthError> {
         let records = std::mem::take(&mut minted.records);
         if records.is_empty() {
             return Ok(());
@@ -219,6 +221,8 @@ impl TokenService {
             grant_id: &grant_id,
             with_refresh: t.api.is_none(),
             now,
+            subject: None,
+            tenant: None,
         })?;
         self.persist(&mut minted).await?;
         Ok(minted)
@@ -263,7 +267,7 @@ impl TokenService {
         };
         let scopes = grant_scopes(form.get("scope"), &user.roles)?;
         let audiences =
-            self.registry
+            self.registry()
                 .permitted_audiences(&client.id, Some(username), &client.audiences);
         if audiences.is_empty() {
             return Err(invalid_grant(
@@ -280,6 +284,8 @@ impl TokenService {
             grant_id: &grant_id,
             with_refresh: true,
             now,
+            subject: None,
+            tenant: None,
         })?;
         self.persist(&mut minted).await?;
         Ok(minted)
@@ -309,11 +315,16 @@ impl TokenService {
                 "the refresh token was not issued to this client",
             ));
         }
-        if !record.is_live(now) {
+        if !record.is_live(now)
+            || self
+                .auth
+                .revocations()
+                .is_revoked(record.revocation_subject())
+        {
             return Err(invalid_grant("the refresh token expired or was revoked"));
         }
         // What the current configuration still allows this grant.
-        let audiences = self.registry.permitted_audiences(
+        let audiences = self.registry().permitted_audiences(
             &client.id,
             record.username.as_deref(),
             &record.audiences,
@@ -358,6 +369,8 @@ impl TokenService {
             grant_id: &record.grant_id,
             with_refresh: true,
             now,
+            subject: None,
+            tenant: None,
         })?;
         let successors = std::mem::take(&mut minted.records);
         let reuse_until = self.remember_until(client, now);
@@ -371,7 +384,6 @@ impl TokenService {
             Rotation::Rotated | Rotation::WithinGrace => Ok(minted),
             Rotation::Reused { grant_id } => {
                 self.auth.revocations().add(&[Revocation {
-                    seq: 0,
                     target: RevocationTarget::Grant(grant_id),
                     until: reuse_until,
                 }]);

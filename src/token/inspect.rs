@@ -8,7 +8,7 @@ use crate::auth::cache::unix_now;
 use crate::auth::{Outcome, Principal};
 use crate::config::Family;
 use crate::opaque;
-use crate::store::{Revocation, RevocationTarget, Revoke, TokenKind, TokenRecord, digest};
+use crate::store::{Revoke, TokenKind, TokenRecord, digest};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -93,7 +93,7 @@ impl TokenService {
             .filter(|v| self.visible_to(&caller, v))
             .filter(|v| {
                 !self
-                    .registry
+                    .registry()
                     .permitted_audiences(&v.client_id, v.username.as_deref(), &v.audiences)
                     .is_empty()
             });
@@ -143,15 +143,11 @@ impl TokenService {
             let record = self.store.get(&digest(token)).await.map_err(unavailable)?;
             return Ok(record
                 .filter(|r| r.kind == TokenKind::Refresh && r.is_live(now) && r.used_at.is_none())
-                .filter(|r| {
-                    !self
-                        .auth
-                        .revocations()
-                        .is_revoked(Some(&r.jti), Some(&r.grant_id))
-                })
+                .filter(|r| !self.auth.revocations().is_revoked(r.revocation_subject()))
                 .map(View::from_refresh));
         }
-        match self.auth.authenticate(token, now).await.0 {
+        let issuers = self.catalog.load().issuers.clone();
+        match self.auth.authenticate(token, now, &issuers).await.0 {
             Ok(p) => Ok(View::from_principal(&p)),
             Err(Outcome::StoreUnavailable) => Err(OAuthError::new(
                 ErrorCode::TemporarilyUnavailable,
@@ -178,16 +174,9 @@ impl TokenService {
         let Some(what) = self.revocation_for(&client, token, now).await? else {
             return Ok(Reply::empty());
         };
-        self.store.revoke(what.clone()).await.map_err(unavailable)?;
-        let (target, until) = match what {
-            Revoke::Token { jti, until, .. } => (RevocationTarget::Jti(jti), until),
-            Revoke::Grant { grant_id, until } => (RevocationTarget::Grant(grant_id), until),
-        };
-        self.auth.revocations().add(&[Revocation {
-            seq: 0,
-            target,
-            until,
-        }]);
+        let revocation = what.revocation();
+        self.store.revoke(what).await.map_err(unavailable)?;
+        self.auth.revocations().add(&[revocation]);
         let cache = self.auth.cache();
         cache.invalidate(&cache.key(token));
         Ok(Reply::empty())

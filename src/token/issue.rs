@@ -5,8 +5,8 @@ use super::error::{ErrorCode, OAuthError};
 use super::registry::Client;
 use crate::auth::scope::is_valid_scope_token;
 use crate::config::Format;
-use crate::jwt::{AudienceOut, IssuedClaims};
-use crate::keys::KeySet;
+use crate::jwt::{AudienceOut, IssuedClaims, TenantClaims};
+use crate::keys::KeyRing;
 use crate::opaque;
 use crate::store::{Digest, TokenKind, TokenRecord, digest};
 use base64::Engine as _;
@@ -91,10 +91,16 @@ pub struct Issue<'a> {
     pub grant_id: &'a str,
     pub with_refresh: bool,
     pub now: i64,
+    /// `sub` when it is neither the user nor the client (an exchanged external subject).
+    pub subject: Option<&'a str>,
+    /// Tenant tokens: their directory claims.
+    pub tenant: Option<&'a TenantClaims>,
 }
 
 /// Minted tokens, and the records to store before the client may have them.
 pub struct Minted {
+    /// RFC 8693 `issued_token_type`, for exchanged tokens.
+    pub issued_token_type: Option<&'static str>,
     pub access_token: String,
     pub expires_in: Option<u64>,
     pub scope: String,
@@ -118,18 +124,21 @@ impl Minted {
         if let Some(r) = &self.refresh_token {
             body["refresh_token"] = r.clone().into();
         }
+        if let Some(t) = self.issued_token_type {
+            body["issued_token_type"] = t.into();
+        }
         body.to_string()
     }
 }
 
 /// Signs and mints tokens for one issuer.
 pub struct Signer {
-    keys: Arc<KeySet>,
+    keys: Arc<KeyRing>,
     issuer: Arc<str>,
 }
 
 impl Signer {
-    pub fn new(keys: Arc<KeySet>, issuer: Arc<str>) -> Self {
+    pub fn new(keys: Arc<KeyRing>, issuer: Arc<str>) -> Self {
         Self { keys, issuer }
     }
 
@@ -154,38 +163,39 @@ impl Signer {
             used_at: None,
             revoked: false,
         };
-        let access_token = match i.format {
-            Format::Jwt => {
-                let claims = IssuedClaims {
-                    iss: &self.issuer,
-                    sub: i.username.unwrap_or(&i.client.id),
-                    aud: AudienceOut::from_list(i.audiences),
-                    exp,
-                    iat: i.now,
-                    nbf: i.now,
-                    jti: &jti,
-                    client_id: &i.client.id,
-                    scope: &scope,
-                    username: i.username,
-                    gid: i.grant_id,
-                };
-                let json = serde_json::to_vec(&claims).map_err(|_| {
-                    OAuthError::new(ErrorCode::ServerError, "cannot encode the token")
-                })?;
-                self.keys
-                    .signing()
-                    .sign_compact(&json)
-                    .map_err(|_| OAuthError::new(ErrorCode::ServerError, "cannot sign the token"))?
-            }
-            Format::Opaque => {
-                let token = opaque::generate(opaque::Kind::Access).ok_or_else(no_randomness)?;
-                records.push((
-                    digest(&token),
-                    record(TokenKind::Access, jti, Format::Opaque, exp),
-                ));
-                token
-            }
-        };
+        let access_token =
+            match i.format {
+                Format::Jwt => {
+                    let claims = IssuedClaims {
+                        iss: &self.issuer,
+                        sub: i.subject.or(i.username).unwrap_or(&i.client.id),
+                        aud: AudienceOut::from_list(i.audiences),
+                        exp,
+                        iat: i.now,
+                        nbf: i.now,
+                        jti: &jti,
+                        client_id: &i.client.id,
+                        scope: &scope,
+                        username: i.username,
+                        gid: i.grant_id,
+                        tenant: i.tenant,
+                    };
+                    let json = serde_json::to_vec(&claims).map_err(|_| {
+                        OAuthError::new(ErrorCode::ServerError, "cannot encode the token")
+                    })?;
+                    self.keys.get().signing().sign_compact(&json).map_err(|_| {
+                        OAuthError::new(ErrorCode::ServerError, "cannot sign the token")
+                    })?
+                }
+                Format::Opaque => {
+                    let token = opaque::generate(opaque::Kind::Access).ok_or_else(no_randomness)?;
+                    records.push((
+                        digest(&token),
+                        record(TokenKind::Access, jti, Format::Opaque, exp),
+                    ));
+                    token
+                }
+            };
         let refresh_token = match (i.with_refresh, i.client.token.refresh) {
             (true, Some(refresh_lifetime)) => {
                 let token = opaque::generate(opaque::Kind::Refresh).ok_or_else(no_randomness)?;
@@ -200,6 +210,7 @@ impl Signer {
             _ => None,
         };
         Ok(Minted {
+            issued_token_type: None,
             access_token,
             expires_in: lifetime,
             scope,

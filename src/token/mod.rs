@@ -5,6 +5,7 @@
 pub mod client_auth;
 pub mod endpoint;
 pub mod error;
+mod exchange;
 pub mod form;
 mod grants;
 mod inspect;
@@ -12,11 +13,13 @@ pub mod issue;
 pub mod limits;
 pub mod registry;
 pub mod secret;
+mod tenant;
 pub mod wellknown;
 
 use crate::auth::Authenticator;
+use crate::catalog::Live;
 use crate::config::{Config, Family};
-use crate::keys::KeySet;
+use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use bytes::Bytes;
@@ -72,11 +75,8 @@ impl Reply {
         r
     }
 
-    fn public(mut self) -> Self {
-        self.headers.push((
-            CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=300"),
-        ));
+    fn public(mut self, max_age: &HeaderValue) -> Self {
+        self.headers.push((CACHE_CONTROL, max_age.clone()));
         self
     }
 
@@ -122,18 +122,19 @@ impl Reply {
 pub struct ServiceSettings {
     /// How long a used refresh token may be used again (concurrent refreshes).
     pub refresh_grace: Duration,
+    /// `Cache-Control` of JWKS and discovery: `public, max-age=<tokens.jwks_max_age>`.
+    pub public_cache: HeaderValue,
 }
 
 /// Issues, refreshes, introspects and revokes tokens; serves discovery and JWKS.
 pub struct TokenService {
-    keys: Arc<KeySet>,
+    keys: Arc<KeyRing>,
     signer: Signer,
-    registry: Arc<Registry>,
+    catalog: Arc<Live>,
     secrets: SecretVerifier,
     limiter: AttemptLimiter,
     store: Arc<dyn Store>,
     auth: Arc<Authenticator>,
-    discovery: Bytes,
     metrics: Arc<Metrics>,
     settings: ServiceSettings,
 }
@@ -156,8 +157,8 @@ enum SecretRule {
 impl TokenService {
     pub fn new(
         config: &Config,
-        keys: Arc<KeySet>,
-        registry: Arc<Registry>,
+        keys: Arc<KeyRing>,
+        catalog: Arc<Live>,
         store: Arc<dyn Store>,
         auth: Arc<Authenticator>,
         metrics: Arc<Metrics>,
@@ -165,8 +166,7 @@ impl TokenService {
         Ok(Self {
             signer: Signer::new(keys.clone(), Arc::from(config.issuer.as_str())),
             keys,
-            discovery: wellknown::discovery_document(config, &registry),
-            registry,
+            catalog,
             secrets: SecretVerifier::new(config.client_auth_cache)?,
             limiter: AttemptLimiter::new(config.limits),
             store,
@@ -174,20 +174,29 @@ impl TokenService {
             metrics,
             settings: ServiceSettings {
                 refresh_grace: config.tokens.refresh_grace_period,
+                public_cache: HeaderValue::from_str(&format!(
+                    "public, max-age={}",
+                    config.tokens.jwks_max_age.as_secs()
+                ))
+                .map_err(|e| format!("tokens.jwks_max_age: {e}"))?,
             },
         })
     }
 
     pub async fn handle(&self, endpoint: &Endpoint, req: TokenRequest<'_>) -> Reply {
         let result = match endpoint {
-            Endpoint::Jwks => return self.document(req.method, self.keys.jwks_json()),
-            Endpoint::Discovery => return self.document(req.method, &self.discovery),
+            Endpoint::Jwks => return self.document(req.method, self.keys.get().jwks_json()),
+            Endpoint::Discovery => {
+                let discovery = self.catalog.load().discovery.clone();
+                return self.document(req.method, &discovery);
+            }
             Endpoint::Unknown => return Reply::not_found(),
             Endpoint::Token { family, format } => self.token(*family, *format, &req).await,
             Endpoint::Regenerate(family) => self.regenerate(*family, &req).await,
             Endpoint::ApiToken(api) => self.api_token(api, &req).await,
             Endpoint::Introspect(family) => self.introspect(*family, &req).await,
             Endpoint::Revoke(family) => self.revoke(*family, &req).await,
+            Endpoint::Tenant { admin, oidc } => self.tenant_token(*admin, *oidc, &req).await,
         };
         result.unwrap_or_else(|e| {
             self.metrics
@@ -212,7 +221,7 @@ impl TokenService {
 
     fn document(&self, method: &Method, body: &Bytes) -> Reply {
         if method == Method::GET || method == Method::HEAD {
-            Reply::json(200, body.clone()).public()
+            Reply::json(200, body.clone()).public(&self.settings.public_cache)
         } else {
             let mut r = Reply::json(
                 405,
@@ -259,7 +268,8 @@ impl TokenService {
         rule: SecretRule,
         ip: Option<std::net::IpAddr>,
     ) -> Result<Arc<Client>, OAuthError> {
-        let client = self.registry.client(family, &presented.id);
+        let registry = self.registry();
+        let client = registry.client(family, &presented.id);
         let secret = presented.secret.as_ref().map(|s| s.expose().as_str());
         if let Some(c) = client
             && rule == SecretRule::PublicAllowed
@@ -275,10 +285,26 @@ impl TokenService {
         self.limiter
             .check(subject, ip)
             .map_err(|t| self.throttled(t))?;
-        let verified = self
-            .secrets
-            .verify(&presented.id, secret, client.map(|c| &c.secret_hash))
-            .await;
+        let verified = match client {
+            // Several secrets (a tenant client rotating them): any of them.
+            Some(c) if c.secrets.len() > 1 => {
+                let mut ok = false;
+                for (id, hash) in &c.secrets {
+                    let cache_id =
+                        format!("{}\u{0}{}", presented.id, id.as_deref().unwrap_or_default());
+                    if self.secrets.verify(&cache_id, secret, Some(hash)).await {
+                        ok = true;
+                        break;
+                    }
+                }
+                ok
+            }
+            _ => {
+                self.secrets
+                    .verify(&presented.id, secret, client.map(|c| &c.secret_hash))
+                    .await
+            }
+        };
         match client {
             Some(c) if verified => Ok(c.clone()),
             _ => {
@@ -286,6 +312,11 @@ impl TokenService {
                 Err(presented.rejected("client authentication failed"))
             }
         }
+    }
+
+    /// The clients and APIs as configured now (a reload replaces them).
+    fn registry(&self) -> Arc<Registry> {
+        self.catalog.load().registry.clone()
     }
 
     /// The 429 answer to an attempt past a brute-force limit.

@@ -3,7 +3,8 @@
 //! asks [`Registry::permits`] on every request, so removing a credential, policy, user or
 //! ACL entry takes effect at once.
 
-use crate::config::{ClientConfig, Config, Family, GrantType, TokenPolicy};
+use crate::config::{ClientConfig, Config, Family, GrantType, TenantUserConfig, TokenPolicy};
+use crate::idp::ClaimPath;
 use crate::redact::Secret;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,6 +20,8 @@ pub struct Client {
     pub grant_types: Vec<GrantType>,
     /// Scopes of its client_credentials tokens.
     pub scopes: Vec<String>,
+    /// The same, as an API key's requests are checked against them.
+    pub scope_set: crate::auth::scope::Scopes,
     /// The APIs it may call (names).
     pub apis: HashSet<String>,
     /// Their audiences, in configuration order.
@@ -27,6 +30,12 @@ pub struct Client {
     pub token: TokenPolicy,
     /// Access-token lifetime, the gateway default applied.
     pub lifetime: Duration,
+    /// Every secret it may prove, by id (`None`: its only secret, `secret_hash`).
+    pub secrets: Vec<(Option<String>, Secret<String>)>,
+    /// External issuers whose tokens it may exchange.
+    pub exchange_issuers: Vec<String>,
+    /// A tenant client: its tenant and project.
+    pub tenant: Option<(String, String)>,
 }
 
 impl Client {
@@ -59,6 +68,32 @@ pub struct ApiInfo {
     pub scopes: Vec<String>,
 }
 
+/// A tenant of the seed-003 endpoints.
+#[derive(Debug)]
+pub struct Tenant {
+    pub id: String,
+    /// The audiences of its APIs.
+    pub audiences: Vec<String>,
+    pub oidc_issuers: Vec<String>,
+    pub email_claim: ClaimPath,
+    pub projects: HashMap<String, Arc<Project>>,
+}
+
+#[derive(Debug)]
+pub struct Project {
+    pub id: String,
+    pub clients: HashSet<String>,
+    /// By email, lower-case.
+    pub users: HashMap<String, TenantUserConfig>,
+}
+
+/// The claim of an external issuer's tokens that names a user of the exchanging
+/// client's pool (`None`: `preferred_username`, then `email`).
+#[derive(Debug)]
+pub struct IssuerUsers {
+    pub claim: Option<ClaimPath>,
+}
+
 #[derive(Debug, Default)]
 pub struct Registry {
     auth: HashMap<String, Arc<Client>>,
@@ -66,6 +101,10 @@ pub struct Registry {
     apis: HashMap<String, ApiInfo>,
     /// Audience → API name.
     by_audience: HashMap<String, String>,
+    /// SHA-256 of an API key → its credential and the key's name.
+    api_keys: HashMap<[u8; 32], (Arc<Client>, Arc<str>)>,
+    tenants: HashMap<String, Arc<Tenant>>,
+    issuer_users: HashMap<String, IssuerUsers>,
 }
 
 impl Registry {
@@ -113,6 +152,14 @@ impl Registry {
             })
             .collect();
         let client = |c: &ClientConfig, family: Family, api_names: &[String]| {
+            let secrets = if c.secrets.is_empty() {
+                vec![(None, c.secret_hash.clone())]
+            } else {
+                c.secrets
+                    .iter()
+                    .map(|(id, h)| (Some(id.clone()), h.clone()))
+                    .collect()
+            };
             let mut audiences: Vec<String> = Vec::new();
             for name in api_names {
                 if let Some(api) = apis.get(name)
@@ -128,6 +175,7 @@ impl Registry {
                 public: c.public,
                 grant_types: c.grant_types.clone(),
                 scopes: c.scopes.clone(),
+                scope_set: crate::auth::scope::Scopes::from_list(&c.scopes),
                 apis: api_names.iter().cloned().collect(),
                 audiences,
                 pool: c.user_pool.as_ref().and_then(|p| pools.get(p).cloned()),
@@ -136,9 +184,88 @@ impl Registry {
                     .token
                     .access_token_lifetime
                     .unwrap_or(config.tokens.access_token_lifetime),
+                secrets,
+                exchange_issuers: c.exchange_issuers.clone(),
+                tenant: c.tenant.clone(),
             })
         };
+        let credential: HashMap<String, Arc<Client>> = config
+            .credentials
+            .iter()
+            .map(|c| {
+                (
+                    c.client.client_id.clone(),
+                    client(&c.client, Family::Credential, &c.acl),
+                )
+            })
+            .collect();
+        let api_keys = config
+            .credentials
+            .iter()
+            .filter_map(|c| credential.get(&c.client.client_id).map(|cl| (c, cl)))
+            .flat_map(|(c, cl)| {
+                c.client
+                    .api_keys
+                    .iter()
+                    .map(move |(name, d)| (*d, (cl.clone(), Arc::from(name.as_str()))))
+            })
+            .collect();
+        let tenants = config
+            .tenants
+            .iter()
+            .map(|t| {
+                let audiences = t
+                    .apis
+                    .iter()
+                    .filter_map(|a| apis.get(a).map(|i| i.audience.clone()))
+                    .collect();
+                let projects = t
+                    .projects
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.id.clone(),
+                            Arc::new(Project {
+                                id: p.id.clone(),
+                                clients: p.clients.iter().cloned().collect(),
+                                users: p
+                                    .users
+                                    .iter()
+                                    .map(|u| (u.email.clone(), u.clone()))
+                                    .collect(),
+                            }),
+                        )
+                    })
+                    .collect();
+                (
+                    t.id.clone(),
+                    Arc::new(Tenant {
+                        id: t.id.clone(),
+                        audiences,
+                        oidc_issuers: t.oidc_issuers.clone(),
+                        email_claim: t.email_claim.clone(),
+                        projects,
+                    }),
+                )
+            })
+            .collect();
+        let issuer_users = config
+            .issuers
+            .iter()
+            .map(|i| {
+                (
+                    i.settings.name.clone(),
+                    IssuerUsers {
+                        claim: i.user_claim.clone(),
+                    },
+                )
+            })
+            .collect();
         Self {
+            api_keys,
+            tenants,
+            issuer_users,
+            credential,
             auth: config
                 .policies
                 .iter()
@@ -146,16 +273,6 @@ impl Registry {
                     (
                         p.client.client_id.clone(),
                         client(&p.client, Family::Auth, &p.apis),
-                    )
-                })
-                .collect(),
-            credential: config
-                .credentials
-                .iter()
-                .map(|c| {
-                    (
-                        c.client.client_id.clone(),
-                        client(&c.client, Family::Credential, &c.acl),
                     )
                 })
                 .collect(),
@@ -181,6 +298,20 @@ impl Registry {
 
     pub fn api(&self, name: &str) -> Option<&ApiInfo> {
         self.apis.get(name)
+    }
+
+    /// The credential an API key (its SHA-256) belongs to, and the key's name.
+    pub fn api_key(&self, digest: &[u8; 32]) -> Option<&(Arc<Client>, Arc<str>)> {
+        self.api_keys.get(digest)
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.get(id)
+    }
+
+    /// Which claim of an external issuer's tokens names a user.
+    pub fn issuer_users(&self, issuer: &str) -> Option<&IssuerUsers> {
+        self.issuer_users.get(issuer)
     }
 
     /// Whether a token of `client_id` (for `username`, if a user's) may still call `api`
@@ -238,6 +369,16 @@ impl Registry {
         all.sort_unstable();
         all.dedup();
         all
+    }
+
+    /// The longest lifetime of any access token a client may be issued; `None` when some
+    /// client's tokens never expire. A replaced signing key stays published this long.
+    pub fn longest_token_lifetime(&self) -> Option<Duration> {
+        self.auth
+            .values()
+            .chain(self.credential.values())
+            .map(|c| c.access_lifetime())
+            .try_fold(Duration::ZERO, |longest, l| l.map(|l| longest.max(l)))
     }
 
     /// The grant types some client may use.

@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod oauth;
+pub mod redis;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
@@ -178,7 +180,7 @@ impl TestKey {
             c[k] = v.clone();
         }
         self.sign(
-            &serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "test-key"}),
+            &serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": "test-key"}),
             &c,
         )
     }
@@ -222,6 +224,8 @@ pub struct GatewaySpec {
     pub server: Option<String>,
     /// A command the gateway is started through (e.g. `prlimit --fsize=N --`).
     pub wrapper: Vec<String>,
+    /// The `issuer` (default: this gateway's own URL). Nodes of a cluster share one.
+    pub issuer: Option<String>,
 }
 
 impl GatewaySpec {
@@ -235,6 +239,7 @@ impl GatewaySpec {
             https_issuer: false,
             server: None,
             wrapper: Vec::new(),
+            issuer: None,
         }
     }
 }
@@ -282,8 +287,9 @@ impl Gateway {
         let server = spec.server.clone().unwrap_or_else(|| {
             "server:\n  threads: 2\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n".into()
         });
+        let issuer = spec.issuer.clone().unwrap_or_else(|| base.clone());
         let conf = format!(
-            "listen:\n  - addr: 127.0.0.1:{port}\n{}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\nissuer: {base}\nupstreams_file: upstreams.yaml\nstate_dir: state\n{server}{tokens}\n{}\n",
+            "listen:\n  - addr: 127.0.0.1:{port}\n{}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\nissuer: {issuer}\nupstreams_file: upstreams.yaml\nstate_dir: state\n{server}{tokens}\n{}\n",
             extra_listeners, spec.extra
         );
         let config_path = dir.path().join("tollgate.yaml");

@@ -2,8 +2,8 @@
 //! transactions, and the checkpointer that copies the write-ahead log back into the
 //! database off the commit path.
 
-use super::{err, insert, key_or_insert, purge, revoke, rotate};
-use crate::store::{Digest, Revoke, Rotation, StoreError, TokenRecord};
+use super::err;
+use crate::store::StoreError;
 use rusqlite::{Connection, TransactionBehavior};
 use std::sync::mpsc;
 use tokio::sync::oneshot;
@@ -11,60 +11,79 @@ use tokio::sync::oneshot;
 /// Most jobs one transaction takes.
 const MAX_BATCH: usize = 512;
 
-pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-pub(super) enum Job {
-    Insert(Vec<(Digest, TokenRecord)>, Reply<()>),
-    Rotate {
-        used: Digest,
-        successors: Vec<(Digest, TokenRecord)>,
-        now: i64,
-        grace: i64,
-        reuse_until: Option<i64>,
-        reply: Reply<Rotation>,
-    },
-    Revoke(Revoke, Reply<()>),
-    Purge(i64, Reply<u64>),
-    KeyOrInsert(String, Vec<u8>, Reply<Vec<u8>>),
+/// One write: applied inside the batch's transaction, answered after the commit.
+pub(super) trait Work: Send {
+    /// Run the statements; whether they succeeded.
+    fn apply(&mut self, tx: &Connection) -> bool;
+    /// The job failed after `apply` (its savepoint could not be released).
+    fn fail(&mut self, e: StoreError);
+    /// Deliver the result, or `commit_failure` when the transaction did not commit.
+    fn finish(self: Box<Self>, commit_failure: Option<&StoreError>);
+    /// A job of one statement needs no savepoint: SQLite undoes a failed statement by
+    /// itself and the transaction goes on.
+    fn one_statement(&self) -> bool;
 }
 
-/// A finished job, its reply held until the batch commits.
-enum Done {
-    Unit(Reply<()>, Result<(), StoreError>),
-    Rotation(Reply<Rotation>, Result<Rotation, StoreError>),
-    Count(Reply<u64>, Result<u64, StoreError>),
-    Bytes(Reply<Vec<u8>>, Result<Vec<u8>, StoreError>),
+pub(super) type Job = Box<dyn Work>;
+
+/// A job whose statements are a closure returning `T`, answered on a oneshot channel.
+pub(super) struct Typed<T, F> {
+    run: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+    one_statement: bool,
 }
 
-impl Done {
-    fn is_ok(&self) -> bool {
-        match self {
-            Done::Unit(_, r) => r.is_ok(),
-            Done::Rotation(_, r) => r.is_ok(),
-            Done::Count(_, r) => r.is_ok(),
-            Done::Bytes(_, r) => r.is_ok(),
-        }
+impl<T, F> Typed<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+{
+    pub(super) fn job(
+        one_statement: bool,
+        run: F,
+        reply: oneshot::Sender<Result<T, StoreError>>,
+    ) -> Job {
+        Box::new(Self {
+            run: Some(run),
+            result: None,
+            reply,
+            one_statement,
+        })
+    }
+}
+
+impl<T, F> Work for Typed<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+{
+    fn apply(&mut self, tx: &Connection) -> bool {
+        let result = match self.run.take() {
+            Some(run) => run(tx).map_err(err),
+            None => Err(err("the job ran twice")),
+        };
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
     }
 
-    /// The same reply, with `e` as the result.
-    fn failed(self, e: StoreError) -> Done {
-        match self {
-            Done::Unit(tx, _) => Done::Unit(tx, Err(e)),
-            Done::Rotation(tx, _) => Done::Rotation(tx, Err(e)),
-            Done::Count(tx, _) => Done::Count(tx, Err(e)),
-            Done::Bytes(tx, _) => Done::Bytes(tx, Err(e)),
-        }
+    fn fail(&mut self, e: StoreError) {
+        self.result = Some(Err(e));
     }
 
-    /// Send the result, or `failure` when the commit failed.
-    fn send(self, failure: Option<&StoreError>) {
+    fn finish(self: Box<Self>, commit_failure: Option<&StoreError>) {
+        let result = match (commit_failure, self.result) {
+            (Some(e), _) => Err(e.clone()),
+            (None, Some(r)) => r,
+            (None, None) => Err(err("the job did not run")),
+        };
         // A caller that has gone away no longer wants its answer: ignoring that is right.
-        match self {
-            Done::Unit(tx, r) => drop(tx.send(failure.map_or(r, |e| Err(e.clone())))),
-            Done::Rotation(tx, r) => drop(tx.send(failure.map_or(r, |e| Err(e.clone())))),
-            Done::Count(tx, r) => drop(tx.send(failure.map_or(r, |e| Err(e.clone())))),
-            Done::Bytes(tx, r) => drop(tx.send(failure.map_or(r, |e| Err(e.clone())))),
-        }
+        drop(self.reply.send(result));
+    }
+
+    fn one_statement(&self) -> bool {
+        self.one_statement
     }
 }
 
@@ -114,85 +133,37 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
             let e = err(e);
             log::error!("store write failed: {e}");
             for job in batch {
-                fail(job, &e);
+                job.finish(Some(&e));
             }
             return;
         }
     };
     let mut done = Vec::with_capacity(batch.len());
-    for job in batch {
-        // A job of one statement needs no savepoint: SQLite undoes a failed statement by
-        // itself and the transaction goes on. Saving the two extra statements matters, as
-        // most jobs are single-token inserts.
-        if job.is_one_statement() {
-            done.push(apply(&tx, job));
+    for mut job in batch {
+        // Most jobs are single-token inserts: saving the savepoint's two statements matters.
+        if job.one_statement() {
+            job.apply(&tx);
+            done.push(job);
             continue;
         }
         // Each other job in its own savepoint: one failing job does not undo the others.
-        let outcome = match tx.savepoint() {
+        match tx.savepoint() {
             Ok(sp) => {
-                let d = apply(&sp, job);
-                if d.is_ok()
+                if job.apply(&sp)
                     && let Err(e) = sp.commit()
                 {
-                    d.failed(err(e))
-                } else {
-                    d
+                    job.fail(err(e));
                 }
             }
-            Err(e) => {
-                let e = err(e);
-                fail_done(job, e)
-            }
-        };
-        done.push(outcome);
+            Err(e) => job.fail(err(e)),
+        }
+        done.push(job);
     }
     let failure = tx.commit().err().map(err);
     if let Some(e) = &failure {
         log::error!("store commit failed: {e}");
     }
-    for d in done {
-        d.send(failure.as_ref());
-    }
-}
-
-impl Job {
-    fn is_one_statement(&self) -> bool {
-        matches!(self, Job::Insert(tokens, _) if tokens.len() == 1)
-    }
-}
-
-fn fail(job: Job, e: &StoreError) {
-    fail_done(job, e.clone()).send(None);
-}
-
-fn fail_done(job: Job, e: StoreError) -> Done {
-    match job {
-        Job::Insert(_, r) | Job::Revoke(_, r) => Done::Unit(r, Err(e)),
-        Job::Rotate { reply, .. } => Done::Rotation(reply, Err(e)),
-        Job::Purge(_, r) => Done::Count(r, Err(e)),
-        Job::KeyOrInsert(_, _, r) => Done::Bytes(r, Err(e)),
-    }
-}
-
-fn apply(tx: &Connection, job: Job) -> Done {
-    match job {
-        Job::Insert(tokens, r) => Done::Unit(r, insert(tx, &tokens).map_err(err)),
-        Job::Rotate {
-            used,
-            successors,
-            now,
-            grace,
-            reuse_until,
-            reply,
-        } => Done::Rotation(
-            reply,
-            rotate(tx, &used, &successors, now, grace, reuse_until).map_err(err),
-        ),
-        Job::Revoke(what, r) => Done::Unit(r, revoke(tx, &what).map_err(err)),
-        Job::Purge(now, r) => Done::Count(r, purge(tx, now).map_err(err)),
-        Job::KeyOrInsert(name, der, r) => {
-            Done::Bytes(r, key_or_insert(tx, &name, &der).map_err(err))
-        }
+    for job in done {
+        job.finish(failure.as_ref());
     }
 }

@@ -1,0 +1,158 @@
+//! Operator commands that act on the store a running gateway (or a cluster) shares:
+//! `tollgate keys rotate|list` and `tollgate revoke --client|--user`. Running gateways
+//! pick the change up by themselves (key set within seconds, revocations at once).
+
+use crate::auth::cache::unix_now;
+use crate::config::Config;
+use crate::keys::ring::{self, Rotated};
+use crate::metrics::StoreMetrics;
+use crate::server::{open_store, sealer, store_location};
+use crate::store::{Revoke, Store};
+use crate::token::registry::Registry;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// What to revoke from the command line.
+#[derive(Debug, Clone)]
+pub enum RevokeTarget {
+    Client(String),
+    User(String),
+}
+
+fn connect(config: &Config) -> Result<(tokio::runtime::Runtime, Arc<dyn Store>), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let metrics = StoreMetrics::unregistered().map_err(|e| e.to_string())?;
+    let store = open_store(config, metrics)?;
+    let location = store_location(config);
+    rt.block_on(store.ping())
+        .map_err(|e| format!("cannot reach the store at {location}: {e}"))?;
+    Ok((rt, store))
+}
+
+fn time(t: i64) -> String {
+    let now = unix_now();
+    match t - now {
+        d if d > 0 => format!("{t} (in {})", span(d)),
+        d if d < 0 => format!("{t} ({} ago)", span(-d)),
+        _ => format!("{t} (now)"),
+    }
+}
+
+fn span(secs: i64) -> String {
+    match secs {
+        s if s >= 86_400 => format!("{}d{}h", s / 86_400, (s % 86_400) / 3_600),
+        s if s >= 3_600 => format!("{}h{}m", s / 3_600, (s % 3_600) / 60),
+        s if s >= 60 => format!("{}m{}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Publish the next signing key; it signs once every verifier can have fetched it.
+pub fn rotate_keys(config: &Config) -> Result<String, String> {
+    let (rt, store) = connect(config)?;
+    let registry = Registry::from_config(config);
+    let now = unix_now();
+    let outcome = rt.block_on(ring::rotate(
+        &*store,
+        &config.tokens,
+        &sealer(config)?,
+        registry.longest_token_lifetime(),
+        now,
+    ))?;
+    Ok(match outcome {
+        Rotated::Published {
+            kid,
+            activate_at,
+            retiring,
+        } => {
+            let mut out = format!(
+                "published key `{kid}` in JWKS; it signs from {}\n",
+                time(activate_at)
+            );
+            for (old, at) in retiring {
+                let _ = match at {
+                    Some(at) => writeln!(out, "key `{old}` stays published until {}", time(at)),
+                    None => writeln!(
+                        out,
+                        "key `{old}` stays published for ever: some clients' tokens never expire (immortal)"
+                    ),
+                };
+            }
+            out
+        }
+        Rotated::AlreadyPending { kid, activate_at } => format!(
+            "key `{kid}` is already published and signs from {}: nothing to do\n",
+            time(activate_at)
+        ),
+    })
+}
+
+/// The stored key set, one line per key.
+pub fn list_keys(config: &Config) -> Result<String, String> {
+    let (rt, store) = connect(config)?;
+    let now = unix_now();
+    let keys = rt.block_on(ring::list(&*store, &config.tokens, &sealer(config)?, now))?;
+    let signing = keys
+        .iter()
+        .filter(|k| k.activate_at <= now && k.retire_at.is_none_or(|r| r > now))
+        .max_by_key(|k| k.activate_at)
+        .map(|k| k.kid.clone());
+    let mut out = String::new();
+    for k in keys {
+        let state = if Some(&k.kid) == signing.as_ref() {
+            "signing"
+        } else if k.activate_at > now {
+            "published, not signing yet"
+        } else if k.retire_at.is_some_and(|r| r <= now) {
+            "retired"
+        } else {
+            "published, verifying only"
+        };
+        let _ = writeln!(
+            out,
+            "{}  {}  {state}; signs from {}; retires {}",
+            k.kid,
+            k.alg.as_str(),
+            time(k.activate_at),
+            k.retire_at.map_or_else(|| "never".to_string(), time)
+        );
+    }
+    Ok(out)
+}
+
+/// Revoke every token of a client or a user issued until now.
+pub fn revoke(config: &Config, target: RevokeTarget) -> Result<String, String> {
+    let (rt, store) = connect(config)?;
+    let registry = Registry::from_config(config);
+    let now = unix_now();
+    // Remembered until the last token issued before now has expired.
+    let until = registry.longest_token_lifetime().map(|l| {
+        now.saturating_add(l.as_secs() as i64)
+            .saturating_add(config.tokens.leeway.as_secs() as i64)
+    });
+    let (what, said) = match target {
+        RevokeTarget::Client(client_id) => (
+            Revoke::Client {
+                client_id: client_id.clone(),
+                issued_before: now.saturating_add(1),
+                until,
+            },
+            format!("client `{client_id}`"),
+        ),
+        RevokeTarget::User(username) => (
+            Revoke::User {
+                username: username.clone(),
+                issued_before: now.saturating_add(1),
+                until,
+            },
+            format!("user `{username}`"),
+        ),
+    };
+    rt.block_on(store.revoke(what)).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "revoked every token of {said} issued until now (access and refresh tokens); gateways refuse them from their next request\n"
+    ))
+}

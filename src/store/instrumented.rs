@@ -1,0 +1,267 @@
+//! A store with its metrics and its up/down state: per-operation latency and errors, the
+//! `tollgate_store_up` gauge, and one log line when the store goes away and one when it
+//! comes back (not one per failed request, which under load would flood the log).
+
+use super::{
+    Consumed, Cursor, Digest, Ephemeral, Feed, KeySetDoc, Revoke, Rotation, Store, StoreError,
+    TokenRecord,
+};
+use crate::metrics::StoreMetrics;
+use async_trait::async_trait;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The store operations, as the `op` metric label names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Ping,
+    Insert,
+    Get,
+    Rotate,
+    Revoke,
+    Feed,
+    Purge,
+    KeySet,
+    Ephemeral,
+}
+
+impl Op {
+    pub const ALL: [Op; 9] = [
+        Op::Ping,
+        Op::Insert,
+        Op::Get,
+        Op::Rotate,
+        Op::Revoke,
+        Op::Feed,
+        Op::Purge,
+        Op::KeySet,
+        Op::Ephemeral,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Op::Ping => "ping",
+            Op::Insert => "insert",
+            Op::Get => "get",
+            Op::Rotate => "rotate",
+            Op::Revoke => "revoke",
+            Op::Feed => "feed",
+            Op::Purge => "purge",
+            Op::KeySet => "key_set",
+            Op::Ephemeral => "ephemeral",
+        }
+    }
+}
+
+/// How often a store that stays down is mentioned again.
+const REMIND_EVERY: Duration = Duration::from_secs(30);
+
+struct Health {
+    /// Since when the store has been failing, and how many calls failed since.
+    down: Option<(Instant, u64)>,
+    last_reminder: Option<Instant>,
+}
+
+pub struct Instrumented<S> {
+    inner: S,
+    metrics: StoreMetrics,
+    health: Mutex<Health>,
+}
+
+impl<S: Store> Instrumented<S> {
+    pub fn new(inner: S, metrics: StoreMetrics) -> Self {
+        metrics.up.set(1);
+        Self {
+            inner,
+            metrics,
+            health: Mutex::new(Health {
+                down: None,
+                last_reminder: None,
+            }),
+        }
+    }
+
+    async fn observe<T>(
+        &self,
+        op: Op,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let start = Instant::now();
+        let result = call.await;
+        // The feed blocks on purpose while waiting for revocations: its time says nothing.
+        if op != Op::Feed {
+            self.metrics
+                .duration(op)
+                .observe(start.elapsed().as_secs_f64());
+        }
+        match &result {
+            Ok(_) => self.succeeded(),
+            Err(e) => self.failed(op, e),
+        }
+        result
+    }
+
+    fn succeeded(&self) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((since, failures)) = h.down.take() {
+            self.metrics.up.set(1);
+            log::info!(
+                "store ({}) is back after {:.1}s ({failures} failed calls)",
+                self.inner.backend(),
+                since.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    fn failed(&self, op: Op, e: &StoreError) {
+        self.metrics.errors(op).inc();
+        self.metrics.up.set(0);
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match &mut h.down {
+            None => {
+                h.down = Some((now, 1));
+                h.last_reminder = Some(now);
+                log::error!(
+                    "store ({}) unavailable: {e}; stateful token endpoints answer 503 until it is back, JWT validation goes on",
+                    self.inner.backend()
+                );
+            }
+            Some((since, failures)) => {
+                *failures += 1;
+                let (since, failures) = (*since, *failures);
+                if h.last_reminder.is_none_or(|t| now - t >= REMIND_EVERY) {
+                    h.last_reminder = Some(now);
+                    log::error!(
+                        "store ({}) still unavailable after {:.0}s ({failures} failed calls): {e}",
+                        self.inner.backend(),
+                        (now - since).as_secs_f64()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for Instrumented<S> {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.observe(Op::Ping, self.inner.ping()).await
+    }
+
+    async fn insert(&self, tokens: Vec<(Digest, TokenRecord)>) -> Result<(), StoreError> {
+        self.observe(Op::Insert, self.inner.insert(tokens)).await
+    }
+
+    async fn get(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError> {
+        self.observe(Op::Get, self.inner.get(digest)).await
+    }
+
+    async fn rotate(
+        &self,
+        used: Digest,
+        successors: Vec<(Digest, TokenRecord)>,
+        now: i64,
+        grace: i64,
+        reuse_until: Option<i64>,
+    ) -> Result<Rotation, StoreError> {
+        self.observe(
+            Op::Rotate,
+            self.inner.rotate(used, successors, now, grace, reuse_until),
+        )
+        .await
+    }
+
+    async fn revoke(&self, what: Revoke) -> Result<(), StoreError> {
+        self.observe(Op::Revoke, self.inner.revoke(what)).await
+    }
+
+    async fn revocations(
+        &self,
+        after: &Cursor,
+        wait: Duration,
+        now: i64,
+    ) -> Result<Feed, StoreError> {
+        self.observe(Op::Feed, self.inner.revocations(after, wait, now))
+            .await
+    }
+
+    async fn purge(&self, now: i64) -> Result<u64, StoreError> {
+        self.observe(Op::Purge, self.inner.purge(now)).await
+    }
+
+    async fn key_set(&self) -> Result<Option<KeySetDoc>, StoreError> {
+        self.observe(Op::KeySet, self.inner.key_set()).await
+    }
+
+    async fn replace_key_set(
+        &self,
+        expected: Option<u64>,
+        doc: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        self.observe(Op::KeySet, self.inner.replace_key_set(expected, doc))
+            .await
+    }
+
+    async fn legacy_key(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.observe(Op::KeySet, self.inner.legacy_key(name)).await
+    }
+
+    async fn put_ephemeral(
+        &self,
+        kind: Ephemeral,
+        key: Digest,
+        value: Vec<u8>,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.observe(
+            Op::Ephemeral,
+            self.inner.put_ephemeral(kind, key, value, expires_at),
+        )
+        .await
+    }
+
+    async fn claim_ephemeral(
+        &self,
+        kind: Ephemeral,
+        key: Digest,
+        value: Vec<u8>,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        self.observe(
+            Op::Ephemeral,
+            self.inner.claim_ephemeral(kind, key, value, expires_at),
+        )
+        .await
+    }
+
+    async fn get_ephemeral(
+        &self,
+        kind: Ephemeral,
+        key: &Digest,
+        now: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.observe(Op::Ephemeral, self.inner.get_ephemeral(kind, key, now))
+            .await
+    }
+
+    async fn consume_ephemeral(
+        &self,
+        kind: Ephemeral,
+        key: &Digest,
+        now: i64,
+    ) -> Result<Consumed, StoreError> {
+        self.observe(Op::Ephemeral, self.inner.consume_ephemeral(kind, key, now))
+            .await
+    }
+
+    async fn delete_ephemeral(&self, kind: Ephemeral, key: &Digest) -> Result<(), StoreError> {
+        self.observe(Op::Ephemeral, self.inner.delete_ephemeral(kind, key))
+            .await
+    }
+}

@@ -1,0 +1,579 @@
+//! The cluster store: Redis (or Valkey) shared by every gateway. Tokens are stored only as
+//! digests, each key expires with what it holds (no purge job), multi-key changes run as
+//! Lua scripts (`scripts`), and revocations go to a sorted set (the live set) and a
+//! stream that every node follows with a blocking read.
+//!
+//! Every command runs on a small runtime of the store's own, through redis-rs's
+//! `ConnectionManager` (one multiplexed connection, re-established by itself when Redis
+//! comes back). The stream is read on a second connection, since a blocking read would
+//! hold up the commands queued behind it. Every call has a timeout, so a Redis that hangs
+//! (SIGSTOP, a full network buffer) gives errors, not stuck requests.
+
+mod scripts;
+mod wire;
+
+use super::{
+    Consumed, Cursor, Digest, Ephemeral, Feed, KeySetDoc, Revocation, RevocationTarget, Revoke,
+    Rotation, Store, StoreError, TokenRecord,
+};
+use crate::config::RedisSettings;
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use ::redis::{AsyncConnectionConfig, Client, Value};
+use async_trait::async_trait;
+use scripts::Scripts;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wire::{StreamId, hex};
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// Connections and the runtime of one process (a daemon forks after startup, and neither
+/// threads nor connections survive a fork).
+struct Live {
+    pid: u32,
+    /// Kept for its threads; commands are spawned on `handle`.
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    manager: ConnectionManager,
+    /// The stream-reading connection: `None` until first use and after an error.
+    feed: Arc<tokio::sync::Mutex<Option<MultiplexedConnection>>>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        // Dropped from async code (a test, a command-line tool): shutting down without
+        // waiting for the worker is the only way that does not block a runtime thread.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+pub struct RedisStore {
+    client: Client,
+    settings: RedisSettings,
+    scripts: Arc<Scripts>,
+    live: Mutex<Option<Arc<Live>>>,
+}
+
+impl RedisStore {
+    /// Check the settings; connect on first use.
+    pub fn open(settings: &RedisSettings) -> Result<Self, StoreError> {
+        let client = Client::open(settings.url.expose().as_str())
+            .map_err(|e| err(format!("store.url: {e}")))?;
+        Ok(Self {
+            client,
+            settings: settings.clone(),
+            scripts: Arc::new(Scripts::new()),
+            live: Mutex::new(None),
+        })
+    }
+
+    fn live(&self) -> Result<Arc<Live>, StoreError> {
+        let pid = std::process::id();
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = live.as_ref() {
+            if l.pid == pid {
+                return Ok(l.clone());
+            }
+            // Inherited from the parent of a fork: its threads are gone. Never drop it here.
+            if let Some(old) = live.take() {
+                std::mem::forget(old);
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tollgate-redis")
+            .enable_all()
+            .build()
+            .map_err(|e| err(format!("cannot start the Redis client: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.settings.timeout))
+            .set_response_timeout(Some(self.settings.timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let manager = {
+            let _in_runtime = runtime.enter();
+            ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+                .map_err(|e| err(format!("cannot create the Redis connection: {e}")))?
+        };
+        let l = Arc::new(Live {
+            pid,
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+            manager,
+            feed: Arc::new(tokio::sync::Mutex::new(None)),
+        });
+        *live = Some(l.clone());
+        Ok(l)
+    }
+
+    /// Run `f` on the store's runtime with the shared connection, within the timeout.
+    async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(ConnectionManager, Arc<Scripts>, String) -> Fut + Send + 'static,
+        Fut: Future<Output = ::redis::RedisResult<T>> + Send + 'static,
+    {
+        let live = self.live()?;
+        let timeout = self.settings.timeout;
+        let fut = f(
+            live.manager.clone(),
+            self.scripts.clone(),
+            self.settings.prefix.clone(),
+        );
+        let task = live
+            .handle
+            .spawn(async move { tokio::time::timeout(timeout, fut).await });
+        match task.await {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(err(format!("Redis {op}: {e}"))),
+            Ok(Err(_)) => Err(err(format!(
+                "Redis {op}: no answer within {}ms",
+                timeout.as_millis()
+            ))),
+            Err(e) => Err(err(format!("Redis {op}: {e}"))),
+        }
+    }
+
+    fn token_args(prefix: &str, maxlen: u64, tokens: &[(Digest, TokenRecord)]) -> Vec<Vec<u8>> {
+        let mut args: Vec<Vec<u8>> = vec![prefix.into(), maxlen.to_string().into()];
+        for (d, t) in tokens {
+            wire::push_token(&mut args, d, t);
+        }
+        args
+    }
+
+    /// The stream's state, to tell whether a cursor can be followed.
+    async fn feed_position(
+        conn: &mut MultiplexedConnection,
+        stream: &str,
+    ) -> ::redis::RedisResult<wire::StreamInfo> {
+        let info: ::redis::RedisResult<Value> = ::redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(stream)
+            .query_async(conn)
+            .await;
+        match info {
+            Ok(v) => Ok(wire::StreamInfo::from_value(&v)),
+            // No stream yet: nothing was ever revoked.
+            Err(e) if e.to_string().contains("no such key") => Ok(wire::StreamInfo::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn full_set(
+        conn: &mut MultiplexedConnection,
+        prefix: &str,
+        now: i64,
+    ) -> ::redis::RedisResult<Vec<Revocation>> {
+        let v: Value = ::redis::cmd("ZRANGE")
+            .arg(format!("{prefix}revoked"))
+            .arg(now)
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("WITHSCORES")
+            .query_async(conn)
+            .await?;
+        Ok(wire::scored_members(&v)
+            .into_iter()
+            .filter_map(|(member, score)| {
+                Some(Revocation {
+                    target: RevocationTarget::decode(&member)?,
+                    until: score.filter(|s| s.is_finite()).map(|s| s as i64),
+                })
+            })
+            .collect())
+    }
+}
+
+/// Read the feed after `cursor` on `conn` (fresh: just connected, so continuity is
+/// checked first).
+async fn read_feed(
+    conn: &mut MultiplexedConnection,
+    fresh: bool,
+    prefix: &str,
+    cursor: &Cursor,
+    wait: Duration,
+    now: i64,
+) -> ::redis::RedisResult<Feed> {
+    let stream = format!("{prefix}feed");
+    let from = cursor.0.as_deref().and_then(StreamId::parse);
+    let gap = match (&from, fresh) {
+        (None, _) => true,
+        (Some(_), false) => false,
+        (Some(at), true) => {
+            let info = RedisStore::feed_position(conn, &stream).await?;
+            if info.last_generated < *at {
+                log::warn!(
+                    "the Redis store has fewer revocations than this node saw (restarted without persistence, or flushed); \
+                     revocations only this node remembers are kept, and written nowhere"
+                );
+                true
+            } else if info.lost_after(*at) {
+                log::info!(
+                    "revocations were trimmed from the feed while this node was away; reading the whole set"
+                );
+                true
+            } else {
+                false
+            }
+        }
+    };
+    if gap {
+        // Position first, then the set: what is revoked in between is read again next time.
+        let info = RedisStore::feed_position(conn, &stream).await?;
+        let revocations = RedisStore::full_set(conn, prefix, now).await?;
+        return Ok(Feed {
+            revocations,
+            next: Cursor(Some(info.last_generated.to_string())),
+            full: true,
+        });
+    }
+    let Some(at) = from else {
+        return Ok(Feed::default());
+    };
+    let reply: Value = ::redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(1000)
+        .arg("BLOCK")
+        .arg(wait.as_millis().max(1) as u64)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(at.to_string())
+        .query_async(conn)
+        .await?;
+    let (entries, last) = wire::stream_entries(&reply);
+    Ok(Feed {
+        revocations: entries
+            .into_iter()
+            .filter(|r| r.until.is_none_or(|u| u >= now))
+            .collect(),
+        next: Cursor(Some(last.map_or(at, |l| l.max(at)).to_string())),
+        full: false,
+    })
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run("PING", |mut c, _, _| async move {
+            ::redis::cmd("PING").query_async::<String>(&mut c).await
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn insert(&self, tokens: Vec<(Digest, TokenRecord)>) -> Result<(), StoreError> {
+        let maxlen = self.settings.feed_max_len;
+        let stored = self
+            .run("insert", move |mut c, s, prefix| async move {
+                let args = Self::token_args(&prefix, maxlen, &tokens);
+                let mut inv = s.insert.prepare_invoke();
+                for a in &args {
+                    inv.arg(a.as_slice());
+                }
+                inv.invoke_async::<i64>(&mut c).await
+            })
+            .await?;
+        if stored == 1 {
+            Ok(())
+        } else {
+            Err(err("a token with this digest is already stored"))
+        }
+    }
+
+    async fn get(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError> {
+        let d = *digest;
+        let fields = self
+            .run("get", move |mut c, _, prefix| async move {
+                ::redis::cmd("HMGET")
+                    .arg(format!("{prefix}t:{}", hex(&d)))
+                    .arg(&["k", "rec", "e", "u", "x"])
+                    .query_async::<Vec<Option<Vec<u8>>>>(&mut c)
+                    .await
+            })
+            .await?;
+        wire::record_from_fields(&fields)
+    }
+
+    async fn rotate(
+        &self,
+        used: Digest,
+        successors: Vec<(Digest, TokenRecord)>,
+        now: i64,
+        grace: i64,
+        reuse_until: Option<i64>,
+    ) -> Result<Rotation, StoreError> {
+        let maxlen = self.settings.feed_max_len;
+        let (outcome, grant) = self
+            .run("rotate", move |mut c, s, prefix| async move {
+                let mut inv = s.rotate.prepare_invoke();
+                inv.arg(&prefix)
+                    .arg(maxlen)
+                    .arg(hex(&used))
+                    .arg(now)
+                    .arg(grace)
+                    .arg(reuse_until.map(|u| u.to_string()).unwrap_or_default());
+                let mut groups = Vec::new();
+                for (d, t) in &successors {
+                    wire::push_token(&mut groups, d, t);
+                }
+                for a in &groups {
+                    inv.arg(a.as_slice());
+                }
+                inv.invoke_async::<(String, String)>(&mut c).await
+            })
+            .await?;
+        Ok(match outcome.as_str() {
+            "rotated" => Rotation::Rotated,
+            "grace" => Rotation::WithinGrace,
+            "reused" => Rotation::Reused { grant_id: grant },
+            _ => Rotation::Inactive,
+        })
+    }
+
+    async fn revoke(&self, what: Revoke) -> Result<(), StoreError> {
+        let maxlen = self.settings.feed_max_len;
+        let revocation = what.revocation();
+        let member = revocation.target.encode();
+        let until = revocation.until.map(|u| u.to_string()).unwrap_or_default();
+        let (kind, digest, grant) = match &what {
+            Revoke::Token { digest, .. } => ("token", digest.map(|d| hex(&d)), String::new()),
+            Revoke::Grant { grant_id, .. } => ("grant", None, grant_id.clone()),
+            Revoke::Client { .. } | Revoke::User { .. } => ("other", None, String::new()),
+        };
+        self.run("revoke", move |mut c, s, prefix| async move {
+            s.revoke
+                .prepare_invoke()
+                .arg(&prefix)
+                .arg(maxlen)
+                .arg(kind)
+                .arg(&member)
+                .arg(&until)
+                .arg(digest.unwrap_or_default())
+                .arg(&grant)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn revocations(
+        &self,
+        after: &Cursor,
+        wait: Duration,
+        now: i64,
+    ) -> Result<Feed, StoreError> {
+        let live = self.live()?;
+        let feed = live.feed.clone();
+        let client = self.client.clone();
+        let prefix = self.settings.prefix.clone();
+        let timeout = self.settings.timeout;
+        let cursor = after.clone();
+        let task = live.handle.spawn(async move {
+            let mut slot = feed.lock().await;
+            let fresh = slot.is_none();
+            if fresh {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(wait + timeout));
+                let conn = tokio::time::timeout(
+                    timeout * 2,
+                    client.get_multiplexed_async_connection_with_config(&config),
+                )
+                .await
+                .map_err(|_| err("Redis feed: cannot connect in time"))?
+                .map_err(|e| err(format!("Redis feed: {e}")))?;
+                *slot = Some(conn);
+            }
+            let Some(conn) = slot.as_mut() else {
+                return Err(err("Redis feed: no connection"));
+            };
+            let result = tokio::time::timeout(
+                wait + timeout * 2,
+                read_feed(conn, fresh, &prefix, &cursor, wait, now),
+            )
+            .await;
+            match result {
+                Ok(Ok(feed)) => Ok(feed),
+                Ok(Err(e)) => {
+                    *slot = None;
+                    Err(err(format!("Redis feed: {e}")))
+                }
+                Err(_) => {
+                    *slot = None;
+                    Err(err("Redis feed: no answer in time"))
+                }
+            }
+        });
+        task.await.map_err(|e| err(format!("Redis feed: {e}")))?
+    }
+
+    async fn purge(&self, now: i64) -> Result<u64, StoreError> {
+        self.run("purge", move |mut c, _, prefix| async move {
+            ::redis::cmd("ZREMRANGEBYSCORE")
+                .arg(format!("{prefix}revoked"))
+                .arg("-inf")
+                .arg(format!("({now}"))
+                .query_async::<u64>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn key_set(&self) -> Result<Option<KeySetDoc>, StoreError> {
+        let (version, doc) = self
+            .run("key_set", |mut c, _, prefix| async move {
+                ::redis::cmd("HMGET")
+                    .arg(format!("{prefix}keyset"))
+                    .arg(&["v", "doc"])
+                    .query_async::<(Option<u64>, Option<Vec<u8>>)>(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(version
+            .zip(doc)
+            .map(|(version, doc)| KeySetDoc { version, doc }))
+    }
+
+    async fn replace_key_set(
+        &self,
+        expected: Option<u64>,
+        doc: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let maxlen = self.settings.feed_max_len;
+        self.run("replace_key_set", move |mut c, s, prefix| async move {
+            s.replace_key_set
+                .prepare_invoke()
+                .arg(&prefix)
+                .arg(maxlen)
+                .arg(expected.map(|v| v.to_string()).unwrap_or_default())
+                .arg(doc.as_slice())
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(|n| n == 1)
+    }
+
+    async fn legacy_key(&self, _name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        // Key sets came before Redis support: there is nothing older to migrate.
+        Ok(None)
+    }
+
+    async fn put_ephemeral(
+        &self,
+        kind: Ephemeral,
+        key: Digest,
+        value: Vec<u8>,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.run("put_ephemeral", move |mut c, _, prefix| async move {
+            let k = wire::ephemeral_key(&prefix, kind, &key);
+            ::redis::pipe()
+                .atomic()
+                .cmd("DEL")
+                .arg(&k)
+                .ignore()
+                .cmd("HSET")
+                .arg(&k)
+                .arg("v")
+                .arg(value.as_slice())
+                .ignore()
+                .cmd("PEXPIREAT")
+                .arg(&k)
+                .arg(expires_at.saturating_mul(1000))
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn claim_ephemeral(
+        &self,
+        kind: Ephemeral,
+        key: Digest,
+        value: Vec<u8>,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let maxlen = self.settings.feed_max_len;
+        self.run("claim_ephemeral", move |mut c, s, prefix| async move {
+            s.claim
+                .prepare_invoke()
+                .arg(&prefix)
+                .arg(maxlen)
+                .arg(wire::ephemeral_key(&prefix, kind, &key))
+                .arg(value.as_slice())
+                .arg(expires_at.saturating_mul(1000))
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(|n| n == 1)
+    }
+
+    async fn get_ephemeral(
+        &self,
+        kind: Ephemeral,
+        key: &Digest,
+        _now: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = *key;
+        self.run("get_ephemeral", move |mut c, _, prefix| async move {
+            ::redis::cmd("HGET")
+                .arg(wire::ephemeral_key(&prefix, kind, &key))
+                .arg("v")
+                .query_async::<Option<Vec<u8>>>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn consume_ephemeral(
+        &self,
+        kind: Ephemeral,
+        key: &Digest,
+        _now: i64,
+    ) -> Result<Consumed, StoreError> {
+        let key = *key;
+        let maxlen = self.settings.feed_max_len;
+        let (outcome, value) = self
+            .run("consume_ephemeral", move |mut c, s, prefix| async move {
+                s.consume
+                    .prepare_invoke()
+                    .arg(&prefix)
+                    .arg(maxlen)
+                    .arg(wire::ephemeral_key(&prefix, kind, &key))
+                    .invoke_async::<(String, Vec<u8>)>(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match outcome.as_str() {
+            "first" => Consumed::First(value),
+            "again" => Consumed::Again(value),
+            _ => Consumed::Missing,
+        })
+    }
+
+    async fn delete_ephemeral(&self, kind: Ephemeral, key: &Digest) -> Result<(), StoreError> {
+        let key = *key;
+        self.run("delete_ephemeral", move |mut c, _, prefix| async move {
+            ::redis::cmd("DEL")
+                .arg(wire::ephemeral_key(&prefix, kind, &key))
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+}

@@ -1,0 +1,202 @@
+//! The Lua scripts that make multi-key changes atomic on the Redis server: whatever number
+//! of gateways run them at the same instant, Redis runs one script at a time, so a refresh
+//! token is rotated exactly once and a revocation always reaches the set and the feed.
+//!
+//! Keys (under the configured prefix `P`): `P t:<hex digest>` a token (hash: `k` kind
+//! `a`/`r`, `rec` its record as JSON, `g` grant, `e` expiry, `u` used at, `x` revoked),
+//! expiring with the token; `P g:<grant>` the set of its tokens' digests, expiring with
+//! the last of them; `P revoked` the live revocations (sorted set scored by the time they
+//! may be forgotten, `+inf` for ever); `P feed` the stream every node follows;
+//! `P keyset` the signing key set (`v` version, `doc`); `P e:<kind>:<hex>` short-lived
+//! records (`v` value, `u` used).
+
+/// Helpers shared by the scripts. `p` is the prefix (ARGV[1]), `maxlen` the feed's
+/// approximate length cap (ARGV[2]).
+const COMMON: &str = r"
+local p = ARGV[1]
+local maxlen = ARGV[2]
+
+local function extend_grant(gkey, existed, exp)
+  if exp == '' then
+    redis.call('PERSIST', gkey)
+    return
+  end
+  local ms = tonumber(exp) * 1000
+  local current = redis.call('PEXPIRETIME', gkey)
+  if existed == 0 then
+    redis.call('PEXPIREAT', gkey, ms)
+  elseif current ~= -1 and current < ms then
+    -- current == -1: the set already holds a token that never expires.
+    redis.call('PEXPIREAT', gkey, ms)
+  end
+end
+
+-- Token groups of 6 arguments from index `from`: hex, kind, record, grant, exp, used.
+local function insert_tokens(from)
+  for i = from, #ARGV, 6 do
+    if redis.call('EXISTS', p .. 't:' .. ARGV[i]) == 1 then
+      return false
+    end
+  end
+  for i = from, #ARGV, 6 do
+    local tkey = p .. 't:' .. ARGV[i]
+    local exp = ARGV[i + 4]
+    redis.call('HSET', tkey, 'k', ARGV[i + 1], 'rec', ARGV[i + 2], 'g', ARGV[i + 3], 'e', exp)
+    if ARGV[i + 5] ~= '' then
+      redis.call('HSET', tkey, 'u', ARGV[i + 5])
+    end
+    if exp ~= '' then
+      redis.call('PEXPIREAT', tkey, tonumber(exp) * 1000)
+    end
+    local gkey = p .. 'g:' .. ARGV[i + 3]
+    local existed = redis.call('EXISTS', gkey)
+    redis.call('SADD', gkey, ARGV[i])
+    extend_grant(gkey, existed, exp)
+  end
+  return true
+end
+
+local function record_revocation(member, till)
+  local score = '+inf'
+  if till ~= '' then
+    score = till
+  end
+  redis.call('ZADD', p .. 'revoked', 'GT', score, member)
+  redis.call('XADD', p .. 'feed', 'MAXLEN', '~', maxlen, '*', 'r', member, 'until', till)
+end
+
+local function revoke_grant(grant, till)
+  local members = redis.call('SMEMBERS', p .. 'g:' .. grant)
+  for _, hex in ipairs(members) do
+    local tkey = p .. 't:' .. hex
+    if redis.call('EXISTS', tkey) == 1 then
+      redis.call('HSET', tkey, 'x', '1')
+    end
+  end
+  record_revocation('g\31' .. grant, till)
+end
+";
+
+/// ARGV: prefix, maxlen, then token groups. Returns 1, or 0 when a digest exists.
+const INSERT: &str = r"
+if insert_tokens(3) then
+  return 1
+end
+return 0
+";
+
+/// ARGV: prefix, maxlen, used hex, now, grace, reuse_until ('' = for ever), then the
+/// successors' token groups. Returns {outcome, grant}.
+const ROTATE: &str = r"
+local tkey = p .. 't:' .. ARGV[3]
+local now = tonumber(ARGV[4])
+local grace = tonumber(ARGV[5])
+local f = redis.call('HMGET', tkey, 'k', 'e', 'u', 'x', 'g')
+if not f[1] or f[1] ~= 'r' or f[4] == '1' then
+  return {'inactive', ''}
+end
+if f[2] and f[2] ~= '' and tonumber(f[2]) <= now then
+  return {'inactive', ''}
+end
+if not f[3] then
+  if not insert_tokens(7) then
+    return redis.error_reply('duplicate token digest')
+  end
+  redis.call('HSET', tkey, 'u', now)
+  return {'rotated', f[5]}
+end
+if now - tonumber(f[3]) < grace then
+  if not insert_tokens(7) then
+    return redis.error_reply('duplicate token digest')
+  end
+  return {'grace', f[5]}
+end
+revoke_grant(f[5], ARGV[6])
+return {'reused', f[5]}
+";
+
+/// ARGV: prefix, maxlen, what (`token`, `grant` or `other`), member, until, digest hex
+/// ('' = none), grant id.
+const REVOKE: &str = r"
+local what = ARGV[3]
+if what == 'grant' then
+  revoke_grant(ARGV[7], ARGV[5])
+  return 1
+end
+if ARGV[6] ~= '' then
+  local tkey = p .. 't:' .. ARGV[6]
+  if redis.call('EXISTS', tkey) == 1 then
+    redis.call('HSET', tkey, 'x', '1')
+  end
+end
+record_revocation(ARGV[4], ARGV[5])
+return 1
+";
+
+/// ARGV: prefix, maxlen, expected version ('' = none yet), document. Returns 1 or 0.
+const REPLACE_KEY_SET: &str = r"
+local k = p .. 'keyset'
+local v = redis.call('HGET', k, 'v')
+if (v or '') ~= ARGV[3] then
+  return 0
+end
+local next = 1
+if v then
+  next = tonumber(v) + 1
+end
+redis.call('HSET', k, 'v', next, 'doc', ARGV[4])
+return 1
+";
+
+/// ARGV: prefix, maxlen, key, value, expires at (ms). Returns 1 when stored.
+const CLAIM: &str = r"
+local k = ARGV[3]
+if redis.call('EXISTS', k) == 1 then
+  return 0
+end
+redis.call('HSET', k, 'v', ARGV[4])
+redis.call('PEXPIREAT', k, ARGV[5])
+return 1
+";
+
+/// ARGV: prefix, maxlen, key. Returns {outcome, value}.
+const CONSUME: &str = r"
+local k = ARGV[3]
+local f = redis.call('HMGET', k, 'v', 'u')
+if not f[1] then
+  return {'missing', ''}
+end
+if f[2] then
+  return {'again', f[1]}
+end
+redis.call('HSET', k, 'u', '1')
+return {'first', f[1]}
+";
+
+fn script(body: &str) -> ::redis::Script {
+    ::redis::Script::new(&format!("{COMMON}\n{body}"))
+}
+
+/// The scripts, hashed once (the client sends EVALSHA, and the source only when the server
+/// does not have it yet, e.g. after a restart).
+pub(super) struct Scripts {
+    pub insert: ::redis::Script,
+    pub rotate: ::redis::Script,
+    pub revoke: ::redis::Script,
+    pub replace_key_set: ::redis::Script,
+    pub claim: ::redis::Script,
+    pub consume: ::redis::Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        Self {
+            insert: script(INSERT),
+            rotate: script(ROTATE),
+            revoke: script(REVOKE),
+            replace_key_set: script(REPLACE_KEY_SET),
+            claim: script(CLAIM),
+            consume: script(CONSUME),
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! Cluster mode with real processes: three gateways on one real `redis-server`. What one
+//! node issues, another refreshes, a third introspects and revokes, and every node refuses
+//! at once; signing keys are shared and rotate without a token failing; Redis killed,
+//! restarted or paused costs the stateful endpoints (503) but never JWT validation.
+
+mod common;
+
+use common::oauth::{call, claims};
+use common::redis::{Redis, store_key_file};
+use common::*;
+use oauth2::basic::BasicClient;
+use oauth2::{
+    ClientId, ClientSecret, ResourceOwnerPassword, ResourceOwnerUsername, TokenResponse, TokenUrl,
+};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn catalog(up: &Upstream, lifetime: &str) -> String {
+    format!(
+        r#"
+apis:
+  - name: orders
+    prefix: /orders
+    upstream: {{ servers: ["{addr}"] }}
+    auth: jwt
+user_pools:
+  - name: staff
+    users:
+      - {{ username: alice, password_hash: "{alice}", roles: [orders:read] }}
+credentials:
+  - client_id: reporting
+    client_secret_hash: "{secret}"
+    acl: [orders]
+    roles: [orders:read]
+    grant_types: [client_credentials, password]
+    user_pool: staff
+    token: {{ refresh: true, access_token_lifetime: {lifetime} }}
+"#,
+        addr = up.addr,
+        alice = cheap_hash("alice-pw"),
+        secret = cheap_hash("reporting-secret"),
+    )
+}
+
+/// The settings of every node: the Redis store, the shared encryption key, and `tokens`
+/// (default: the same signing key file on every node).
+fn spec(redis: &Redis, up: &Upstream, tokens: Option<String>, lifetime: &str) -> GatewaySpec {
+    let mut spec = GatewaySpec::new(catalog(up, lifetime));
+    spec.extra = redis.store_section();
+    spec.files.push(store_key_file());
+    spec.tokens = tokens;
+    // Behind one load balancer, every node has the same issuer.
+    spec.issuer = Some("https://gateway.cluster.test".into());
+    spec
+}
+
+async fn nodes(n: usize, redis: &Redis, up: &Upstream, key: &TestKey) -> Vec<Gateway> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Gateway::start(spec(redis, up, None, "15m"), key).await);
+    }
+    out
+}
+
+fn oauth(
+    gw: &Gateway,
+) -> BasicClient<
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointSet,
+> {
+    BasicClient::new(ClientId::new("reporting".into()))
+        .set_client_secret(ClientSecret::new("reporting-secret".into()))
+        .set_token_uri(TokenUrl::new(gw.url("/credential/jwt")).unwrap())
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn form(gw: &Gateway, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+    let r = http()
+        .post(gw.url(path))
+        .basic_auth("reporting", Some("reporting-secret"))
+        .form(params)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn password_grant(gw: &Gateway) -> (String, String) {
+    let t = oauth(gw)
+        .exchange_password(
+            &ResourceOwnerUsername::new("alice".into()),
+            &ResourceOwnerPassword::new("alice-pw".into()),
+        )
+        .request_async(&http())
+        .await
+        .unwrap();
+    (
+        t.access_token().secret().clone(),
+        t.refresh_token().unwrap().secret().clone(),
+    )
+}
+
+/// Poll `check` until it holds (a revocation reaches every node within milliseconds; the
+/// deadline only bounds a failure).
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_from_one_node_is_refreshed_introspected_and_revoked_on_the_others() {
+    let redis = Redis::start();
+    let up = start_upstream().await;
+    let key = TestKey::generate();
+    let n = nodes(3, &redis, &up, &key).await;
+    let (a, b, c) = (&n[0], &n[1], &n[2]);
+
+    // Minted on A (a refresh token, stored in Redis), refreshed on B.
+    let (_, refresh) = password_grant(a).await;
+    let t = oauth(b)
+        .exchange_refresh_token(&oauth2::RefreshToken::new(refresh.clone()))
+        .request_async(&http())
+        .await
+        .unwrap();
+    let access = t.access_token().secret().clone();
+    let next_refresh = t.refresh_token().unwrap().secret().clone();
+    assert_ne!(next_refresh, refresh, "rotated");
+    // Every node serves it; A and B now have it in their caches.
+    for gw in [a, b, c] {
+        assert_eq!(call(gw, "/orders/1", &access).await, 200);
+    }
+    // Introspected on C.
+    let (status, v) = form(c, "/credential/introspect", &[("token", &access)]).await;
+    assert_eq!((status, v["active"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(v["username"], "alice");
+    let (_, v) = form(c, "/credential/introspect", &[("token", &next_refresh)]).await;
+    assert_eq!(v["active"], true, "{v}");
+
+    // Revoked on C: refused on A and B (from their caches) as soon as the feed delivers.
+    let (status, _) = form(c, "/credential/revoke", &[("token", &access)]).await;
+    assert_eq!(status, 200);
+    for gw in [a, b] {
+        eventually("the revoked token is refused", || async {
+            call(gw, "/orders/1", &access).await == 401
+        })
+        .await;
+    }
+    let (_, v) = form(a, "/credential/introspect", &[("token", &access)]).await;
+    assert_eq!(v["active"], false);
+    // Revoking the refresh token on A revokes its whole grant, on every node.
+    let (status, _) = form(a, "/credential/revoke", &[("token", &next_refresh)]).await;
+    assert_eq!(status, 200);
+    let (status, v) = form(
+        b,
+        "/credential/jwt/regenerate",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &next_refresh),
+        ],
+    )
+    .await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")));
+    assert!(b.metric("tollgate_store_up").await == 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_refreshes_on_two_nodes_share_one_grant() {
+    let redis = Redis::start();
+    let up = start_upstream().await;
+    let key = TestKey::generate();
+    let n = nodes(2, &redis, &up, &key).await;
+    for round in 0..10 {
+        let (first, refresh) = password_grant(&n[0]).await;
+        let gid = claims(&first)["gid"].clone();
+        let params = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.as_str()),
+        ];
+        let (ra, rb) = tokio::join!(
+            form(&n[0], "/credential/jwt/regenerate", &params),
+            form(&n[1], "/credential/jwt/regenerate", &params)
+        );
+        // Within the grace period both succeed, as one rotation of one grant: never two
+        // families.
+        assert_eq!((ra.0, rb.0), (200, 200), "round {round}: {ra:?} {rb:?}");
+        let ga = claims(ra.1["access_token"].as_str().unwrap())["gid"].clone();
+        let gb = claims(rb.1["access_token"].as_str().unwrap())["gid"].clone();
+        assert_eq!((&ga, &gb), (&gid, &gid), "round {round}");
+        assert_ne!(ra.1["refresh_token"], rb.1["refresh_token"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reused_refresh_token_revokes_the_grant_on_every_node() {
+    let redis = Redis::start();
+    let up = start_upstream().await;
+    let key = TestKey::generate();
+    let mut s = spec(
+        &redis,
+        &up,
+        Some(
+            "tokens:\n  signing_key: { algorithm: ES256, file: signing.pem, kid: test-key }\n  refresh_grace_period: 0s\n"
+                .into(),
+        ),
+        "15m",
+    );
+    let a = Gateway::start(s, &key).await;
+    s = spec(
+        &redis,
+        &up,
+        Some(
+            "tokens:\n  signing_key: { algorithm: ES256, file: signing.pem, kid: test-key }\n  refresh_grace_period: 0s\n"
+                .into(),
+        ),
+        "15m",
+    );
+    let b = Gateway::start(s, &key).await;
+    let (access, refresh) = password_grant(&a).await;
+    assert_eq!(call(&b, "/orders/1", &access).await, 200);
+    let params = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh.as_str()),
+    ];
+    let (first, _) = form(&a, "/credential/jwt/regenerate", &params).await;
+    assert_eq!(first, 200);
+    // Without a grace period a second use is theft: the grant is revoked everywhere,
+    // including the access token cached on B.
+    let (again, v) = form(&b, "/credential/jwt/regenerate", &params).await;
+    assert_eq!((again, v["error"].as_str()), (400, Some("invalid_grant")));
+    eventually("the grant's access token is refused on A", || async {
+        call(&a, "/orders/1", &access).await == 401
+    })
+    .await;
+    assert_eq!(call(&b, "/orders/1", &access).await, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_misses_no_revocation() {
+    let redis = Redis::start();
+    let up = start_upstream().await;
+    let key = TestKey::generate();
+    let mut n = nodes(2, &redis, &up, &key).await;
+    let (access, _) = password_grant(&n[0]).await;
+    assert_eq!(call(&n[1], "/orders/1", &access).await, 200);
+    n[1].kill();
+    let (status, _) = form(&n[0], "/credential/revoke", &[("token", &access)]).await;
+    assert_eq!(status, 200);
+    n[1].spawn().await;
+    // Its first request after the start already knows.
+    assert_eq!(call(&n[1], "/orders/1", &access).await, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_revoke_command_reaches_every_node() {
+    let redis = Redis::start();
+    let up = start_upstream().await;
+    let key = TestKey::generate();
+    let n = nodes(2, &redis, &up, &key).await;
+    let (access, refresh) = password_grant(&n[0]).await;
+    for gw in &n {
+        assert_eq!(call(gw, "/orders/1", &access).await, 200);
+    }
+    let out = std::process::Command::new(binary())
+        .args(["revoke", "--user", "alice", "-c"])
+        .arg(&n[1].config_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for gw in &n {
+        eventually("alice's token is refused", || async {
+            call(gw, "/orders/1", &access).await == 401
+        })
+        .await;
+    }
+    let (status, _) = form(
+        &n[1],
+        "/credential/jwt/regenerate",
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await;
+    assert_eq!(status, 400, "her refresh token is revoked too");
+    // Tokens issued after the revocation are good again (a second later: times are seconds).
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (fresh, _) = password_grant(&n[0]).await;
+    assert_eq!(call(&n[1], "/orders/1", &fresh).await, 200);
+}
+
+async fn jwks_kids(gw: &Gateway) -> Vec<String> {
+    let v: Value = reqwest::get(gw.url("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn kid(jwt: &str) -> String {
+    use base64::Engine as _;
+    let h = jwt.split('.').next().unwrap();
+    let v: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(h)
+            .unwrap(),
+    )
+    .unwrap();
+    v["kid"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signing_keys_are_shared_and_rotate_across_nodes() {
+    let redis = Redis::start();
+    let up = start_upstream().await;
+    let key = TestKey::generate();
+    // Generated keys kept (sealed) in Redis; short times so rotation runs within the test:
+    // JWKS cacheable for 1s, a new key published 6s before it signs, tokens live 4s.
+    let tokens = "tokens:\n  signing_key: { algorithm: ES256 }\n  jwks_max_age: 1s\n  leeway: 0s\n  rotation: { publish_ahead: 6s }\n";
+    let mut n = Vec::new();
+    for _ in 0..3 {
+        n.push(Gateway::start(spec(&redis, &up, Some(tokens.into()), "4s"), &key).await);
+    }
+    // One key, the same on every node; the private key is not in Redis in clear.
+    let kids = jwks_kids(&n[0]).await;
+    assert_eq!(kids.len(), 1);
+    for gw in &n {
+        assert_eq!(jwks_kids(gw).await, kids);
+    }
+    let doc = redis.cli(&["HGET", "t:keyset", "doc"]);
+    assert!(
+        doc.contains("ciphertext") && !doc.contains("\"der\""),
+        "{doc}"
+    );
+
+    let (before, _) = password_grant(&n[0]).await;
+    assert_eq!(kid(&before), kids[0]);
+    let out = std::process::Command::new(binary())
+        .args(["keys", "rotate", "-c"])
+        .arg(&n[2].config_path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_kid = said.split('`').nth(1).unwrap_or_default().to_string();
+    assert!(!new_kid.is_empty() && new_kid != kids[0], "{said}");
+    let activate_at: i64 = said
+        .split("signs from ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no activation time in: {said}"));
+
+    // Published on every node before anything is signed with it.
+    let mut seen_ahead = 0;
+    for gw in &n {
+        eventually("the new key is in JWKS", || async {
+            jwks_kids(gw).await.contains(&new_kid)
+        })
+        .await;
+        let (t, _) = password_grant(gw).await;
+        if unix_now() < activate_at {
+            assert_eq!(kid(&t), kids[0], "still signed with the old key");
+            seen_ahead += 1;
+        }
+    }
+    assert!(
+        seen_ahead > 0,
+        "the new key was never seen published ahead of signing"
+    );
+    // Then every node switches to it; the token signed before stays valid everywhere.
+    for gw in &n {
+        eventually("the node signs with the new key", || async {
+            kid(&password_grant(gw).await.0) == new_kid
+        })
+        .await;
+    }
+    let still_valid = claims(&before)["exp"].as_i64().unwrap() > unix_now();
+    if still_valid {
+        for gw in &n {
+            assert_eq!(call(gw, "/orders/1", &before).await, 200);
+        }
+    }
+    // Once its last token has expired, the old key leaves JWKS.
+    for gw in &n {
+        eventually("the old key is retired", || async {
+            !jwks_kids(gw).await.contains(&kids[0])
+        })
+        .await;
+    }
+    // A node started now gets the current set from Redis.
+    n[1].kill();
+    n[1].spawn().await;
+    assert_eq!(jwks_kids(&n[1]).await, vec![new_kid.clone()]);
+    let (t, _) = password_grant(&n[1]).await;
+    assert_eq!(call(&n[0], "/orders/1", &t).await, 200);
+}
+
+async fn issue_cc(gw: &Gateway) -> (u16, Value) {
+    form(
+        gw,
+        "/credential/token",
+        &[("grant_type", "client_credentials")],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_then_restarted_costs_issuance_not_validation() {
+    let mut redis = Redis::start();
+    let up = start_upstream().await;
+    let key = TestKey::generate();
+    let n = nodes(2, &redis, &up, &key).await;
+    let (cached, _) = password_grant(&n[0]).await;
+    assert_eq!(call(&n[0], "/orders/1", &cached).await, 200);
+    // Another JWT, never seen by node 1: validated from its signature alone.
+    let fresh = key.token(
+        "https://gateway.cluster.test",
+        serde_json::json!({"aud": "orders", "client_id": "reporting", "sub": "reporting"}),
+    );
+    redis.kill();
+    let (status, v) = issue_cc(&n[0]).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{v}"
+    );
+    let (status, _) = form(
+        &n[1],
+        "/credential/jwt",
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "alice-pw"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 503, "a password grant stores its refresh token");
+    assert_eq!(call(&n[0], "/orders/1", &cached).await, 200);
+    assert_eq!(call(&n[1], "/orders/1", &fresh).await, 200);
+    assert_eq!(call(&n[1], "/orders/1", &cached).await, 200);
+    eventually("tollgate_store_up drops", || async {
+        n[1].metric("tollgate_store_up").await == 0.0
+    })
+    .await;
+    assert!(
+        n[0].metric("tollgate_store_errors_total{op=\"insert\"}")
+            .await
+            >= 1.0
+    );
+    assert!(n[0].log().contains("unavailable"), "a clear log line");
+
+    // Back (empty: no persistence configured): the nodes reconnect by themselves, and put
+    // back the signing key set the new Redis lacks.
+    redis.restart();
+    for gw in &n {
+        eventually("issuance works again", || async {
+            issue_cc(gw).await.0 == 200
+        })
+        .await;
+        eventually("tollgate_store_up is back", || async {
+            gw.metric("tollgate_store_up").await == 1.0
+        })
+        .await;
+    }
+    assert!(n[0].log().contains("is back after"));
+    // A token issued now is stored in the new Redis and works on the other node.
+    let (_, v) = issue_cc(&n[0]).await;
+    let opaque = v["access_token"].as_str().unwrap().to_string();
+    assert_eq!(call(&n[1], "/orders/1", &opaque).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_redis_gives_timeouts_not_hangs() {
+    let redis = Redis::start();
+    let up = start_upstream().await;
+    let key = TestKey::generate();
+    let n = nodes(1, &redis, &up, &key).await;
+    let (cached, _) = password_grant(&n[0]).await;
+    redis.signal("-STOP");
+    // Every call answers: 503 from the store timeout (300ms here). The bound only keeps a
+    // regression from hanging the test run.
+    for _ in 0..3 {
+        let r = tokio::time::timeout(Duration::from_secs(60), issue_cc(&n[0])).await;
+        let (status, v) = r.expect("the token endpoint answered");
+        assert_eq!(
+            (status, v["error"].as_str()),
+            (503, Some("temporarily_unavailable"))
+        );
+    }
+    assert_eq!(call(&n[0], "/orders/1", &cached).await, 200);
+    redis.signal("-CONT");
+    eventually("issuance works again", || async {
+        issue_cc(&n[0]).await.0 == 200
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_protected_route_makes_no_redis_call_on_a_cache_hit() {
+    let redis = Redis::start();
+    let up = start_upstream().await;
+    let key = TestKey::generate();
+    let n = nodes(1, &redis, &up, &key).await;
+    let (_, v) = issue_cc(&n[0]).await;
+    let opaque = v["access_token"].as_str().unwrap().to_string();
+    let (jwt, _) = password_grant(&n[0]).await;
+    // First use: a JWT needs no Redis at all, an opaque token one lookup.
+    assert_eq!(call(&n[0], "/orders/1", &jwt).await, 200);
+    assert_eq!(call(&n[0], "/orders/1", &opaque).await, 200);
+    // The node's own background work (feed reads, probes) also runs commands: count what
+    // 200 cached requests add beyond that, over the same span without requests.
+    let idle_span = {
+        let before = redis.commands_processed();
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (redis.commands_processed() - before, start.elapsed())
+    };
+    let before = redis.commands_processed();
+    let start = Instant::now();
+    for _ in 0..100 {
+        assert_eq!(call(&n[0], "/orders/1", &jwt).await, 200);
+        assert_eq!(call(&n[0], "/orders/1", &opaque).await, 200);
+    }
+    let busy = redis.commands_processed() - before;
+    // Background commands come a few per second; 200 requests making a call each would add
+    // 200 (the INFO command of each reading counts once).
+    let background_allowance = 4 + 8 * (start.elapsed().as_secs() + 1) + idle_span.0;
+    assert!(
+        busy <= background_allowance,
+        "{busy} Redis commands during 200 cached requests (idle: {} in {:?})",
+        idle_span.0,
+        idle_span.1
+    );
+}

@@ -29,6 +29,8 @@ pub struct Catalog {
     pub issuers: Arc<Issuers>,
     /// The RFC 8414 document (it lists the clients' grants and scopes).
     pub discovery: Bytes,
+    /// The OpenID Connect Discovery document.
+    pub oidc_discovery: Bytes,
 }
 
 impl Catalog {
@@ -45,6 +47,7 @@ impl Catalog {
         });
         Ok(Self {
             discovery: wellknown::discovery_document(config, &registry),
+            oidc_discovery: wellknown::oidc_document(config, &registry),
             routes,
             apis,
             registry,

@@ -14,7 +14,7 @@ use crate::jwt::MAX_TOKEN_LEN;
 use crate::metrics::{self, ApiSeries, Metrics};
 use crate::path;
 use crate::routes::{Api, host_without_port};
-use crate::token::endpoint::API_TOKEN_SUFFIX;
+use crate::token::endpoint::{API_AUTHORIZE_SUFFIX, API_TOKEN_SUFFIX};
 use crate::token::form::MAX_BODY;
 use crate::token::{Endpoint, TokenRequest, TokenService};
 use async_trait::async_trait;
@@ -290,13 +290,23 @@ fn token_endpoint(catalog: &Catalog, host: Option<&str>, path: &str) -> Option<E
     if let Some(e) = Endpoint::for_path(path) {
         return Some(e);
     }
-    let prefix = path.strip_suffix(API_TOKEN_SUFFIX)?;
+    let (prefix, authorize) = match path.strip_suffix(API_TOKEN_SUFFIX) {
+        Some(p) => (p, false),
+        None => (path.strip_suffix(API_AUTHORIZE_SUFFIX)?, true),
+    };
     let prefix = if prefix.is_empty() { "/" } else { prefix };
-    catalog
+    let api = catalog
         .routes
         .lookup(host, prefix)
-        .filter(|api| &*api.prefix == prefix && api.auth.jwt && api.own_tokens)
-        .map(|api| Endpoint::ApiToken(api.name.to_string()))
+        .filter(|api| &*api.prefix == prefix && api.auth.jwt && api.own_tokens)?;
+    Some(if authorize {
+        Endpoint::Authorize {
+            family: crate::config::Family::Credential,
+            api: Some(api.name.to_string()),
+        }
+    } else {
+        Endpoint::ApiToken(api.name.to_string())
+    })
 }
 
 /// Why a request may not pass.
@@ -332,7 +342,19 @@ impl Gateway {
         } else {
             Bytes::new()
         };
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let req = session.req_header();
+        let cookies: Vec<&str> = req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let cookie = match cookies.as_slice() {
+            [] => None,
+            [one] => Some(std::borrow::Cow::Borrowed(*one)),
+            many => Some(std::borrow::Cow::Owned(many.join("; "))),
+        };
         let mut authorizations = req.headers.get_all(AUTHORIZATION).iter();
         let authorization = match (authorizations.next(), authorizations.next()) {
             (_, Some(_)) => Err(()),
@@ -352,6 +374,12 @@ impl Gateway {
                         .client_addr()
                         .and_then(|a| a.as_inet())
                         .map(|a| a.ip()),
+                    cookie: cookie.as_deref(),
+                    origin: req
+                        .headers
+                        .get(http::header::ORIGIN)
+                        .map(HeaderValue::as_bytes),
+                    tls,
                 },
             )
             .await;

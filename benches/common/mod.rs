@@ -38,6 +38,7 @@ pub fn generated_keys(alg: Algorithm) -> Arc<KeyRing> {
             publish_ahead: Duration::from_secs(600),
         },
         jwks_max_age: Duration::from_secs(300),
+        session_lifetime: Duration::from_secs(3600),
     };
     let der = tollgate::keys::generate_pkcs8(alg).expect("key");
     Arc::new(KeyRing::from(
@@ -77,5 +78,6 @@ pub fn client(jwt: bool, opaque: bool, lifetime: Duration) -> Client {
         secrets: Vec::new(),
         exchange_issuers: Vec::new(),
         tenant: None,
+        browser: Default::default(),
     }
 }

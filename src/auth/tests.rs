@@ -29,6 +29,7 @@ fn keyset() -> Arc<KeyRing> {
             publish_ahead: Duration::from_secs(600),
         },
         jwks_max_age: Duration::from_secs(300),
+        session_lifetime: Duration::from_secs(3600),
     };
     let der = crate::keys::generate_pkcs8(Algorithm::ES256).unwrap();
     Arc::new(KeyRing::from(KeySet::load(&settings, Some(&der)).unwrap()))

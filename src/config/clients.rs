@@ -4,13 +4,14 @@
 use super::apis::{duration, is_valid_name};
 use super::errors::Errors;
 use super::file::{
-    ApiKeyFile, CredentialFile, ExchangeFile, FormatChoice, PolicyFile, ProductFile,
-    TokenSettingsFile, UserPoolFile,
+    ApiKeyFile, AuthMethodFile, CredentialFile, ExchangeFile, FormatChoice, PolicyFile,
+    ProductFile, TokenSettingsFile, UserPoolFile,
 };
 use super::{
     AuthMode, ClientConfig, CredentialConfig, GrantType, PolicyConfig, PolicyKind, TokenPolicy,
     UserConfig, UserPoolConfig,
 };
+use super::{BrowserClient, ConsentMode};
 use crate::auth::scope::is_valid_scope_token;
 use crate::redact::Secret;
 use std::collections::{HashMap, HashSet};
@@ -136,6 +137,8 @@ pub(super) fn user_pools(
                 password_hash: Secret::new(u.password_hash),
                 roles: u.roles,
                 acl: u.acl,
+                email: u.email,
+                name: u.name,
             });
         }
         out.push(UserPoolConfig {
@@ -156,7 +159,7 @@ pub(super) fn is_valid_client_id(s: &str) -> bool {
 /// The fields every client has, validated the same way for policies and credentials.
 struct ClientFields {
     client_id: String,
-    hash: String,
+    hash: Option<String>,
     public: bool,
     grant_types: Vec<GrantType>,
     scopes: Vec<String>,
@@ -167,6 +170,123 @@ struct ClientFields {
     kind_formats: Option<(bool, bool)>,
     api_keys: Vec<ApiKeyFile>,
     exchange: Option<ExchangeFile>,
+    browser: BrowserFields,
+}
+
+/// The authorization-code fields of a client, as written.
+pub(super) struct BrowserFields {
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub consent: Option<ConsentMode>,
+    pub auth_method: Option<AuthMethodFile>,
+    pub name: Option<String>,
+}
+
+/// A redirect URI a client may register: absolute, no fragment; https, http on a loopback
+/// address, or a private-use scheme of a native app (RFC 8252 §7.1, e.g. `com.example.app:/cb`).
+fn check_redirect_uri(uri: &str) -> Result<(), String> {
+    let parsed =
+        reqwest::Url::parse(uri).map_err(|e| format!("`{uri}` is not an absolute URI: {e}"))?;
+    if parsed.fragment().is_some() {
+        return Err(format!("`{uri}` has a fragment (RFC 6749 §3.1.2)"));
+    }
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if crate::authorize::redirect::is_loopback(&parsed) => Ok(()),
+        "http" => Err(format!(
+            "`{uri}`: plain http only for loopback addresses (http://127.0.0.1, http://[::1])"
+        )),
+        scheme if scheme.contains('.') => Ok(()),
+        _ => Err(format!(
+            "`{uri}`: use https, a loopback http address, or a reverse-domain scheme (com.example.app:/cb)"
+        )),
+    }
+}
+
+fn browser_client(
+    b: BrowserFields,
+    client_id: &str,
+    grant_types: &[GrantType],
+    has_secret: bool,
+    path: &str,
+    errs: &mut Errors,
+) -> BrowserClient {
+    for (key, list) in [
+        ("redirect_uris", &b.redirect_uris),
+        ("post_logout_redirect_uris", &b.post_logout_redirect_uris),
+    ] {
+        for (i, uri) in list.iter().enumerate() {
+            if let Err(e) = check_redirect_uri(uri) {
+                errs.push(format!("{path}.{key}[{i}]"), e);
+            }
+        }
+    }
+    for (i, o) in b.allowed_origins.iter().enumerate() {
+        let ok = reqwest::Url::parse(o).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.path() == "/"
+                && u.query().is_none()
+                && !o.ends_with('/')
+        });
+        if !ok {
+            errs.push(
+                format!("{path}.allowed_origins[{i}]"),
+                format!("`{o}` is not an origin (scheme://host[:port], no path)"),
+            );
+        }
+    }
+    let public = b.auth_method == Some(AuthMethodFile::None);
+    let code = grant_types.contains(&GrantType::AuthorizationCode);
+    if code && b.redirect_uris.is_empty() {
+        errs.push(
+            format!("{path}.redirect_uris"),
+            "the authorization_code grant needs at least one redirect URI",
+        );
+    }
+    if !code && !b.redirect_uris.is_empty() {
+        errs.push(
+            format!("{path}.grant_types"),
+            "redirect_uris are set: add authorization_code to grant_types",
+        );
+    }
+    if public {
+        if has_secret {
+            errs.push(
+                format!("{path}.client_secret_hash"),
+                "a public client (`token_endpoint_auth_method: none`) has no secret",
+            );
+        }
+        if let Some(g) = grant_types
+            .iter()
+            .find(|g| !matches!(g, GrantType::AuthorizationCode | GrantType::RefreshToken))
+        {
+            errs.push(
+                format!("{path}.grant_types"),
+                format!(
+                    "a public client may use only authorization_code and refresh_token, not {}",
+                    g.as_str()
+                ),
+            );
+        }
+    } else if !has_secret {
+        errs.push(
+            format!("{path}.client_secret_hash"),
+            "required (or `token_endpoint_auth_method: none` for a public client)",
+        );
+    }
+    BrowserClient {
+        redirect_uris: b.redirect_uris,
+        post_logout_redirect_uris: b.post_logout_redirect_uris,
+        allowed_origins: b.allowed_origins,
+        skip_consent: b.consent == Some(ConsentMode::Skip),
+        public,
+        name: b
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| client_id.to_string()),
+    }
 }
 
 fn client(
@@ -187,7 +307,9 @@ fn client(
             format!("client_id `{}` is used twice", f.client_id),
         );
     }
-    if let Err(e) = crate::token::secret::check_hash(&f.hash) {
+    if let Some(hash) = &f.hash
+        && let Err(e) = crate::token::secret::check_hash(hash)
+    {
         errs.push(format!("{path}.client_secret_hash"), e);
     }
     check_scopes(&f.scopes, path, f.scopes_key, errs);
@@ -277,9 +399,25 @@ fn client(
         }
         _ => {}
     }
+    let browser = browser_client(
+        f.browser,
+        &f.client_id,
+        &grant_types,
+        f.hash.is_some(),
+        path,
+        errs,
+    );
+    if grant_types.contains(&GrantType::AuthorizationCode) && f.user_pool.is_none() {
+        errs.push(
+            format!("{path}.user_pool"),
+            "the authorization_code grant signs in users of a user pool",
+        );
+    }
     ClientConfig {
+        browser,
         client_id: f.client_id,
-        secret_hash: Secret::new(f.hash),
+        // A public client has no secret: a hash no secret matches.
+        secret_hash: Secret::new(f.hash.unwrap_or_else(|| "!".into())),
         public: f.public,
         grant_types,
         scopes: f.scopes,
@@ -404,6 +542,14 @@ pub(super) fn policy(
             }),
             api_keys: Vec::new(),
             exchange: None,
+            browser: BrowserFields {
+                redirect_uris: p.redirect_uris,
+                post_logout_redirect_uris: p.post_logout_redirect_uris,
+                allowed_origins: p.allowed_origins,
+                consent: p.consent,
+                auth_method: p.token_endpoint_auth_method,
+                name: p.client_name,
+            },
         },
         path,
         refs,
@@ -461,6 +607,14 @@ pub(super) fn credential(
             kind_formats: None,
             api_keys: c.api_keys,
             exchange: c.token_exchange,
+            browser: BrowserFields {
+                redirect_uris: c.redirect_uris,
+                post_logout_redirect_uris: c.post_logout_redirect_uris,
+                allowed_origins: c.allowed_origins,
+                consent: c.consent,
+                auth_method: c.token_endpoint_auth_method,
+                name: c.client_name,
+            },
         },
         path,
         refs,

@@ -137,6 +137,8 @@ pub(crate) struct TokensFile {
     pub rotation: Option<RotationFile>,
     /// How long verifiers may cache JWKS and the discovery document (default 5m).
     pub jwks_max_age: Option<DurationText>,
+    /// How long a browser stays signed in at tollgate's login page (default 8h).
+    pub session_lifetime: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -588,8 +590,9 @@ pub(crate) struct PolicyFile {
     pub apis: Vec<String>,
     /// The policy's client key.
     pub client_id: String,
-    /// argon2id PHC string of the client secret (`tollgate hash-secret`).
-    pub client_secret_hash: String,
+    /// argon2id PHC string of the client secret (`tollgate hash-secret`); none for a
+    /// public client (`token_endpoint_auth_method: none`).
+    pub client_secret_hash: Option<String>,
     /// Clients of this policy cannot keep a secret: the password and refresh grants accept
     /// `client_secret=-` (or none).
     #[serde(default)]
@@ -603,14 +606,32 @@ pub(crate) struct PolicyFile {
     pub user_pool: Option<String>,
     #[serde(default)]
     pub token: TokenSettingsFile,
+    /// Authorization code flow: the redirect URIs, matched exactly (for
+    /// `http://127.0.0.1` and `http://[::1]` any port, RFC 8252 §7.3).
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send the browser back to (matched the same way).
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Browser origins allowed to call the token, revoke and userinfo endpoints (CORS).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// `ask` (default) or `skip` (first-party apps): the consent screen.
+    pub consent: Option<ConsentMode>,
+    /// `client_secret_basic` (default; `client_secret_post` too) or `none` (a public
+    /// client: a browser or mobile app that cannot keep a secret).
+    pub token_endpoint_auth_method: Option<AuthMethodFile>,
+    /// The name the login and consent pages show (default: the client id).
+    pub client_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CredentialFile {
     pub client_id: String,
-    /// argon2id PHC string of the client secret (`tollgate hash-secret`).
-    pub client_secret_hash: String,
+    /// argon2id PHC string of the client secret (`tollgate hash-secret`); none for a
+    /// public client (`token_endpoint_auth_method: none`).
+    pub client_secret_hash: Option<String>,
     /// APIs this credential may call.
     #[serde(default)]
     pub acl: Vec<String>,
@@ -631,6 +652,38 @@ pub(crate) struct CredentialFile {
     pub api_keys: Vec<ApiKeyFile>,
     /// `grant_types: [token_exchange]`: whose tokens it may exchange.
     pub token_exchange: Option<ExchangeFile>,
+    /// Authorization code flow: the redirect URIs, matched exactly (for
+    /// `http://127.0.0.1` and `http://[::1]` any port, RFC 8252 §7.3).
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send the browser back to (matched the same way).
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Browser origins allowed to call the token, revoke and userinfo endpoints (CORS).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// `ask` (default) or `skip` (first-party apps): the consent screen.
+    pub consent: Option<ConsentMode>,
+    /// `client_secret_basic` (default; `client_secret_post` too) or `none` (a public
+    /// client: a browser or mobile app that cannot keep a secret).
+    pub token_endpoint_auth_method: Option<AuthMethodFile>,
+    /// The name the login and consent pages show (default: the client id).
+    pub client_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentMode {
+    Ask,
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum AuthMethodFile {
+    ClientSecretBasic,
+    ClientSecretPost,
+    None,
 }
 
 #[derive(Debug, Deserialize)]
@@ -659,4 +712,7 @@ pub(crate) struct UserFile {
     pub roles: Vec<String>,
     /// If set, the APIs this user's tokens may open (within the client's).
     pub acl: Option<Vec<String>>,
+    /// OpenID Connect claims: `email` (scope `email`), `name` (scope `profile`).
+    pub email: Option<String>,
+    pub name: Option<String>,
 }

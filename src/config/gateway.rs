@@ -558,6 +558,12 @@ fn tokens(t: TokensFile, base_dir: &Path, errs: &mut Errors) -> TokenSettings {
         refresh_grace_period,
         rotation,
         jwks_max_age,
+        session_lifetime: duration_or(
+            t.session_lifetime.as_ref().map(DurationText::as_str),
+            "tokens.session_lifetime",
+            Duration::from_secs(8 * 3600),
+            errs,
+        ),
     }
 }
 

@@ -99,7 +99,7 @@ pub struct RedisSettings {
     pub feed_max_len: u64,
 }
 
-pub use file::StoreSync;
+pub use file::{ConsentMode, StoreSync};
 
 #[derive(Debug, Clone)]
 pub struct Listener {
@@ -138,6 +138,8 @@ pub struct TokenSettings {
     pub rotation: RotationSettings,
     /// How long verifiers may cache JWKS and discovery (`Cache-Control: max-age`).
     pub jwks_max_age: Duration,
+    /// How long a browser stays signed in at the login page (the session cookie).
+    pub session_lifetime: Duration,
 }
 
 /// Signing-key rotation of generated keys (`tollgate keys rotate`, or on a schedule).
@@ -210,10 +212,13 @@ pub enum GrantType {
     RefreshToken,
     /// RFC 8693, `urn:ietf:params:oauth:grant-type:token-exchange` on the wire.
     TokenExchange,
+    /// RFC 6749 §4.1 with PKCE (RFC 7636).
+    AuthorizationCode,
 }
 
 impl GrantType {
-    pub const ALL: [GrantType; 4] = [
+    pub const ALL: [GrantType; 5] = [
+        GrantType::AuthorizationCode,
         GrantType::ClientCredentials,
         GrantType::Password,
         GrantType::RefreshToken,
@@ -226,6 +231,7 @@ impl GrantType {
             GrantType::Password => "password",
             GrantType::RefreshToken => "refresh_token",
             GrantType::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
+            GrantType::AuthorizationCode => "authorization_code",
         }
     }
 
@@ -405,6 +411,22 @@ pub struct ClientConfig {
     pub exchange_issuers: Vec<String>,
     /// The tenant and project of a tenant client.
     pub tenant: Option<(String, String)>,
+    /// The authorization code flow.
+    pub browser: BrowserClient,
+}
+
+/// What the authorization code flow needs of a client.
+#[derive(Debug, Clone, Default)]
+pub struct BrowserClient {
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub skip_consent: bool,
+    /// `token_endpoint_auth_method: none`: it authenticates with its id alone, and only
+    /// for the authorization code and refresh grants (PKCE and rotation protect those).
+    pub public: bool,
+    /// Shown on the login and consent pages.
+    pub name: String,
 }
 
 /// An external identity provider, with what token exchange needs of it.
@@ -475,6 +497,8 @@ pub struct UserConfig {
     pub roles: Vec<String>,
     /// APIs this user's tokens may open; `None`: all the client's.
     pub acl: Option<Vec<String>>,
+    pub email: Option<String>,
+    pub name: Option<String>,
 }
 
 /// Load and validate the gateway config at `path` and the upstreams file it names.

@@ -202,6 +202,7 @@ pub(super) fn tenants(
                         api_keys: Vec::new(),
                         exchange_issuers: Vec::new(),
                         tenant: Some((t.id.clone(), p.id.clone())),
+                        browser: Default::default(),
                     },
                 });
             }
@@ -214,6 +215,8 @@ pub(super) fn tenants(
                         password_hash: Secret::new(NO_PASSWORD.into()),
                         roles: u.scopes.clone(),
                         acl: None,
+                        email: Some(u.email.clone()),
+                        name: None,
                     })
                     .collect(),
             });

@@ -88,6 +88,7 @@ impl From<KeySet> for KeyRing {
                     publish_ahead: Duration::ZERO,
                 },
                 jwks_max_age: Duration::ZERO,
+                session_lifetime: Duration::ZERO,
             },
             generated: None,
         }

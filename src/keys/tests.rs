@@ -16,6 +16,7 @@ fn settings(source: SigningKeySource, extra: Vec<KeyFile>) -> TokenSettings {
             publish_ahead: Duration::from_secs(600),
         },
         jwks_max_age: Duration::from_secs(300),
+        session_lifetime: Duration::from_secs(3600),
     }
 }
 

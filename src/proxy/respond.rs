@@ -16,7 +16,8 @@ pub async fn send(
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(headers.len() + 2))?;
     for (name, value) in headers {
-        resp.insert_header(name, value)?;
+        // Appended: a browser-flow answer sets more than one cookie.
+        resp.append_header(name, value)?;
     }
     resp.insert_header(CONTENT_LENGTH, body.len())?;
     let head_only = session.req_header().method == Method::HEAD || body.is_empty();

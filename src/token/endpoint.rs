@@ -4,6 +4,8 @@ use crate::config::{Family, Format};
 
 /// The suffix of an API's own token endpoint: `<api prefix>/oauth2/v2/token`.
 pub const API_TOKEN_SUFFIX: &str = "/oauth2/v2/token";
+/// The suffix of an API's own authorization endpoint.
+pub const API_AUTHORIZE_SUFFIX: &str = "/oauth2/v2/authorize";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -25,6 +27,23 @@ pub enum Endpoint {
         admin: bool,
         oidc: bool,
     },
+    /// The authorization endpoint: `/oauth2/v2/authorize` and `/credential/authorize`
+    /// (credentials), `/auth/authorize` (policies), `<api prefix>/oauth2/v2/authorize` (a
+    /// credential's token for one API).
+    Authorize {
+        family: Family,
+        api: Option<String>,
+    },
+    /// The login form's answer.
+    Login,
+    /// The consent screen and its answer.
+    Consent,
+    /// RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
+    Logout,
+    /// OpenID Connect userinfo.
+    UserInfo,
+    /// `/.well-known/openid-configuration`.
+    OidcDiscovery,
     Jwks,
     Discovery,
     /// Under a reserved prefix but not an endpoint.
@@ -45,6 +64,7 @@ impl Endpoint {
                 format: Format::Jwt,
             },
             "/jwt/regenerate" => Endpoint::Regenerate(family),
+            "/authorize" => Endpoint::Authorize { family, api: None },
             "/introspect" => Endpoint::Introspect(family),
             "/revoke" => Endpoint::Revoke(family),
             _ => Endpoint::Unknown,
@@ -66,9 +86,25 @@ impl Endpoint {
         if let Some(rest) = under("/credential") {
             return Some(family_path(Family::Credential, rest));
         }
+        if let Some(rest) = under("/oauth2") {
+            return Some(match rest {
+                "/v2/authorize" => Endpoint::Authorize {
+                    family: Family::Credential,
+                    api: None,
+                },
+                "/v2/login" => Endpoint::Login,
+                "/v2/consent" => Endpoint::Consent,
+                "/v2/logout" => Endpoint::Logout,
+                _ => Endpoint::Unknown,
+            });
+        }
+        if path == "/userinfo" {
+            return Some(Endpoint::UserInfo);
+        }
         under("/.well-known").map(|rest| match rest {
             "/jwks.json" | "/jwks" => Endpoint::Jwks,
             "/oauth-authorization-server" => Endpoint::Discovery,
+            "/openid-configuration" => Endpoint::OidcDiscovery,
             _ => Endpoint::Unknown,
         })
     }
@@ -101,6 +137,20 @@ impl Endpoint {
             Endpoint::Revoke(Auth) => "/auth/revoke",
             Endpoint::Revoke(Credential) => "/credential/revoke",
             Endpoint::ApiToken(_) => "api_token",
+            Endpoint::Authorize {
+                family: Auth,
+                api: None,
+            } => "/auth/authorize",
+            Endpoint::Authorize {
+                family: Credential,
+                api: None,
+            } => "/oauth2/v2/authorize",
+            Endpoint::Authorize { api: Some(_), .. } => "api_authorize",
+            Endpoint::Login => "login",
+            Endpoint::Consent => "consent",
+            Endpoint::Logout => "logout",
+            Endpoint::UserInfo => "userinfo",
+            Endpoint::OidcDiscovery => "openid_configuration",
             Endpoint::Tenant {
                 admin: false,
                 oidc: false,
@@ -127,7 +177,7 @@ impl Endpoint {
     pub fn reads_body(&self) -> bool {
         !matches!(
             self,
-            Endpoint::Jwks | Endpoint::Discovery | Endpoint::Unknown
+            Endpoint::Jwks | Endpoint::Discovery | Endpoint::OidcDiscovery | Endpoint::Unknown
         )
     }
 }

@@ -90,7 +90,11 @@ impl TokenService {
                 family: Family::Credential,
                 format: Format::Jwt,
                 api: Some(info),
-                grants: &[GrantType::ClientCredentials, GrantType::TokenExchange],
+                grants: &[
+                    GrantType::ClientCredentials,
+                    GrantType::TokenExchange,
+                    GrantType::AuthorizationCode,
+                ],
                 label: "api_token",
             },
             req,
@@ -120,7 +124,9 @@ impl TokenService {
             })?;
         let rule = match grant {
             GrantType::ClientCredentials | GrantType::TokenExchange => SecretRule::Required,
-            GrantType::Password | GrantType::RefreshToken => SecretRule::PublicAllowed,
+            GrantType::Password | GrantType::RefreshToken | GrantType::AuthorizationCode => {
+                SecretRule::PublicAllowed
+            }
         };
         let client = self
             .authenticate(t.family, &presented, rule, req.client_ip)
@@ -151,6 +157,9 @@ impl TokenService {
             }
             GrantType::RefreshToken => self.refresh(&client, &form, &t, now).await?,
             GrantType::TokenExchange => self.token_exchange(&client, &form, &t, now).await?,
+            GrantType::AuthorizationCode => {
+                self.authorization_code(&client, &form, &t, now).await?
+            }
         };
         self.metrics
             .tokens_issued

@@ -101,6 +101,8 @@ pub struct Issue<'a> {
 pub struct Minted {
     /// RFC 8693 `issued_token_type`, for exchanged tokens.
     pub issued_token_type: Option<&'static str>,
+    /// The OpenID Connect ID token of an authorization code with `openid`.
+    pub id_token: Option<String>,
     pub access_token: String,
     pub expires_in: Option<u64>,
     pub scope: String,
@@ -126,6 +128,9 @@ impl Minted {
         }
         if let Some(t) = self.issued_token_type {
             body["issued_token_type"] = t.into();
+        }
+        if let Some(t) = &self.id_token {
+            body["id_token"] = t.clone().into();
         }
         body.to_string()
     }
@@ -211,6 +216,7 @@ impl Signer {
         };
         Ok(Minted {
             issued_token_type: None,
+            id_token: None,
             access_token,
             expires_in: lifetime,
             scope,

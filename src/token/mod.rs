@@ -2,6 +2,7 @@
 //! revocation, discovery, JWKS), for both management families. HTTP-framework free: the
 //! proxy hands over a [`TokenRequest`] and writes the [`Reply`].
 
+mod authorize;
 pub mod client_auth;
 pub mod endpoint;
 pub mod error;
@@ -11,6 +12,7 @@ mod grants;
 mod inspect;
 pub mod issue;
 pub mod limits;
+mod oidc;
 pub mod registry;
 pub mod secret;
 mod tenant;
@@ -46,6 +48,11 @@ pub struct TokenRequest<'a> {
     pub body: &'a [u8],
     /// The client's address (for the per-address brute-force limit).
     pub client_ip: Option<std::net::IpAddr>,
+    /// `Cookie` (several headers joined by `; `) and `Origin`, for the browser flow.
+    pub cookie: Option<&'a str>,
+    pub origin: Option<&'a [u8]>,
+    /// Whether the request came over TLS.
+    pub tls: bool,
 }
 
 /// A complete response.
@@ -124,6 +131,8 @@ pub struct ServiceSettings {
     pub refresh_grace: Duration,
     /// `Cache-Control` of JWKS and discovery: `public, max-age=<tokens.jwks_max_age>`.
     pub public_cache: HeaderValue,
+    /// How long a browser stays signed in at the login page.
+    pub session_lifetime: Duration,
 }
 
 /// Issues, refreshes, introspects and revokes tokens; serves discovery and JWKS.
@@ -179,24 +188,55 @@ impl TokenService {
                     config.tokens.jwks_max_age.as_secs()
                 ))
                 .map_err(|e| format!("tokens.jwks_max_age: {e}"))?,
+                session_lifetime: config.tokens.session_lifetime,
             },
         })
     }
 
     pub async fn handle(&self, endpoint: &Endpoint, req: TokenRequest<'_>) -> Reply {
+        let cors = matches!(
+            endpoint,
+            Endpoint::Token { .. }
+                | Endpoint::Regenerate(_)
+                | Endpoint::ApiToken(_)
+                | Endpoint::Revoke(_)
+                | Endpoint::UserInfo
+        );
+        if cors && *req.method == Method::OPTIONS {
+            return self.preflight(endpoint, &req);
+        }
+        let mut reply = self.answer(endpoint, &req).await;
+        if cors {
+            self.allow_origin(endpoint, &req, &mut reply);
+        }
+        reply
+    }
+
+    async fn answer(&self, endpoint: &Endpoint, req: &TokenRequest<'_>) -> Reply {
         let result = match endpoint {
+            Endpoint::Authorize { family, api } => {
+                return self.authorize(*family, api.as_deref(), req).await;
+            }
+            Endpoint::Login => return self.login(req).await,
+            Endpoint::Consent => return self.consent(req).await,
+            Endpoint::Logout => return self.logout(req).await,
+            Endpoint::UserInfo => return self.userinfo(req).await,
+            Endpoint::OidcDiscovery => {
+                let doc = self.catalog.load().oidc_discovery.clone();
+                return self.document(req.method, &doc);
+            }
             Endpoint::Jwks => return self.document(req.method, self.keys.get().jwks_json()),
             Endpoint::Discovery => {
                 let discovery = self.catalog.load().discovery.clone();
                 return self.document(req.method, &discovery);
             }
             Endpoint::Unknown => return Reply::not_found(),
-            Endpoint::Token { family, format } => self.token(*family, *format, &req).await,
-            Endpoint::Regenerate(family) => self.regenerate(*family, &req).await,
-            Endpoint::ApiToken(api) => self.api_token(api, &req).await,
-            Endpoint::Introspect(family) => self.introspect(*family, &req).await,
-            Endpoint::Revoke(family) => self.revoke(*family, &req).await,
-            Endpoint::Tenant { admin, oidc } => self.tenant_token(*admin, *oidc, &req).await,
+            Endpoint::Token { family, format } => self.token(*family, *format, req).await,
+            Endpoint::Regenerate(family) => self.regenerate(*family, req).await,
+            Endpoint::ApiToken(api) => self.api_token(api, req).await,
+            Endpoint::Introspect(family) => self.introspect(*family, req).await,
+            Endpoint::Revoke(family) => self.revoke(*family, req).await,
+            Endpoint::Tenant { admin, oidc } => self.tenant_token(*admin, *oidc, req).await,
         };
         result.unwrap_or_else(|e| {
             self.metrics
@@ -275,6 +315,16 @@ impl TokenService {
             && rule == SecretRule::PublicAllowed
             && c.public
             && secret.is_none_or(|s| s == "-")
+        {
+            return Ok(c.clone());
+        }
+        // A public client (`token_endpoint_auth_method: none`) names itself only; the
+        // grants it may use (authorization code with PKCE, rotating refresh tokens) carry
+        // their own proof.
+        if let Some(c) = client
+            && rule == SecretRule::PublicAllowed
+            && c.browser.public
+            && secret.is_none()
         {
             return Ok(c.clone());
         }

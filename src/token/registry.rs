@@ -36,6 +36,8 @@ pub struct Client {
     pub exchange_issuers: Vec<String>,
     /// A tenant client: its tenant and project.
     pub tenant: Option<(String, String)>,
+    /// The authorization code flow: redirect URIs, origins, consent, public or not.
+    pub browser: crate::config::BrowserClient,
 }
 
 impl Client {
@@ -58,6 +60,8 @@ pub struct User {
     pub roles: Vec<String>,
     /// The APIs its tokens may open; `None`: all of the client's.
     pub acl: Option<HashSet<String>>,
+    pub email: Option<String>,
+    pub name: Option<String>,
 }
 
 /// An API as the token service needs it.
@@ -138,6 +142,8 @@ impl Registry {
                                 password_hash: u.password_hash.clone(),
                                 roles: u.roles.clone(),
                                 acl: u.acl.as_ref().map(|a| a.iter().cloned().collect()),
+                                email: u.email.clone(),
+                                name: u.name.clone(),
                             },
                         )
                     })
@@ -187,6 +193,7 @@ impl Registry {
                 secrets,
                 exchange_issuers: c.exchange_issuers.clone(),
                 tenant: c.tenant.clone(),
+                browser: c.browser.clone(),
             })
         };
         let credential: HashMap<String, Arc<Client>> = config
@@ -379,6 +386,22 @@ impl Registry {
             .chain(self.credential.values())
             .map(|c| c.access_lifetime())
             .try_fold(Duration::ZERO, |longest, l| l.map(|l| longest.max(l)))
+    }
+
+    /// Every origin some client allows (a CORS preflight names no client).
+    pub fn any_client_allows_origin(&self, origin: &str) -> bool {
+        self.auth
+            .values()
+            .chain(self.credential.values())
+            .any(|c| c.browser.allowed_origins.iter().any(|o| o == origin))
+    }
+
+    /// Whether some client is public (`token_endpoint_auth_method: none`).
+    pub fn has_public_clients(&self) -> bool {
+        self.auth
+            .values()
+            .chain(self.credential.values())
+            .any(|c| c.browser.public)
     }
 
     /// The grant types some client may use.

@@ -1,29 +1,95 @@
-//! The RFC 8414 authorization-server metadata document.
+//! The metadata documents: RFC 8414 authorization-server metadata and OpenID Connect
+//! Discovery 1.0 (`/.well-known/openid-configuration`), built with each catalog.
 
+use super::authorize::OIDC_SCOPES;
 use super::registry::Registry;
-use crate::config::Config;
+use crate::config::{Config, Family, SigningKeySource};
 use bytes::Bytes;
+use serde_json::{Map, Value, json};
 
-/// Build the metadata once at startup. It advertises the endpoints of one family
+/// The authorization endpoint of a family: seed 002's `/oauth2/v2/authorize` for
+/// credentials, `/auth/authorize` for policies.
+pub fn authorize_path(family: Family) -> &'static str {
+    match family {
+        Family::Auth => "/auth/authorize",
+        Family::Credential => "/oauth2/v2/authorize",
+    }
+}
+
+pub const USERINFO_PATH: &str = "/userinfo";
+pub const LOGOUT_PATH: &str = "/oauth2/v2/logout";
+
+/// The members both documents share. They advertise the endpoints of one family
 /// (`discovery.family`), so a standard client needs nothing but the issuer URL.
-pub fn discovery_document(config: &Config, registry: &Registry) -> Bytes {
+fn common(config: &Config, registry: &Registry) -> Map<String, Value> {
     let issuer = &config.issuer;
-    let family = config.discovery_family.prefix();
+    let family = config.discovery_family;
+    let prefix = family.prefix();
     let grants: Vec<&str> = registry.grant_types().iter().map(|g| g.as_str()).collect();
-    let auth_methods = ["client_secret_basic", "client_secret_post"];
-    let doc = serde_json::json!({
+    let mut auth_methods = vec!["client_secret_basic", "client_secret_post"];
+    if registry.has_public_clients() {
+        // RFC 8414 §2: "none" where some client authenticates with no secret.
+        auth_methods.push("none");
+    }
+    let mut scopes = registry.all_scopes();
+    for s in OIDC_SCOPES {
+        if !scopes.iter().any(|x| x == s) {
+            scopes.push(s.to_string());
+        }
+    }
+    let doc = json!({
         "issuer": issuer,
-        "token_endpoint": format!("{issuer}{family}/jwt"),
-        "introspection_endpoint": format!("{issuer}{family}/introspect"),
-        "revocation_endpoint": format!("{issuer}{family}/revoke"),
+        "authorization_endpoint": format!("{issuer}{}", authorize_path(family)),
+        "token_endpoint": format!("{issuer}{prefix}/jwt"),
+        "introspection_endpoint": format!("{issuer}{prefix}/introspect"),
+        "revocation_endpoint": format!("{issuer}{prefix}/revoke"),
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "grant_types_supported": grants,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
         "token_endpoint_auth_methods_supported": auth_methods,
-        "introspection_endpoint_auth_methods_supported": auth_methods,
+        // Introspection and revocation need a confidential client (RFC 7662 §2.1); a
+        // public client revokes its own tokens by client_id alone (RFC 7009 §2.1).
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": auth_methods,
-        "scopes_supported": registry.all_scopes(),
-        // Required by RFC 8414 §2; empty until an authorization endpoint exists.
-        "response_types_supported": [],
+        "scopes_supported": scopes,
+        "userinfo_endpoint": format!("{issuer}{USERINFO_PATH}"),
+        "end_session_endpoint": format!("{issuer}{LOGOUT_PATH}"),
     });
-    Bytes::from(doc.to_string())
+    match doc {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// RFC 8414 metadata.
+pub fn discovery_document(config: &Config, registry: &Registry) -> Bytes {
+    Bytes::from(Value::Object(common(config, registry)).to_string())
+}
+
+/// OpenID Connect Discovery 1.0 §3: RFC 8414's members plus the provider's own.
+pub fn oidc_document(config: &Config, registry: &Registry) -> Bytes {
+    let mut doc = common(config, registry);
+    let alg = match &config.tokens.signing_key {
+        SigningKeySource::Generated { algorithm, .. } => *algorithm,
+        SigningKeySource::File(f) => f.algorithm,
+    };
+    let extra = json!({
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [alg.as_str()],
+        "claims_supported": [
+            "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash",
+            "name", "preferred_username", "email", "email_verified"
+        ],
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "claims_parameter_supported": false,
+        "prompt_values_supported": ["none", "login", "consent"],
+    });
+    if let Value::Object(m) = extra {
+        doc.extend(m);
+    }
+    Bytes::from(Value::Object(doc).to_string())
 }

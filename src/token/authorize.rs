@@ -1,0 +1,843 @@
+//! The authorization endpoint and the pages behind it (RFC 6749 §4.1, RFC 7636, RFC 9207,
+//! RFC 9700): the request is checked (client, exact redirect URI, `response_type=code`,
+//! PKCE S256), bound to the browser by a single-use flow id and a cookie, the user signs in
+//! (or a session vouches for them), consents, and is sent back with a single-use code, the
+//! `state` and the `iss`.
+//!
+//! An unknown client or redirect URI gets an error page, never a redirect; every later
+//! error goes back to the client's redirect URI with `error`, `state` and `iss`.
+
+use super::error::OAuthError;
+use super::form::{Form, is_form_content_type};
+use super::issue::{grant_id, grant_scopes, random_id, unix_now_ms};
+use super::limits::Subject;
+use super::registry::{Client, Registry};
+use super::{Reply, TokenRequest, TokenService};
+use crate::auth::cache::unix_now;
+use crate::authorize::{cookies, pages, pkce, redirect};
+use crate::config::{Family, GrantType};
+use crate::store::{Consumed, Ephemeral, digest};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use http::header::{CACHE_CONTROL, LOCATION, REFERRER_POLICY, SET_COOKIE};
+use http::{HeaderName, HeaderValue, Method};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// How long a browser has from `/authorize` to the end of the flow.
+const FLOW_TTL: i64 = 600;
+/// Authorization codes live 60 s (RFC 6749 §4.1.2 recommends at most 10 minutes).
+pub(super) const CODE_TTL: i64 = 60;
+/// The scopes of OpenID Connect itself, which any user may grant.
+pub(super) const OIDC_SCOPES: [&str; 3] = ["openid", "profile", "email"];
+
+const LOGIN_PATH: &str = "/oauth2/v2/login";
+const CONSENT_PATH: &str = "/oauth2/v2/consent";
+
+fn family_code(f: Family) -> u8 {
+    match f {
+        Family::Auth => 1,
+        Family::Credential => 2,
+    }
+}
+
+pub(super) fn family_of(code: u8) -> Family {
+    if code == 1 {
+        Family::Auth
+    } else {
+        Family::Credential
+    }
+}
+
+/// A flow between `/authorize` and the redirect back, as stored.
+#[derive(Serialize, Deserialize)]
+struct Flow {
+    family: u8,
+    client_id: String,
+    redirect_uri: String,
+    state: Option<String>,
+    challenge: String,
+    scope: Option<String>,
+    nonce: Option<String>,
+    api: Option<String>,
+    max_age: Option<i64>,
+    /// `prompt=login`: a session does not spare the password.
+    force_login: bool,
+    /// `prompt=consent`: a remembered consent does not spare the screen.
+    force_consent: bool,
+    /// Hex SHA-256 of the flow cookie: the browser this flow belongs to.
+    binding: String,
+    /// Set once the user is known.
+    user: Option<String>,
+    auth_time: Option<i64>,
+}
+
+/// A browser session, as stored under the digest of its cookie.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Session {
+    pub pool: String,
+    pub username: String,
+    pub auth_time: i64,
+    /// Clients this user consented to, with the scopes.
+    #[serde(default)]
+    pub consents: Vec<(String, Vec<String>)>,
+}
+
+/// An authorization code's record.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Code {
+    pub family: u8,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub challenge: String,
+    pub scopes: Vec<String>,
+    pub audiences: Vec<String>,
+    pub username: String,
+    pub nonce: Option<String>,
+    pub auth_time: i64,
+    /// The grant every token issued from the code belongs to: a replay revokes it.
+    pub grant_id: String,
+    pub api: Option<String>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_secret() -> Option<String> {
+    let mut b = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut b).ok()?;
+    Some(B64.encode(b))
+}
+
+/// The CSRF token of a flow: an HMAC of the flow id under the flow cookie, so a form only
+/// works in the browser that holds the cookie.
+fn csrf(cookie: &str, flow: &str) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, cookie.as_bytes());
+    B64.encode(aws_lc_rs::hmac::sign(&key, flow.as_bytes()))
+}
+
+fn eq(a: &str, b: &str) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
+}
+
+/// An HTML page with the pages' security headers.
+fn page(status: u16, html: String, cookies: Vec<HeaderValue>) -> Reply {
+    let mut headers: Vec<(HeaderName, HeaderValue)> = pages::headers();
+    headers.extend(cookies.into_iter().map(|c| (SET_COOKIE, c)));
+    Reply {
+        status,
+        headers,
+        body: html.into(),
+    }
+}
+
+fn error_page(status: u16, title: &str, message: &str) -> Reply {
+    page(status, pages::error(title, message), Vec::new())
+}
+
+/// A 303 to `location` (RFC 9700 §4.11: 303, so a POST is not repeated to the client).
+fn see_other(location: &str, cookies: Vec<HeaderValue>) -> Reply {
+    let mut headers = vec![
+        (CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+    ];
+    match HeaderValue::from_str(location) {
+        Ok(v) => headers.push((LOCATION, v)),
+        Err(_) => {
+            return error_page(
+                500,
+                "Something went wrong",
+                "The redirect could not be built.",
+            );
+        }
+    }
+    headers.extend(cookies.into_iter().map(|c| (SET_COOKIE, c)));
+    Reply {
+        status: 303,
+        headers,
+        body: Default::default(),
+    }
+}
+
+/// Where errors and codes go once the client and redirect URI are trusted.
+struct Back<'a> {
+    redirect_uri: &'a str,
+    state: Option<&'a str>,
+    issuer: &'a str,
+}
+
+impl Back<'_> {
+    fn error(&self, code: &str, description: &str) -> Reply {
+        self.with(
+            &[("error", code), ("error_description", description)],
+            Vec::new(),
+        )
+    }
+
+    /// The redirect with `params`, `state` and `iss` (RFC 9207), on every answer.
+    fn with(&self, params: &[(&str, &str)], cookies: Vec<HeaderValue>) -> Reply {
+        let mut all: Vec<(&str, &str)> = params.to_vec();
+        if let Some(s) = self.state {
+            all.push(("state", s));
+        }
+        all.push(("iss", self.issuer));
+        match redirect::with_params(self.redirect_uri, &all) {
+            Some(uri) => see_other(&uri, cookies),
+            None => error_page(400, "Cannot continue", "The redirect URI is not usable."),
+        }
+    }
+}
+
+impl TokenService {
+    fn issuer_str(&self) -> String {
+        self.auth.validator().issuer().to_string()
+    }
+
+    /// Whether the browser may run the flow here: over TLS, or against a plain-http
+    /// loopback issuer (a developer's machine), where `Secure` cookies cannot be set.
+    fn browser_ok(&self, req: &TokenRequest<'_>) -> bool {
+        req.tls
+            || reqwest::Url::parse(self.auth.validator().issuer())
+                .is_ok_and(|u| u.scheme() == "http" && is_loopback_host(&u))
+    }
+
+    /// The origin of a POST must be this gateway's (CSRF defence beside the token).
+    fn origin_ok(&self, req: &TokenRequest<'_>) -> bool {
+        let Some(origin) = req.origin else {
+            return true;
+        };
+        let Ok(issuer) = reqwest::Url::parse(self.auth.validator().issuer()) else {
+            return false;
+        };
+        let own = issuer.origin().ascii_serialization();
+        origin == own.as_bytes()
+    }
+
+    pub(super) async fn authorize(
+        &self,
+        family: Family,
+        api: Option<&str>,
+        req: &TokenRequest<'_>,
+    ) -> Reply {
+        let form = match (req.method, req.query) {
+            (&Method::GET, q) => Form::parse(q.unwrap_or_default().as_bytes()),
+            (&Method::POST, _) if req.content_type.is_some_and(is_form_content_type) => {
+                Form::parse(req.body)
+            }
+            _ => return error_page(405, "Cannot sign in", "Use GET (or a form POST)."),
+        };
+        let form = match form {
+            Ok(f) => f,
+            Err(e) => return error_page(400, "Cannot sign in", &e.description),
+        };
+        if !self.browser_ok(req) {
+            return error_page(
+                400,
+                "Cannot sign in",
+                "Signing in needs HTTPS: open this page over https.",
+            );
+        }
+        let registry = self.registry();
+        let client = match form
+            .get("client_id")
+            .and_then(|id| registry.client(family, id))
+            .filter(|c| c.grant_types.contains(&GrantType::AuthorizationCode))
+        {
+            Some(c) => c.clone(),
+            None => {
+                return error_page(
+                    400,
+                    "Unknown application",
+                    "The application that sent you here is not registered.",
+                );
+            }
+        };
+        let Some(redirect_uri) = form
+            .get("redirect_uri")
+            .filter(|r| redirect::matches(&client.browser.redirect_uris, r))
+        else {
+            return error_page(
+                400,
+                "Unknown return address",
+                "The application did not give a return address registered for it.",
+            );
+        };
+        let issuer = self.issuer_str();
+        let back = Back {
+            redirect_uri,
+            state: form.get("state"),
+            issuer: &issuer,
+        };
+        if form.get("response_type") != Some("code") {
+            return back.error("unsupported_response_type", "only response_type=code");
+        }
+        if form.get("response_mode").is_some_and(|m| m != "query") {
+            return back.error("invalid_request", "only response_mode=query");
+        }
+        if form.get("request").is_some() || form.get("request_uri").is_some() {
+            return back.error("request_not_supported", "request objects are not supported");
+        }
+        let Some(challenge) = form.get("code_challenge") else {
+            return back.error("invalid_request", "PKCE is required: send code_challenge");
+        };
+        if form.get("code_challenge_method") != Some("S256")
+            || !pkce::is_valid_s256_challenge(challenge)
+        {
+            return back.error(
+                "invalid_request",
+                "code_challenge_method must be S256, with a 43-character challenge",
+            );
+        }
+        if let Some(s) = form.get("scope")
+            && s.split(' ')
+                .any(|t| !t.is_empty() && !crate::auth::scope::is_valid_scope_token(t))
+        {
+            return back.error("invalid_scope", "the scope parameter is malformed");
+        }
+        let prompts: Vec<&str> = form
+            .get("prompt")
+            .map(|p| p.split(' ').filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        if prompts
+            .iter()
+            .any(|p| !["none", "login", "consent", "select_account"].contains(p))
+            || (prompts.contains(&"none") && prompts.len() > 1)
+        {
+            return back.error("invalid_request", "unknown or conflicting prompt values");
+        }
+        let max_age = match form.get("max_age").map(str::parse::<i64>) {
+            None => None,
+            Some(Ok(a)) if a >= 0 => Some(a),
+            Some(_) => return back.error("invalid_request", "max_age must be a number of seconds"),
+        };
+        if let Some(a) = api
+            && !client.apis.contains(a)
+        {
+            return back.error("unauthorized_client", "this client may not call this API");
+        }
+        let now = unix_now();
+        // The session this browser already has, when it may stand in for the password.
+        let session = self.session(req, &client, now).await.filter(|(_, s)| {
+            !prompts.contains(&"login") && max_age.is_none_or(|a| now - s.auth_time <= a)
+        });
+        if session.is_none() && prompts.contains(&"none") {
+            return back.error("login_required", "the user is not signed in");
+        }
+        // The browser binding: the flow cookie this browser holds (reused, so that flows
+        // in two tabs both work), or a new one.
+        let secret = match cookies::get(req.cookie, cookies::FLOW, req.tls) {
+            Some(s) if s.len() == 43 => s.to_string(),
+            _ => match random_secret() {
+                Some(s) => s,
+                None => return back.error("server_error", "no randomness available"),
+            },
+        };
+        let Some(flow_id) = random_id() else {
+            return back.error("server_error", "no randomness available");
+        };
+        let mut flow = Flow {
+            family: family_code(family),
+            client_id: client.id.clone(),
+            redirect_uri: redirect_uri.to_string(),
+            state: form.get("state").map(str::to_string),
+            challenge: challenge.to_string(),
+            scope: form.get("scope").map(str::to_string),
+            nonce: form.get("nonce").map(str::to_string),
+            api: api.map(str::to_string),
+            max_age,
+            force_login: prompts.contains(&"login"),
+            force_consent: prompts.contains(&"consent"),
+            binding: hex(&digest(&secret)),
+            user: None,
+            auth_time: None,
+        };
+        let flow_cookie: Vec<HeaderValue> =
+            cookies::set(cookies::FLOW, &secret, Some(FLOW_TTL as u64), req.tls)
+                .into_iter()
+                .collect();
+        if let Some((_, s)) = &session {
+            flow.user = Some(s.username.clone());
+            flow.auth_time = Some(s.auth_time);
+            let consented = match self.scopes_for(&client, &flow) {
+                Ok(scopes) => self.consented(&client, s, &scopes) && !flow.force_consent,
+                Err(e) => return back.error(e.code.as_str(), &e.description),
+            };
+            if consented {
+                return self.finish(flow_id, flow, Vec::new(), &registry).await;
+            }
+            if prompts.contains(&"none") {
+                return back.error("consent_required", "the user has not consented yet");
+            }
+        }
+        if let Err(e) = self.save_flow(&flow_id, &flow, now).await {
+            return back.error("temporarily_unavailable", &e);
+        }
+        match &flow.user {
+            Some(user) => self.consent_page(&flow_id, &flow, &client, user, &secret, flow_cookie),
+            None => page(
+                200,
+                pages::login(&pages::LoginPage {
+                    action: LOGIN_PATH,
+                    flow: &flow_id,
+                    csrf: &csrf(&secret, &flow_id),
+                    client_name: &client.browser.name,
+                    username: "",
+                    error: None,
+                }),
+                flow_cookie,
+            ),
+        }
+    }
+
+    async fn save_flow(&self, id: &str, flow: &Flow, now: i64) -> Result<(), String> {
+        let value = serde_json::to_vec(flow).map_err(|e| e.to_string())?;
+        self.store
+            .put_ephemeral(Ephemeral::LoginFlow, digest(id), value, now + FLOW_TTL)
+            .await
+            .map_err(|_| "the token store is unavailable; try again".to_string())
+    }
+
+    /// The signed-in session of this browser, for a user of the client's pool.
+    async fn session(
+        &self,
+        req: &TokenRequest<'_>,
+        client: &Client,
+        now: i64,
+    ) -> Option<(String, Session)> {
+        let id = cookies::get(req.cookie, cookies::SESSION, req.tls)?;
+        let pool = client.pool.as_ref()?;
+        let raw = self
+            .store
+            .get_ephemeral(Ephemeral::Session, &digest(id), now)
+            .await
+            .ok()??;
+        let s: Session = serde_json::from_slice(&raw).ok()?;
+        (s.pool == pool.name && pool.users.contains_key(&s.username)).then(|| (id.to_string(), s))
+    }
+
+    fn consented(&self, client: &Client, s: &Session, scopes: &[String]) -> bool {
+        client.browser.skip_consent
+            || s.consents
+                .iter()
+                .any(|(c, granted)| *c == client.id && scopes.iter().all(|x| granted.contains(x)))
+    }
+
+    /// The scopes the flow would grant its user: the requested ones among the user's roles
+    /// and OpenID Connect's own (all the roles when none are requested).
+    fn scopes_for(&self, client: &Client, flow: &Flow) -> Result<Vec<String>, OAuthError> {
+        let user = flow
+            .user
+            .as_deref()
+            .and_then(|u| client.pool.as_ref()?.users.get(u))
+            .ok_or_else(|| OAuthError::new(super::error::ErrorCode::InvalidRequest, "no user"))?;
+        let mut allowed = user.roles.clone();
+        allowed.extend(OIDC_SCOPES.iter().map(|s| s.to_string()));
+        match flow.scope.as_deref() {
+            None => Ok(user.roles.clone()),
+            some => grant_scopes(some, &allowed),
+        }
+    }
+
+    fn consent_page(
+        &self,
+        flow_id: &str,
+        flow: &Flow,
+        client: &Client,
+        user: &str,
+        secret: &str,
+        cookies: Vec<HeaderValue>,
+    ) -> Reply {
+        let scopes = self.scopes_for(client, flow).unwrap_or_default();
+        let lines: Vec<pages::ScopeLine> = scopes
+            .iter()
+            .map(|s| pages::ScopeLine {
+                name: s,
+                description: match s.as_str() {
+                    "openid" => Some("Sign you in to the application"),
+                    "profile" => Some("Your name and username"),
+                    "email" => Some("Your email address"),
+                    _ => None,
+                },
+            })
+            .collect();
+        page(
+            200,
+            pages::consent(&pages::ConsentPage {
+                action: CONSENT_PATH,
+                flow: flow_id,
+                csrf: &csrf(secret, flow_id),
+                client_name: &client.browser.name,
+                username: user,
+                scopes: &lines,
+            }),
+            cookies,
+        )
+    }
+
+    /// The flow of a form post (login or consent), with its checks: the flow exists, the
+    /// browser holds its cookie, the CSRF token matches, the origin is this gateway.
+    async fn posted_flow(
+        &self,
+        req: &TokenRequest<'_>,
+        form: &Form,
+        now: i64,
+        with_csrf: bool,
+    ) -> Result<(String, Flow, String, Arc<Client>), Reply> {
+        let gone = || {
+            error_page(
+                400,
+                "This sign-in has expired",
+                "Go back to the application and start again.",
+            )
+        };
+        let forbidden = || {
+            error_page(
+                403,
+                "Cannot continue",
+                "This page was not opened by this browser, or it has expired. Start again from the application.",
+            )
+        };
+        let flow_id = form.get("flow").ok_or_else(gone)?.to_string();
+        let raw = self
+            .store
+            .get_ephemeral(Ephemeral::LoginFlow, &digest(&flow_id), now)
+            .await
+            .map_err(|_| error_page(503, "Try again", "The token store is unavailable."))?
+            .ok_or_else(gone)?;
+        let flow: Flow = serde_json::from_slice(&raw).map_err(|_| gone())?;
+        let secret = cookies::get(req.cookie, cookies::FLOW, req.tls)
+            .ok_or_else(forbidden)?
+            .to_string();
+        if !eq(&hex(&digest(&secret)), &flow.binding) {
+            return Err(forbidden());
+        }
+        if with_csrf
+            && !form
+                .get("csrf")
+                .is_some_and(|c| eq(c, &csrf(&secret, &flow_id)))
+        {
+            return Err(forbidden());
+        }
+        if !self.origin_ok(req) {
+            return Err(forbidden());
+        }
+        let client = self
+            .registry()
+            .client(family_of(flow.family), &flow.client_id)
+            .cloned()
+            .ok_or_else(gone)?;
+        Ok((flow_id, flow, secret, client))
+    }
+
+    /// `POST /oauth2/v2/login`: the user's password, against the client's user pool.
+    pub(super) async fn login(&self, req: &TokenRequest<'_>) -> Reply {
+        if *req.method != Method::POST || !req.content_type.is_some_and(is_form_content_type) {
+            return error_page(405, "Cannot sign in", "Use the sign-in form.");
+        }
+        let Ok(form) = Form::parse(req.body) else {
+            return error_page(400, "Cannot sign in", "The form could not be read.");
+        };
+        let now = unix_now();
+        let (flow_id, mut flow, secret, client) =
+            match self.posted_flow(req, &form, now, true).await {
+                Ok(f) => f,
+                Err(reply) => return reply,
+            };
+        let username = form.get("username").unwrap_or_default();
+        let password = form.get("password").unwrap_or_default();
+        let again = |error: &str| {
+            page(
+                200,
+                pages::login(&pages::LoginPage {
+                    action: LOGIN_PATH,
+                    flow: &flow_id,
+                    csrf: &csrf(&secret, &flow_id),
+                    client_name: &client.browser.name,
+                    username,
+                    error: Some(error),
+                }),
+                Vec::new(),
+            )
+        };
+        // One message for every failure: wrong password, unknown user, locked out.
+        const WRONG: &str = "The username or password is wrong.";
+        let Some(pool) = client.pool.clone() else {
+            return again(WRONG);
+        };
+        let subject = Subject::User {
+            pool: &pool.name,
+            username,
+        };
+        if let Err(t) = self.limiter.check(subject, req.client_ip) {
+            self.throttled(t);
+            return again(WRONG);
+        }
+        let user = pool.users.get(username);
+        let cache_id = format!("user\u{0}{}\u{0}{username}", pool.name);
+        let verified = !password.is_empty()
+            && self
+                .secrets
+                .verify(&cache_id, password, user.map(|u| &u.password_hash))
+                .await;
+        let Some(user) = user.filter(|_| verified) else {
+            self.limiter.failed(subject, req.client_ip);
+            log::debug!("login: refused a password for client {}", client.id);
+            return again(WRONG);
+        };
+        // Signed in: a session for this browser, and the flow goes on.
+        let Some(session_id) = random_secret() else {
+            return error_page(500, "Something went wrong", "No randomness available.");
+        };
+        let session = Session {
+            pool: pool.name.clone(),
+            username: user.username.clone(),
+            auth_time: now,
+            consents: Vec::new(),
+        };
+        let lifetime = self.settings.session_lifetime.as_secs() as i64;
+        let stored = match serde_json::to_vec(&session) {
+            Ok(v) => {
+                self.store
+                    .put_ephemeral(Ephemeral::Session, digest(&session_id), v, now + lifetime)
+                    .await
+            }
+            Err(e) => Err(crate::store::StoreError(e.to_string())),
+        };
+        if stored.is_err() {
+            return error_page(503, "Try again", "The token store is unavailable.");
+        }
+        let session_cookie: Vec<HeaderValue> =
+            cookies::set(cookies::SESSION, &session_id, None, req.tls)
+                .into_iter()
+                .collect();
+        flow.user = Some(user.username.clone());
+        flow.auth_time = Some(now);
+        let registry = self.registry();
+        let skip = match self.scopes_for(&client, &flow) {
+            Ok(scopes) => self.consented(&client, &session, &scopes) && !flow.force_consent,
+            Err(_) => false,
+        };
+        if skip {
+            return self.finish(flow_id, flow, session_cookie, &registry).await;
+        }
+        if let Err(e) = self.save_flow(&flow_id, &flow, now).await {
+            return error_page(503, "Try again", &e);
+        }
+        see_other(&format!("{CONSENT_PATH}?flow={flow_id}"), session_cookie)
+    }
+
+    /// `GET /oauth2/v2/consent?flow=…` shows the screen; the POST is the user's answer.
+    pub(super) async fn consent(&self, req: &TokenRequest<'_>) -> Reply {
+        let now = unix_now();
+        let form = match *req.method {
+            Method::GET => Form::parse(req.query.unwrap_or_default().as_bytes()),
+            Method::POST if req.content_type.is_some_and(is_form_content_type) => {
+                Form::parse(req.body)
+            }
+            _ => return error_page(405, "Cannot continue", "Use the consent form."),
+        };
+        let Ok(form) = form else {
+            return error_page(400, "Cannot continue", "The form could not be read.");
+        };
+        let posted = *req.method == Method::POST;
+        let (flow_id, flow, secret, client) = match self.posted_flow(req, &form, now, posted).await
+        {
+            Ok(f) => f,
+            Err(reply) => return reply,
+        };
+        let Some(user) = flow.user.clone() else {
+            return error_page(400, "Cannot continue", "Sign in first.");
+        };
+        let registry = self.registry();
+        if !posted {
+            return self.consent_page(&flow_id, &flow, &client, &user, &secret, Vec::new());
+        }
+        let issuer = self.issuer_str();
+        let back = Back {
+            redirect_uri: &flow.redirect_uri,
+            state: flow.state.as_deref(),
+            issuer: &issuer,
+        };
+        match form.get("decision") {
+            Some("allow") => {}
+            Some("deny") => {
+                // The flow is over either way.
+                let _ = self
+                    .store
+                    .delete_ephemeral(Ephemeral::LoginFlow, &digest(&flow_id))
+                    .await;
+                return back.error("access_denied", "the user did not allow it");
+            }
+            _ => return error_page(400, "Cannot continue", "Choose allow or deny."),
+        }
+        // Remembered in the session, so the next sign-in to this client skips the screen.
+        if let Some(id) = cookies::get(req.cookie, cookies::SESSION, req.tls)
+            && let Ok(scopes) = self.scopes_for(&client, &flow)
+            && let Ok(Some(raw)) = self
+                .store
+                .get_ephemeral(Ephemeral::Session, &digest(id), now)
+                .await
+            && let Ok(mut s) = serde_json::from_slice::<Session>(&raw)
+            && s.username == user
+        {
+            s.consents.retain(|(c, _)| *c != client.id);
+            s.consents.push((client.id.clone(), scopes));
+            let lifetime = self.settings.session_lifetime.as_secs() as i64;
+            if let Ok(v) = serde_json::to_vec(&s) {
+                // A session that outlives its consent record only asks again.
+                let _ = self
+                    .store
+                    .put_ephemeral(Ephemeral::Session, digest(id), v, s.auth_time + lifetime)
+                    .await;
+            }
+        }
+        self.finish(flow_id, flow, Vec::new(), &registry).await
+    }
+
+    /// The end of a flow: consumed (single use), a code stored, the browser sent back.
+    async fn finish(
+        &self,
+        flow_id: String,
+        flow: Flow,
+        cookies: Vec<HeaderValue>,
+        registry: &Registry,
+    ) -> Reply {
+        let issuer = self.issuer_str();
+        let back = Back {
+            redirect_uri: &flow.redirect_uri,
+            state: flow.state.as_deref(),
+            issuer: &issuer,
+        };
+        let now = unix_now();
+        // A flow saved earlier is used once; one that ends at once (a session, no consent
+        // screen) was never stored, and consuming it finds nothing.
+        match self
+            .store
+            .consume_ephemeral(Ephemeral::LoginFlow, &digest(&flow_id), now)
+            .await
+        {
+            Ok(Consumed::Again(_)) => {
+                return error_page(400, "Already used", "This sign-in was already completed.");
+            }
+            Ok(_) => {}
+            Err(_) => {
+                return back.error("temporarily_unavailable", "the token store is unavailable");
+            }
+        }
+        let Some(client) = registry
+            .client(family_of(flow.family), &flow.client_id)
+            .cloned()
+        else {
+            return back.error("unauthorized_client", "the client is gone");
+        };
+        let Some(username) = flow.user.clone() else {
+            return back.error("access_denied", "no user");
+        };
+        let scopes = match self.scopes_for(&client, &flow) {
+            Ok(s) => s,
+            Err(e) => return back.error(e.code.as_str(), &e.description),
+        };
+        let audiences = match &flow.api {
+            Some(api) => registry
+                .api(api)
+                .filter(|a| registry.permits(Some(&client.id), Some(&username), &a.name))
+                .map(|a| vec![a.audience.clone()])
+                .unwrap_or_default(),
+            None => registry.permitted_audiences(&client.id, Some(&username), &client.audiences),
+        };
+        if audiences.is_empty() {
+            return back.error("access_denied", "this user may not call the client's APIs");
+        }
+        let (Some(code), Some(gid)) = (random_secret(), grant_id(unix_now_ms())) else {
+            return back.error("server_error", "no randomness available");
+        };
+        let record = Code {
+            family: flow.family,
+            client_id: client.id.clone(),
+            redirect_uri: flow.redirect_uri.clone(),
+            challenge: flow.challenge.clone(),
+            scopes,
+            audiences,
+            username,
+            nonce: flow.nonce.clone(),
+            auth_time: flow.auth_time.unwrap_or(now),
+            grant_id: gid,
+            api: flow.api.clone(),
+        };
+        let stored = match serde_json::to_vec(&record) {
+            Ok(v) => {
+                self.store
+                    .put_ephemeral(Ephemeral::AuthCode, digest(&code), v, now + CODE_TTL)
+                    .await
+            }
+            Err(e) => Err(crate::store::StoreError(e.to_string())),
+        };
+        if stored.is_err() {
+            return back.error("temporarily_unavailable", "the token store is unavailable");
+        }
+        log::debug!("authorize: a code for client {}", client.id);
+        back.with(&[("code", &code)], cookies)
+    }
+
+    /// `/oauth2/v2/logout` (OpenID Connect RP-Initiated Logout): the session ends; the
+    /// browser goes back to a registered `post_logout_redirect_uri`, or sees a page.
+    pub(super) async fn logout(&self, req: &TokenRequest<'_>) -> Reply {
+        let form = match *req.method {
+            Method::GET => Form::parse(req.query.unwrap_or_default().as_bytes()),
+            Method::POST if req.content_type.is_some_and(is_form_content_type) => {
+                Form::parse(req.body)
+            }
+            _ => return error_page(405, "Cannot sign out", "Use GET or a form POST."),
+        };
+        let Ok(form) = form else {
+            return error_page(400, "Cannot sign out", "The request could not be read.");
+        };
+        if let Some(id) = cookies::get(req.cookie, cookies::SESSION, req.tls) {
+            let _ = self
+                .store
+                .delete_ephemeral(Ephemeral::Session, &digest(id))
+                .await;
+        }
+        let gone: Vec<HeaderValue> = cookies::set(cookies::SESSION, "", Some(0), req.tls)
+            .into_iter()
+            .collect();
+        let Some(target) = form.get("post_logout_redirect_uri") else {
+            return page(200, pages::signed_out(), gone);
+        };
+        // The client: named, or the audience of the ID token it passes as a hint.
+        let hinted = form
+            .get("id_token_hint")
+            .and_then(|t| self.auth.validator().signed_claims(t).ok())
+            .and_then(|c| c.aud.first().cloned());
+        let registry = self.registry();
+        let client = form
+            .get("client_id")
+            .map(str::to_string)
+            .or(hinted)
+            .and_then(|id| registry.any_client(&id).cloned());
+        match client {
+            Some(c) if redirect::matches(&c.browser.post_logout_redirect_uris, target) => {
+                let location = match form.get("state") {
+                    Some(s) => redirect::with_params(target, &[("state", s)]),
+                    None => Some(target.to_string()),
+                };
+                match location {
+                    Some(l) => see_other(&l, gone),
+                    None => page(200, pages::signed_out(), gone),
+                }
+            }
+            _ => page(200, pages::signed_out(), gone),
+        }
+    }
+}
+
+fn is_loopback_host(u: &reqwest::Url) -> bool {
+    u.host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .is_some_and(|h| {
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+}

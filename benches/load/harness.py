@@ -652,18 +652,29 @@ def report(args, results):
     cg = results.get("instructions_per_request") or {}
     floor = {}
     print()
-    print(f"{'floor':36s} {'req/s ratio':>12s} {'instr/req ratio':>16s}")
+    print(f"{'floor':36s} {'req/s ratio':>12s} {'rounds':>22s} {'instr/req ratio':>16s} "
+          f"{'instr/req more':>15s}")
     for name, a, b in (("bare / nginx proxy_pass", "bare pingora", "nginx proxy_pass"),
                        ("unprotected / bare", "tollgate unprotected", "bare pingora"),
                        ("protected / bare", "tollgate protected", "bare pingora"),
                        ("protected / nginx proxy_pass", "tollgate protected", "nginx proxy_pass")):
         rps = paired(a, b)
+        per_round = [x["rps"] / y["rps"] for x, y in zip(rounds.get(a, []), rounds.get(b, []))
+                     if x.get("rps") and y.get("rps")]
         instr = cg[a] / cg[b] if cg.get(a) and cg.get(b) else None
-        floor[name] = {"rps_ratio": rps, "instructions_ratio": instr}
+        more = cg[a] - cg[b] if cg.get(a) and cg.get(b) else None
+        floor[name] = {"rps_ratio": rps, "rps_ratio_per_round": per_round,
+                       "instructions_ratio": instr, "instructions_more": more}
         fmt = lambda v: f"{v:.3f}" if v is not None else "-"
-        print(f"{name:36s} {fmt(rps):>12s} {fmt(instr):>16s}")
+        shown_rounds = " ".join(f"{x:.2f}" for x in per_round)
+        print(f"{name:36s} {fmt(rps):>12s} {shown_rounds:>22s} {fmt(instr):>16s} "
+              f"{(f'{more / 1000:+.1f} k' if more is not None else '-'):>15s}")
 
+    more = floor["protected / bare"]["instructions_more"]
     checks = [
+        ("unprotected / bare", paired("tollgate unprotected", "bare pingora"), ">=", 0.95),
+        ("protected / bare", paired("tollgate protected", "bare pingora"), ">=", 0.93),
+        ("protected − bare (instructions/req)", more, "<=", 8000),
         ("protected / nginx proxy_pass", paired("tollgate protected", "nginx proxy_pass"),
          ">=", 0.85),
         ("protected / unprotected", paired("tollgate protected", "tollgate unprotected"),

@@ -25,7 +25,10 @@ pub fn extract(headers: &HeaderMap) -> Presented<'_> {
     if values.next().is_some() {
         return Presented::Malformed;
     }
-    let Ok(text) = value.to_str() else {
+    // `from_utf8`, not `HeaderValue::to_str`: the latter tests every byte of the token in
+    // a scalar loop, on every request; `parse` accepts only ASCII token bytes anyway, so a
+    // value `to_str` refuses is refused there too (Malformed).
+    let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
         return Presented::Malformed;
     };
     parse(text)
@@ -121,6 +124,12 @@ mod tests {
         h.insert(
             AUTHORIZATION,
             HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+        );
+        assert_eq!(extract(&h), Presented::Malformed);
+        // Valid UTF-8 but not a token: refused as `to_str` refused it.
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_bytes("Bearer t\u{e9}".as_bytes()).unwrap(),
         );
         assert_eq!(extract(&h), Presented::Malformed);
     }

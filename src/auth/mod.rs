@@ -391,11 +391,14 @@ impl Authenticator {
         let (result, used) = match self.cache.get(&key, now) {
             Some(p) => (Ok(p), CacheUse::Hit),
             None => {
+                // The misses are boxed: their state (a store read, an issuer's key fetch)
+                // would otherwise sit in the future of every request, hits included,
+                // and be copied with it.
                 let result = match opaque::kind_of(token) {
-                    Some(opaque::Kind::Access) => self.opaque(token, now).await,
+                    Some(opaque::Kind::Access) => Box::pin(self.opaque(token, now)).await,
                     // A refresh token is not an access token.
                     Some(opaque::Kind::Refresh) => Err(Outcome::Malformed),
-                    None => self.jwt(token, now, issuers).await,
+                    None => Box::pin(self.jwt(token, now, issuers)).await,
                 };
                 let result = result.map(|mut p| {
                     if p.exp > now {

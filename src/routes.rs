@@ -67,9 +67,12 @@ impl Candidates {
     }
 }
 
+/// Keyed by prefix. foldhash rather than std's SipHash: a lookup hashes one prefix of the
+/// request path per segment, on every request; the keys come from the config, and
+/// foldhash's per-process random seed still keeps their buckets unpredictable.
 #[derive(Default)]
 pub struct RouteTable {
-    by_prefix: HashMap<Box<str>, Candidates>,
+    by_prefix: HashMap<Box<str>, Candidates, foldhash::fast::RandomState>,
 }
 
 impl RouteTable {

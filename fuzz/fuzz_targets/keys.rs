@@ -31,6 +31,7 @@ pub static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
             publish_ahead: Duration::from_secs(600),
         },
         jwks_max_age: Duration::from_secs(300),
+        session_lifetime: Duration::from_secs(8 * 3600),
     };
     let der = tollgate::keys::generate_pkcs8(Algorithm::EdDSA).expect("key generation");
     let keys = Arc::new(KeyRing::from(

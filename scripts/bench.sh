@@ -12,7 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --bench
-cargo build --release --locked
+# The bare Pingora floor is an example of this crate: `cargo build` alone leaves it out.
+cargo build --release --locked --bin tollgate --example bare
 if [ "${1:-}" = "--cluster" ]; then
   shift
   exec python3 benches/load/cluster.py "$@"

@@ -9,7 +9,6 @@ use crate::auth::cache::unix_now;
 use crate::auth::ratelimit::{ConsumerKeys, Decision};
 use crate::auth::{self, Authenticator, CacheUse, Denial, Outcome, Principal};
 use crate::catalog::{Catalog, Live};
-use crate::config::HostHeader;
 use crate::jwt::MAX_TOKEN_LEN;
 use crate::metrics::{self, ApiSeries, Metrics};
 use crate::path;
@@ -17,8 +16,10 @@ use crate::routes::{Api, host_without_port};
 use crate::token::endpoint::{API_AUTHORIZE_SUFFIX, API_TOKEN_SUFFIX};
 use crate::token::form::MAX_BODY;
 use crate::token::{Endpoint, TokenRequest, TokenService};
+use crate::upstream::HostRewrite;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use http::header::InvalidHeaderValue;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
 use http::{HeaderValue, Uri};
 use pingora::http::RequestHeader;
@@ -26,7 +27,7 @@ use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -116,10 +117,11 @@ impl ProxyHttp for Gateway {
         if let Some(endpoint) = token_endpoint(&catalog, host, path) {
             drop(catalog);
             ctx.target = Target::TokenService;
-            self.serve_token_endpoint(session, &endpoint).await?;
+            // Boxed: its state stays out of the future every proxied request allocates.
+            Box::pin(self.serve_token_endpoint(session, &endpoint)).await?;
             return Ok(true);
         }
-        let Some(api) = catalog.routes.lookup(host, path).cloned() else {
+        let Some(api) = catalog.routes.lookup(host, path) else {
             respond::send_error(
                 session,
                 404,
@@ -130,13 +132,16 @@ impl ProxyHttp for Gateway {
             .await?;
             return Ok(true);
         };
-        ctx.target = Target::Api(api.clone());
         if api.auth.is_none() {
+            ctx.target = Target::Api(api.clone());
             return Ok(false);
         }
+        let api = api.clone();
         // The catalog outlives the checks even if a reload replaces it meanwhile.
         let catalog = arc_swap::Guard::into_inner(catalog);
-        Ok(self.check_credential(session, &api, &catalog, ctx).await?)
+        let done = self.check_credential(session, &api, &catalog, ctx).await;
+        ctx.target = Target::Api(api);
+        done
     }
 
     /// The RateLimit headers of a rate-limited API, on the upstream's answer.
@@ -160,9 +165,9 @@ impl ProxyHttp for Gateway {
         };
         ctx.tries += 1;
         match api.pool.select() {
-            Some(selected) => {
-                ctx.upstream = Some(selected.addr);
-                Ok(selected.peer)
+            Some(server) => {
+                ctx.upstream = Some(server.addr);
+                Ok(server.peer())
             }
             None => Error::e_explain(ErrorType::HTTPStatus(502), "no healthy upstream server"),
         }
@@ -319,7 +324,9 @@ enum Refusal<'a> {
 
 /// Who a request comes from, once its credential is accepted, and the rule that decided.
 struct Passed {
-    consumer: u64,
+    /// The rate-limit key of the holder; `None` when the API has no limit to count it
+    /// against (the key is a hash over the holder's names: not computed for nothing).
+    consumer: Option<u64>,
     rule: Option<usize>,
 }
 
@@ -485,13 +492,16 @@ impl Gateway {
         api: &Api,
         passed: &Passed,
     ) -> std::result::Result<Option<(Decision, HeaderValue)>, Refusal<'a>> {
+        let Some(consumer) = passed.consumer else {
+            return Ok(None);
+        };
         let rule_limit = passed
             .rule
             .and_then(|i| api.rule_limits.get(i))
             .and_then(Option::as_ref);
         let mut shown = None;
         for limiter in api.limit.iter().chain(rule_limit) {
-            let d = limiter.check(passed.consumer);
+            let d = limiter.check(consumer);
             if !d.allowed {
                 return Err(Refusal::Limited(d, limiter.policy().clone()));
             }
@@ -528,18 +538,21 @@ impl Gateway {
                 None,
             ));
         }
-        let token = match bearer::extract(&req.headers) {
+        let token = match bearer::extract_unchecked(&req.headers) {
             Presented::Missing => return Err(Refusal::Credential(Outcome::Missing, None)),
             Presented::Malformed => return Err(Refusal::Credential(Outcome::Malformed, None)),
             Presented::Token(t) => t,
         };
+        // The token's characters are checked on a cache miss only (a hit is a token
+        // that passed when it was verified).
         let (result, cache) = self
             .auth
-            .authenticate(token, unix_now(), &catalog.issuers)
+            .authenticate_checked(token, unix_now(), &catalog.issuers, bearer::is_b64token)
             .await;
         match cache {
             CacheUse::Hit => self.metrics.cache_hits.inc(),
             CacheUse::Miss => self.metrics.cache_misses.inc(),
+            CacheUse::Skipped => {}
         }
         let principal = result.map_err(|o| Refusal::Credential(o, None))?;
         let denied = |d| match d {
@@ -557,7 +570,9 @@ impl Gateway {
             let rule = auth::allowed_by_rules(&principal, &api.rules, &req.method, req.uri.path())
                 .map_err(denied)?;
             return Ok(Passed {
-                consumer: self.external_consumer(&principal, issuer),
+                consumer: api
+                    .rate_limited()
+                    .then(|| self.external_consumer(&principal, issuer)),
                 rule,
             });
         }
@@ -581,9 +596,10 @@ impl Gateway {
             return Err(Refusal::Credential(Outcome::NotPermitted, None));
         }
         Ok(Passed {
-            consumer: self
-                .consumers
-                .of(&["", principal.client_id.as_deref().unwrap_or_default()]),
+            consumer: api.rate_limited().then(|| {
+                self.consumers
+                    .of(&["", principal.client_id.as_deref().unwrap_or_default()])
+            }),
             rule,
         })
     }
@@ -619,7 +635,9 @@ impl Gateway {
         let rule = auth::scope_rule(&client.scope_set, &api.rules, &req.method, req.uri.path())
             .map_err(|required| Refusal::Credential(Outcome::InsufficientScope, Some(required)))?;
         Ok(Passed {
-            consumer: self.consumers.of(&["", &client.id]),
+            consumer: api
+                .rate_limited()
+                .then(|| self.consumers.of(&["", &client.id])),
             rule,
         })
     }
@@ -714,19 +732,19 @@ fn prepare_upstream_request(
     match &api.pool.host_header {
         // The upstream request is a copy of the client's, Host included; only a request
         // that named its host in an absolute-form URI alone needs one added.
-        HostHeader::Pass => {
+        HostRewrite::Pass => {
             if !upstream_request.headers.contains_key(HOST)
                 && let Some(h) = request_host(session.req_header())
             {
                 upstream_request.insert_header(HOST, h.to_owned())?;
             }
         }
-        HostHeader::Upstream => {
+        HostRewrite::Upstream => {
             if let Some(authority) = upstream.and_then(|a| api.pool.authority(&a)) {
-                upstream_request.insert_header(HOST, authority)?;
+                upstream_request.insert_header(HOST, authority.clone())?;
             }
         }
-        HostHeader::Set(v) => upstream_request.insert_header(HOST, v.as_str())?,
+        HostRewrite::Set(v) => upstream_request.insert_header(HOST, v.clone())?,
     }
     if let Some(ip) = session
         .client_addr()
@@ -738,9 +756,10 @@ fn prepare_upstream_request(
             .get(X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
         {
-            Some(prior) => format!("{prior}, {ip}"),
-            None => ip.to_string(),
-        };
+            Some(prior) => HeaderValue::try_from(format!("{prior}, {ip}")),
+            None => ip_header_value(ip),
+        }
+        .or_err(ErrorType::InternalError, "cannot build X-Forwarded-For")?;
         upstream_request.insert_header(X_FORWARDED_FOR, forwarded)?;
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
@@ -749,4 +768,34 @@ fn prepare_upstream_request(
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     )?;
     Ok(())
+}
+
+/// `ip` as a header value, as `Display` writes it. An IPv4 address (what nearly every
+/// request carries) is written by hand: `to_string` goes through the formatting machinery
+/// and a `String`, on every proxied request.
+fn ip_header_value(ip: IpAddr) -> std::result::Result<HeaderValue, InvalidHeaderValue> {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::try_from(ip.to_string());
+    };
+    let mut buf = [0u8; 15];
+    let mut len = 0;
+    let mut push = |b: u8| {
+        if let Some(slot) = buf.get_mut(len) {
+            *slot = b;
+            len += 1;
+        }
+    };
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            push(b'.');
+        }
+        if octet >= 100 {
+            push(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            push(b'0' + octet / 10 % 10);
+        }
+        push(b'0' + octet % 10);
+    }
+    HeaderValue::from_bytes(buf.get(..len).unwrap_or_default())
 }

@@ -32,6 +32,11 @@ pub struct Api {
 }
 
 impl Api {
+    /// Whether a limit of the API or of one of its rules counts requests per consumer.
+    pub fn rate_limited(&self) -> bool {
+        self.limit.is_some() || self.rule_limits.iter().any(Option::is_some)
+    }
+
     /// The path to send upstream: the prefix removed when the API says so.
     pub fn upstream_path<'a>(&self, path: &'a str) -> &'a str {
         if !self.strip_prefix || &*self.prefix == "/" {
@@ -62,9 +67,12 @@ impl Candidates {
     }
 }
 
+/// Keyed by prefix. foldhash rather than std's SipHash: a lookup hashes one prefix of the
+/// request path per segment, on every request; the keys come from the config, and
+/// foldhash's per-process random seed still keeps their buckets unpredictable.
 #[derive(Default)]
 pub struct RouteTable {
-    by_prefix: HashMap<Box<str>, Candidates>,
+    by_prefix: HashMap<Box<str>, Candidates, foldhash::fast::RandomState>,
 }
 
 impl RouteTable {

@@ -1,8 +1,9 @@
-//! Upstream pools: round robin over an API's servers (pingora-load-balancing), their
-//! active health checks (run by the catalog's reloader), and the `HttpPeer` each request
-//! connects to.
+//! Upstream pools: round robin over an API's servers, their active health checks
+//! (pingora-load-balancing, run by the catalog's reloader), and the `HttpPeer` each request
+//! connects to, built once per server.
 
 use crate::config::{HealthCheckKind, HostHeader, UpstreamConfig};
+use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
@@ -10,23 +11,42 @@ use pingora::lb::{Backend, LoadBalancer};
 use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// One API's servers and how to reach them.
 pub struct Pool {
+    /// Consulted only when the pool has health checks (it knows which servers are up).
     lb: Arc<LoadBalancer<RoundRobin>>,
-    /// Peer settings shared by every server; the address is filled in per request.
-    template: HttpPeer,
-    /// `host:port` as configured, by address, for `host_header: upstream`.
-    authorities: Vec<(SocketAddr, Box<str>)>,
-    pub host_header: HostHeader,
+    servers: Box<[Server]>,
+    /// Round robin over `servers` when no health check can take one out.
+    next: AtomicUsize,
+    pub host_header: HostRewrite,
     pub size: usize,
     health_checked: bool,
 }
 
-/// The server a request was sent to.
-pub struct Selected {
-    pub peer: Box<HttpPeer>,
+/// One server of a pool, everything a request to it needs built in advance.
+pub struct Server {
     pub addr: SocketAddr,
+    peer: HttpPeer,
+    /// `host:port` as configured, for `host_header: upstream`.
+    pub authority: HeaderValue,
+}
+
+impl Server {
+    /// The peer Pingora connects to (a copy: `upstream_peer` hands over a box).
+    pub fn peer(&self) -> Box<HttpPeer> {
+        Box::new(self.peer.clone())
+    }
+}
+
+/// The `Host` header of the upstream request, its value prepared once.
+pub enum HostRewrite {
+    /// The client's, unchanged.
+    Pass,
+    /// The chosen server's configured `host:port`.
+    Upstream,
+    Set(HeaderValue),
 }
 
 impl Pool {
@@ -103,27 +123,54 @@ impl Pool {
             lb.health_check_frequency = Some(hc.interval);
             lb.parallel_health_check = true;
         }
+        let servers = cfg
+            .servers
+            .iter()
+            .map(|s| {
+                let mut peer = template.clone();
+                peer._address = pingora::protocols::l4::socket::SocketAddr::Inet(s.addr);
+                let authority = HeaderValue::from_str(&s.authority)
+                    .map_err(|e| format!("bad server authority `{}`: {e}", s.authority))?;
+                Ok(Server {
+                    addr: s.addr,
+                    peer,
+                    authority,
+                })
+            })
+            .collect::<Result<Box<[_]>, String>>()?;
+        let host_header = match &cfg.host_header {
+            HostHeader::Pass => HostRewrite::Pass,
+            HostHeader::Upstream => HostRewrite::Upstream,
+            HostHeader::Set(v) => HostRewrite::Set(
+                HeaderValue::from_str(v).map_err(|e| format!("bad host_header `{v}`: {e}"))?,
+            ),
+        };
         Ok(Self {
             lb: Arc::new(lb),
-            template,
-            authorities: cfg
-                .servers
-                .iter()
-                .map(|s| (s.addr, s.authority.as_str().into()))
-                .collect(),
-            host_header: cfg.host_header.clone(),
+            servers,
+            next: AtomicUsize::new(0),
+            host_header,
             size: addrs.len(),
             health_checked: cfg.health_check.is_some(),
         })
     }
 
-    /// The next healthy server, round robin.
-    pub fn select(&self) -> Option<Selected> {
+    /// The next server, round robin; with health checks, the next healthy one.
+    pub fn select(&self) -> Option<&Server> {
+        if !self.health_checked {
+            // Every server counts as up: no load balancer, hash or lookup needed.
+            return match &*self.servers {
+                [one] => Some(one),
+                all => all.get(
+                    self.next
+                        .fetch_add(1, Ordering::Relaxed)
+                        .checked_rem(all.len())?,
+                ),
+            };
+        }
         let backend: Backend = self.lb.select(b"", 256)?;
         let addr = *backend.addr.as_inet()?;
-        let mut peer = Box::new(self.template.clone());
-        peer._address = pingora::protocols::l4::socket::SocketAddr::Inet(addr);
-        Some(Selected { peer, addr })
+        self.servers.iter().find(|s| s.addr == addr)
     }
 
     /// The load balancer, when it has health checks to run.
@@ -132,11 +179,11 @@ impl Pool {
     }
 
     /// The configured `host:port` of a server.
-    pub fn authority(&self, addr: &SocketAddr) -> Option<&str> {
-        self.authorities
+    pub fn authority(&self, addr: &SocketAddr) -> Option<&HeaderValue> {
+        self.servers
             .iter()
-            .find(|(a, _)| a == addr)
-            .map(|(_, h)| &**h)
+            .find(|s| s.addr == *addr)
+            .map(|s| &s.authority)
     }
 }
 

@@ -18,6 +18,17 @@ pub enum Presented<'a> {
 
 /// Find the access token in the request headers.
 pub fn extract(headers: &HeaderMap) -> Presented<'_> {
+    match extract_unchecked(headers) {
+        Presented::Token(t) if !is_b64token(t) => Presented::Malformed,
+        presented => presented,
+    }
+}
+
+/// As [`extract`], but a `Token` is not yet checked to be a `b64token`: the caller runs
+/// [`is_b64token`] before it relies on it. The proxy checks it on a validation-cache miss
+/// only: a cached token passed the check when it was verified, and a scan of every byte
+/// of a token on every request is the largest part of reading it.
+pub fn extract_unchecked(headers: &HeaderMap) -> Presented<'_> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Presented::Missing;
@@ -25,14 +36,25 @@ pub fn extract(headers: &HeaderMap) -> Presented<'_> {
     if values.next().is_some() {
         return Presented::Malformed;
     }
-    let Ok(text) = value.to_str() else {
+    // `from_utf8`, not `HeaderValue::to_str`: the latter tests every byte of the token in
+    // a scalar loop, on every request; `parse` accepts only ASCII token bytes anyway, so a
+    // value `to_str` refuses is refused there too (Malformed).
+    let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
         return Presented::Malformed;
     };
-    parse(text)
+    parse_scheme(text)
 }
 
 /// Parse one `Authorization` value.
 pub fn parse(text: &str) -> Presented<'_> {
+    match parse_scheme(text) {
+        Presented::Token(t) if !is_b64token(t) => Presented::Malformed,
+        presented => presented,
+    }
+}
+
+/// The token of one `Authorization` value, its characters not checked.
+fn parse_scheme(text: &str) -> Presented<'_> {
     let text = text.trim_matches([' ', '\t']);
     // A byte scan that stops at the scheme's end (a `str` split by a set of chars decodes
     // every char of the token; this runs on every request).
@@ -45,11 +67,7 @@ pub fn parse(text: &str) -> Presented<'_> {
         None if text.eq_ignore_ascii_case("bearer") => return Presented::Malformed,
         None => text,
     };
-    if is_b64token(token) {
-        Presented::Token(token)
-    } else {
-        Presented::Malformed
-    }
+    Presented::Token(token)
 }
 
 /// Whether `b` may appear in an RFC 6750 `b64token` body. Comparisons only, no table and
@@ -68,7 +86,7 @@ fn b64token_byte(b: u8) -> bool {
 }
 
 /// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_b64token(t: &str) -> bool {
+pub fn is_b64token(t: &str) -> bool {
     if t.is_empty() || t.len() > MAX_TOKEN_LEN {
         return false;
     }
@@ -121,6 +139,16 @@ mod tests {
         h.insert(
             AUTHORIZATION,
             HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+        );
+        assert_eq!(extract(&h), Presented::Malformed);
+        // Unchecked: the scheme is read, the token's characters are left to the caller.
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer a\"b"));
+        assert_eq!(extract_unchecked(&h), Presented::Token("a\"b"));
+        assert_eq!(extract(&h), Presented::Malformed);
+        // Valid UTF-8 but not a token: refused as `to_str` refused it.
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_bytes("Bearer t\u{e9}".as_bytes()).unwrap(),
         );
         assert_eq!(extract(&h), Presented::Malformed);
     }

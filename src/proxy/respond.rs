@@ -6,28 +6,37 @@ use http::{HeaderName, HeaderValue, Method};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
+use std::future::Future;
+use std::pin::Pin;
+
+/// The future of a response being written: boxed, so that the phases that may answer
+/// themselves (most requests do not) do not carry its state in their own future, which
+/// every request allocates and copies.
+pub type Sending<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 
 /// Write a complete response. The body is left out for HEAD requests.
-pub async fn send(
+pub fn send(
     session: &mut Session,
     status: u16,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(headers.len() + 2))?;
-    for (name, value) in headers {
-        // Appended: a browser-flow answer sets more than one cookie.
-        resp.append_header(name, value)?;
-    }
-    resp.insert_header(CONTENT_LENGTH, body.len())?;
-    let head_only = session.req_header().method == Method::HEAD || body.is_empty();
-    session
-        .write_response_header(Box::new(resp), head_only)
-        .await?;
-    if !head_only {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
+) -> Sending<'_> {
+    Box::pin(async move {
+        let mut resp = ResponseHeader::build(status, Some(headers.len() + 2))?;
+        for (name, value) in headers {
+            // Appended: a browser-flow answer sets more than one cookie.
+            resp.append_header(name, value)?;
+        }
+        resp.insert_header(CONTENT_LENGTH, body.len())?;
+        let head_only = session.req_header().method == Method::HEAD || body.is_empty();
+        session
+            .write_response_header(Box::new(resp), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    })
 }
 
 /// A small JSON error body: `{"error": code, "error_description": text}`.
@@ -36,15 +45,15 @@ pub fn json_error(code: &str, description: &str) -> Bytes {
 }
 
 /// Write a JSON error with the given status.
-pub async fn send_error(
-    session: &mut Session,
+pub fn send_error<'a>(
+    session: &'a mut Session,
     status: u16,
     code: &str,
     description: &str,
     mut headers: Vec<(HeaderName, HeaderValue)>,
-) -> Result<()> {
+) -> Sending<'a> {
     headers.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
-    send(session, status, headers, json_error(code, description)).await
+    send(session, status, headers, json_error(code, description))
 }
 
 /// The status a proxying failure answers with: 504 when the upstream timed out, 502 for

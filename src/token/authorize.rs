@@ -17,10 +17,7 @@ use crate::auth::cache::unix_now;
 use crate::authorize::{cookies, pages, pkce, redirect};
 use crate::config::{Family, GrantType};
 use crate::store::{Consumed, Ephemeral, digest};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use http::header::{CACHE_CONTROL, LOCATION, REFERRER_POLICY, SET_COOKIE};
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderValue, Method};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -100,94 +97,8 @@ pub(super) struct Code {
     pub api: Option<String>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn random_secret() -> Option<String> {
-    let mut b = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut b).ok()?;
-    Some(B64.encode(b))
-}
-
-/// The CSRF token of a flow: an HMAC of the flow id under the flow cookie, so a form only
-/// works in the browser that holds the cookie.
-fn csrf(cookie: &str, flow: &str) -> String {
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, cookie.as_bytes());
-    B64.encode(aws_lc_rs::hmac::sign(&key, flow.as_bytes()))
-}
-
-fn eq(a: &str, b: &str) -> bool {
-    aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
-}
-
-/// An HTML page with the pages' security headers.
-fn page(status: u16, html: String, cookies: Vec<HeaderValue>) -> Reply {
-    let mut headers: Vec<(HeaderName, HeaderValue)> = pages::headers();
-    headers.extend(cookies.into_iter().map(|c| (SET_COOKIE, c)));
-    Reply {
-        status,
-        headers,
-        body: html.into(),
-    }
-}
-
-fn error_page(status: u16, title: &str, message: &str) -> Reply {
-    page(status, pages::error(title, message), Vec::new())
-}
-
-/// A 303 to `location` (RFC 9700 §4.11: 303, so a POST is not repeated to the client).
-fn see_other(location: &str, cookies: Vec<HeaderValue>) -> Reply {
-    let mut headers = vec![
-        (CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        (REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
-    ];
-    match HeaderValue::from_str(location) {
-        Ok(v) => headers.push((LOCATION, v)),
-        Err(_) => {
-            return error_page(
-                500,
-                "Something went wrong",
-                "The redirect could not be built.",
-            );
-        }
-    }
-    headers.extend(cookies.into_iter().map(|c| (SET_COOKIE, c)));
-    Reply {
-        status: 303,
-        headers,
-        body: Default::default(),
-    }
-}
-
-/// Where errors and codes go once the client and redirect URI are trusted.
-struct Back<'a> {
-    redirect_uri: &'a str,
-    state: Option<&'a str>,
-    issuer: &'a str,
-}
-
-impl Back<'_> {
-    fn error(&self, code: &str, description: &str) -> Reply {
-        self.with(
-            &[("error", code), ("error_description", description)],
-            Vec::new(),
-        )
-    }
-
-    /// The redirect with `params`, `state` and `iss` (RFC 9207), on every answer.
-    fn with(&self, params: &[(&str, &str)], cookies: Vec<HeaderValue>) -> Reply {
-        let mut all: Vec<(&str, &str)> = params.to_vec();
-        if let Some(s) = self.state {
-            all.push(("state", s));
-        }
-        all.push(("iss", self.issuer));
-        match redirect::with_params(self.redirect_uri, &all) {
-            Some(uri) => see_other(&uri, cookies),
-            None => error_page(400, "Cannot continue", "The redirect URI is not usable."),
-        }
-    }
-}
+mod answers;
+use answers::{Back, csrf, eq, error_page, hex, page, page_params, random_secret, see_other};
 
 impl TokenService {
     fn issuer_str(&self) -> String {
@@ -228,16 +139,9 @@ impl TokenService {
         api: Option<&str>,
         req: &TokenRequest<'_>,
     ) -> Reply {
-        let form = match (req.method, req.query) {
-            (&Method::GET, q) => Form::parse(q.unwrap_or_default().as_bytes()),
-            (&Method::POST, _) if req.content_type.is_some_and(is_form_content_type) => {
-                Form::parse(req.body)
-            }
-            _ => return error_page(405, "Cannot sign in", "Use GET (or a form POST)."),
-        };
-        let form = match form {
+        let form = match page_params(req, "Cannot sign in", "Use GET (or a form POST).") {
             Ok(f) => f,
-            Err(e) => return error_page(400, "Cannot sign in", &e.description),
+            Err(reply) => return reply,
         };
         if !self.browser_ok(req) {
             return error_page(
@@ -638,15 +542,9 @@ impl TokenService {
     /// `GET /oauth2/v2/consent?flow=…` shows the screen; the POST is the user's answer.
     pub(super) async fn consent(&self, req: &TokenRequest<'_>) -> Reply {
         let now = unix_now();
-        let form = match *req.method {
-            Method::GET => Form::parse(req.query.unwrap_or_default().as_bytes()),
-            Method::POST if req.content_type.is_some_and(is_form_content_type) => {
-                Form::parse(req.body)
-            }
-            _ => return error_page(405, "Cannot continue", "Use the consent form."),
-        };
-        let Ok(form) = form else {
-            return error_page(400, "Cannot continue", "The form could not be read.");
+        let form = match page_params(req, "Cannot continue", "Use the consent form.") {
+            Ok(f) => f,
+            Err(reply) => return reply,
         };
         let posted = *req.method == Method::POST;
         let (flow_id, flow, secret, client) = match self.posted_flow(req, &form, now, posted).await
@@ -791,15 +689,9 @@ impl TokenService {
     /// `/oauth2/v2/logout` (OpenID Connect RP-Initiated Logout): the session ends; the
     /// browser goes back to a registered `post_logout_redirect_uri`, or sees a page.
     pub(super) async fn logout(&self, req: &TokenRequest<'_>) -> Reply {
-        let form = match *req.method {
-            Method::GET => Form::parse(req.query.unwrap_or_default().as_bytes()),
-            Method::POST if req.content_type.is_some_and(is_form_content_type) => {
-                Form::parse(req.body)
-            }
-            _ => return error_page(405, "Cannot sign out", "Use GET or a form POST."),
-        };
-        let Ok(form) = form else {
-            return error_page(400, "Cannot sign out", "The request could not be read.");
+        let form = match page_params(req, "Cannot sign out", "Use GET or a form POST.") {
+            Ok(f) => f,
+            Err(reply) => return reply,
         };
         if let Some(id) = cookies::get(req.cookie, cookies::SESSION, req.tls) {
             let _ = self

@@ -1,7 +1,6 @@
 //! Fixtures the benches share: a generated key set, a registered client, and a way to run
 //! a future that never waits.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate::config::{Family, GrantType, SigningKeySource, TokenPolicy, TokenSettings};
@@ -60,7 +59,7 @@ pub fn client(jwt: bool, opaque: bool, lifetime: Duration) -> Client {
             "orders:write".into(),
             "billing:read".into(),
         ],
-        apis: HashSet::from(["orders".into(), "billing".into()]),
+        apis: ["orders".into(), "billing".into()].into_iter().collect(),
         audiences: vec!["orders".into(), "billing".into()],
         pool: None,
         token: TokenPolicy {

@@ -7,6 +7,12 @@ use crate::config::{ClientConfig, Config, Family, GrantType, TenantUserConfig, T
 use crate::idp::ClaimPath;
 use crate::redact::Secret;
 use std::collections::{HashMap, HashSet};
+
+/// Maps and sets looked up on every protected request (a token's client, the APIs it may
+/// call, its user): foldhash rather than std's SipHash, as for the route table. Their keys
+/// come from the configuration; a lookup cannot add one.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +29,7 @@ pub struct Client {
     /// The same, as an API key's requests are checked against them.
     pub scope_set: crate::auth::scope::Scopes,
     /// The APIs it may call (names).
-    pub apis: HashSet<String>,
+    pub apis: FastSet<String>,
     /// Their audiences, in configuration order.
     pub audiences: Vec<String>,
     pub pool: Option<Arc<UserPool>>,
@@ -50,7 +56,7 @@ impl Client {
 #[derive(Debug)]
 pub struct UserPool {
     pub name: String,
-    pub users: HashMap<String, User>,
+    pub users: FastMap<String, User>,
 }
 
 #[derive(Debug)]
@@ -100,8 +106,8 @@ pub struct IssuerUsers {
 
 #[derive(Debug, Default)]
 pub struct Registry {
-    auth: HashMap<String, Arc<Client>>,
-    credential: HashMap<String, Arc<Client>>,
+    auth: FastMap<String, Arc<Client>>,
+    credential: FastMap<String, Arc<Client>>,
     apis: HashMap<String, ApiInfo>,
     /// Audience → API name.
     by_audience: HashMap<String, String>,
@@ -196,7 +202,7 @@ impl Registry {
                 browser: c.browser.clone(),
             })
         };
-        let credential: HashMap<String, Arc<Client>> = config
+        let credential: FastMap<String, Arc<Client>> = config
             .credentials
             .iter()
             .map(|c| {

@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use pingora_timeout::{sleep, timeout};
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -188,7 +189,13 @@ pub struct ConnectionPool<S> {
     // Concurrent per-key pool index; each value handles per-key connection storage.
     pools: DashMap<GroupKey, Arc<Pool<S>>>,
     lru: Lru<ID, ConnectionMeta>,
+    // The number of nodes at which creating a new node first sweeps out the empty ones
+    // (see `insert_pool_connection`).
+    sweep_at: AtomicUsize,
 }
+
+/// The fewest nodes the pool map holds before a new node triggers a sweep of empty ones.
+const MIN_SWEEP_AT: usize = 64;
 
 impl<S> ConnectionPool<S> {
     /// Create a new [ConnectionPool] with a global size limit.
@@ -199,6 +206,7 @@ impl<S> ConnectionPool<S> {
         ConnectionPool {
             pools: DashMap::with_capacity(size),
             lru: Lru::new(size),
+            sweep_at: AtomicUsize::new(MIN_SWEEP_AT),
         }
     }
 
@@ -206,12 +214,36 @@ impl<S> ConnectionPool<S> {
     ///
     /// Holding the guard through [`PoolNode::insert`] prevents empty-node cleanup
     /// from removing the map entry between looking it up and repopulating it.
+    ///
+    /// A node emptied by [`Self::get`] stays in the map (its connection usually comes back
+    /// moments later, through [`Self::put`]), so the map is kept bounded here instead:
+    /// when a new node would take the map to `sweep_at` nodes, the empty ones are swept out
+    /// first and `sweep_at` becomes twice the nodes left (at least [`MIN_SWEEP_AT`]). A
+    /// sweep visits every node, and the nodes created since the last one pay for it, so
+    /// the map holds at most about twice the keys that have idle connections.
     fn insert_pool_connection(&self, key: GroupKey, id: ID, connection: PoolConnection<S>) {
+        if let Some(pool_node) = self.pools.get(&key) {
+            // The common case: the key's node exists. Only a shard read lock is held while
+            // the connection goes in; a concurrent cleanup needs the write lock and
+            // re-checks emptiness under it, so it cannot drop the node in between.
+            pool_node.insert(id, connection);
+            return;
+        }
+        if self.pools.len() + 1 >= self.sweep_at.load(Ordering::Relaxed) {
+            self.sweep_empty_nodes();
+        }
         let pool_node = self
             .pools
             .entry(key)
             .or_insert_with(|| Arc::new(PoolNode::new()));
         pool_node.insert(id, connection);
+    }
+
+    /// Remove every empty node, and set the size of the map at which the next sweep runs.
+    fn sweep_empty_nodes(&self) {
+        self.pools.retain(|_, node| !node.is_empty());
+        let next = (self.pools.len() * 2).max(MIN_SWEEP_AT);
+        self.sweep_at.store(next, Ordering::Relaxed);
     }
 
     /// Attempt to remove an empty [`PoolNode`] entry from the pool `HashMap`.
@@ -277,14 +309,11 @@ impl<S> ConnectionPool<S> {
         if let Some((id, connection)) = pool_node.get_any() {
             self.lru.pop(&id); // the notified is not needed
 
-            // Clean up the now-empty node. This path is important because when a
-            // connection is retrieved (not evicted), the idle_poll/idle_timeout
-            // tasks exit via the watch_use channel and never call pop_closed(),
-            // so pop_evicted's cleanup would never run for this key.
-            if pool_node.is_empty() {
-                self.try_remove_empty_node(*key);
-            }
-
+            // A node this takes the last connection of is left in place: with keep-alive
+            // the connection is usually put back moments later, and removing the node
+            // here and creating it again in `put` cost a write lock and an allocation
+            // per request. If it never comes back, the node is removed by the next `get`
+            // of its key or by a sweep (`insert_pool_connection`).
             Some(connection.release())
         } else {
             // The node exists but has no connections. Clean it up.
@@ -1026,25 +1055,55 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn test_empty_node_removed_after_get() {
-        // When the last connection is retrieved via get(), the PoolNode should
-        // be cleaned up. This path is distinct from pop_closed because the
-        // idle_poll/idle_timeout tasks exit via the watch_use channel and never
-        // call pop_closed.
+    async fn test_empty_node_kept_after_get_for_the_connection_to_return() {
+        // When get() takes the last connection, its node stays: the connection is
+        // usually released back to it right after.
         let meta = ConnectionMeta::new(101, 1);
         let cp: ConnectionPool<String> = ConnectionPool::new(2);
         cp.put(&meta, "v1".to_string());
-
-        assert_eq!(pool_len(&cp), 1);
+        let node = cp.pools.get(&meta.key).unwrap().value().clone();
 
         let conn = cp.get(&meta.key);
         assert!(conn.is_some());
+        assert_eq!(pool_len(&cp), 1, "the emptied node stays for the connection to return");
 
-        assert_eq!(
-            pool_len(&cp),
-            0,
-            "empty PoolNode should be removed after get() takes the last connection"
-        );
+        cp.put(&ConnectionMeta::new(101, 1), conn.unwrap());
+        let same = cp.pools.get(&meta.key).unwrap().value().clone();
+        assert!(Arc::ptr_eq(&node, &same), "the release reuses the node");
+        assert_eq!(cp.get(&meta.key), Some("v1".to_string()));
+    }
+
+    #[tokio::test]
+    async fn test_nodes_emptied_by_get_are_swept_when_the_map_grows() {
+        // Connections taken and never returned (to ever new keys) leave empty nodes;
+        // sweeps keep the map within about twice the keys that hold connections.
+        let cp: ConnectionPool<String> = ConnectionPool::new(10_000);
+        cp.put(&ConnectionMeta::new(0, 0), "kept".to_string());
+        for key in 1..5_000u64 {
+            cp.put(&ConnectionMeta::new(key, key as i32), format!("v{key}"));
+            assert!(cp.get(&key).is_some());
+            assert!(
+                pool_len(&cp) <= MIN_SWEEP_AT,
+                "{} nodes after {key} keys",
+                pool_len(&cp)
+            );
+        }
+        // The key that still holds a connection survived every sweep.
+        assert_eq!(cp.get(&0), Some("kept".to_string()));
+    }
+
+    #[tokio::test]
+    async fn test_sweep_keeps_nodes_with_connections() {
+        let cp: ConnectionPool<String> = ConnectionPool::new(10_000);
+        for key in 0..(3 * MIN_SWEEP_AT as u64) {
+            cp.put(&ConnectionMeta::new(key, key as i32), format!("v{key}"));
+        }
+        // Nothing was empty: every node is still there, and the threshold moved up.
+        assert_eq!(pool_len(&cp), 3 * MIN_SWEEP_AT);
+        assert!(cp.sweep_at.load(Ordering::Relaxed) > 3 * MIN_SWEEP_AT);
+        for key in 0..(3 * MIN_SWEEP_AT as u64) {
+            assert_eq!(cp.get(&key), Some(format!("v{key}")));
+        }
     }
 
     #[tokio::test]
@@ -1191,10 +1250,9 @@ mod tests {
         let conn = cp.get(&meta2.key);
         assert_eq!(conn, Some("second".to_string()));
 
-        assert_eq!(
-            pool_len(&cp),
-            0,
-            "node should be cleaned up again after get"
-        );
+        // The emptied node stays until a get() finds it empty.
+        assert_eq!(pool_len(&cp), 1);
+        assert_eq!(cp.get(&meta2.key), None);
+        assert_eq!(pool_len(&cp), 0, "node should be cleaned up by the empty get");
     }
 }

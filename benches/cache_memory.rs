@@ -15,11 +15,13 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tollgate::auth::cache::{TokenCache, unix_now};
+use tollgate::auth::cache::TokenCache;
 use tollgate::auth::revocations::Revocations;
 use tollgate::auth::{Authenticator, Validator};
-use tollgate::config::{CacheSettings, Format, StoreSync};
-use tollgate::keys::Algorithm;
+use tollgate::config::{CacheSettings, StoreSync};
+use tollgate::domain::clock::unix_now;
+use tollgate::domain::jose::Algorithm;
+use tollgate::domain::oauth::Format;
 use tollgate::store::sqlite::SqliteStore;
 use tollgate::token::issue::{Issue, Signer};
 

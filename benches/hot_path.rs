@@ -13,19 +13,20 @@ use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate::auth::cache::{TokenCache, unix_now};
+use tollgate::auth::cache::TokenCache;
 use tollgate::auth::revocations::Revocations;
 use tollgate::auth::{Authenticator, Validator};
+use tollgate::catalog::registry::Client;
 use tollgate::config::{
-    ApiConfig, AuthMode, CacheSettings, Format, HostHeader, StoreSync, UpstreamConfig,
-    UpstreamServer,
+    ApiConfig, AuthMode, CacheSettings, HostHeader, StoreSync, UpstreamConfig, UpstreamServer,
 };
-use tollgate::keys::Algorithm;
+use tollgate::domain::clock::unix_now;
+use tollgate::domain::jose::Algorithm;
+use tollgate::domain::oauth::Format;
 use tollgate::routes::RouteTable;
 use tollgate::store::Store;
 use tollgate::store::sqlite::SqliteStore;
 use tollgate::token::issue::{Issue, Signer};
-use tollgate::token::registry::Client;
 
 /// An API with its own prefix and one local upstream server, no health check: building
 /// its pool touches no network.

@@ -12,12 +12,13 @@ use http::Method;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate::auth::cache::{TokenCache, unix_now};
+use tollgate::auth::cache::TokenCache;
 use tollgate::auth::revocations::Revocations;
-use tollgate::auth::scope::Rule;
 use tollgate::auth::{Authenticator, Validator, authorize};
 use tollgate::config::{CacheSettings, StoreSync};
-use tollgate::keys::Algorithm;
+use tollgate::domain::clock::unix_now;
+use tollgate::domain::jose::Algorithm;
+use tollgate::domain::scope::Rule;
 use tollgate::store::sqlite::SqliteStore;
 
 fn setup(alg: Algorithm, dir: &std::path::Path) -> (Authenticator, String) {

@@ -2,13 +2,13 @@
 //! `tollgate keys rotate|list` and `tollgate revoke --client|--user`. Running gateways
 //! pick the change up by themselves (key set within seconds, revocations at once).
 
-use crate::auth::cache::unix_now;
+use crate::catalog::registry::Registry;
 use crate::config::Config;
-use crate::keys::ring::{self, Rotated};
+use crate::domain::clock::unix_now;
+use crate::keys::ring::{self, RingError, Rotated};
 use crate::metrics::StoreMetrics;
-use crate::server::{open_store, sealer, store_location};
-use crate::store::{Revoke, Store};
-use crate::token::registry::Registry;
+use crate::server::{StartError, open_store, sealer, store_location};
+use crate::store::{Revoke, Store, StoreError};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -19,16 +19,27 @@ pub enum RevokeTarget {
     User(String),
 }
 
-fn connect(config: &Config) -> Result<(tokio::runtime::Runtime, Arc<dyn Store>), String> {
+/// Why an operator command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn connect(config: &Config) -> Result<(tokio::runtime::Runtime, Arc<dyn Store>), StartError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start: {e}"))?;
-    let metrics = StoreMetrics::unregistered().map_err(|e| e.to_string())?;
+        .map_err(StartError::Runtime)?;
+    let metrics = StoreMetrics::unregistered()?;
     let store = open_store(config, metrics)?;
     let location = store_location(config);
     rt.block_on(store.ping())
-        .map_err(|e| format!("cannot reach the store at {location}: {e}"))?;
+        .map_err(|source| StartError::Unreachable { location, source })?;
     Ok((rt, store))
 }
 
@@ -51,14 +62,14 @@ fn span(secs: i64) -> String {
 }
 
 /// Publish the next signing key; it signs once every verifier can have fetched it.
-pub fn rotate_keys(config: &Config) -> Result<String, String> {
+pub fn rotate_keys(config: &Config) -> Result<String, AdminError> {
     let (rt, store) = connect(config)?;
     let registry = Registry::from_config(config);
     let now = unix_now();
     let outcome = rt.block_on(ring::rotate(
         &*store,
         &config.tokens,
-        &sealer(config)?,
+        &sealer(config).map_err(StartError::from)?,
         registry.longest_token_lifetime(),
         now,
     ))?;
@@ -91,10 +102,11 @@ pub fn rotate_keys(config: &Config) -> Result<String, String> {
 }
 
 /// The stored key set, one line per key.
-pub fn list_keys(config: &Config) -> Result<String, String> {
+pub fn list_keys(config: &Config) -> Result<String, AdminError> {
     let (rt, store) = connect(config)?;
     let now = unix_now();
-    let keys = rt.block_on(ring::list(&*store, &config.tokens, &sealer(config)?, now))?;
+    let sealer = sealer(config).map_err(StartError::from)?;
+    let keys = rt.block_on(ring::list(&*store, &config.tokens, &sealer, now))?;
     let signing = keys
         .iter()
         .filter(|k| k.activate_at <= now && k.retire_at.is_none_or(|r| r > now))
@@ -124,7 +136,7 @@ pub fn list_keys(config: &Config) -> Result<String, String> {
 }
 
 /// Revoke every token of a client or a user issued until now.
-pub fn revoke(config: &Config, target: RevokeTarget) -> Result<String, String> {
+pub fn revoke(config: &Config, target: RevokeTarget) -> Result<String, AdminError> {
     let (rt, store) = connect(config)?;
     let registry = Registry::from_config(config);
     let now = unix_now();
@@ -151,7 +163,7 @@ pub fn revoke(config: &Config, target: RevokeTarget) -> Result<String, String> {
             format!("user `{username}`"),
         ),
     };
-    rt.block_on(store.revoke(what)).map_err(|e| e.to_string())?;
+    rt.block_on(store.revoke(what))?;
     Ok(format!(
         "revoked every token of {said} issued until now (access and refresh tokens); gateways refuse them from their next request\n"
     ))

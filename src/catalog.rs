@@ -6,21 +6,41 @@
 //! health checks of its pools, the key refresh of its external issuers, the pruning of its
 //! rate limiters, and the reload itself.
 
+pub mod discovery;
+pub mod registry;
+
 use crate::config::{self, Config};
-use crate::idp::{ExternalIssuer, Issuers};
-use crate::routes::{Api, RouteTable};
-use crate::token::registry::Registry;
-use crate::token::wellknown;
+use crate::idp::{ExternalIssuer, Issuers, IssuersError};
+use crate::routes::{Api, RouteError, RouteTable};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use registry::Registry;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::AbortHandle;
+
+/// Why a catalog cannot be built from a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Issuers(#[from] IssuersError),
+}
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigErrors),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
 
 pub struct Catalog {
     pub routes: RouteTable,
@@ -36,7 +56,7 @@ pub struct Catalog {
 impl Catalog {
     /// Build the catalog of `config`, keeping from `previous` what has not changed (the
     /// external issuers' fetched keys, the rate limiters' counts).
-    pub fn build(config: &Config, previous: Option<&Catalog>) -> Result<Self, String> {
+    pub fn build(config: &Config, previous: Option<&Catalog>) -> Result<Self, CatalogError> {
         let (routes, apis) =
             RouteTable::build(&config.apis, previous.map_or(&[][..], |p| &p.apis[..]))?;
         let registry = Arc::new(Registry::from_config(config));
@@ -46,8 +66,8 @@ impl Catalog {
             None => Issuers::new(settings)?,
         });
         Ok(Self {
-            discovery: wellknown::discovery_document(config, &registry),
-            oidc_discovery: wellknown::oidc_document(config, &registry),
+            discovery: discovery::discovery_document(config, &registry),
+            oidc_discovery: discovery::oidc_document(config, &registry),
             routes,
             apis,
             registry,
@@ -138,8 +158,8 @@ impl Reloader {
     /// Load the configuration again and, when it is valid, run on its catalog. Only the
     /// upstreams file is reloaded; changes to the gateway file (listeners, store, keys)
     /// take effect on a restart or graceful upgrade, and are named in the log.
-    fn reload(&self) -> Result<Arc<Catalog>, String> {
-        let config = config::load(&self.config_path).map_err(|e| e.to_string())?;
+    fn reload(&self) -> Result<Arc<Catalog>, ReloadError> {
+        let config = config::load(&self.config_path)?;
         if config.upstreams_file_path() != self.upstreams_file.as_deref() {
             log::warn!(
                 "reload: upstreams_file changed in {}; the new path takes effect on a restart",

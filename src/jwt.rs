@@ -2,17 +2,15 @@
 //! one JSON object each, no duplicate keys, no `crit`, a safe `kid`) and the claims
 //! tollgate writes when it issues a token.
 
-use crate::auth::scope::Scopes;
-use crate::keys::is_valid_kid;
+use crate::domain::jose::is_valid_kid;
+use crate::domain::jose::{JwsAlg, MAX_TOKEN_LEN};
+use crate::domain::scope::Scopes;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::borrow::Cow;
 use std::fmt;
-
-/// Longest token accepted anywhere (header values over this are refused before parsing).
-pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// Why a token could not be read. Every variant means "malformed" to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,55 +27,6 @@ pub enum Malformed {
     Critical,
     /// `kid` has characters outside `A-Z a-z 0-9 - _ .` or is too long.
     KeyId,
-}
-
-/// The JWS algorithms a token may be verified with (RFC 7518 §3.1, RFC 8037): the
-/// asymmetric ones only. HMAC (a shared secret) and `none` are never accepted; which of
-/// these a key or an issuer accepts is decided by the key set or the issuer's allow-list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JwsAlg {
-    ES256,
-    ES384,
-    RS256,
-    RS384,
-    RS512,
-    PS256,
-    PS384,
-    PS512,
-    EdDSA,
-}
-
-impl JwsAlg {
-    pub const ALL: [JwsAlg; 9] = [
-        JwsAlg::ES256,
-        JwsAlg::ES384,
-        JwsAlg::RS256,
-        JwsAlg::RS384,
-        JwsAlg::RS512,
-        JwsAlg::PS256,
-        JwsAlg::PS384,
-        JwsAlg::PS512,
-        JwsAlg::EdDSA,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JwsAlg::ES256 => "ES256",
-            JwsAlg::ES384 => "ES384",
-            JwsAlg::RS256 => "RS256",
-            JwsAlg::RS384 => "RS384",
-            JwsAlg::RS512 => "RS512",
-            JwsAlg::PS256 => "PS256",
-            JwsAlg::PS384 => "PS384",
-            JwsAlg::PS512 => "PS512",
-            JwsAlg::EdDSA => "EdDSA",
-        }
-    }
-
-    /// The algorithm a JWS `alg` header names (case-sensitive, RFC 7515 §4.1.1).
-    pub fn from_jws(alg: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.as_str() == alg)
-    }
 }
 
 /// A token split and its header read, signature not yet checked.

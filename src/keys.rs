@@ -8,8 +8,9 @@ pub mod seal;
 pub use ring::KeyRing;
 
 use crate::config::{KeyFile, SigningKeySource, TokenSettings};
-use crate::jwt::JwsAlg;
+use crate::domain::jose::{Algorithm, JwsAlg};
 use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::error::KeyRejected;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize, PublicKeyComponents};
 use aws_lc_rs::signature::{
@@ -24,77 +25,77 @@ use jsonwebtoken::jwk::{
     EllipticCurveKeyType, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType,
     PublicKeyUse, RSAKeyParameters, RSAKeyType, ThumbprintHash,
 };
-use serde::Deserialize;
-use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// JWS algorithms tollgate signs and verifies. HMAC and `none` are deliberately absent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-pub enum Algorithm {
-    ES256,
-    RS256,
-    EdDSA,
+/// Why a private key cannot be read as the algorithm says.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyProblem {
+    #[error("not a P-256 private key: {0}")]
+    NotP256(KeyRejected),
+    #[error("not an RSA private key: {0}")]
+    NotRsa(KeyRejected),
+    #[error("not an Ed25519 private key: {0}")]
+    NotEd25519(KeyRejected),
+    #[error("a `{tag}` PEM block is not a private key for {}", alg.as_str())]
+    WrongBlock { tag: String, alg: Algorithm },
 }
 
-impl Algorithm {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::ES256 => "ES256",
-            Algorithm::RS256 => "RS256",
-            Algorithm::EdDSA => "EdDSA",
-        }
-    }
-
-    /// The algorithm named by a JWS `alg` header, if tollgate supports it.
-    pub fn from_jws(alg: &str) -> Option<Self> {
-        match alg {
-            "ES256" => Some(Algorithm::ES256),
-            "RS256" => Some(Algorithm::RS256),
-            "EdDSA" => Some(Algorithm::EdDSA),
-            _ => None,
-        }
-    }
-
-    /// The JWS algorithm tokens signed with such a key name.
-    pub fn jws(self) -> JwsAlg {
-        match self {
-            Algorithm::ES256 => JwsAlg::ES256,
-            Algorithm::RS256 => JwsAlg::RS256,
-            Algorithm::EdDSA => JwsAlg::EdDSA,
-        }
-    }
-
-    fn key_algorithm(self) -> KeyAlgorithm {
-        match self {
-            Algorithm::ES256 => KeyAlgorithm::ES256,
-            Algorithm::RS256 => KeyAlgorithm::RS256,
-            Algorithm::EdDSA => KeyAlgorithm::EdDSA,
-        }
-    }
-}
-
-/// A `kid` is 1-64 characters of `A-Z a-z 0-9 - _ .`: safe in headers, paths and logs.
-pub fn is_valid_kid(kid: &str) -> bool {
-    !kid.is_empty()
-        && kid.len() <= 64
-        && kid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-#[derive(Debug)]
-pub struct KeyError(String);
-
-impl fmt::Display for KeyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for KeyError {}
-
-fn err(msg: impl Into<String>) -> KeyError {
-    KeyError(msg.into())
+/// Why a key cannot be loaded, built, published or used to sign.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a PEM file: {source}", path.display())]
+    NotPem {
+        path: PathBuf,
+        source: pem::PemError,
+    },
+    #[error("{}: {problem}", path.display())]
+    InFile { path: PathBuf, problem: KeyProblem },
+    #[error("{}: not a {} public key: {source}", path.display(), alg.as_str())]
+    NotPublicKey {
+        path: PathBuf,
+        alg: Algorithm,
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error("{}: unusable public key: {source}", path.display())]
+    UnusablePublicKey {
+        path: PathBuf,
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error("{}: kid `{kid}` is already used by another key", path.display())]
+    DuplicateKid { path: PathBuf, kid: String },
+    #[error("a stored signing key: {0}")]
+    Stored(KeyProblem),
+    #[error("a generated key: {0}")]
+    Generated(KeyProblem),
+    #[error("no generated signing key is active (the store's key set is empty)")]
+    NoActiveKey,
+    #[error("the active signing key could not be loaded")]
+    ActiveKeyMissing,
+    #[error("cannot generate a {} key", .0.as_str())]
+    Generate(Algorithm),
+    #[error("{} signing failed", .0.as_str())]
+    Sign(Algorithm),
+    #[error("unexpected P-256 public key encoding")]
+    EcEncoding,
+    #[error("RSA keys must be at least 2048 bits")]
+    RsaTooShort,
+    #[error("cannot encode the RSA public key")]
+    RsaEncoding,
+    #[error("cannot compute the key thumbprint: {0}")]
+    Thumbprint(jsonwebtoken::errors::Error),
+    #[error("bad base64url in a JWK")]
+    JwkBase64,
+    #[error("key `{kid}` does not match algorithm {}", alg.as_str())]
+    AlgorithmMismatch { kid: String, alg: Algorithm },
+    #[error("key `{kid}` is not usable: {source}")]
+    Unusable { kid: String, source: KeyRejected },
+    #[error("cannot serialize JWKS: {0}")]
+    Jwks(serde_json::Error),
 }
 
 enum PrivateKey {
@@ -152,14 +153,14 @@ impl SigningKey {
         let signature: Vec<u8> = match &self.key {
             PrivateKey::Ec(k) => k
                 .sign(&self.rng, input)
-                .map_err(|_| err("ECDSA signing failed"))?
+                .map_err(|_| KeyError::Sign(self.alg))?
                 .as_ref()
                 .to_vec(),
             PrivateKey::Ed(k) => k.sign(input).as_ref().to_vec(),
             PrivateKey::Rsa(k) => {
                 let mut sig = vec![0u8; k.public_modulus_len()];
                 k.sign(&RSA_PKCS1_SHA256, &self.rng, input, &mut sig)
-                    .map_err(|_| err("RSA signing failed"))?;
+                    .map_err(|_| KeyError::Sign(self.alg))?;
                 sig
             }
         };
@@ -257,8 +258,12 @@ impl KeySet {
         let (signing, signing_jwk) = match &settings.signing_key {
             SigningKeySource::File(f) => {
                 let pem = read_pem(&f.path)?;
-                let key = private_key_from_pem(&pem, f.algorithm)
-                    .map_err(|e| err(format!("{}: {e}", f.path.display())))?;
+                let key = private_key_from_pem(&pem, f.algorithm).map_err(|problem| {
+                    KeyError::InFile {
+                        path: f.path.clone(),
+                        problem,
+                    }
+                })?;
                 signing_key(key, f.algorithm, f.kid.clone())?
             }
             SigningKeySource::Generated { .. } => {
@@ -270,9 +275,7 @@ impl KeySet {
                     .iter()
                     .filter(|k| k.activate_at <= now)
                     .max_by_key(|k| k.activate_at)
-                    .ok_or_else(|| {
-                        err("no generated signing key is active (the store's key set is empty)")
-                    })?;
+                    .ok_or(KeyError::NoActiveKey)?;
                 let mut chosen = None;
                 for k in &live {
                     soon(k.activate_at);
@@ -281,7 +284,7 @@ impl KeySet {
                     }
                     let key =
                         private_key_from_pem(&pem::Pem::new("PRIVATE KEY", k.der.clone()), k.alg)
-                            .map_err(|e| err(format!("a stored signing key: {e}")))?;
+                            .map_err(KeyError::Stored)?;
                     if std::ptr::eq(*k, *signer) {
                         chosen = Some(signing_key(key, k.alg, k.kid.clone())?);
                     } else {
@@ -290,7 +293,7 @@ impl KeySet {
                         extra.push((jwk, k.alg, kid));
                     }
                 }
-                chosen.ok_or_else(|| err("the active signing key could not be loaded"))?
+                chosen.ok_or(KeyError::ActiveKeyMissing)?
             }
         };
         let mut jwks = vec![signing_jwk.clone()];
@@ -306,16 +309,15 @@ impl KeySet {
             let jwk = public_jwk_from_file(f)?;
             let kid = jwk.common.key_id.clone().unwrap_or_default();
             if verifying.iter().any(|v| *v.kid == *kid) {
-                return Err(err(format!(
-                    "{}: kid `{kid}` is already used by another key",
-                    f.path.display()
-                )));
+                return Err(KeyError::DuplicateKid {
+                    path: f.path.clone(),
+                    kid,
+                });
             }
             verifying.push(verifying_key(&jwk, f.algorithm, &kid)?);
             jwks.push(jwk);
         }
-        let doc = serde_json::to_vec(&JwkSet { keys: jwks })
-            .map_err(|e| err(format!("cannot serialize JWKS: {e}")))?;
+        let doc = serde_json::to_vec(&JwkSet { keys: jwks }).map_err(KeyError::Jwks)?;
         Ok(Self {
             signing,
             verifying,
@@ -372,8 +374,10 @@ impl KeySet {
 pub fn check_files(settings: &TokenSettings) -> Result<(), KeyError> {
     if let SigningKeySource::File(f) = &settings.signing_key {
         let pem = read_pem(&f.path)?;
-        let key = private_key_from_pem(&pem, f.algorithm)
-            .map_err(|e| err(format!("{}: {e}", f.path.display())))?;
+        let key = private_key_from_pem(&pem, f.algorithm).map_err(|problem| KeyError::InFile {
+            path: f.path.clone(),
+            problem,
+        })?;
         signing_key(key, f.algorithm, f.kid.clone())?;
     }
     for f in &settings.verification_keys {
@@ -393,38 +397,43 @@ pub fn generated_key_name(alg: Algorithm) -> String {
 }
 
 fn read_pem(path: &Path) -> Result<pem::Pem, KeyError> {
-    let text =
-        std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
-    pem::parse(&text).map_err(|e| err(format!("{}: not a PEM file: {e}", path.display())))
+    let text = std::fs::read(path).map_err(|source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    pem::parse(&text).map_err(|source| KeyError::NotPem {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-fn private_key_from_pem(pem: &pem::Pem, alg: Algorithm) -> Result<PrivateKey, String> {
+fn private_key_from_pem(pem: &pem::Pem, alg: Algorithm) -> Result<PrivateKey, KeyProblem> {
     let der = pem.contents();
     match (alg, pem.tag()) {
         (Algorithm::ES256, "PRIVATE KEY" | "EC PRIVATE KEY") => {
             EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
                 .map(PrivateKey::Ec)
-                .map_err(|e| format!("not a P-256 private key: {e}"))
+                .map_err(KeyProblem::NotP256)
         }
         (Algorithm::RS256, "PRIVATE KEY") => RsaKeyPair::from_pkcs8(der)
             .map(PrivateKey::Rsa)
-            .map_err(|e| format!("not an RSA private key: {e}")),
+            .map_err(KeyProblem::NotRsa),
         (Algorithm::RS256, "RSA PRIVATE KEY") => RsaKeyPair::from_der(der)
             .map(PrivateKey::Rsa)
-            .map_err(|e| format!("not an RSA private key: {e}")),
+            .map_err(KeyProblem::NotRsa),
         (Algorithm::EdDSA, "PRIVATE KEY") => Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
             .map(PrivateKey::Ed)
-            .map_err(|e| format!("not an Ed25519 private key: {e}")),
-        (alg, tag) => Err(format!(
-            "a `{tag}` PEM block is not a private key for {}",
-            alg.as_str()
-        )),
+            .map_err(KeyProblem::NotEd25519),
+        (alg, tag) => Err(KeyProblem::WrongBlock {
+            tag: tag.to_string(),
+            alg,
+        }),
     }
 }
 
 /// A new private key for `alg`, PKCS#8 DER.
 pub fn generate_pkcs8(alg: Algorithm) -> Result<Vec<u8>, KeyError> {
-    let failed = |_| err(format!("cannot generate a {} key", alg.as_str()));
+    let failed = |_| KeyError::Generate(alg);
     Ok(match alg {
         Algorithm::ES256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
             .and_then(|k| k.to_pkcs8v1())
@@ -448,7 +457,7 @@ fn jwk(alg: Algorithm, params: AlgorithmParameters) -> Jwk {
     Jwk {
         common: CommonParameters {
             public_key_use: Some(PublicKeyUse::Signature),
-            key_algorithm: Some(alg.key_algorithm()),
+            key_algorithm: Some(jwk_algorithm(alg)),
             ..Default::default()
         },
         algorithm: params,
@@ -457,7 +466,7 @@ fn jwk(alg: Algorithm, params: AlgorithmParameters) -> Jwk {
 
 fn ec_params(point: &[u8]) -> Result<AlgorithmParameters, KeyError> {
     if point.len() != 65 || point[0] != 4 {
-        return Err(err("unexpected P-256 public key encoding"));
+        return Err(KeyError::EcEncoding);
     }
     Ok(AlgorithmParameters::EllipticCurve(
         EllipticCurveKeyParameters {
@@ -479,7 +488,7 @@ fn public_jwk(key: &PrivateKey, alg: Algorithm) -> Result<Jwk, KeyError> {
         }),
         PrivateKey::Rsa(k) => {
             if k.public_modulus_len() < 256 {
-                return Err(err("RSA keys must be at least 2048 bits"));
+                return Err(KeyError::RsaTooShort);
             }
             let public = k.public_key();
             AlgorithmParameters::RSA(RSAKeyParameters {
@@ -497,7 +506,7 @@ fn with_kid(mut jwk: Jwk, kid: Option<String>) -> Result<Jwk, KeyError> {
         Some(k) => k,
         None => jwk
             .thumbprint(ThumbprintHash::SHA256)
-            .map_err(|e| err(format!("cannot compute the key thumbprint: {e}")))?,
+            .map_err(KeyError::Thumbprint)?,
     };
     jwk.common.key_id = Some(kid);
     Ok(jwk)
@@ -530,7 +539,6 @@ fn signing_key(
 /// The public JWK of a verification key file (private or public PEM).
 fn public_jwk_from_file(f: &KeyFile) -> Result<Jwk, KeyError> {
     let pem = read_pem(&f.path)?;
-    let at = |e: String| err(format!("{}: {e}", f.path.display()));
     let jwk = if pem.tag() == "PUBLIC KEY" || pem.tag() == "RSA PUBLIC KEY" {
         let text = pem::encode(&pem);
         let decoding = match f.algorithm {
@@ -538,34 +546,53 @@ fn public_jwk_from_file(f: &KeyFile) -> Result<Jwk, KeyError> {
             Algorithm::RS256 => jsonwebtoken::DecodingKey::from_rsa_pem(text.as_bytes()),
             Algorithm::EdDSA => jsonwebtoken::DecodingKey::from_ed_pem(text.as_bytes()),
         }
-        .map_err(|e| at(format!("not a {} public key: {e}", f.algorithm.as_str())))?;
-        let mut jwk = Jwk::from_decoding_key(&decoding, Some(f.algorithm.into_jwt()))
-            .map_err(|e| at(format!("unusable public key: {e}")))?;
+        .map_err(|source| KeyError::NotPublicKey {
+            path: f.path.clone(),
+            alg: f.algorithm,
+            source,
+        })?;
+        let mut jwk = Jwk::from_decoding_key(&decoding, Some(jwt_algorithm(f.algorithm))).map_err(
+            |source| KeyError::UnusablePublicKey {
+                path: f.path.clone(),
+                source,
+            },
+        )?;
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
         jwk
     } else {
         public_jwk(
-            &private_key_from_pem(&pem, f.algorithm).map_err(at)?,
+            &private_key_from_pem(&pem, f.algorithm).map_err(|problem| KeyError::InFile {
+                path: f.path.clone(),
+                problem,
+            })?,
             f.algorithm,
         )?
     };
     with_kid(jwk, f.kid.clone())
 }
 
-impl Algorithm {
-    fn into_jwt(self) -> jsonwebtoken::Algorithm {
-        match self {
-            Algorithm::ES256 => jsonwebtoken::Algorithm::ES256,
-            Algorithm::RS256 => jsonwebtoken::Algorithm::RS256,
-            Algorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
-        }
+/// The `alg` of a JWK published for such a key.
+fn jwk_algorithm(alg: Algorithm) -> KeyAlgorithm {
+    match alg {
+        Algorithm::ES256 => KeyAlgorithm::ES256,
+        Algorithm::RS256 => KeyAlgorithm::RS256,
+        Algorithm::EdDSA => KeyAlgorithm::EdDSA,
+    }
+}
+
+/// The same algorithm as `jsonwebtoken` names it (reading public key files).
+fn jwt_algorithm(alg: Algorithm) -> jsonwebtoken::Algorithm {
+    match alg {
+        Algorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+        Algorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+        Algorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
     }
 }
 
 /// Build the verifier from the public JWK, so file keys and published keys can never
 /// disagree.
 fn verifying_key(jwk: &Jwk, alg: Algorithm, kid: &str) -> Result<VerifyingKey, KeyError> {
-    let decode = |s: &str| B64.decode(s).map_err(|_| err("bad base64url in a JWK"));
+    let decode = |s: &str| B64.decode(s).map_err(|_| KeyError::JwkBase64);
     let key = match (&jwk.algorithm, alg) {
         (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => {
             let mut point = vec![4u8];
@@ -581,19 +608,20 @@ fn verifying_key(jwk: &Jwk, alg: Algorithm, kid: &str) -> Result<VerifyingKey, K
                 n: decode(&p.n)?,
                 e: decode(&p.e)?,
             };
-            let spki = components
-                .as_der()
-                .map_err(|_| err("cannot encode the RSA public key"))?;
+            let spki = components.as_der().map_err(|_| KeyError::RsaEncoding)?;
             ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, spki.as_ref())
         }
         _ => {
-            return Err(err(format!(
-                "key `{kid}` does not match algorithm {}",
-                alg.as_str()
-            )));
+            return Err(KeyError::AlgorithmMismatch {
+                kid: kid.to_string(),
+                alg,
+            });
         }
     }
-    .map_err(|e| err(format!("key `{kid}` is not usable: {e}")))?;
+    .map_err(|source| KeyError::Unusable {
+        kid: kid.to_string(),
+        source,
+    })?;
     Ok(VerifyingKey {
         kid: kid.into(),
         alg,
@@ -604,7 +632,7 @@ fn verifying_key(jwk: &Jwk, alg: Algorithm, kid: &str) -> Result<VerifyingKey, K
 /// The RFC 7638 thumbprint `kid` of a generated key.
 pub fn thumbprint_kid(alg: Algorithm, der: &[u8]) -> Result<String, KeyError> {
     let key = private_key_from_pem(&pem::Pem::new("PRIVATE KEY", der.to_vec()), alg)
-        .map_err(|e| err(format!("a generated key: {e}")))?;
+        .map_err(KeyError::Generated)?;
     let jwk = with_kid(public_jwk(&key, alg)?, None)?;
     Ok(jwk.common.key_id.unwrap_or_default())
 }

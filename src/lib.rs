@@ -7,9 +7,9 @@
 
 pub mod admin;
 pub mod auth;
-pub mod authorize;
 pub mod catalog;
 pub mod config;
+pub mod domain;
 pub mod idp;
 pub mod jwt;
 pub mod keys;
@@ -17,7 +17,6 @@ pub mod metrics;
 pub mod opaque;
 pub mod path;
 pub mod proxy;
-pub mod redact;
 pub mod routes;
 pub mod server;
 pub mod store;

@@ -230,7 +230,7 @@ fn hash_secret(generate: bool) -> ExitCode {
         eprintln!("tollgate: the secret is empty");
         return ExitCode::FAILURE;
     }
-    match tollgate::token::secret::hash_secret(&secret) {
+    match tollgate::domain::secret::hash_secret(&secret) {
         Ok(hash) => {
             let mut out = std::io::stdout().lock();
             let written = if generate {

@@ -1,8 +1,7 @@
 //! Prometheus metrics: the registry's handles, their bounded label values, and the
 //! `/metrics` app served on its own listener.
 
-use crate::auth::Outcome;
-use crate::store::instrumented::Op;
+use crate::domain::outcome::Outcome;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -22,6 +21,48 @@ pub const UNMATCHED: &str = "(unmatched)";
 const DURATION_BUCKETS: &[f64] = &[
     0.000_25, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// The store operations, as the `op` metric label names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    Ping,
+    Insert,
+    Get,
+    Rotate,
+    Revoke,
+    Feed,
+    Purge,
+    KeySet,
+    Ephemeral,
+}
+
+impl StoreOp {
+    pub const ALL: [StoreOp; 9] = [
+        StoreOp::Ping,
+        StoreOp::Insert,
+        StoreOp::Get,
+        StoreOp::Rotate,
+        StoreOp::Revoke,
+        StoreOp::Feed,
+        StoreOp::Purge,
+        StoreOp::KeySet,
+        StoreOp::Ephemeral,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StoreOp::Ping => "ping",
+            StoreOp::Insert => "insert",
+            StoreOp::Get => "get",
+            StoreOp::Rotate => "rotate",
+            StoreOp::Revoke => "revoke",
+            StoreOp::Feed => "feed",
+            StoreOp::Purge => "purge",
+            StoreOp::KeySet => "key_set",
+            StoreOp::Ephemeral => "ephemeral",
+        }
+    }
+}
 
 /// Every metric tollgate exports.
 pub struct Metrics {
@@ -75,11 +116,11 @@ impl StoreMetrics {
         registry.register(Box::new(errors.clone()))?;
         Ok(Self {
             up,
-            durations: Op::ALL
+            durations: StoreOp::ALL
                 .iter()
                 .map(|op| durations.with_label_values(&[op.label()]))
                 .collect(),
-            errors: Op::ALL
+            errors: StoreOp::ALL
                 .iter()
                 .map(|op| errors.with_label_values(&[op.label()]))
                 .collect(),
@@ -91,11 +132,11 @@ impl StoreMetrics {
         Self::new(&Registry::new())
     }
 
-    pub fn duration(&self, op: Op) -> &Histogram {
+    pub fn duration(&self, op: StoreOp) -> &Histogram {
         &self.durations[op as usize]
     }
 
-    pub fn errors(&self, op: Op) -> &IntCounter {
+    pub fn errors(&self, op: StoreOp) -> &IntCounter {
         &self.errors[op as usize]
     }
 }

@@ -8,13 +8,14 @@ mod respond;
 use crate::auth::Authenticator;
 use crate::auth::ratelimit::{ConsumerKeys, Decision};
 use crate::catalog::{Catalog, Live};
-use crate::jwt::MAX_TOKEN_LEN;
+use crate::domain::endpoint::Endpoint;
+use crate::domain::endpoint::{API_AUTHORIZE_SUFFIX, API_TOKEN_SUFFIX};
+use crate::domain::jose::MAX_TOKEN_LEN;
 use crate::metrics::{self, ApiSeries, Metrics};
 use crate::path;
 use crate::routes::{Api, host_without_port};
-use crate::token::endpoint::{API_AUTHORIZE_SUFFIX, API_TOKEN_SUFFIX};
 use crate::token::form::MAX_BODY;
-use crate::token::{Endpoint, TokenRequest, TokenService};
+use crate::token::{TokenRequest, TokenService};
 use crate::upstream::HostRewrite;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -305,7 +306,7 @@ fn token_endpoint(catalog: &Catalog, host: Option<&str>, path: &str) -> Option<E
         .filter(|api| &*api.prefix == prefix && api.auth.jwt && api.own_tokens)?;
     Some(if authorize {
         Endpoint::Authorize {
-            family: crate::config::Family::Credential,
+            family: crate::domain::oauth::Family::Credential,
             api: Some(api.name.to_string()),
         }
     } else {

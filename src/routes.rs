@@ -3,10 +3,10 @@
 //! number of routes.
 
 use crate::auth::ratelimit::Limiter;
-use crate::auth::scope::Rule;
 use crate::config::{ApiConfig, AuthMode, IssuerRef};
+use crate::domain::scope::Rule;
 use crate::metrics::ApiSeries;
-use crate::upstream::Pool;
+use crate::upstream::{Pool, PoolError};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -75,18 +75,28 @@ pub struct RouteTable {
     by_prefix: HashMap<Box<str>, Candidates, foldhash::fast::RandomState>,
 }
 
+/// Why an API's route cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[error("API `{api}`: {source}")]
+pub struct RouteError {
+    pub api: String,
+    pub source: PoolError,
+}
+
 impl RouteTable {
     /// Build the table and each API's upstream pool. Rate limiters of `previous` APIs with
     /// the same name and limit are kept (their counts go on across a reload).
     pub fn build(
         apis: &[ApiConfig],
         previous: &[Arc<Api>],
-    ) -> Result<(Self, Vec<Arc<Api>>), String> {
+    ) -> Result<(Self, Vec<Arc<Api>>), RouteError> {
         let mut table = RouteTable::default();
         let mut all = Vec::with_capacity(apis.len());
         for (id, cfg) in (1u64..).zip(apis) {
-            let pool =
-                Pool::new(&cfg.upstream, id).map_err(|e| format!("API `{}`: {e}", cfg.name))?;
+            let pool = Pool::new(&cfg.upstream, id).map_err(|source| RouteError {
+                api: cfg.name.clone(),
+                source,
+            })?;
             let before = previous.iter().find(|a| *a.name == *cfg.name);
             let reuse = |old: Option<&Option<Arc<Limiter>>>,
                          limit: &Option<crate::config::RateLimit>| {
@@ -138,7 +148,7 @@ impl RouteTable {
     }
 
     #[cfg(test)]
-    fn build_fresh(apis: &[ApiConfig]) -> Result<(Self, Vec<Arc<Api>>), String> {
+    fn build_fresh(apis: &[ApiConfig]) -> Result<(Self, Vec<Arc<Api>>), RouteError> {
         Self::build(apis, &[])
     }
 

@@ -1,28 +1,32 @@
 //! Wiring: build the gateway from a validated config and run it as Pingora services
 //! (the proxy with its listeners, the metrics listener, the health checks).
 
-use crate::auth::cache::{TokenCache, unix_now};
+use crate::auth::cache::TokenCache;
 use crate::auth::ratelimit::ConsumerKeys;
 use crate::auth::revocations::{Revocations, StateSync};
 use crate::auth::{Authenticator, Validator};
-use crate::catalog::{Catalog, Live, Reloader};
+use crate::catalog::registry::Registry;
+use crate::catalog::{Catalog, CatalogError, Live, Reloader};
 use crate::config::{Config, StoreBackend};
-use crate::keys::KeyRing;
-use crate::keys::seal::Sealer;
+use crate::domain::clock::unix_now;
+use crate::keys::ring::RingError;
+use crate::keys::seal::{SealError, Sealer};
+use crate::keys::{KeyError, KeyRing};
 use crate::metrics::{ApiSeries, Metrics, MetricsApp, StoreMetrics};
 use crate::proxy::Gateway;
-use crate::store::Store;
 use crate::store::instrumented::Instrumented;
 use crate::store::redis::RedisStore;
 use crate::store::sqlite::SqliteStore;
-use crate::token::TokenService;
-use crate::token::registry::Registry;
+use crate::store::{Store, StoreError};
+use crate::token::{SetupError, TokenService};
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,9 +40,66 @@ pub struct RunOptions {
     pub daemon: bool,
 }
 
+/// Why the gateway cannot start (or `tollgate -t` fails beyond the config itself).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("TLS certificate {} / key {}: {source}", cert.display(), key.display())]
+    Tls {
+        cert: PathBuf,
+        key: PathBuf,
+        source: Box<pingora::Error>,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create state_dir {}: {source}", path.display())]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create the store {}: {source}", path.display())]
+    StoreFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot reach the store at {location}: {source}")]
+    Unreachable {
+        location: String,
+        source: StoreError,
+    },
+    #[error("cannot read revocations from {location}: {source}")]
+    Revocations {
+        location: String,
+        source: StoreError,
+    },
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("signing keys: {0}")]
+    Ring(#[from] RingError),
+    #[error("cannot start: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot handle {signal}: {source}")]
+    Signal {
+        signal: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    TokenService(#[from] SetupError),
+}
+
 /// Checks `tollgate -t` runs beyond the config itself: key files and TLS certificates load.
-pub fn check(config: &Config) -> Result<(), String> {
-    crate::keys::check_files(&config.tokens).map_err(|e| e.to_string())?;
+pub fn check(config: &Config) -> Result<(), StartError> {
+    crate::keys::check_files(&config.tokens)?;
     for l in &config.listeners {
         if let Some(t) = &l.tls {
             tls_settings(t)?;
@@ -47,15 +108,13 @@ pub fn check(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-fn tls_settings(t: &crate::config::TlsListener) -> Result<TlsSettings, String> {
+fn tls_settings(t: &crate::config::TlsListener) -> Result<TlsSettings, StartError> {
     let mut settings =
         TlsSettings::intermediate(&t.cert.to_string_lossy(), &t.key.to_string_lossy()).map_err(
-            |e| {
-                format!(
-                    "TLS certificate {} / key {}: {e}",
-                    t.cert.display(),
-                    t.key.display()
-                )
+            |source| StartError::Tls {
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+                source,
             },
         )?;
     if t.http2 {
@@ -86,35 +145,33 @@ fn server_conf(config: &Config, opts: &RunOptions) -> ServerConf {
 
 /// Fail early, with a clear message, when a listen address cannot be bound (Pingora would
 /// otherwise fail inside a service thread). Skipped on upgrade: the old process holds them.
-fn check_bindable(config: &Config) -> Result<(), String> {
+fn check_bindable(config: &Config) -> Result<(), StartError> {
     let addrs = config
         .listeners
         .iter()
         .map(|l| l.addr)
         .chain(config.metrics_listen);
     for addr in addrs {
-        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
     }
     Ok(())
 }
 
-fn create_state_dir(config: &Config) -> Result<(), String> {
+fn create_state_dir(config: &Config) -> Result<(), StartError> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&config.state_dir)
-        .map_err(|e| {
-            format!(
-                "cannot create state_dir {}: {e}",
-                config.state_dir.display()
-            )
+        .map_err(|source| StartError::StateDir {
+            path: config.state_dir.clone(),
+            source,
         })
 }
 
 /// The configured store with its metrics: the embedded SQLite file (created private: it
 /// may hold the generated signing key), or the cluster's Redis.
-pub fn open_store(config: &Config, metrics: StoreMetrics) -> Result<Arc<dyn Store>, String> {
+pub fn open_store(config: &Config, metrics: StoreMetrics) -> Result<Arc<dyn Store>, StartError> {
     match &config.store.backend {
         StoreBackend::Sqlite { file, sync } => {
             use std::os::unix::fs::OpenOptionsExt as _;
@@ -123,12 +180,15 @@ pub fn open_store(config: &Config, metrics: StoreMetrics) -> Result<Arc<dyn Stor
                 .append(true)
                 .mode(0o600)
                 .open(file)
-                .map_err(|e| format!("cannot create the store {}: {e}", file.display()))?;
-            let store = SqliteStore::open(file, *sync).map_err(|e| e.to_string())?;
+                .map_err(|source| StartError::StoreFile {
+                    path: file.clone(),
+                    source,
+                })?;
+            let store = SqliteStore::open(file, *sync)?;
             Ok(Arc::new(Instrumented::new(store, metrics)))
         }
         StoreBackend::Redis(r) => {
-            let store = RedisStore::open(r).map_err(|e| e.to_string())?;
+            let store = RedisStore::open(r)?;
             Ok(Arc::new(Instrumented::new(store, metrics)))
         }
     }
@@ -143,18 +203,15 @@ pub fn store_location(config: &Config) -> String {
 }
 
 /// The sealer for generated keys at rest.
-pub fn sealer(config: &Config) -> Result<Sealer, String> {
+pub fn sealer(config: &Config) -> Result<Sealer, SealError> {
     Sealer::new(config.store.key_encryption.as_ref().map(|k| k.expose()))
 }
 
 /// Build every part of the gateway and run until a shutdown signal. Returns only on a
 /// startup error.
-pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
+pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
     create_state_dir(&config)?;
-    let metrics = Arc::new(
-        Metrics::new(prometheus::default_registry())
-            .map_err(|e| format!("cannot register metrics: {e}"))?,
-    );
+    let metrics = Arc::new(Metrics::new(prometheus::default_registry())?);
     let store = open_store(&config, metrics.store.clone())?;
     let revocations = Arc::new(Revocations::default());
     let registry = Arc::new(Registry::from_config(&config));
@@ -162,7 +219,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
     let startup = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start: {e}"))?;
+        .map_err(StartError::Runtime)?;
     // A file-size limit (RLIMIT_FSIZE) must make store writes fail, not kill the process:
     // handling SIGXFSZ (the handler stays installed, and is inherited by a daemon) turns it
     // into an error the token endpoints answer with 503.
@@ -170,28 +227,33 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
         .block_on(async {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
         })
-        .map_err(|e| format!("cannot handle SIGXFSZ: {e}"))?;
+        .map_err(|source| StartError::Signal {
+            signal: "SIGXFSZ",
+            source,
+        })?;
     // Tokio leaves the handler installed when the stream goes. SIGHUP too: it must reload,
     // never kill the process (its default), even before the reloader listens.
     drop(xfsz);
     let hup = startup
         .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
-        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+        .map_err(|source| StartError::Signal {
+            signal: "SIGHUP",
+            source,
+        })?;
     drop(hup);
     let location = store_location(&config);
     startup
         .block_on(store.ping())
-        .map_err(|e| format!("cannot reach the store at {location}: {e}"))?;
-    let keys = Arc::new(
-        startup
-            .block_on(KeyRing::open(
-                &*store,
-                &config.tokens,
-                sealer(&config)?,
-                unix_now(),
-            ))
-            .map_err(|e| format!("signing keys: {e}"))?,
-    );
+        .map_err(|source| StartError::Unreachable {
+            location: location.clone(),
+            source,
+        })?;
+    let keys = Arc::new(startup.block_on(KeyRing::open(
+        &*store,
+        &config.tokens,
+        sealer(&config)?,
+        unix_now(),
+    ))?);
     let state_sync = StateSync {
         store: store.clone(),
         revocations: revocations.clone(),
@@ -203,7 +265,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
     };
     startup
         .block_on(state_sync.catch_up())
-        .map_err(|e| format!("cannot read revocations from {location}: {e}"))?;
+        .map_err(|source| StartError::Revocations { location, source })?;
     drop(startup);
     let catalog = Arc::new(Live::new(Catalog::build(&config, None)?));
     let auth = Arc::new(Authenticator::new(

@@ -10,6 +10,7 @@ use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};
 use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -49,22 +50,52 @@ pub enum HostRewrite {
     Set(HeaderValue),
 }
 
+/// Why an upstream pool cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("cannot build the upstream pool: {0}")]
+    LoadBalancer(std::io::Error),
+    #[error("an upstream pool needs a server")]
+    NoServer,
+    #[error("bad health-check request: {0}")]
+    HealthCheck(Box<pingora::Error>),
+    #[error("bad server authority `{authority}`: {source}")]
+    Authority {
+        authority: String,
+        source: http::header::InvalidHeaderValue,
+    },
+    #[error("bad host_header `{value}`: {source}")]
+    HostHeader {
+        value: String,
+        source: http::header::InvalidHeaderValue,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    ReadCa {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a PEM certificate file: {source}", path.display())]
+    BadCa {
+        path: PathBuf,
+        source: pingora::tls::error::ErrorStack,
+    },
+    #[error("{}: no certificate in the file", path.display())]
+    EmptyCa { path: PathBuf },
+}
+
 impl Pool {
     /// `id` keeps this pool's idle connections apart from every other pool's: Pingora's
     /// reuse key covers address, SNI and verification flags but not the trusted CAs, so
     /// two APIs sharing a server must not share connections.
-    pub fn new(cfg: &UpstreamConfig, id: u64) -> Result<Self, String> {
+    pub fn new(cfg: &UpstreamConfig, id: u64) -> Result<Self, PoolError> {
         let addrs: Vec<SocketAddr> = cfg.servers.iter().map(|s| s.addr).collect();
         let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(addrs.iter().copied())
-            .map_err(|e| format!("cannot build the upstream pool: {e}"))?;
+            .map_err(PoolError::LoadBalancer)?;
         let (tls, sni) = match &cfg.tls {
             Some(t) => (true, t.sni.clone()),
             None => (false, String::new()),
         };
-        let first = addrs
-            .first()
-            .copied()
-            .ok_or("an upstream pool needs a server")?;
+        let first = addrs.first().copied().ok_or(PoolError::NoServer)?;
         let mut template = HttpPeer::new(first, tls, sni.clone());
         template.group_key = id;
         template.options.connection_timeout = Some(cfg.connect_timeout);
@@ -101,11 +132,11 @@ impl Pool {
                         .unwrap_or_default();
                     let mut check = HttpHealthCheck::new(&host, tls);
                     let mut req = RequestHeader::build("GET", path.as_bytes(), None)
-                        .map_err(|e| format!("bad health-check path: {e}"))?;
+                        .map_err(PoolError::HealthCheck)?;
                     req.insert_header("Host", host.as_str())
-                        .map_err(|e| format!("bad health-check host: {e}"))?;
+                        .map_err(PoolError::HealthCheck)?;
                     req.insert_header("User-Agent", "tollgate-health-check")
-                        .map_err(|e| format!("bad health-check header: {e}"))?;
+                        .map_err(PoolError::HealthCheck)?;
                     check.req = req;
                     check.peer_template.options.connection_timeout = Some(hc.timeout);
                     check.peer_template.options.read_timeout = Some(hc.timeout);
@@ -129,21 +160,27 @@ impl Pool {
             .map(|s| {
                 let mut peer = template.clone();
                 peer._address = pingora::protocols::l4::socket::SocketAddr::Inet(s.addr);
-                let authority = HeaderValue::from_str(&s.authority)
-                    .map_err(|e| format!("bad server authority `{}`: {e}", s.authority))?;
+                let authority =
+                    HeaderValue::from_str(&s.authority).map_err(|source| PoolError::Authority {
+                        authority: s.authority.clone(),
+                        source,
+                    })?;
                 Ok(Server {
                     addr: s.addr,
                     peer,
                     authority,
                 })
             })
-            .collect::<Result<Box<[_]>, String>>()?;
+            .collect::<Result<Box<[_]>, PoolError>>()?;
         let host_header = match &cfg.host_header {
             HostHeader::Pass => HostRewrite::Pass,
             HostHeader::Upstream => HostRewrite::Upstream,
-            HostHeader::Set(v) => HostRewrite::Set(
-                HeaderValue::from_str(v).map_err(|e| format!("bad host_header `{v}`: {e}"))?,
-            ),
+            HostHeader::Set(v) => HostRewrite::Set(HeaderValue::from_str(v).map_err(|source| {
+                PoolError::HostHeader {
+                    value: v.clone(),
+                    source,
+                }
+            })?),
         };
         Ok(Self {
             lb: Arc::new(lb),
@@ -188,12 +225,20 @@ impl Pool {
 }
 
 /// The CA certificates in a PEM file.
-fn load_ca(path: &std::path::Path) -> Result<Box<[pingora::tls::x509::X509]>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs = pingora::tls::x509::X509::stack_from_pem(&pem)
-        .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
+fn load_ca(path: &Path) -> Result<Box<[pingora::tls::x509::X509]>, PoolError> {
+    let pem = std::fs::read(path).map_err(|source| PoolError::ReadCa {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let certs =
+        pingora::tls::x509::X509::stack_from_pem(&pem).map_err(|source| PoolError::BadCa {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate in the file", path.display()));
+        return Err(PoolError::EmptyCa {
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs.into_boxed_slice())
 }

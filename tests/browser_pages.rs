@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tollgate::authorize::pages::{self, ConsentPage, LoginPage, ScopeLine};
+use tollgate::token::authorize::pages::{self, ConsentPage, LoginPage, ScopeLine};
 
 const CLIENT: &str = "Orders dashboard";
 const FLOW: &str = "fl0w-7f3a";

@@ -10,8 +10,9 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
-use tollgate::idp::{IssuerSettings, KeySource, Rejection, StatsSnapshot};
-use tollgate::jwt::JwsAlg;
+use tollgate::config::{IssuerSettings, KeySource};
+use tollgate::domain::jose::JwsAlg;
+use tollgate::idp::{Rejection, StatsSnapshot};
 
 const LONG: Duration = Duration::from_secs(300);
 

@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate::config::{Family, GrantType, SigningKeySource, TokenPolicy, TokenSettings};
-use tollgate::keys::{Algorithm, KeyRing, KeySet};
-use tollgate::redact::Secret;
-use tollgate::token::registry::Client;
+use tollgate::catalog::registry::Client;
+use tollgate::config::{SigningKeySource, TokenPolicy, TokenSettings};
+use tollgate::domain::jose::Algorithm;
+use tollgate::domain::oauth::{Family, GrantType};
+use tollgate::domain::secret::Secret;
+use tollgate::keys::{KeyRing, KeySet};
 
 pub const ISSUER: &str = "https://gateway.example";
 
@@ -71,7 +73,7 @@ pub fn client(jwt: bool, opaque: bool, lifetime: Duration) -> Client {
             opaque,
         },
         lifetime,
-        scope_set: tollgate::auth::scope::Scopes::from_space_separated(
+        scope_set: tollgate::domain::scope::Scopes::from_space_separated(
             "orders:read orders:write billing:read",
         ),
         secrets: Vec::new(),

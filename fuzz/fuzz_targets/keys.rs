@@ -5,7 +5,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tollgate::auth::Validator;
 use tollgate::config::{SigningKeySource, TokenSettings};
-use tollgate::keys::{Algorithm, KeyRing, KeySet};
+use tollgate::keys::{KeyRing, KeySet};
+use tollgate::domain::jose::Algorithm;
 
 pub const ISSUER: &str = "https://gw.example";
 pub const NOW: i64 = 1_900_000_000;

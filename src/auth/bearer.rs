@@ -1,7 +1,7 @@
 //! Reading the access token from `Authorization`: `Bearer <t>` (RFC 6750 §2.1) or, as
 //! seed 001's clients send it, the bare token.
 
-use crate::jwt::MAX_TOKEN_LEN;
+use crate::domain::jose::MAX_TOKEN_LEN;
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 

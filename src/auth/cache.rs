@@ -5,7 +5,6 @@ use super::Principal;
 use crate::config::CacheSettings;
 use siphasher::sip128::{Hasher128, SipHasher13};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Cache key: a 128-bit SipHash-1-3 of the token under a key drawn at start-up. The token
 /// itself is never stored. SipHash is a keyed pseudorandom function: without the key, which
@@ -34,13 +33,6 @@ impl TokenKeys {
         h.write(token.as_bytes());
         h.finish128().as_u128()
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// moka's hasher for [`TokenKey`]s. A key is already the output of a keyed pseudorandom
@@ -124,7 +116,8 @@ impl TokenCache {
 mod tests {
     use super::*;
     use crate::auth::Holder;
-    use crate::auth::scope::Scopes;
+    use crate::domain::clock::unix_now;
+    use crate::domain::scope::Scopes;
     use std::sync::Arc;
     use std::time::Duration;
 

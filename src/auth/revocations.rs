@@ -8,9 +8,9 @@
 //! poll), and does the store's housekeeping: purging, key-set changes and rotation, and
 //! the health probe behind `tollgate_store_up`.
 
-use crate::auth::cache::unix_now;
+use crate::domain::clock::unix_now;
 use crate::keys::KeyRing;
-use crate::store::{Cursor, Revocation, RevocationTarget, Store};
+use crate::store::{Cursor, Revocation, RevocationSubject, RevocationTarget, Store};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -76,24 +76,13 @@ impl RevokedSet {
     }
 }
 
-/// Who a token belongs to, as far as revocation is concerned.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Subject<'a> {
-    pub jti: Option<&'a str>,
-    pub grant: Option<&'a str>,
-    pub client_id: Option<&'a str>,
-    pub username: Option<&'a str>,
-    /// Issued at; a token without `iat` counts as issued before any time.
-    pub iat: Option<i64>,
-}
-
 #[derive(Debug, Default)]
 pub struct Revocations {
     set: ArcSwap<RevokedSet>,
 }
 
 impl Revocations {
-    pub fn is_revoked(&self, s: Subject<'_>) -> bool {
+    pub fn is_revoked(&self, s: RevocationSubject<'_>) -> bool {
         let set = self.set.load();
         if set.is_empty() {
             return false;
@@ -254,8 +243,8 @@ mod tests {
         Revocation { target, until }
     }
 
-    fn token<'a>(jti: &'a str, grant: &'a str) -> Subject<'a> {
-        Subject {
+    fn token<'a>(jti: &'a str, grant: &'a str) -> RevocationSubject<'a> {
+        RevocationSubject {
             jti: Some(jti),
             grant: Some(grant),
             client_id: Some("app"),
@@ -275,7 +264,7 @@ mod tests {
         assert!(r.is_revoked(token("j1", "x")));
         assert!(r.is_revoked(token("other", "g1")));
         assert!(!r.is_revoked(token("other", "g2")));
-        assert!(!r.is_revoked(Subject::default()));
+        assert!(!r.is_revoked(RevocationSubject::default()));
         r.prune(101);
         assert!(!r.is_revoked(token("j1", "x")));
         assert!(r.is_revoked(token("x", "g1")), "kept forever");

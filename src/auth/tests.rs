@@ -1,9 +1,11 @@
 //! One test per validation outcome, with real keys.
 
 use super::*;
-use crate::config::{CacheSettings, Family, Format, SigningKeySource, StoreSync, TokenSettings};
+use crate::config::{CacheSettings, SigningKeySource, StoreSync, TokenSettings};
+use crate::domain::jose::Algorithm;
+use crate::domain::oauth::{Family, Format};
 use crate::idp::Issuers;
-use crate::keys::{Algorithm, KeyRing, KeySet};
+use crate::keys::{KeyRing, KeySet};
 use crate::store::{Revocation, RevocationTarget};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -267,7 +269,7 @@ fn stateful() -> Stateful {
 #[tokio::test]
 async fn cache_serves_repeat_presentations_and_skips_failures() {
     let s = stateful();
-    let now = cache::unix_now();
+    let now = crate::domain::clock::unix_now();
     let good = sign(
         &s.keys,
         &json!({"iss": ISS, "aud": "orders", "exp": now + 600}),
@@ -295,7 +297,7 @@ async fn cache_serves_repeat_presentations_and_skips_failures() {
 #[tokio::test]
 async fn cached_tokens_of_one_holder_share_it() {
     let s = stateful();
-    let now = cache::unix_now();
+    let now = crate::domain::clock::unix_now();
     let claims = |jti: &str, scope: &str| {
         json!({"iss": ISS, "sub": "c1", "client_id": "c1", "aud": "orders",
                "exp": now + 600, "jti": jti, "scope": scope})
@@ -342,7 +344,7 @@ fn opaque_record(jti: &str, expires_at: Option<i64>) -> TokenRecord {
 #[tokio::test]
 async fn opaque_tokens_are_looked_up_and_cached() {
     let s = stateful();
-    let now = cache::unix_now();
+    let now = crate::domain::clock::unix_now();
     let token = opaque::generate(opaque::Kind::Access).unwrap();
     let record = opaque_record("j1", Some(now + 60));
     s.store
@@ -372,7 +374,7 @@ async fn opaque_tokens_are_looked_up_and_cached() {
 #[tokio::test]
 async fn revocations_apply_to_cached_tokens_at_once() {
     let s = stateful();
-    let now = cache::unix_now();
+    let now = crate::domain::clock::unix_now();
     let claims =
         json!({"iss": ISS, "aud": "orders", "exp": now + 600, "jti": "jwt-1", "gid": "g9"});
     let jwt = sign(&s.keys, &claims);

@@ -10,7 +10,7 @@ use super::{
     ApiConfig, AuthMode, HealthCheck, HealthCheckKind, HostHeader, IssuerRef, RateLimit,
     UpstreamConfig, UpstreamServer, UpstreamTls, parse_duration,
 };
-use crate::auth::scope::{Rule, is_valid_scope_token};
+use crate::domain::scope::{Rule, is_valid_scope_token};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;

@@ -12,8 +12,8 @@ use super::{
     UserConfig, UserPoolConfig,
 };
 use super::{BrowserClient, ConsentMode};
-use crate::auth::scope::is_valid_scope_token;
-use crate::redact::Secret;
+use crate::domain::scope::is_valid_scope_token;
+use crate::domain::secret::Secret;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -125,7 +125,7 @@ pub(super) fn user_pools(
                     format!("user `{}` is listed twice", u.username),
                 );
             }
-            if let Err(e) = crate::token::secret::check_hash(&u.password_hash) {
+            if let Err(e) = crate::domain::secret::check_hash(&u.password_hash) {
                 errs.push(format!("{upath}.password_hash"), e);
             }
             check_scopes(&u.roles, &upath, "roles", errs);
@@ -193,7 +193,7 @@ fn check_redirect_uri(uri: &str) -> Result<(), String> {
     }
     match parsed.scheme() {
         "https" => Ok(()),
-        "http" if crate::authorize::redirect::is_loopback(&parsed) => Ok(()),
+        "http" if crate::domain::net::is_loopback_redirect(&parsed) => Ok(()),
         "http" => Err(format!(
             "`{uri}`: plain http only for loopback addresses (http://127.0.0.1, http://[::1])"
         )),
@@ -308,7 +308,7 @@ fn client(
         );
     }
     if let Some(hash) = &f.hash
-        && let Err(e) = crate::token::secret::check_hash(hash)
+        && let Err(e) = crate::domain::secret::check_hash(hash)
     {
         errs.push(format!("{path}.client_secret_hash"), e);
     }

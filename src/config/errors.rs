@@ -126,6 +126,29 @@ impl<T> Lenient<T> {
     }
 }
 
+/// Parse YAML text into `T`, recording a syntax or shape error.
+pub(super) fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    errs: &mut Errors,
+) -> Option<T> {
+    if text.trim().is_empty() {
+        // An empty file is an empty mapping: every setting takes its default.
+        return parse_yaml("{}", errs);
+    }
+    let de = serde_yaml::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let path = e.path().to_string();
+            errs.push(
+                if path == "." { String::new() } else { path },
+                e.into_inner(),
+            );
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

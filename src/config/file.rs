@@ -3,7 +3,7 @@
 
 use super::errors::Lenient;
 use super::{Family, GrantType, PolicyKind};
-use crate::keys::Algorithm;
+use crate::domain::jose::Algorithm;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 

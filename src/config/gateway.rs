@@ -1,17 +1,17 @@
 //! Validation of the gateway file (`tollgate.yaml`): listeners, process settings, keys,
 //! caches, logging. Hands the upstreams file to `apis`.
 
-use super::errors::{Errors, Lenient};
+use super::errors::{Errors, Lenient, parse_yaml};
 use super::file::{
     CacheFile, DurationText, GatewayFile, KeyFileRef, ServerFile, StoreFile, StoreKind, TokensFile,
 };
 use super::{
     CacheSettings, Config, ConfigErrors, Family, KeyFile, LimitSettings, Listener, LogSettings,
     RedisSettings, RotationSettings, ServerSettings, SigningKeySource, StoreBackend, StoreSettings,
-    StoreSync, TlsListener, TokenSettings, catalog, parse_duration, resolve_path,
+    StoreSync, TlsListener, TokenSettings, parse_duration, resolve_path, upstreams,
 };
-use crate::keys::Algorithm;
-use crate::redact::Secret;
+use crate::domain::jose::Algorithm;
+use crate::domain::secret::Secret;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,7 +22,7 @@ const DEFAULT_STATE_DIR: &str = "/var/lib/tollgate";
 
 pub(super) fn load(path: &Path) -> Result<Config, ConfigErrors> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(path, &text, catalog::load),
+        Ok(text) => parse(path, &text, upstreams::load),
         Err(e) => {
             let mut errs = Errors::new(path.display().to_string());
             errs.push("", format!("cannot read the file: {e}"));
@@ -36,7 +36,7 @@ pub(super) fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub(super) fn parse(
     path: &Path,
     text: &str,
-    upstreams: impl FnOnce(&Path) -> Result<catalog::Catalog, Vec<super::errors::ConfigError>>,
+    upstreams: impl FnOnce(&Path) -> Result<upstreams::Catalog, Vec<super::errors::ConfigError>>,
 ) -> Result<Config, ConfigErrors> {
     let mut errs = Errors::new(path.display().to_string());
     let base_dir = path
@@ -53,9 +53,9 @@ pub(super) fn parse(
     let catalog = match &parts.upstreams_file {
         Some(p) => upstreams(p).unwrap_or_else(|mut e| {
             all.append(&mut e);
-            catalog::Catalog::default()
+            upstreams::Catalog::default()
         }),
-        None => catalog::Catalog::default(),
+        None => upstreams::Catalog::default(),
     };
     if !all.is_empty() {
         return Err(ConfigErrors(all));
@@ -81,29 +81,6 @@ pub(super) fn parse(
         tenants: catalog.tenants,
         upstreams_file: parts.upstreams_file,
     })
-}
-
-/// Parse YAML text into `T`, recording a syntax or shape error.
-pub(super) fn parse_yaml<T: serde::de::DeserializeOwned>(
-    text: &str,
-    errs: &mut Errors,
-) -> Option<T> {
-    if text.trim().is_empty() {
-        // An empty file is an empty mapping: every setting takes its default.
-        return parse_yaml("{}", errs);
-    }
-    let de = serde_yaml::Deserializer::from_str(text);
-    match serde_path_to_error::deserialize::<_, T>(de) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let path = e.path().to_string();
-            errs.push(
-                if path == "." { String::new() } else { path },
-                e.into_inner(),
-            );
-            None
-        }
-    }
 }
 
 struct Parts {
@@ -451,7 +428,7 @@ fn key_file(k: KeyFileRef, path: &str, base_dir: &Path, errs: &mut Errors) -> Ke
 
 fn check_kid(kid: Option<&str>, path: &str, errs: &mut Errors) {
     if let Some(kid) = kid
-        && !crate::keys::is_valid_kid(kid)
+        && !crate::domain::jose::is_valid_kid(kid)
     {
         errs.push(path, "a kid is 1-64 characters of A-Z a-z 0-9 - _ .");
     }

@@ -4,9 +4,10 @@
 use super::apis::{duration, is_valid_name};
 use super::errors::Errors;
 use super::file::IssuerFile;
+use super::issuer::{IssuerSettings, KeySource, RefreshSettings, load_ca_file};
 use super::{IssuerConfig, resolve_path};
-use crate::idp::{ClaimPath, IssuerSettings, KeySource, RefreshSettings};
-use crate::jwt::JwsAlg;
+use crate::domain::claim::ClaimPath;
+use crate::domain::jose::JwsAlg;
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
@@ -109,12 +110,9 @@ pub(super) fn issuers(
         }
         let ca_file = f.ca_file.as_deref().map(|c| resolve_path(base_dir, c));
         if let Some(c) = &ca_file
-            && let Err(e) = std::fs::metadata(c)
+            && let Err(e) = load_ca_file(c)
         {
-            errs.push(
-                format!("{path}.ca_file"),
-                format!("cannot read {}: {e}", c.display()),
-            );
+            errs.push(format!("{path}.ca_file"), e.to_string());
         }
         let settings = IssuerSettings {
             name: f.name.clone(),
@@ -146,11 +144,9 @@ pub(super) fn issuers(
             refresh,
             ca_file,
         };
-        // The idp module's own checks, under this issuer's key path.
-        if let Err(problems) = crate::idp::Issuers::new(vec![settings.clone()]) {
-            for p in problems.lines() {
-                errs.push(&path, p);
-            }
+        // What makes the settings safe to run, under this issuer's key path.
+        for p in settings.problems() {
+            errs.push(&path, format!("issuer `{}`: {p}", settings.name));
         }
         out.push(IssuerConfig {
             user_claim: claim(f.user_claim.as_deref(), format!("{path}.user_claim"), errs),

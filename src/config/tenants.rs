@@ -11,8 +11,8 @@ use super::{
     ClientConfig, CredentialConfig, GrantType, ProjectConfig, TenantConfig, TenantUserConfig,
     TokenPolicy, UserConfig, UserPoolConfig,
 };
-use crate::idp::ClaimPath;
-use crate::redact::Secret;
+use crate::domain::claim::ClaimPath;
+use crate::domain::secret::Secret;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -167,7 +167,7 @@ pub(super) fn tenants(
                             format!("secret `{}` is listed twice", sec.id),
                         );
                     }
-                    if let Err(e) = crate::token::secret::check_hash(&sec.hash) {
+                    if let Err(e) = crate::domain::secret::check_hash(&sec.hash) {
                         errs.push(format!("{cpath}.secrets[{i}].hash"), e);
                     }
                 }

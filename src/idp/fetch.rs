@@ -2,8 +2,7 @@
 //! request, the configured extra roots, redirects only within one scheme, and a cap on the
 //! response size. Only the refresh loop calls it.
 
-use super::IssuerSettings;
-use super::settings::{KeySource, http_url};
+use crate::config::{IssuerSettings, IssuerSetupError, KeySource, http_url, load_ca_file};
 use http::HeaderMap;
 use reqwest::{StatusCode, Url};
 use std::sync::Mutex;
@@ -16,6 +15,44 @@ const MAX_REDIRECTS: usize = 3;
 
 const ACCEPT_JWKS: &str = "application/jwk-set+json, application/json;q=0.9";
 const ACCEPT_JSON: &str = "application/json";
+
+/// Why an issuer's HTTP client cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Settings(#[from] IssuerSetupError),
+    #[error("cannot build the HTTP client: {}", chain(.0))]
+    Client(reqwest::Error),
+}
+
+/// Why a fetch of discovery or the key set failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("GET {url}: {}", chain(source))]
+    Transport { url: Url, source: reqwest::Error },
+    #[error("GET {url}: status {status}")]
+    Status { url: Url, status: StatusCode },
+    #[error("GET {url}: the response is over {MAX_BODY} bytes")]
+    TooLarge { url: Url },
+    #[error("{config}: not OpenID provider metadata: {source}")]
+    NotMetadata {
+        config: Url,
+        source: serde_json::Error,
+    },
+    #[error("{config}: the metadata names issuer `{named}`, not `{expected}`")]
+    OtherIssuer {
+        config: Url,
+        named: String,
+        expected: String,
+    },
+    #[error("{config}: `jwks_uri` {source}")]
+    BadJwksUri {
+        config: Url,
+        source: IssuerSetupError,
+    },
+    #[error("{config}: `jwks_uri` {jwks} is not https like the issuer")]
+    InsecureJwksUri { config: Url, jwks: Url },
+}
 
 /// A response read in full.
 pub(super) struct Fetched {
@@ -40,7 +77,7 @@ pub(super) struct Fetcher {
 }
 
 impl Fetcher {
-    pub(super) fn new(settings: &IssuerSettings) -> Result<Self, String> {
+    pub(super) fn new(settings: &IssuerSettings) -> Result<Self, SetupError> {
         let source = match &settings.keys {
             KeySource::JwksUri(uri) => Source::Jwks(http_url(uri)?),
             KeySource::Discovery => Source::Discovery {
@@ -68,20 +105,11 @@ impl Fetcher {
                 }
             }));
         if let Some(path) = &settings.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read `ca_file` {}: {e}", path.display()))?;
-            let roots = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("`ca_file` {}: {e}", path.display()))?;
-            if roots.is_empty() {
-                return Err(format!("`ca_file` {} holds no certificate", path.display()));
-            }
-            for root in roots {
+            for root in load_ca_file(path)? {
                 builder = builder.add_root_certificate(root);
             }
         }
-        let client = builder
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {}", chain(&e)))?;
+        let client = builder.build().map_err(SetupError::Client)?;
         Ok(Self { client, source })
     }
 
@@ -99,7 +127,7 @@ impl Fetcher {
     }
 
     /// Fetch the JWKS (after discovery, when configured and not yet done).
-    pub(super) async fn fetch(&self) -> Result<Fetched, String> {
+    pub(super) async fn fetch(&self) -> Result<Fetched, FetchError> {
         match &self.source {
             Source::Jwks(url) => self.get(url, ACCEPT_JWKS).await,
             Source::Discovery {
@@ -131,57 +159,64 @@ impl Fetcher {
 
     /// OIDC Discovery 1.0 §4: the document's `issuer` must be ours exactly (§4.3), and its
     /// `jwks_uri` http(s), https when the issuer is.
-    async fn discover(&self, issuer: &str, config: &Url) -> Result<Url, String> {
+    async fn discover(&self, issuer: &str, config: &Url) -> Result<Url, FetchError> {
         #[derive(serde::Deserialize)]
         struct Metadata {
             issuer: String,
             jwks_uri: String,
         }
         let doc = self.get(config, ACCEPT_JSON).await?;
-        let meta: Metadata = serde_json::from_slice(&doc.body)
-            .map_err(|e| format!("{config}: not OpenID provider metadata: {e}"))?;
+        let meta: Metadata =
+            serde_json::from_slice(&doc.body).map_err(|source| FetchError::NotMetadata {
+                config: config.clone(),
+                source,
+            })?;
         if meta.issuer != issuer {
-            return Err(format!(
-                "{config}: the metadata names issuer `{}`, not `{issuer}`",
-                meta.issuer
-            ));
+            return Err(FetchError::OtherIssuer {
+                config: config.clone(),
+                named: meta.issuer,
+                expected: issuer.to_string(),
+            });
         }
-        let jwks = http_url(&meta.jwks_uri).map_err(|e| format!("{config}: `jwks_uri` {e}"))?;
+        let jwks = http_url(&meta.jwks_uri).map_err(|source| FetchError::BadJwksUri {
+            config: config.clone(),
+            source,
+        })?;
         if config.scheme() == "https" && jwks.scheme() != "https" {
-            return Err(format!(
-                "{config}: `jwks_uri` {jwks} is not https like the issuer"
-            ));
+            return Err(FetchError::InsecureJwksUri {
+                config: config.clone(),
+                jwks,
+            });
         }
         Ok(jwks)
     }
 
     /// GET `url`: only a 200 is taken, and at most [`MAX_BODY`] bytes of it.
-    async fn get(&self, url: &Url, accept: &str) -> Result<Fetched, String> {
+    async fn get(&self, url: &Url, accept: &str) -> Result<Fetched, FetchError> {
         let mut response = self
             .client
             .get(url.clone())
             .header(http::header::ACCEPT, accept)
             .send()
             .await
-            .map_err(|e| format!("GET {url}: {}", chain(&e.without_url())))?;
+            .map_err(|e| transport(url, e))?;
         if response.status() != StatusCode::OK {
-            return Err(format!("GET {url}: status {}", response.status()));
+            return Err(FetchError::Status {
+                url: url.clone(),
+                status: response.status(),
+            });
         }
         if response
             .content_length()
             .is_some_and(|n| n > MAX_BODY as u64)
         {
-            return Err(format!("GET {url}: the response is over {MAX_BODY} bytes"));
+            return Err(FetchError::TooLarge { url: url.clone() });
         }
         let headers = response.headers().clone();
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("GET {url}: {}", chain(&e.without_url())))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| transport(url, e))? {
             if body.len() + chunk.len() > MAX_BODY {
-                return Err(format!("GET {url}: the response is over {MAX_BODY} bytes"));
+                return Err(FetchError::TooLarge { url: url.clone() });
             }
             body.extend_from_slice(&chunk);
         }
@@ -190,6 +225,13 @@ impl Fetcher {
             headers,
             body,
         })
+    }
+}
+
+fn transport(url: &Url, e: reqwest::Error) -> FetchError {
+    FetchError::Transport {
+        url: url.clone(),
+        source: e.without_url(),
     }
 }
 

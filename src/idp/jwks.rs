@@ -2,8 +2,8 @@
 //! parsed once for every allowed algorithm it may verify. A JWK tollgate cannot or must not
 //! use is skipped, never failing the set.
 
-use crate::jwt::JwsAlg;
-use crate::keys::is_valid_kid;
+use crate::domain::jose::JwsAlg;
+use crate::domain::jose::is_valid_kid;
 use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::rsa::PublicKeyComponents;
 use aws_lc_rs::signature::{
@@ -47,6 +47,46 @@ pub(super) enum Lookup {
     Miss,
 }
 
+/// Why a document is not a key set at all.
+#[derive(Debug, thiserror::Error)]
+#[error("not a JWKS document ({{\"keys\": [...]}}): {0}")]
+pub(super) struct NotAKeySet(serde_json::Error);
+
+/// Why one JWK of a key set is skipped (the debug log says which and why).
+#[derive(Debug, thiserror::Error)]
+enum Unusable {
+    #[error("its kid is not 1-64 characters of A-Z a-z 0-9 - _ .")]
+    BadKid,
+    #[error("`use` is `{0}`, not `sig`")]
+    NotForSigning(String),
+    #[error("`key_ops` does not include `verify`")]
+    NotForVerifying,
+    #[error("algorithm `{0}` is not one tollgate verifies")]
+    UnknownAlgorithm(String),
+    #[error("not a valid {kty} key: {reason}")]
+    Invalid { kty: String, reason: String },
+    #[error("`alg` {alg} does not fit a {kty} key")]
+    AlgorithmMismatch { alg: &'static str, kty: String },
+    #[error("usable with none of the allowed algorithms")]
+    NoAllowedAlgorithm,
+    #[error("an RSA key of {0} bits (at least {MIN_RSA_BITS} are needed)")]
+    RsaTooShort(usize),
+    #[error("cannot encode the RSA public key")]
+    RsaEncoding,
+    #[error("an Ed25519 `x` must be 32 bytes")]
+    Ed25519Length,
+    #[error("curve `{0}` is not one tollgate verifies")]
+    UnknownCurve(String),
+    #[error("key type `{0}` is not one tollgate verifies")]
+    UnknownKeyType(String),
+    #[error("EC coordinates must be {0} bytes each")]
+    EcLength(usize),
+    #[error("`{0}` is missing")]
+    Missing(&'static str),
+    #[error("`{0}` is not base64url")]
+    NotBase64(&'static str),
+}
+
 /// A parsed JWKS and what was skipped in it (for the debug log).
 pub(super) struct Parsed {
     pub set: KeySet,
@@ -56,13 +96,12 @@ pub(super) struct Parsed {
 impl KeySet {
     /// Parse a JWKS document. Fails only when it is not a `{"keys": [...]}` object; each
     /// JWK that is unusable, or usable with none of `allowed`, is skipped.
-    pub(super) fn parse(body: &[u8], allowed: &[JwsAlg]) -> Result<Parsed, String> {
+    pub(super) fn parse(body: &[u8], allowed: &[JwsAlg]) -> Result<Parsed, NotAKeySet> {
         #[derive(Deserialize)]
         struct Document {
             keys: Vec<serde_json::Value>,
         }
-        let doc: Document = serde_json::from_slice(body)
-            .map_err(|e| format!("not a JWKS document ({{\"keys\": [...]}}): {e}"))?;
+        let doc: Document = serde_json::from_slice(body).map_err(NotAKeySet)?;
         let mut keys = Vec::new();
         let mut skipped = Vec::new();
         for (i, value) in doc.keys.into_iter().enumerate() {
@@ -150,27 +189,26 @@ struct Jwk {
 }
 
 impl Jwk {
-    fn usable(self, allowed: &[JwsAlg]) -> Result<Key, String> {
+    fn usable(self, allowed: &[JwsAlg]) -> Result<Key, Unusable> {
         if let Some(kid) = &self.kid
             && !is_valid_kid(kid)
         {
-            return Err("its kid is not 1-64 characters of A-Z a-z 0-9 - _ .".to_string());
+            return Err(Unusable::BadKid);
         }
         if let Some(u) = &self.use_
             && u != "sig"
         {
-            return Err(format!("`use` is `{u}`, not `sig`"));
+            return Err(Unusable::NotForSigning(u.clone()));
         }
         if let Some(ops) = &self.key_ops
             && !ops.iter().any(|o| o == "verify")
         {
-            return Err("`key_ops` does not include `verify`".to_string());
+            return Err(Unusable::NotForVerifying);
         }
         let named = match &self.alg {
-            Some(a) => Some(
-                JwsAlg::from_jws(a)
-                    .ok_or_else(|| format!("algorithm `{a}` is not one tollgate verifies"))?,
-            ),
+            Some(a) => {
+                Some(JwsAlg::from_jws(a).ok_or_else(|| Unusable::UnknownAlgorithm(a.clone()))?)
+            }
             None => None,
         };
         let (algs, material) = self.material()?;
@@ -179,16 +217,20 @@ impl Jwk {
             if named.is_some_and(|n| n != alg) || !allowed.contains(&alg) {
                 continue;
             }
-            let key = ParsedPublicKey::new(verification, &material)
-                .map_err(|e| format!("not a valid {} key: {e}", self.kty))?;
+            let key =
+                ParsedPublicKey::new(verification, &material).map_err(|e| Unusable::Invalid {
+                    kty: self.kty.clone(),
+                    reason: e.to_string(),
+                })?;
             verifiers.push((alg, key));
         }
         if verifiers.is_empty() {
             return Err(match named {
-                Some(n) if !algs.iter().any(|(a, _)| *a == n) => {
-                    format!("`alg` {} does not fit a {} key", n.as_str(), self.kty)
-                }
-                _ => "usable with none of the allowed algorithms".to_string(),
+                Some(n) if !algs.iter().any(|(a, _)| *a == n) => Unusable::AlgorithmMismatch {
+                    alg: n.as_str(),
+                    kty: self.kty,
+                },
+                _ => Unusable::NoAllowedAlgorithm,
             });
         }
         Ok(Key {
@@ -199,7 +241,7 @@ impl Jwk {
 
     /// The algorithms this kind of key verifies, and its public key in the form
     /// `ParsedPublicKey` takes.
-    fn material(&self) -> Result<(&'static [Algorithm], Vec<u8>), String> {
+    fn material(&self) -> Result<(&'static [Algorithm], Vec<u8>), Unusable> {
         match (self.kty.as_str(), self.crv.as_deref()) {
             ("RSA", _) => {
                 let n = strip_zeros(decode(self.n.as_deref(), "n")?);
@@ -208,13 +250,11 @@ impl Jwk {
                     .first()
                     .map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
                 if bits < MIN_RSA_BITS {
-                    return Err(format!(
-                        "an RSA key of {bits} bits (at least {MIN_RSA_BITS} are needed)"
-                    ));
+                    return Err(Unusable::RsaTooShort(bits));
                 }
                 let der = PublicKeyComponents { n, e }
                     .as_der()
-                    .map_err(|_| "cannot encode the RSA public key".to_string())?;
+                    .map_err(|_| Unusable::RsaEncoding)?;
                 Ok((RSA, der.as_ref().to_vec()))
             }
             ("EC", Some("P-256")) => Ok((P256, self.ec_point(32)?)),
@@ -222,24 +262,21 @@ impl Jwk {
             ("OKP", Some("Ed25519")) => {
                 let x = decode(self.x.as_deref(), "x")?;
                 if x.len() != 32 {
-                    return Err("an Ed25519 `x` must be 32 bytes".to_string());
+                    return Err(Unusable::Ed25519Length);
                 }
                 Ok((ED, x))
             }
-            ("EC" | "OKP", crv) => Err(format!(
-                "curve `{}` is not one tollgate verifies",
-                crv.unwrap_or("(none)")
-            )),
-            (kty, _) => Err(format!("key type `{kty}` is not one tollgate verifies")),
+            ("EC" | "OKP", crv) => Err(Unusable::UnknownCurve(crv.unwrap_or("(none)").to_string())),
+            (kty, _) => Err(Unusable::UnknownKeyType(kty.to_string())),
         }
     }
 
     /// The uncompressed SEC1 point `04 || x || y`, each coordinate exactly `len` bytes.
-    fn ec_point(&self, len: usize) -> Result<Vec<u8>, String> {
+    fn ec_point(&self, len: usize) -> Result<Vec<u8>, Unusable> {
         let x = decode(self.x.as_deref(), "x")?;
         let y = decode(self.y.as_deref(), "y")?;
         if x.len() != len || y.len() != len {
-            return Err(format!("EC coordinates must be {len} bytes each"));
+            return Err(Unusable::EcLength(len));
         }
         let mut point = Vec::with_capacity(1 + 2 * len);
         point.push(4);
@@ -264,10 +301,10 @@ const P384: &[Algorithm] = &[(JwsAlg::ES384, &ECDSA_P384_SHA384_FIXED)];
 const ED: &[Algorithm] = &[(JwsAlg::EdDSA, &ED25519)];
 
 /// A base64url member, padded or not (some providers pad).
-fn decode(value: Option<&str>, member: &str) -> Result<Vec<u8>, String> {
-    let value = value.ok_or_else(|| format!("`{member}` is missing"))?;
+fn decode(value: Option<&str>, member: &'static str) -> Result<Vec<u8>, Unusable> {
+    let value = value.ok_or(Unusable::Missing(member))?;
     B64.decode(value.trim_end_matches('='))
-        .map_err(|_| format!("`{member}` is not base64url"))
+        .map_err(|_| Unusable::NotBase64(member))
 }
 
 fn strip_zeros(mut bytes: Vec<u8>) -> Vec<u8> {

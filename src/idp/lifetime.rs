@@ -1,7 +1,7 @@
 //! How long a fetched key set is kept: the response's `Cache-Control` (RFC 9111 §5.2.2),
 //! less its `Age`, bounded by the issuer's minimum and maximum lifetimes.
 
-use super::RefreshSettings;
+use crate::config::RefreshSettings;
 use http::HeaderMap;
 use http::header::{AGE, CACHE_CONTROL};
 use std::time::Duration;

@@ -7,14 +7,29 @@
 //! wakes the loop, a `watch` of the fetch generation wakes the requests that wait, and the
 //! keys themselves are swapped in with `ArcSwap`.
 
-use super::jwks::KeySet;
+use super::fetch::FetchError;
+use super::jwks::{KeySet, NotAKeySet};
 use super::{ExternalIssuer, lifetime};
 use pingora::server::ShutdownWatch;
+use reqwest::Url;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
+
+/// Why a refresh brought no keys.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum KeysError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("GET {from}: no answer within {after:?}")]
+    TimedOut { from: String, after: Duration },
+    #[error("{url}: {source}")]
+    NotAKeySet { url: Url, source: NotAKeySet },
+    #[error("{url}: no usable key in the set ({skipped} skipped)")]
+    NoUsableKey { url: Url, skipped: usize },
+}
 
 /// Counters of one issuer's key fetches, for metrics.
 #[derive(Debug, Default)]
@@ -186,11 +201,10 @@ impl ExternalIssuer {
             self.refresh.fetch_started();
             let fetched = tokio::select! {
                 r = tokio::time::timeout(self.settings.refresh.fetch_timeout, self.fetch_keys()) => {
-                    r.unwrap_or_else(|_| Err(format!(
-                        "GET {}: no answer within {:?}",
-                        self.fetcher.describe(),
-                        self.settings.refresh.fetch_timeout
-                    )))
+                    r.unwrap_or_else(|_| Err(KeysError::TimedOut {
+                        from: self.fetcher.describe(),
+                        after: self.settings.refresh.fetch_timeout,
+                    }))
                 }
                 _ = shutdown.changed() => {
                     self.refresh.fetch_finished();
@@ -219,19 +233,22 @@ impl ExternalIssuer {
 
     /// Fetch and parse the key set; a set with no usable key counts as a failure, so a
     /// broken answer never replaces working keys.
-    async fn fetch_keys(&self) -> Result<(KeySet, Duration), String> {
+    async fn fetch_keys(&self) -> Result<(KeySet, Duration), KeysError> {
         let fetched = self.fetcher.fetch().await?;
-        let parsed = KeySet::parse(&fetched.body, &self.settings.algorithms)
-            .map_err(|e| format!("{}: {e}", fetched.url))?;
+        let parsed = KeySet::parse(&fetched.body, &self.settings.algorithms).map_err(|source| {
+            KeysError::NotAKeySet {
+                url: fetched.url.clone(),
+                source,
+            }
+        })?;
         for why in &parsed.skipped {
             log::debug!("issuer {}: {}: skipped {why}", self.name, fetched.url);
         }
         if parsed.set.is_empty() {
-            return Err(format!(
-                "{}: no usable key in the set ({} skipped)",
-                fetched.url,
-                parsed.skipped.len()
-            ));
+            return Err(KeysError::NoUsableKey {
+                url: fetched.url,
+                skipped: parsed.skipped.len(),
+            });
         }
         let lifetime = lifetime::lifetime(&fetched.headers, &self.settings.refresh);
         Ok((parsed.set, lifetime))
@@ -262,7 +279,7 @@ impl ExternalIssuer {
     }
 
     /// Count and log a failed fetch; the wait before the next try.
-    fn failed(&self, error: &str, streak: &mut Streak) -> Duration {
+    fn failed(&self, error: &KeysError, streak: &mut Streak) -> Duration {
         self.stats.fetches_failed.fetch_add(1, Ordering::Relaxed);
         streak.failures += 1;
         if streak.failures == 1 {

@@ -3,10 +3,11 @@
 //! the times, the subject and the scope mapping. Plain functions over plain types; the
 //! refetch on a key miss is the caller's.
 
-use super::claims::{email_verified, string_claim};
 use super::jwks::{KeySet, Lookup};
-use super::{ExternalToken, IssuerSettings, Rejection};
-use crate::auth::scope::Scopes;
+use super::{ExternalToken, Rejection};
+use crate::config::IssuerSettings;
+use crate::domain::claim::{email_verified, string_claim};
+use crate::domain::scope::Scopes;
 use crate::jwt::{self, Unverified};
 use std::sync::Arc;
 

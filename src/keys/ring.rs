@@ -4,15 +4,39 @@
 //! signs anything, and the key it replaces stays published until the longest-lived token
 //! it signed has expired.
 
-use super::seal::{SealedKey, Sealer};
-use super::{Algorithm, GeneratedKey, KeySet, generate_pkcs8, generated_key_name, thumbprint_kid};
+use super::seal::{SealError, SealedKey, Sealer};
+use super::{GeneratedKey, KeyError, KeySet, generate_pkcs8, generated_key_name, thumbprint_kid};
 use crate::config::{SigningKeySource, TokenSettings};
-use crate::store::Store;
+use crate::domain::jose::Algorithm;
+use crate::store::{Store, StoreError};
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// Why the key ring cannot be opened, maintained or rotated.
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    #[error("the store's signing key set is unreadable: {0}")]
+    Unreadable(serde_json::Error),
+    #[error("cannot encode the key set: {0}")]
+    Encode(serde_json::Error),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the signing key comes from {}: rotate it by replacing the file and keeping the old key in tokens.verification_keys",
+        .0.display()
+    )]
+    FromFile(PathBuf),
+    #[error("the store's key set keeps changing; try again")]
+    Contended,
+}
 
 /// The key set document (JSON) as the store keeps it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -95,9 +119,8 @@ impl From<KeySet> for KeyRing {
     }
 }
 
-fn decode(doc: &[u8], sealer: &Sealer) -> Result<(Doc, Vec<GeneratedKey>), String> {
-    let doc: Doc = serde_json::from_slice(doc)
-        .map_err(|e| format!("the store's signing key set is unreadable: {e}"))?;
+fn decode(doc: &[u8], sealer: &Sealer) -> Result<(Doc, Vec<GeneratedKey>), RingError> {
+    let doc: Doc = serde_json::from_slice(doc).map_err(RingError::Unreadable)?;
     let keys = doc
         .keys
         .iter()
@@ -110,17 +133,22 @@ fn decode(doc: &[u8], sealer: &Sealer) -> Result<(Doc, Vec<GeneratedKey>), Strin
                 retire_at: k.retire_at,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, SealError>>()?;
     Ok((doc, keys))
 }
 
-fn encode(doc: &Doc) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(doc).map_err(|e| format!("cannot encode the key set: {e}"))
+fn encode(doc: &Doc) -> Result<Vec<u8>, RingError> {
+    serde_json::to_vec(doc).map_err(RingError::Encode)
 }
 
-fn new_key(alg: Algorithm, sealer: &Sealer, now: i64, activate_at: i64) -> Result<DocKey, String> {
-    let der = generate_pkcs8(alg).map_err(|e| e.to_string())?;
-    let kid = thumbprint_kid(alg, &der).map_err(|e| e.to_string())?;
+fn new_key(
+    alg: Algorithm,
+    sealer: &Sealer,
+    now: i64,
+    activate_at: i64,
+) -> Result<DocKey, RingError> {
+    let der = generate_pkcs8(alg)?;
+    let kid = thumbprint_kid(alg, &der)?;
     Ok(DocKey {
         private: sealer.seal(&kid, &der)?,
         kid,
@@ -132,13 +160,10 @@ fn new_key(alg: Algorithm, sealer: &Sealer, now: i64, activate_at: i64) -> Resul
 }
 
 /// The generated algorithm and configured kid, or an error for keys from files.
-fn generated_source(settings: &TokenSettings) -> Result<(Algorithm, Option<String>), String> {
+fn generated_source(settings: &TokenSettings) -> Result<(Algorithm, Option<String>), RingError> {
     match &settings.signing_key {
         SigningKeySource::Generated { algorithm, kid } => Ok((*algorithm, kid.clone())),
-        SigningKeySource::File(f) => Err(format!(
-            "the signing key comes from {}: rotate it by replacing the file and keeping the old key in tokens.verification_keys",
-            f.path.display()
-        )),
+        SigningKeySource::File(f) => Err(RingError::FromFile(f.path.clone())),
     }
 }
 
@@ -149,22 +174,18 @@ async fn ensure_doc(
     settings: &TokenSettings,
     sealer: &Sealer,
     now: i64,
-) -> Result<(u64, Doc, Vec<GeneratedKey>), String> {
+) -> Result<(u64, Doc, Vec<GeneratedKey>), RingError> {
     let (alg, kid) = generated_source(settings)?;
     for _ in 0..3 {
-        if let Some(stored) = store.key_set().await.map_err(|e| e.to_string())? {
+        if let Some(stored) = store.key_set().await? {
             let (doc, keys) = decode(&stored.doc, sealer)?;
             return Ok((stored.version, doc, keys));
         }
-        let first = match store
-            .legacy_key(&generated_key_name(alg))
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        let first = match store.legacy_key(&generated_key_name(alg)).await? {
             Some(der) => {
                 let kid = match kid.clone() {
                     Some(k) => k,
-                    None => thumbprint_kid(alg, &der).map_err(|e| e.to_string())?,
+                    None => thumbprint_kid(alg, &der)?,
                 };
                 log::info!(
                     "moved the stored {} signing key `{kid}` into a key set",
@@ -197,12 +218,9 @@ async fn ensure_doc(
         let doc = Doc { keys: vec![first] };
         // Another node may create the set at the same moment: the first one wins and
         // everyone reads it back.
-        store
-            .replace_key_set(None, encode(&doc)?)
-            .await
-            .map_err(|e| e.to_string())?;
+        store.replace_key_set(None, encode(&doc)?).await?;
     }
-    Err("the store's key set keeps changing; try again".into())
+    Err(RingError::Contended)
 }
 
 /// Add the next key to the stored set (published now, signing after `publish_ahead`) and
@@ -214,7 +232,7 @@ pub async fn rotate(
     sealer: &Sealer,
     max_lifetime: Option<Duration>,
     now: i64,
-) -> Result<Rotated, String> {
+) -> Result<Rotated, RingError> {
     let (alg, _) = generated_source(settings)?;
     for _ in 0..5 {
         let (version, mut doc, _) = ensure_doc(store, settings, sealer, now).await?;
@@ -248,11 +266,7 @@ pub async fn rotate(
         let next = new_key(alg, sealer, now, activate_at)?;
         let kid = next.kid.clone();
         doc.keys.push(next);
-        if store
-            .replace_key_set(Some(version), encode(&doc)?)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        if store.replace_key_set(Some(version), encode(&doc)?).await? {
             return Ok(Rotated::Published {
                 kid,
                 activate_at,
@@ -260,7 +274,7 @@ pub async fn rotate(
             });
         }
     }
-    Err("the store's key set keeps changing; try again".into())
+    Err(RingError::Contended)
 }
 
 /// Every key of the stored set.
@@ -269,7 +283,7 @@ pub async fn list(
     settings: &TokenSettings,
     sealer: &Sealer,
     now: i64,
-) -> Result<Vec<KeyStatus>, String> {
+) -> Result<Vec<KeyStatus>, RingError> {
     let (_, doc, _) = ensure_doc(store, settings, sealer, now).await?;
     Ok(doc
         .keys
@@ -292,9 +306,9 @@ impl KeyRing {
         settings: &TokenSettings,
         sealer: Sealer,
         now: i64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RingError> {
         if matches!(settings.signing_key, SigningKeySource::File(_)) {
-            let set = KeySet::build(settings, &[], now).map_err(|e| e.to_string())?;
+            let set = KeySet::build(settings, &[], now)?;
             return Ok(Self {
                 current: ArcSwap::from_pointee(set),
                 settings: settings.clone(),
@@ -302,7 +316,7 @@ impl KeyRing {
             });
         }
         let (version, _, keys) = ensure_doc(store, settings, &sealer, now).await?;
-        let set = KeySet::build(settings, &keys, now).map_err(|e| e.to_string())?;
+        let set = KeySet::build(settings, &keys, now)?;
         if let (Some(alg), Ok((want, _))) = (
             keys.iter().find(|k| k.activate_at <= now).map(|k| k.alg),
             generated_source(settings),
@@ -337,11 +351,11 @@ impl KeyRing {
         store: &dyn Store,
         max_lifetime: Option<Duration>,
         now: i64,
-    ) -> Result<(), String> {
+    ) -> Result<(), RingError> {
         let Some(generated) = &self.generated else {
             return Ok(());
         };
-        let stored = store.key_set().await.map_err(|e| e.to_string())?;
+        let stored = store.key_set().await?;
         let (version, keys) = {
             let state = generated.state.lock().unwrap_or_else(|p| p.into_inner());
             (state.0, state.1.clone())
@@ -365,12 +379,9 @@ impl KeyRing {
                                 retire_at: k.retire_at,
                             })
                         })
-                        .collect::<Result<Vec<_>, String>>()?,
+                        .collect::<Result<Vec<_>, SealError>>()?,
                 };
-                store
-                    .replace_key_set(None, encode(&doc)?)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                store.replace_key_set(None, encode(&doc)?).await?;
                 return Ok(());
             }
             Some(s) if s.version != version => {
@@ -401,8 +412,8 @@ impl KeyRing {
         Ok(())
     }
 
-    fn install(&self, keys: &[GeneratedKey], version: u64, now: i64) -> Result<(), String> {
-        let set = KeySet::build(&self.settings, keys, now).map_err(|e| e.to_string())?;
+    fn install(&self, keys: &[GeneratedKey], version: u64, now: i64) -> Result<(), RingError> {
+        let set = KeySet::build(&self.settings, keys, now)?;
         let before = self.get().signing().kid().to_string();
         if set.signing().kid() != before {
             log::info!(

@@ -23,17 +23,40 @@ pub enum SealedKey {
     },
 }
 
+/// Why a private key cannot be sealed or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("cannot use the store encryption key")]
+    BadKey,
+    #[error("cannot encrypt a signing key")]
+    Encrypt,
+    #[error("stored key `{0}` is not base64url")]
+    NotBase64(String),
+    #[error("stored key `{kid}` is sealed with unknown `{enc}`")]
+    UnknownEncryption { kid: String, enc: String },
+    #[error(
+        "stored key `{0}` is encrypted: set store.encryption_key_file to the key the cluster uses"
+    )]
+    NoKey(String),
+    #[error("stored key `{0}` has a bad nonce")]
+    BadNonce(String),
+    #[error(
+        "stored key `{0}` does not decrypt: store.encryption_key_file is not the key it was sealed with"
+    )]
+    WrongKey(String),
+}
+
 /// Seals and opens private keys.
 pub struct Sealer {
     key: Option<RandomizedNonceKey>,
 }
 
 impl Sealer {
-    pub fn new(key: Option<&[u8; 32]>) -> Result<Self, String> {
+    pub fn new(key: Option<&[u8; 32]>) -> Result<Self, SealError> {
         let key = key
             .map(|k| RandomizedNonceKey::new(&AES_256_GCM, k))
             .transpose()
-            .map_err(|_| "cannot use the store encryption key".to_string())?;
+            .map_err(|_| SealError::BadKey)?;
         Ok(Self { key })
     }
 
@@ -41,7 +64,7 @@ impl Sealer {
         self.key.is_some()
     }
 
-    pub fn seal(&self, kid: &str, der: &[u8]) -> Result<SealedKey, String> {
+    pub fn seal(&self, kid: &str, der: &[u8]) -> Result<SealedKey, SealError> {
         let Some(key) = &self.key else {
             return Ok(SealedKey::Plain {
                 der: B64.encode(der),
@@ -50,7 +73,7 @@ impl Sealer {
         let mut buf = der.to_vec();
         let nonce = key
             .seal_in_place_append_tag(Aad::from(kid.as_bytes()), &mut buf)
-            .map_err(|_| "cannot encrypt a signing key".to_string())?;
+            .map_err(|_| SealError::Encrypt)?;
         Ok(SealedKey::Sealed {
             enc: "A256GCM".into(),
             nonce: B64.encode(nonce.as_ref()),
@@ -58,39 +81,36 @@ impl Sealer {
         })
     }
 
-    pub fn open(&self, kid: &str, sealed: &SealedKey) -> Result<Vec<u8>, String> {
+    pub fn open(&self, kid: &str, sealed: &SealedKey) -> Result<Vec<u8>, SealError> {
         match sealed {
             SealedKey::Plain { der } => B64
                 .decode(der)
-                .map_err(|_| format!("stored key `{kid}` is not base64url")),
+                .map_err(|_| SealError::NotBase64(kid.to_string())),
             SealedKey::Sealed {
                 enc,
                 nonce,
                 ciphertext,
             } => {
                 if enc != "A256GCM" {
-                    return Err(format!("stored key `{kid}` is sealed with unknown `{enc}`"));
+                    return Err(SealError::UnknownEncryption {
+                        kid: kid.to_string(),
+                        enc: enc.clone(),
+                    });
                 }
                 let Some(key) = &self.key else {
-                    return Err(format!(
-                        "stored key `{kid}` is encrypted: set store.encryption_key_file to the key the cluster uses"
-                    ));
+                    return Err(SealError::NoKey(kid.to_string()));
                 };
                 let nonce = B64
                     .decode(nonce)
                     .ok()
                     .and_then(|n| Nonce::try_assume_unique_for_key(&n).ok())
-                    .ok_or_else(|| format!("stored key `{kid}` has a bad nonce"))?;
+                    .ok_or_else(|| SealError::BadNonce(kid.to_string()))?;
                 let mut buf = B64
                     .decode(ciphertext)
-                    .map_err(|_| format!("stored key `{kid}` is not base64url"))?;
+                    .map_err(|_| SealError::NotBase64(kid.to_string()))?;
                 let plain = key
                     .open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buf)
-                    .map_err(|_| {
-                        format!(
-                            "stored key `{kid}` does not decrypt: store.encryption_key_file is not the key it was sealed with"
-                        )
-                    })?;
+                    .map_err(|_| SealError::WrongKey(kid.to_string()))?;
                 Ok(plain.to_vec())
             }
         }
@@ -111,6 +131,7 @@ mod tests {
         assert!(
             s.open("k2", &sealed)
                 .unwrap_err()
+                .to_string()
                 .contains("does not decrypt")
         );
         let other = Sealer::new(Some(&[8u8; 32])).unwrap();
@@ -119,6 +140,7 @@ mod tests {
         assert!(
             none.open("k1", &sealed)
                 .unwrap_err()
+                .to_string()
                 .contains("encryption_key_file")
         );
         // Without a key, keys are stored plain (and a sealer with a key still reads them).

@@ -44,7 +44,7 @@ fn roundtrip(alg: Algorithm) {
     let set: JwkSet = serde_json::from_slice(keys.jwks_json()).unwrap();
     let jwk = set.find(keys.signing().kid()).unwrap();
     let dk = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
-    let mut v = jsonwebtoken::Validation::new(alg.into_jwt());
+    let mut v = jsonwebtoken::Validation::new(jwt_algorithm(alg));
     v.required_spec_claims.clear();
     v.validate_exp = false;
     v.validate_aud = false;
@@ -135,13 +135,4 @@ fn pem_of_the_wrong_kind_is_rejected() {
     std::fs::write(&path, "garbage").unwrap();
     let e = KeySet::load(&s, None).err().unwrap().to_string();
     assert!(e.contains("not a PEM file"), "{e}");
-}
-
-#[test]
-fn kids_are_restricted_to_safe_characters() {
-    assert!(is_valid_kid("abc-DEF_1.2"));
-    assert!(!is_valid_kid("../etc/passwd"));
-    assert!(!is_valid_kid("a\"b"));
-    assert!(!is_valid_kid(""));
-    assert!(!is_valid_kid(&"a".repeat(65)));
 }

@@ -3,10 +3,11 @@
 
 use super::{Ctx, Gateway, respond};
 use crate::auth::bearer::{self, Presented};
-use crate::auth::cache::unix_now;
 use crate::auth::ratelimit::Decision;
-use crate::auth::{self, CacheUse, Denial, Outcome, Principal};
+use crate::auth::{self, CacheUse, Denial, Principal};
 use crate::catalog::Catalog;
+use crate::domain::clock::unix_now;
+use crate::domain::outcome::Outcome;
 use crate::routes::Api;
 use http::HeaderValue;
 use http::header::WWW_AUTHENTICATE;

@@ -6,53 +6,11 @@ use super::{
     Consumed, Cursor, Digest, Ephemeral, Feed, KeySetDoc, Revoke, Rotation, Store, StoreError,
     TokenRecord,
 };
-use crate::metrics::StoreMetrics;
+use crate::metrics::{StoreMetrics, StoreOp};
 use async_trait::async_trait;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// The store operations, as the `op` metric label names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Ping,
-    Insert,
-    Get,
-    Rotate,
-    Revoke,
-    Feed,
-    Purge,
-    KeySet,
-    Ephemeral,
-}
-
-impl Op {
-    pub const ALL: [Op; 9] = [
-        Op::Ping,
-        Op::Insert,
-        Op::Get,
-        Op::Rotate,
-        Op::Revoke,
-        Op::Feed,
-        Op::Purge,
-        Op::KeySet,
-        Op::Ephemeral,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Op::Ping => "ping",
-            Op::Insert => "insert",
-            Op::Get => "get",
-            Op::Rotate => "rotate",
-            Op::Revoke => "revoke",
-            Op::Feed => "feed",
-            Op::Purge => "purge",
-            Op::KeySet => "key_set",
-            Op::Ephemeral => "ephemeral",
-        }
-    }
-}
 
 /// How often a store that stays down is mentioned again.
 const REMIND_EVERY: Duration = Duration::from_secs(30);
@@ -84,13 +42,13 @@ impl<S: Store> Instrumented<S> {
 
     async fn observe<T>(
         &self,
-        op: Op,
+        op: StoreOp,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let start = Instant::now();
         let result = call.await;
         // The feed blocks on purpose while waiting for revocations: its time says nothing.
-        if op != Op::Feed {
+        if op != StoreOp::Feed {
             self.metrics
                 .duration(op)
                 .observe(start.elapsed().as_secs_f64());
@@ -114,7 +72,7 @@ impl<S: Store> Instrumented<S> {
         }
     }
 
-    fn failed(&self, op: Op, e: &StoreError) {
+    fn failed(&self, op: StoreOp, e: &StoreError) {
         self.metrics.errors(op).inc();
         self.metrics.up.set(0);
         let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
@@ -155,15 +113,16 @@ impl<S: Store> Store for Instrumented<S> {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.observe(Op::Ping, self.inner.ping()).await
+        self.observe(StoreOp::Ping, self.inner.ping()).await
     }
 
     async fn insert(&self, tokens: Vec<(Digest, TokenRecord)>) -> Result<(), StoreError> {
-        self.observe(Op::Insert, self.inner.insert(tokens)).await
+        self.observe(StoreOp::Insert, self.inner.insert(tokens))
+            .await
     }
 
     async fn get(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError> {
-        self.observe(Op::Get, self.inner.get(digest)).await
+        self.observe(StoreOp::Get, self.inner.get(digest)).await
     }
 
     async fn rotate(
@@ -175,14 +134,14 @@ impl<S: Store> Store for Instrumented<S> {
         reuse_until: Option<i64>,
     ) -> Result<Rotation, StoreError> {
         self.observe(
-            Op::Rotate,
+            StoreOp::Rotate,
             self.inner.rotate(used, successors, now, grace, reuse_until),
         )
         .await
     }
 
     async fn revoke(&self, what: Revoke) -> Result<(), StoreError> {
-        self.observe(Op::Revoke, self.inner.revoke(what)).await
+        self.observe(StoreOp::Revoke, self.inner.revoke(what)).await
     }
 
     async fn revocations(
@@ -191,16 +150,16 @@ impl<S: Store> Store for Instrumented<S> {
         wait: Duration,
         now: i64,
     ) -> Result<Feed, StoreError> {
-        self.observe(Op::Feed, self.inner.revocations(after, wait, now))
+        self.observe(StoreOp::Feed, self.inner.revocations(after, wait, now))
             .await
     }
 
     async fn purge(&self, now: i64) -> Result<u64, StoreError> {
-        self.observe(Op::Purge, self.inner.purge(now)).await
+        self.observe(StoreOp::Purge, self.inner.purge(now)).await
     }
 
     async fn key_set(&self) -> Result<Option<KeySetDoc>, StoreError> {
-        self.observe(Op::KeySet, self.inner.key_set()).await
+        self.observe(StoreOp::KeySet, self.inner.key_set()).await
     }
 
     async fn replace_key_set(
@@ -208,12 +167,13 @@ impl<S: Store> Store for Instrumented<S> {
         expected: Option<u64>,
         doc: Vec<u8>,
     ) -> Result<bool, StoreError> {
-        self.observe(Op::KeySet, self.inner.replace_key_set(expected, doc))
+        self.observe(StoreOp::KeySet, self.inner.replace_key_set(expected, doc))
             .await
     }
 
     async fn legacy_key(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.observe(Op::KeySet, self.inner.legacy_key(name)).await
+        self.observe(StoreOp::KeySet, self.inner.legacy_key(name))
+            .await
     }
 
     async fn put_ephemeral(
@@ -224,7 +184,7 @@ impl<S: Store> Store for Instrumented<S> {
         expires_at: i64,
     ) -> Result<(), StoreError> {
         self.observe(
-            Op::Ephemeral,
+            StoreOp::Ephemeral,
             self.inner.put_ephemeral(kind, key, value, expires_at),
         )
         .await
@@ -238,7 +198,7 @@ impl<S: Store> Store for Instrumented<S> {
         expires_at: i64,
     ) -> Result<bool, StoreError> {
         self.observe(
-            Op::Ephemeral,
+            StoreOp::Ephemeral,
             self.inner.claim_ephemeral(kind, key, value, expires_at),
         )
         .await
@@ -250,7 +210,7 @@ impl<S: Store> Store for Instrumented<S> {
         key: &Digest,
         now: i64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.observe(Op::Ephemeral, self.inner.get_ephemeral(kind, key, now))
+        self.observe(StoreOp::Ephemeral, self.inner.get_ephemeral(kind, key, now))
             .await
     }
 
@@ -260,12 +220,15 @@ impl<S: Store> Store for Instrumented<S> {
         key: &Digest,
         now: i64,
     ) -> Result<Consumed, StoreError> {
-        self.observe(Op::Ephemeral, self.inner.consume_ephemeral(kind, key, now))
-            .await
+        self.observe(
+            StoreOp::Ephemeral,
+            self.inner.consume_ephemeral(kind, key, now),
+        )
+        .await
     }
 
     async fn delete_ephemeral(&self, kind: Ephemeral, key: &Digest) -> Result<(), StoreError> {
-        self.observe(Op::Ephemeral, self.inner.delete_ephemeral(kind, key))
+        self.observe(StoreOp::Ephemeral, self.inner.delete_ephemeral(kind, key))
             .await
     }
 }

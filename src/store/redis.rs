@@ -26,8 +26,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wire::{StreamId, hex};
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+fn redis_error(op: &'static str) -> impl FnOnce(::redis::RedisError) -> StoreError {
+    move |e| StoreError::Redis {
+        op,
+        source: Arc::new(e),
+    }
 }
 
 /// Connections and the runtime of one process (a daemon forks after startup, and neither
@@ -63,7 +66,7 @@ impl RedisStore {
     /// Check the settings; connect on first use.
     pub fn open(settings: &RedisSettings) -> Result<Self, StoreError> {
         let client = Client::open(settings.url.expose().as_str())
-            .map_err(|e| err(format!("store.url: {e}")))?;
+            .map_err(|e| StoreError::RedisUrl(Arc::new(e)))?;
         Ok(Self {
             client,
             settings: settings.clone(),
@@ -89,7 +92,7 @@ impl RedisStore {
             .thread_name("tollgate-redis")
             .enable_all()
             .build()
-            .map_err(|e| err(format!("cannot start the Redis client: {e}")))?;
+            .map_err(|e| StoreError::RedisRuntime(Arc::new(e)))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.settings.timeout))
             .set_response_timeout(Some(self.settings.timeout))
@@ -99,7 +102,7 @@ impl RedisStore {
         let manager = {
             let _in_runtime = runtime.enter();
             ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-                .map_err(|e| err(format!("cannot create the Redis connection: {e}")))?
+                .map_err(redis_error("connect"))?
         };
         let l = Arc::new(Live {
             pid,
@@ -131,12 +134,12 @@ impl RedisStore {
             .spawn(async move { tokio::time::timeout(timeout, fut).await });
         match task.await {
             Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(e))) => Err(err(format!("Redis {op}: {e}"))),
-            Ok(Err(_)) => Err(err(format!(
-                "Redis {op}: no answer within {}ms",
-                timeout.as_millis()
-            ))),
-            Err(e) => Err(err(format!("Redis {op}: {e}"))),
+            Ok(Ok(Err(e))) => Err(redis_error(op)(e)),
+            Ok(Err(_)) => Err(StoreError::RedisTimeout { op, after: timeout }),
+            Err(e) => Err(StoreError::RedisTask {
+                op,
+                source: Arc::new(e),
+            }),
         }
     }
 
@@ -287,7 +290,10 @@ impl Store for RedisStore {
         if stored == 1 {
             Ok(())
         } else {
-            Err(err("a token with this digest is already stored"))
+            Err(StoreError::RedisReply {
+                op: "insert",
+                what: "a token with this digest is already stored",
+            })
         }
     }
 
@@ -392,12 +398,18 @@ impl Store for RedisStore {
                     client.get_multiplexed_async_connection_with_config(&config),
                 )
                 .await
-                .map_err(|_| err("Redis feed: cannot connect in time"))?
-                .map_err(|e| err(format!("Redis feed: {e}")))?;
+                .map_err(|_| StoreError::RedisTimeout {
+                    op: "feed",
+                    after: timeout * 2,
+                })?
+                .map_err(redis_error("feed"))?;
                 *slot = Some(conn);
             }
             let Some(conn) = slot.as_mut() else {
-                return Err(err("Redis feed: no connection"));
+                return Err(StoreError::RedisReply {
+                    op: "feed",
+                    what: "no connection",
+                });
             };
             let result = tokio::time::timeout(
                 wait + timeout * 2,
@@ -408,15 +420,21 @@ impl Store for RedisStore {
                 Ok(Ok(feed)) => Ok(feed),
                 Ok(Err(e)) => {
                     *slot = None;
-                    Err(err(format!("Redis feed: {e}")))
+                    Err(redis_error("feed")(e))
                 }
                 Err(_) => {
                     *slot = None;
-                    Err(err("Redis feed: no answer in time"))
+                    Err(StoreError::RedisTimeout {
+                        op: "feed",
+                        after: wait + timeout * 2,
+                    })
                 }
             }
         });
-        task.await.map_err(|e| err(format!("Redis feed: {e}")))?
+        task.await.map_err(|e| StoreError::RedisTask {
+            op: "feed",
+            source: Arc::new(e),
+        })?
     }
 
     async fn purge(&self, now: i64) -> Result<u64, StoreError> {

@@ -11,7 +11,8 @@ use super::{
     Consumed, Cursor, Digest, Ephemeral, Feed, KeySetDoc, Revocation, RevocationTarget, Revoke,
     Rotation, Store, StoreError, TokenKind, TokenRecord,
 };
-use crate::config::{Family, Format, StoreSync};
+use crate::config::StoreSync;
+use crate::domain::oauth::{Family, Format};
 use async_trait::async_trait;
 use index::DigestIndex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -39,8 +40,14 @@ const REV_GRANT: i64 = 2;
 const REV_CLIENT: i64 = 3;
 const REV_USER: i64 = 4;
 
-pub(super) fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+/// A failure of the store's file at `path`, doing `action`.
+fn file_error(action: &'static str, path: &Path) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |e| StoreError::File {
+        action,
+        path,
+        source: Arc::new(e),
+    }
 }
 
 /// The writer thread of one process.
@@ -73,12 +80,7 @@ impl SqliteStore {
     pub fn open(path: &Path, sync: StoreSync) -> Result<Self, StoreError> {
         // Set up with a connection of its own, closed again before returning.
         let conn = open_writer_connection(path, sync)?;
-        let index = DigestIndex::build(&conn).map_err(|e| {
-            err(format!(
-                "cannot index the tokens of {}: {e}",
-                path.display()
-            ))
-        })?;
+        let index = DigestIndex::build(&conn).map_err(file_error("index the tokens of", path))?;
         Ok(Self {
             writer: Mutex::new(None),
             readers: Mutex::new(Readers {
@@ -107,7 +109,7 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("tollgate-store".into())
             .spawn(move || run_writer(conn, rx, checkpoints, &index))
-            .map_err(|e| err(format!("cannot start the store writer: {e}")))?;
+            .map_err(|e| StoreError::WriterStart(Arc::new(e)))?;
         // A writer inherited from the parent of a fork is left alone: its thread is gone.
         *writer = Some(Writer {
             pid,
@@ -125,8 +127,8 @@ impl SqliteStore {
         let (tx, rx) = oneshot::channel();
         self.jobs()?
             .send(Typed::job(one_statement, run, tx))
-            .map_err(|_| err("the store writer has stopped"))?;
-        rx.await.map_err(|_| err("the store writer has stopped"))?
+            .map_err(|_| StoreError::Writer("has stopped"))?;
+        rx.await.map_err(|_| StoreError::Writer("has stopped"))?
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
@@ -148,13 +150,13 @@ impl SqliteStore {
                     &self.path,
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
-                .map_err(err)?;
+                .map_err(StoreError::from)?;
                 c.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))
-                    .map_err(err)?;
+                    .map_err(StoreError::from)?;
                 c
             }
         };
-        let result = f(&conn).map_err(err);
+        let result = f(&conn).map_err(StoreError::from);
         let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         if readers.pid == std::process::id() {
             readers.pool.push(conn);
@@ -164,12 +166,11 @@ impl SqliteStore {
 }
 
 fn open_checkpoint_connection(path: &Path, sync: StoreSync) -> Result<Connection, StoreError> {
-    let conn =
-        Connection::open(path).map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
+    let conn = Connection::open(path).map_err(file_error("open", path))?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))
-        .map_err(err)?;
+        .map_err(StoreError::from)?;
     conn.pragma_update(None, "synchronous", sync_pragma(sync))
-        .map_err(err)?;
+        .map_err(StoreError::from)?;
     Ok(conn)
 }
 
@@ -181,29 +182,23 @@ fn sync_pragma(sync: StoreSync) -> &'static str {
 }
 
 fn open_writer_connection(path: &Path, sync: StoreSync) -> Result<Connection, StoreError> {
-    let conn =
-        Connection::open(path).map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
+    let conn = Connection::open(path).map_err(file_error("open", path))?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))
-        .map_err(err)?;
+        .map_err(StoreError::from)?;
     conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(|e| err(format!("cannot use {}: {e}", path.display())))?;
+        .map_err(file_error("use", path))?;
     conn.pragma_update(None, "synchronous", sync_pragma(sync))
-        .map_err(err)?;
+        .map_err(StoreError::from)?;
     // The writer's page cache holds the hot part of the token tables (SQLite's default is
     // 2 MiB). The write-ahead log is copied back into the database by the checkpointer
     // thread, off the commit path; the writer checkpoints itself only as a backstop, should
     // the log pass 64 MiB. Profiled under opaque issuance, checkpoints in the commit were
     // a fifth of the gateway's CPU time and page reads a tenth.
     conn.pragma_update(None, "cache_size", -65_536)
-        .map_err(err)?;
+        .map_err(StoreError::from)?;
     conn.pragma_update(None, "wal_autocheckpoint", 16_384)
-        .map_err(err)?;
-    migrate(&conn).map_err(|e| {
-        err(format!(
-            "cannot bring the schema of {} up to date: {e}",
-            path.display()
-        ))
-    })?;
+        .map_err(StoreError::from)?;
+    migrate(&conn).map_err(file_error("bring up to date the schema of", path))?;
     Ok(conn)
 }
 
@@ -670,7 +665,7 @@ impl Store for SqliteStore {
         value: Vec<u8>,
         expires_at: i64,
     ) -> Result<bool, StoreError> {
-        let now = crate::auth::cache::unix_now();
+        let now = crate::domain::clock::unix_now();
         self.write(false, move |tx| {
             // An expired record no longer holds its key.
             tx.prepare_cached(

@@ -4,9 +4,9 @@
 use super::redis::RedisStore;
 use super::sqlite::SqliteStore;
 use super::*;
-use crate::auth::cache::unix_now;
 use crate::config::{RedisSettings, StoreSync};
-use crate::redact::Secret;
+use crate::domain::clock::unix_now;
+use crate::domain::secret::Secret;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

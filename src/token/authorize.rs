@@ -9,13 +9,14 @@
 
 use super::error::OAuthError;
 use super::form::{Form, is_form_content_type};
-use super::issue::{grant_id, grant_scopes, random_id, unix_now_ms};
+use super::issue::{grant_id, grant_scopes, random_id};
 use super::limits::Subject;
-use super::registry::{Client, Registry};
 use super::{Reply, TokenRequest, TokenService};
-use crate::auth::cache::unix_now;
-use crate::authorize::{cookies, pages, pkce, redirect};
-use crate::config::{Family, GrantType};
+use crate::catalog::registry::{Client, Registry};
+use crate::domain::clock::unix_now;
+use crate::domain::clock::unix_now_ms;
+use crate::domain::net::is_local_http;
+use crate::domain::oauth::{Family, GrantType, OIDC_SCOPES};
 use crate::store::{Consumed, Ephemeral, digest};
 use http::{HeaderValue, Method};
 use serde::{Deserialize, Serialize};
@@ -25,8 +26,6 @@ use std::sync::Arc;
 const FLOW_TTL: i64 = 600;
 /// Authorization codes live 60 s (RFC 6749 §4.1.2 recommends at most 10 minutes).
 pub(super) const CODE_TTL: i64 = 60;
-/// The scopes of OpenID Connect itself, which any user may grant.
-pub(super) const OIDC_SCOPES: [&str; 3] = ["openid", "profile", "email"];
 
 const LOGIN_PATH: &str = "/oauth2/v2/login";
 const CONSENT_PATH: &str = "/oauth2/v2/consent";
@@ -98,6 +97,10 @@ pub(super) struct Code {
 }
 
 mod answers;
+pub mod cookies;
+pub mod pages;
+pub mod pkce;
+pub mod redirect;
 use answers::{Back, csrf, eq, error_page, hex, page, page_params, random_secret, see_other};
 
 impl TokenService {
@@ -109,8 +112,7 @@ impl TokenService {
     /// loopback issuer (a developer's machine), where `Secure` cookies cannot be set.
     fn browser_ok(&self, req: &TokenRequest<'_>) -> bool {
         req.tls
-            || reqwest::Url::parse(self.auth.validator().issuer())
-                .is_ok_and(|u| u.scheme() == "http" && is_loopback_host(&u))
+            || reqwest::Url::parse(self.auth.validator().issuer()).is_ok_and(|u| is_local_http(&u))
     }
 
     /// A form POST must come from this gateway's own pages (CSRF defence beside the
@@ -203,7 +205,7 @@ impl TokenService {
         }
         if let Some(s) = form.get("scope")
             && s.split(' ')
-                .any(|t| !t.is_empty() && !crate::auth::scope::is_valid_scope_token(t))
+                .any(|t| !t.is_empty() && !crate::domain::scope::is_valid_scope_token(t))
         {
             return back.error("invalid_scope", "the scope parameter is malformed");
         }
@@ -509,14 +511,14 @@ impl TokenService {
         };
         let lifetime = self.settings.session_lifetime.as_secs() as i64;
         let stored = match serde_json::to_vec(&session) {
-            Ok(v) => {
-                self.store
-                    .put_ephemeral(Ephemeral::Session, digest(&session_id), v, now + lifetime)
-                    .await
-            }
-            Err(e) => Err(crate::store::StoreError(e.to_string())),
+            Ok(v) => self
+                .store
+                .put_ephemeral(Ephemeral::Session, digest(&session_id), v, now + lifetime)
+                .await
+                .is_ok(),
+            Err(_) => false,
         };
-        if stored.is_err() {
+        if !stored {
             return error_page(503, "Try again", "The token store is unavailable.");
         }
         let session_cookie: Vec<HeaderValue> =
@@ -672,14 +674,14 @@ impl TokenService {
             api: flow.api.clone(),
         };
         let stored = match serde_json::to_vec(&record) {
-            Ok(v) => {
-                self.store
-                    .put_ephemeral(Ephemeral::AuthCode, digest(&code), v, now + CODE_TTL)
-                    .await
-            }
-            Err(e) => Err(crate::store::StoreError(e.to_string())),
+            Ok(v) => self
+                .store
+                .put_ephemeral(Ephemeral::AuthCode, digest(&code), v, now + CODE_TTL)
+                .await
+                .is_ok(),
+            Err(_) => false,
         };
-        if stored.is_err() {
+        if !stored {
             return back.error("temporarily_unavailable", "the token store is unavailable");
         }
         log::debug!("authorize: a code for client {}", client.id);
@@ -730,14 +732,4 @@ impl TokenService {
             _ => page(200, pages::signed_out(), gone),
         }
     }
-}
-
-fn is_loopback_host(u: &reqwest::Url) -> bool {
-    u.host_str()
-        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-        .is_some_and(|h| {
-            h == "localhost"
-                || h.parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        })
 }

@@ -4,7 +4,7 @@
 
 use super::error::{ErrorCode, OAuthError};
 use super::form::Form;
-use crate::redact::Secret;
+use crate::domain::secret::Secret;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 

@@ -7,10 +7,12 @@
 use super::error::{ErrorCode, OAuthError};
 use super::form::Form;
 use super::grants::{Target, no_id};
-use super::issue::{Issue, Minted, grant_id, grant_scopes, unix_now_ms};
-use super::registry::Client;
+use super::issue::{Issue, Minted, grant_id, grant_scopes};
 use super::{TokenService, unavailable};
-use crate::idp::{ClaimPath, ExternalToken};
+use crate::catalog::registry::Client;
+use crate::domain::claim::ClaimPath;
+use crate::domain::clock::unix_now_ms;
+use crate::idp::ExternalToken;
 use crate::store::{Ephemeral, digest_bytes};
 use std::sync::Arc;
 

@@ -3,14 +3,16 @@
 //! whole grant, RFC 9700 §4.14.2).
 
 use super::error::{ErrorCode, OAuthError};
-use super::issue::{Issue, Minted, grant_id, grant_scopes, unix_now_ms};
+use super::issue::{Issue, Minted, grant_id, grant_scopes};
 use super::limits::Subject;
-use super::registry::{ApiInfo, Client};
 use super::{Reply, SecretRule, TokenRequest, TokenService, Via, method_not_allowed, unavailable};
-use crate::auth::cache::unix_now;
-use crate::config::{Family, Format, GrantType};
+use crate::catalog::registry::{ApiInfo, Client};
+use crate::domain::clock::unix_now;
+use crate::domain::clock::unix_now_ms;
+use crate::domain::oauth::TokenKind;
+use crate::domain::oauth::{Family, Format, GrantType};
 use crate::opaque;
-use crate::store::{Revocation, RevocationTarget, Rotation, TokenKind, digest};
+use crate::store::{Revocation, RevocationTarget, Rotation, digest};
 use std::sync::Arc;
 
 /// Where a token request arrived.

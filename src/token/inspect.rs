@@ -2,13 +2,15 @@
 //! refresh tokens alike.
 
 use super::error::{ErrorCode, OAuthError};
-use super::registry::Client;
 use super::{Reply, SecretRule, TokenRequest, TokenService, Via, method_not_allowed, unavailable};
-use crate::auth::cache::unix_now;
-use crate::auth::{Outcome, Principal};
-use crate::config::Family;
+use crate::auth::Principal;
+use crate::catalog::registry::Client;
+use crate::domain::clock::unix_now;
+use crate::domain::oauth::Family;
+use crate::domain::oauth::TokenKind;
+use crate::domain::outcome::Outcome;
 use crate::opaque;
-use crate::store::{Revoke, TokenKind, TokenRecord, digest};
+use crate::store::{Revoke, TokenRecord, digest};
 use serde_json::{Value, json};
 use std::sync::Arc;
 

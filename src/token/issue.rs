@@ -2,13 +2,14 @@
 //! tokens, and the records the store keeps for the ones that need it.
 
 use super::error::{ErrorCode, OAuthError};
-use super::registry::Client;
-use crate::auth::scope::is_valid_scope_token;
-use crate::config::Format;
+use crate::catalog::registry::Client;
+use crate::domain::oauth::Format;
+use crate::domain::oauth::TokenKind;
+use crate::domain::scope::is_valid_scope_token;
 use crate::jwt::{AudienceOut, IssuedClaims, TenantClaims};
 use crate::keys::KeyRing;
 use crate::opaque;
-use crate::store::{Digest, TokenKind, TokenRecord, digest};
+use crate::store::{Digest, TokenRecord, digest};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use std::sync::Arc;
@@ -68,13 +69,6 @@ pub fn grant_id(now_ms: u64) -> Option<String> {
         now_ms & 0xfff_ffff_ffff,
         B64.encode(bytes)
     ))
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn no_randomness() -> OAuthError {

@@ -7,12 +7,13 @@ use super::error::{ErrorCode, OAuthError};
 use super::form::Form;
 use super::grants::Target;
 use super::issue::{Issue, Minted};
-use super::registry::Client;
 use super::{Endpoint, Reply, TokenRequest, TokenService, unavailable};
-use crate::auth::cache::unix_now;
-use crate::authorize::pkce;
-use crate::keys::{Algorithm, TokenTyp};
+use crate::catalog::registry::Client;
+use crate::domain::clock::unix_now;
+use crate::domain::jose::Algorithm;
+use crate::keys::TokenTyp;
 use crate::store::{Consumed, Ephemeral, Revoke, digest};
+use crate::token::authorize::pkce;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use http::header::{CONTENT_TYPE, VARY, WWW_AUTHENTICATE};
@@ -223,7 +224,7 @@ impl TokenService {
         let issuers = crate::idp::Issuers::none();
         let principal = match self.auth.authenticate(token, now, &issuers).await.0 {
             Ok(p) => p,
-            Err(crate::auth::Outcome::StoreUnavailable) => {
+            Err(crate::domain::outcome::Outcome::StoreUnavailable) => {
                 return challenge(
                     503,
                     "temporarily_unavailable",

@@ -3,35 +3,13 @@
 //! hash cost is not paid on every token request. Failures are never cached.
 
 use crate::config::CacheSettings;
-use crate::redact::Secret;
+use crate::domain::secret::Secret;
+use crate::domain::secret::{HashError, hash_secret};
 use argon2::Argon2;
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use aws_lc_rs::hmac;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
-
-/// Check that a configured hash is an argon2 PHC string.
-pub fn check_hash(phc: &str) -> Result<(), String> {
-    let parsed = PasswordHash::new(phc).map_err(|e| {
-        format!("not a PHC hash string ({e}); create one with `tollgate hash-secret`")
-    })?;
-    match parsed.algorithm.as_str() {
-        "argon2id" | "argon2i" | "argon2d" => Ok(()),
-        other => Err(format!(
-            "`{other}` hashes are not accepted; use argon2id (`tollgate hash-secret`)"
-        )),
-    }
-}
-
-/// Hash a secret with argon2id and the default (OWASP) parameters.
-pub fn hash_secret(secret: &str) -> Result<String, String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(secret.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| format!("cannot hash the secret: {e}"))
-}
 
 fn verify_blocking(secret: &str, phc: &str) -> bool {
     match PasswordHash::new(phc) {
@@ -40,6 +18,15 @@ fn verify_blocking(secret: &str, phc: &str) -> bool {
             .is_ok(),
         Err(_) => false,
     }
+}
+
+/// Why the verifier cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    #[error("no randomness available for the secret cache")]
+    NoRandomness,
+    #[error(transparent)]
+    Hash(#[from] HashError),
 }
 
 /// Verifies client secrets against their hashes, remembering recent successes.
@@ -54,12 +41,12 @@ pub struct SecretVerifier {
 }
 
 impl SecretVerifier {
-    pub fn new(settings: CacheSettings) -> Result<Self, String> {
+    pub fn new(settings: CacheSettings) -> Result<Self, VerifierError> {
         let rng = aws_lc_rs::rand::SystemRandom::new();
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
-            .map_err(|_| "cannot generate the secret-cache key".to_string())?;
+            .map_err(|_| VerifierError::NoRandomness)?;
         let mut random = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut random).map_err(|_| "no randomness available".to_string())?;
+        aws_lc_rs::rand::fill(&mut random).map_err(|_| VerifierError::NoRandomness)?;
         let dummy_hash = hash_secret(&base64::Engine::encode(
             &base64::engine::general_purpose::STANDARD,
             random,
@@ -122,19 +109,6 @@ impl SecretVerifier {
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn hashes_are_checked_for_kind() {
-        let h = hash_secret("s3cret").unwrap();
-        assert!(h.starts_with("$argon2id$"));
-        assert_eq!(check_hash(&h), Ok(()));
-        assert!(
-            check_hash("plain-text")
-                .unwrap_err()
-                .contains("hash-secret")
-        );
-        assert!(check_hash("$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$nFNh2CVHVjNldFVKDHDlm4CbdRSCdEBsjjJxD+iCs5E").unwrap_err().contains("not accepted"));
-    }
 
     #[tokio::test]
     async fn verifies_caches_success_and_never_failure() {

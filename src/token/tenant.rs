@@ -5,12 +5,13 @@
 //! `{access_token, expires_in, token_type}`, errors 400 / 401 / 404 / 500.
 
 use super::error::{ErrorCode, OAuthError};
-use super::issue::{Issue, grant_id, unix_now_ms};
+use super::issue::{Issue, grant_id};
 use super::limits::Subject;
-use super::registry::{Client, Project, Tenant};
 use super::{Reply, TokenRequest, TokenService, client_auth, unavailable};
-use crate::auth::cache::unix_now;
-use crate::config::Format;
+use crate::catalog::registry::{Client, Project, Tenant};
+use crate::domain::clock::unix_now;
+use crate::domain::clock::unix_now_ms;
+use crate::domain::oauth::Format;
 use crate::jwt::TenantClaims;
 use crate::store::{Ephemeral, digest_bytes};
 use http::Method;
@@ -166,7 +167,7 @@ impl TokenService {
             .cloned()
             .ok_or_else(|| not_found("Client not found"))?;
         let client = registry
-            .client(crate::config::Family::Credential, &body.client_id)
+            .client(crate::domain::oauth::Family::Credential, &body.client_id)
             .cloned()
             .ok_or_else(|| not_found("Client not found"))?;
         let authorization = req
@@ -251,7 +252,7 @@ impl TokenService {
         let client = app
             .client_id
             .as_deref()
-            .and_then(|id| registry.client(crate::config::Family::Credential, id))
+            .and_then(|id| registry.client(crate::domain::oauth::Family::Credential, id))
             .cloned()
             .ok_or_else(|| unauthorized("Unauthorized"))?;
         let Some((tenant_id, project_id)) = client.tenant.clone() else {

@@ -21,8 +21,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tollgate::idp::{IssuerSettings, Issuers, KeySource, RefreshSettings};
-use tollgate::jwt::JwsAlg;
+use tollgate::config::{IssuerSettings, KeySource, RefreshSettings};
+use tollgate::domain::jose::JwsAlg;
+use tollgate::idp::Issuers;
 
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()

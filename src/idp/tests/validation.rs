@@ -200,7 +200,8 @@ fn settings_problems_are_reported_all_at_once() {
     twice.name = "main".into();
     let err = Issuers::new(vec![settings(), bad, no_url, twice])
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     for needle in [
         "`audiences`",
         "`algorithms`",
@@ -214,7 +215,13 @@ fn settings_problems_are_reported_all_at_once() {
     }
     let mut ca = settings();
     ca.ca_file = Some("/nonexistent/ca.pem".into());
-    assert!(Issuers::new(vec![ca]).err().unwrap().contains("ca_file"));
+    assert!(
+        Issuers::new(vec![ca])
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("ca_file")
+    );
     let issuers = Issuers::new(vec![settings()]).unwrap();
     assert!(issuers.for_iss(ISS).is_some());
     assert!(issuers.for_iss(&format!("{ISS}/")).is_none());
@@ -236,6 +243,7 @@ fn a_ca_file_of_pem_certificates_is_taken() {
         Issuers::new(vec![s])
             .err()
             .unwrap()
+            .to_string()
             .contains("no certificate")
     );
 }

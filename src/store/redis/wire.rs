@@ -1,10 +1,9 @@
 //! How records are laid out in Redis and read back: token hashes, stream ids, and the
 //! shapes of replies (which differ between RESP2 and RESP3).
 
-use crate::config::{Family, Format};
-use crate::store::{
-    Digest, Ephemeral, Revocation, RevocationTarget, StoreError, TokenKind, TokenRecord,
-};
+use crate::domain::oauth::TokenKind;
+use crate::domain::oauth::{Family, Format};
+use crate::store::{Digest, Ephemeral, Revocation, RevocationTarget, StoreError, TokenRecord};
 use ::redis::Value;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -88,13 +87,16 @@ fn text(v: &Option<Vec<u8>>) -> Option<&str> {
 /// A record from the fields `k, rec, e, u, x` of a token hash (all `None`: no such token).
 pub(super) fn record_from_fields(f: &[Option<Vec<u8>>]) -> Result<Option<TokenRecord>, StoreError> {
     let [kind, rec, exp, used, revoked] = f else {
-        return Err(StoreError("Redis get: unexpected reply".into()));
+        return Err(StoreError::RedisReply {
+            op: "get",
+            what: "unexpected reply",
+        });
     };
     let Some(rec) = rec else {
         return Ok(None);
     };
-    let wire: Wire = serde_json::from_slice(rec)
-        .map_err(|e| StoreError(format!("Redis: a stored token record is unreadable: {e}")))?;
+    let wire: Wire =
+        serde_json::from_slice(rec).map_err(|e| StoreError::Corrupt(std::sync::Arc::new(e)))?;
     let number = |v: &Option<Vec<u8>>| {
         text(v)
             .filter(|s| !s.is_empty())

@@ -2,7 +2,6 @@
 //! transactions, and the checkpointer that copies the write-ahead log back into the
 //! database off the commit path.
 
-use super::err;
 use super::index::DigestIndex;
 use crate::store::StoreError;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
@@ -61,8 +60,8 @@ where
 {
     fn apply(&mut self, tx: &Connection) -> bool {
         let result = match self.run.take() {
-            Some(run) => run(tx).map_err(err),
-            None => Err(err("the job ran twice")),
+            Some(run) => run(tx).map_err(StoreError::from),
+            None => Err(StoreError::Writer("ran a job twice")),
         };
         let ok = result.is_ok();
         self.result = Some(result);
@@ -77,7 +76,7 @@ where
         let result = match (commit_failure, self.result) {
             (Some(e), _) => Err(e.clone()),
             (None, Some(r)) => r,
-            (None, None) => Err(err("the job did not run")),
+            (None, None) => Err(StoreError::Writer("did not run a job")),
         };
         // A caller that has gone away no longer wants its answer: ignoring that is right.
         drop(self.reply.send(result));
@@ -141,7 +140,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, index: &DigestIndex) {
     let mut tx = match begun {
         Ok(tx) => tx,
         Err(e) => {
-            let e = err(e);
+            let e = StoreError::from(e);
             log::error!("store write failed: {e}");
             for job in batch {
                 job.finish(Some(&e));
@@ -163,10 +162,10 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, index: &DigestIndex) {
                 if job.apply(&sp)
                     && let Err(e) = sp.commit()
                 {
-                    job.fail(err(e));
+                    job.fail(StoreError::from(e));
                 }
             }
-            Err(e) => job.fail(err(e)),
+            Err(e) => job.fail(StoreError::from(e)),
         }
         done.push(job);
     }
@@ -176,7 +175,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, index: &DigestIndex) {
         .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'tokens'")
         .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
         .unwrap_or(None);
-    let failure = tx.commit().err().map(err);
+    let failure = tx.commit().err().map(StoreError::from);
     match (&failure, top) {
         (Some(e), _) => log::error!("store commit failed: {e}"),
         (None, Some(top)) => index.committed(top),

@@ -3,7 +3,7 @@
 
 use super::super::form::{Form, is_form_content_type};
 use super::super::{Reply, TokenRequest};
-use crate::authorize::{pages, redirect};
+use crate::token::authorize::{pages, redirect};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use http::header::{CACHE_CONTROL, LOCATION, REFERRER_POLICY, SET_COOKIE};

@@ -1,5 +1,5 @@
-//! Claim mapping: where in an external token the subject and the scopes are
-//! ([`ClaimPath`], e.g. `roles` or `realm_access.roles`), and how their values are read.
+//! Claim mapping: where in a token's claims a value is ([`ClaimPath`], e.g. `roles` or
+//! `realm_access.roles`), and how the values are read.
 
 use serde_json::Value;
 use std::fmt;
@@ -103,7 +103,7 @@ impl fmt::Display for ClaimPath {
 
 /// `email_verified` as providers send it: a boolean, or (Amazon Cognito) the string
 /// `"true"` or `"false"`.
-pub(super) fn email_verified(claims: &Value) -> Option<bool> {
+pub fn email_verified(claims: &Value) -> Option<bool> {
     match claims.get("email_verified")? {
         Value::Bool(b) => Some(*b),
         Value::String(s) if s == "true" => Some(true),
@@ -113,6 +113,6 @@ pub(super) fn email_verified(claims: &Value) -> Option<bool> {
 }
 
 /// A top-level string claim.
-pub(super) fn string_claim(claims: &Value, name: &str) -> Option<String> {
+pub fn string_claim(claims: &Value, name: &str) -> Option<String> {
     claims.get(name).and_then(Value::as_str).map(str::to_string)
 }

@@ -2,9 +2,8 @@
 //! revocation, discovery, JWKS), for both management families. HTTP-framework free: the
 //! proxy hands over a [`TokenRequest`] and writes the [`Reply`].
 
-mod authorize;
+pub mod authorize;
 pub mod client_auth;
-pub mod endpoint;
 pub mod error;
 mod exchange;
 pub mod form;
@@ -13,27 +12,26 @@ mod inspect;
 pub mod issue;
 pub mod limits;
 mod oidc;
-pub mod registry;
 pub mod secret;
 mod tenant;
-pub mod wellknown;
 
 use crate::auth::Authenticator;
 use crate::catalog::Live;
-use crate::config::{Config, Family};
+use crate::catalog::registry::{Client, Registry};
+use crate::config::Config;
+use crate::domain::endpoint::Endpoint;
+use crate::domain::oauth::Family;
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use bytes::Bytes;
 use client_auth::PresentedClient;
-pub use endpoint::Endpoint;
 use error::{ErrorCode, OAuthError};
 use form::{Form, is_form_content_type};
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE};
 use http::{HeaderName, HeaderValue, Method};
 use issue::Signer;
 use limits::{AttemptLimiter, Subject, Throttled};
-use registry::{Client, Registry};
 use secret::SecretVerifier;
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,6 +125,15 @@ impl Reply {
     }
 }
 
+/// Why the token service cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Secrets(#[from] secret::VerifierError),
+    #[error("tokens.jwks_max_age: {0}")]
+    CacheHeader(http::header::InvalidHeaderValue),
+}
+
 /// Token service settings that are not per client.
 pub struct ServiceSettings {
     /// How long a used refresh token may be used again (concurrent refreshes).
@@ -173,7 +180,7 @@ impl TokenService {
         store: Arc<dyn Store>,
         auth: Arc<Authenticator>,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SetupError> {
         Ok(Self {
             signer: Signer::new(keys.clone(), Arc::from(config.issuer.as_str())),
             keys,
@@ -189,7 +196,7 @@ impl TokenService {
                     "public, max-age={}",
                     config.tokens.jwks_max_age.as_secs()
                 ))
-                .map_err(|e| format!("tokens.jwks_max_age: {e}"))?,
+                .map_err(SetupError::CacheHeader)?,
                 session_lifetime: config.tokens.session_lifetime,
             },
         })

@@ -8,9 +8,10 @@ pub mod instrumented;
 pub mod redis;
 pub mod sqlite;
 
-use crate::config::{Family, Format};
+use crate::domain::oauth::{Family, Format, TokenKind};
 use async_trait::async_trait;
-use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// SHA-256 of a token: the only form in which a token is stored.
@@ -25,12 +26,6 @@ pub fn digest_bytes(bytes: &[u8]) -> Digest {
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenKind {
-    Access,
-    Refresh,
 }
 
 /// What a stored token stands for.
@@ -60,8 +55,8 @@ pub struct TokenRecord {
 
 impl TokenRecord {
     /// What a revocation may name of this token.
-    pub fn revocation_subject(&self) -> crate::auth::revocations::Subject<'_> {
-        crate::auth::revocations::Subject {
+    pub fn revocation_subject(&self) -> RevocationSubject<'_> {
+        RevocationSubject {
             jti: Some(&self.jti),
             grant: Some(&self.grant_id),
             client_id: Some(&self.client_id),
@@ -74,6 +69,17 @@ impl TokenRecord {
     pub fn is_live(&self, now: i64) -> bool {
         !self.revoked && self.expires_at.is_none_or(|e| now < e)
     }
+}
+
+/// Who a token belongs to, as far as revocation is concerned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RevocationSubject<'a> {
+    pub jti: Option<&'a str>,
+    pub grant: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub username: Option<&'a str>,
+    /// Issued at; a token without `iat` counts as issued before any time.
+    pub iat: Option<i64>,
 }
 
 /// What using a refresh token did.
@@ -284,16 +290,61 @@ pub enum Consumed {
 }
 
 /// The store could not do what was asked; callers answer 503 `temporarily_unavailable`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreError(pub String);
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "store: {}", self.0)
-    }
+/// Cloned to every caller of a failed batch, so its sources are shared.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// A SQLite statement or transaction failed.
+    #[error("store: {0}")]
+    Sqlite(Arc<rusqlite::Error>),
+    /// The embedded store's file cannot be opened, set up or read at start.
+    #[error("store: cannot {action} {}: {source}", path.display())]
+    File {
+        action: &'static str,
+        path: PathBuf,
+        source: Arc<rusqlite::Error>,
+    },
+    #[error("store: cannot start the store writer: {0}")]
+    WriterStart(Arc<std::io::Error>),
+    /// The writer thread is gone, or lost a job.
+    #[error("store: the store writer {0}")]
+    Writer(&'static str),
+    /// A Redis call failed.
+    #[error("store: Redis {op}: {source}")]
+    Redis {
+        op: &'static str,
+        source: Arc<::redis::RedisError>,
+    },
+    /// A Redis call did not answer within its bound (`store.timeout`).
+    #[error("store: Redis {op}: no answer within {}ms", after.as_millis())]
+    RedisTimeout { op: &'static str, after: Duration },
+    /// The store's own Redis runtime failed.
+    #[error("store: cannot start the Redis client: {0}")]
+    RedisRuntime(Arc<std::io::Error>),
+    /// A Redis call's task failed.
+    #[error("store: Redis {op}: {source}")]
+    RedisTask {
+        op: &'static str,
+        source: Arc<tokio::task::JoinError>,
+    },
+    /// Redis answered what the store never writes.
+    #[error("store: Redis {op}: {what}")]
+    RedisReply {
+        op: &'static str,
+        what: &'static str,
+    },
+    /// `store.url` cannot be used.
+    #[error("store: store.url: {0}")]
+    RedisUrl(Arc<::redis::RedisError>),
+    /// A stored record cannot be read back.
+    #[error("store: a stored token record is unreadable: {0}")]
+    Corrupt(Arc<serde_json::Error>),
 }
 
-impl std::error::Error for StoreError {}
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(Arc::new(e))
+    }
+}
 
 /// Durable token state. Every write returns once it is durable (SQLite: committed with the
 /// configured sync; Redis: acknowledged, durable as its persistence settings make it).

@@ -10,7 +10,10 @@ use super::lifetime::{Freshness, clamp, freshness, lifetime};
 use super::refresh::{Coordinator, MissDecision};
 use super::verify::{Failure, KeyMiss, check, read_header};
 use super::*;
-use crate::jwt::{self, JwsAlg};
+use crate::config::{KeySource, RefreshSettings};
+use crate::domain::claim::ClaimPath;
+use crate::domain::jose::JwsAlg;
+use crate::jwt;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::{

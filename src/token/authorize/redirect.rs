@@ -2,16 +2,8 @@
 //! port of a loopback `http://127.0.0.1` or `http://[::1]` redirect, which a native app
 //! picks when it starts (RFC 8252 §7.3); and the authorization response appended to one.
 
+use crate::domain::net::is_loopback_redirect;
 use reqwest::Url;
-
-/// `http://127.0.0.1` or `http://[::1]` (RFC 8252 §8.3: IP literals, not `localhost`).
-pub fn is_loopback(u: &Url) -> bool {
-    u.scheme() == "http"
-        && u.host_str()
-            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-            .and_then(|h| h.parse::<std::net::IpAddr>().ok())
-            .is_some_and(|ip| ip.is_loopback())
-}
 
 /// Whether `presented` is one of `registered`: the same string, or a loopback URI that
 /// differs only in its port.
@@ -22,12 +14,12 @@ pub fn matches(registered: &[String], presented: &str) -> bool {
     let Ok(p) = Url::parse(presented) else {
         return false;
     };
-    if !is_loopback(&p) {
+    if !is_loopback_redirect(&p) {
         return false;
     }
     registered.iter().any(|r| {
         Url::parse(r).is_ok_and(|r| {
-            is_loopback(&r)
+            is_loopback_redirect(&r)
                 && r.host() == p.host()
                 && r.path() == p.path()
                 && r.query() == p.query()

@@ -1,23 +1,12 @@
 //! The metadata documents: RFC 8414 authorization-server metadata and OpenID Connect
 //! Discovery 1.0 (`/.well-known/openid-configuration`), built with each catalog.
 
-use super::authorize::OIDC_SCOPES;
-use super::registry::Registry;
-use crate::config::{Config, Family, SigningKeySource};
+use crate::catalog::registry::Registry;
+use crate::config::{Config, SigningKeySource};
+use crate::domain::endpoint::{LOGOUT_PATH, USERINFO_PATH, authorize_path};
+use crate::domain::oauth::OIDC_SCOPES;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-
-/// The authorization endpoint of a family: seed 002's `/oauth2/v2/authorize` for
-/// credentials, `/auth/authorize` for policies.
-pub fn authorize_path(family: Family) -> &'static str {
-    match family {
-        Family::Auth => "/auth/authorize",
-        Family::Credential => "/oauth2/v2/authorize",
-    }
-}
-
-pub const USERINFO_PATH: &str = "/userinfo";
-pub const LOGOUT_PATH: &str = "/oauth2/v2/logout";
 
 /// The members both documents share. They advertise the endpoints of one family
 /// (`discovery.family`), so a standard client needs nothing but the issuer URL.

@@ -1,11 +1,23 @@
 //! The paths the token service answers (DESIGN.md's contract table) and their metric labels.
 
-use crate::config::{Family, Format};
+use super::oauth::{Family, Format};
 
 /// The suffix of an API's own token endpoint: `<api prefix>/oauth2/v2/token`.
 pub const API_TOKEN_SUFFIX: &str = "/oauth2/v2/token";
 /// The suffix of an API's own authorization endpoint.
 pub const API_AUTHORIZE_SUFFIX: &str = "/oauth2/v2/authorize";
+
+/// The authorization endpoint of a family: seed 002's `/oauth2/v2/authorize` for
+/// credentials, `/auth/authorize` for policies.
+pub fn authorize_path(family: Family) -> &'static str {
+    match family {
+        Family::Auth => "/auth/authorize",
+        Family::Credential => "/oauth2/v2/authorize",
+    }
+}
+
+pub const USERINFO_PATH: &str = "/userinfo";
+pub const LOGOUT_PATH: &str = "/oauth2/v2/logout";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {

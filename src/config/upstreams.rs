@@ -3,9 +3,8 @@
 
 use super::apis::{api, check_api_uniqueness};
 use super::clients::{Refs, credential, policy, products, user_pools};
-use super::errors::{ConfigError, Errors, Lenient};
+use super::errors::{ConfigError, Errors, Lenient, parse_yaml};
 use super::file::UpstreamsFile;
-use super::gateway::parse_yaml;
 use super::{
     ApiConfig, AuthMode, CredentialConfig, IssuerConfig, PolicyConfig, TenantConfig, UserPoolConfig,
 };

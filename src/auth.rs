@@ -7,92 +7,24 @@ pub mod bearer;
 pub mod cache;
 pub mod ratelimit;
 pub mod revocations;
-pub mod scope;
 
+use crate::domain::oauth::TokenKind;
+use crate::domain::outcome::Outcome;
+use crate::domain::scope::{self, Rule, ScopeDecision, Scopes};
 use crate::idp::{ExternalToken, Issuers, Rejection};
 use crate::jwt;
 use crate::keys::{KeyMiss, KeyRing};
 use crate::opaque;
-use crate::store::{Store, TokenKind, TokenRecord, digest};
+use crate::store::{RevocationSubject, Store, TokenRecord, digest};
 use cache::TokenCache;
 use compact_str::CompactString;
 use http::Method;
 use revocations::Revocations;
-use scope::{Rule, ScopeDecision, Scopes};
 use std::sync::Arc;
 
-/// The result of checking one request's credential, as counted in
-/// `tollgate_token_validations_total{outcome}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    Missing,
-    Malformed,
-    BadSignature,
-    UnknownKey,
-    Expired,
-    NotYetValid,
-    WrongIssuer,
-    WrongAudience,
-    InsufficientScope,
-    /// The token, or its grant, was revoked.
-    Revoked,
-    /// An opaque token the store does not know.
-    UnknownToken,
-    /// Its client, user or ACL entry is gone from the configuration.
-    NotPermitted,
-    /// The store could not be read: the answer is 503, not a refusal.
-    StoreUnavailable,
-    /// An API key no credential has.
-    UnknownApiKey,
-    /// A token of the wrong type: an ID token, or an external token without the `typ`
-    /// its issuer requires (RFC 9068, RFC 8725 §3.11).
-    WrongType,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 16] = [
-        Outcome::Ok,
-        Outcome::Missing,
-        Outcome::Malformed,
-        Outcome::BadSignature,
-        Outcome::UnknownKey,
-        Outcome::Expired,
-        Outcome::NotYetValid,
-        Outcome::WrongIssuer,
-        Outcome::WrongAudience,
-        Outcome::InsufficientScope,
-        Outcome::Revoked,
-        Outcome::UnknownToken,
-        Outcome::NotPermitted,
-        Outcome::StoreUnavailable,
-        Outcome::UnknownApiKey,
-        Outcome::WrongType,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Missing => "missing",
-            Outcome::Malformed => "malformed",
-            Outcome::BadSignature => "bad_signature",
-            Outcome::UnknownKey => "unknown_key",
-            Outcome::Expired => "expired",
-            Outcome::NotYetValid => "not_yet_valid",
-            Outcome::WrongIssuer => "wrong_issuer",
-            Outcome::WrongAudience => "wrong_audience",
-            Outcome::InsufficientScope => "insufficient_scope",
-            Outcome::Revoked => "revoked",
-            Outcome::UnknownToken => "unknown_token",
-            Outcome::NotPermitted => "not_permitted",
-            Outcome::StoreUnavailable => "store_unavailable",
-            Outcome::UnknownApiKey => "unknown_api_key",
-            Outcome::WrongType => "wrong_type",
-        }
-    }
-
-    /// How an external issuer's refusal is counted.
-    pub fn from_rejection(r: Rejection) -> Self {
+/// How an external issuer's refusal is counted.
+impl From<Rejection> for Outcome {
+    fn from(r: Rejection) -> Self {
         match r {
             Rejection::Malformed | Rejection::MissingExpiry | Rejection::MissingSubject => {
                 Outcome::Malformed
@@ -104,27 +36,6 @@ impl Outcome {
             Rejection::Expired => Outcome::Expired,
             Rejection::NotYetValid => Outcome::NotYetValid,
             Rejection::WrongAudience => Outcome::WrongAudience,
-        }
-    }
-
-    /// `error_description` of the challenge; never echoes anything from the token.
-    fn description(self) -> &'static str {
-        match self {
-            Outcome::Ok | Outcome::Missing => "",
-            Outcome::Malformed => "The access token is malformed",
-            Outcome::BadSignature => "The access token signature is invalid",
-            Outcome::UnknownKey => "The access token was signed by an unknown key",
-            Outcome::Expired => "The access token expired",
-            Outcome::NotYetValid => "The access token is not valid yet",
-            Outcome::WrongIssuer => "The access token was issued by another issuer",
-            Outcome::WrongAudience => "The access token is not valid for this API",
-            Outcome::InsufficientScope => "The access token lacks the scope this operation needs",
-            Outcome::Revoked => "The access token was revoked",
-            Outcome::UnknownToken => "The access token is not known",
-            Outcome::NotPermitted => "The access token's client may no longer call this API",
-            Outcome::StoreUnavailable => "The token store is unavailable",
-            Outcome::UnknownApiKey => "The API key is not known",
-            Outcome::WrongType => "The token is not an access token",
         }
     }
 }
@@ -167,8 +78,8 @@ impl std::ops::Deref for Principal {
 
 impl Principal {
     /// What a revocation may name of this token.
-    pub fn revocation_subject(&self) -> revocations::Subject<'_> {
-        revocations::Subject {
+    pub fn revocation_subject(&self) -> RevocationSubject<'_> {
+        RevocationSubject {
             jti: self.jti.as_deref(),
             grant: self.grant_id.as_deref(),
             client_id: self.client_id.as_deref(),
@@ -450,7 +361,7 @@ impl Authenticator {
                 .verify(token, now)
                 .await
                 .map(Principal::from_external)
-                .map_err(Outcome::from_rejection);
+                .map_err(Outcome::from);
         }
         self.validator.validate(token, now)
     }

@@ -3,9 +3,10 @@
 //! asks [`Registry::permits`] on every request, so removing a credential, policy, user or
 //! ACL entry takes effect at once.
 
-use crate::config::{ClientConfig, Config, Family, GrantType, TenantUserConfig, TokenPolicy};
-use crate::idp::ClaimPath;
-use crate::redact::Secret;
+use crate::config::{ClientConfig, Config, TenantUserConfig, TokenPolicy};
+use crate::domain::claim::ClaimPath;
+use crate::domain::oauth::{Family, GrantType};
+use crate::domain::secret::Secret;
 use std::collections::{HashMap, HashSet};
 
 /// Maps and sets looked up on every protected request (a token's client, the APIs it may
@@ -27,7 +28,7 @@ pub struct Client {
     /// Scopes of its client_credentials tokens.
     pub scopes: Vec<String>,
     /// The same, as an API key's requests are checked against them.
-    pub scope_set: crate::auth::scope::Scopes,
+    pub scope_set: crate::domain::scope::Scopes,
     /// The APIs it may call (names).
     pub apis: FastSet<String>,
     /// Their audiences, in configuration order.
@@ -187,7 +188,7 @@ impl Registry {
                 public: c.public,
                 grant_types: c.grant_types.clone(),
                 scopes: c.scopes.clone(),
-                scope_set: crate::auth::scope::Scopes::from_list(&c.scopes),
+                scope_set: crate::domain::scope::Scopes::from_list(&c.scopes),
                 apis: api_names.iter().cloned().collect(),
                 audiences,
                 pool: c.user_pool.as_ref().and_then(|p| pools.get(p).cloned()),

@@ -6,19 +6,16 @@
 //! does not know it asks the refresh loop for one refetch (at most one per cooldown, shared
 //! by every request that missed) and waits for it, bounded by the fetch timeout.
 
-mod claims;
 mod fetch;
 mod jwks;
 mod lifetime;
 mod refresh;
-mod settings;
 mod verify;
 
-pub use claims::ClaimPath;
 pub use refresh::{IssuerStats, StatsSnapshot};
-pub use settings::{IssuerSettings, KeySource, RefreshSettings};
 
-use crate::auth::scope::Scopes;
+use crate::config::IssuerSettings;
+use crate::domain::scope::Scopes;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -129,6 +126,35 @@ impl fmt::Display for Rejection {
     }
 }
 
+/// Why one configured issuer cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerError {
+    #[error("issuer `{0}`: the name is used twice")]
+    NameTwice(String),
+    #[error("issuer `{name}`: issuer `{issuer}` is configured twice")]
+    IssuerTwice { name: String, issuer: String },
+    #[error("issuer `{name}`: {problem}")]
+    Settings { name: String, problem: String },
+    #[error("issuer `{name}`: {source}")]
+    Setup {
+        name: String,
+        source: fetch::SetupError,
+    },
+}
+
+/// Every problem with the configured issuers, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", lines(.0))]
+pub struct IssuersError(pub Vec<IssuerError>);
+
+fn lines(errors: &[IssuerError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// One configured external issuer: its settings, its current key set and its refresh state.
 pub struct ExternalIssuer {
     settings: IssuerSettings,
@@ -141,7 +167,7 @@ pub struct ExternalIssuer {
 }
 
 impl ExternalIssuer {
-    fn new(settings: IssuerSettings) -> Result<Self, String> {
+    fn new(settings: IssuerSettings) -> Result<Self, fetch::SetupError> {
         let fetcher = fetch::Fetcher::new(&settings)?;
         Ok(Self {
             name: settings.name.as_str().into(),
@@ -237,7 +263,7 @@ pub struct Issuers {
 impl Issuers {
     /// Check the settings (every problem reported at once, one per line) and build the
     /// issuers. Nothing is fetched until [`Issuers::run`].
-    pub fn new(settings: Vec<IssuerSettings>) -> Result<Self, String> {
+    pub fn new(settings: Vec<IssuerSettings>) -> Result<Self, IssuersError> {
         let mut errors = Vec::new();
         let mut list = Vec::new();
         let mut by_iss = HashMap::new();
@@ -245,20 +271,19 @@ impl Issuers {
         for s in settings {
             let problems = s.problems();
             if by_name.contains_key(&s.name) {
-                errors.push(format!("issuer `{}`: the name is used twice", s.name));
+                errors.push(IssuerError::NameTwice(s.name.clone()));
             }
             if by_iss.contains_key(&s.issuer) {
-                errors.push(format!(
-                    "issuer `{}`: issuer `{}` is configured twice",
-                    s.name, s.issuer
-                ));
+                errors.push(IssuerError::IssuerTwice {
+                    name: s.name.clone(),
+                    issuer: s.issuer.clone(),
+                });
             }
             if !problems.is_empty() {
-                errors.extend(
-                    problems
-                        .into_iter()
-                        .map(|p| format!("issuer `{}`: {p}", s.name)),
-                );
+                errors.extend(problems.into_iter().map(|problem| IssuerError::Settings {
+                    name: s.name.clone(),
+                    problem,
+                }));
                 continue;
             }
             let (name, iss) = (s.name.clone(), s.issuer.clone());
@@ -268,7 +293,7 @@ impl Issuers {
                     by_iss.insert(iss, list.len());
                     list.push(Arc::new(issuer));
                 }
-                Err(e) => errors.push(format!("issuer `{name}`: {e}")),
+                Err(source) => errors.push(IssuerError::Setup { name, source }),
             }
         }
         if errors.is_empty() {
@@ -278,14 +303,17 @@ impl Issuers {
                 by_name,
             })
         } else {
-            Err(errors.join("\n"))
+            Err(IssuersError(errors))
         }
     }
 
     /// Like [`Issuers::new`], keeping the issuers of `previous` whose settings did not
     /// change (their keys and refresh state go on): a configuration reload does not
     /// refetch every key set.
-    pub fn rebuild(settings: Vec<IssuerSettings>, previous: &Issuers) -> Result<Self, String> {
+    pub fn rebuild(
+        settings: Vec<IssuerSettings>,
+        previous: &Issuers,
+    ) -> Result<Self, IssuersError> {
         let fresh = Self::new(settings)?;
         let list = fresh
             .list
@@ -361,7 +389,7 @@ pub fn peek_issuer(token: &str) -> Option<String> {
     struct Iss {
         iss: Option<String>,
     }
-    if token.len() > crate::jwt::MAX_TOKEN_LEN {
+    if token.len() > crate::domain::jose::MAX_TOKEN_LEN {
         return None;
     }
     let mut parts = token.split('.');

@@ -1,9 +1,9 @@
-//! The validated settings of one external issuer, as the config layer builds them, and the
+//! The validated settings of one external issuer (the `idp` module runs on them), and the
 //! checks that make them safe to run.
 
-use super::ClaimPath;
-use crate::jwt::JwsAlg;
-use std::path::PathBuf;
+use crate::domain::claim::ClaimPath;
+use crate::domain::jose::JwsAlg;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// One trusted external issuer.
@@ -98,7 +98,7 @@ impl IssuerSettings {
     }
 
     /// Every problem with these settings (empty when they can run).
-    pub(super) fn problems(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if self.name.is_empty() {
             p.push("the name is empty".to_string());
@@ -153,11 +153,58 @@ impl IssuerSettings {
     }
 }
 
+/// Why an issuer's address or extra roots cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerSetupError {
+    #[error("`{text}` is not a URL: {source}")]
+    NotAUrl {
+        text: String,
+        source: url::ParseError,
+    },
+    #[error("`{0}` is not an http(s) URL")]
+    NotHttp(String),
+    #[error("cannot read `ca_file` {}: {source}", path.display())]
+    ReadCaFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("`ca_file` {}: {source}", path.display())]
+    BadCaFile {
+        path: PathBuf,
+        source: reqwest::Error,
+    },
+    #[error("`ca_file` {} holds no certificate", path.display())]
+    EmptyCaFile { path: PathBuf },
+}
+
 /// `text` as an absolute http or https URL.
-pub(super) fn http_url(text: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+pub fn http_url(text: &str) -> Result<reqwest::Url, IssuerSetupError> {
+    let url = reqwest::Url::parse(text).map_err(|source| IssuerSetupError::NotAUrl {
+        text: text.to_string(),
+        source,
+    })?;
     match url.scheme() {
         "http" | "https" if url.host().is_some() => Ok(url),
-        _ => Err(format!("`{text}` is not an http(s) URL")),
+        _ => Err(IssuerSetupError::NotHttp(text.to_string())),
     }
+}
+
+/// The trusted roots of a `ca_file` (PEM, one certificate at least).
+pub fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, IssuerSetupError> {
+    let pem = std::fs::read(path).map_err(|source| IssuerSetupError::ReadCaFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+        IssuerSetupError::BadCaFile {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    if roots.is_empty() {
+        return Err(IssuerSetupError::EmptyCaFile {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(roots)
 }

@@ -2,24 +2,28 @@
 //! types). `load` reports every error at once, each with its file and key path.
 
 mod apis;
-mod catalog;
 mod clients;
 mod duration;
 mod errors;
 mod file;
 mod gateway;
+mod issuer;
 mod issuers;
 mod tenants;
+mod upstreams;
 
+pub use issuer::{
+    IssuerSettings, IssuerSetupError, KeySource, RefreshSettings, http_url, load_ca_file,
+};
 pub use tenants::pool_name as tenant_pool_name;
 
 pub use duration::parse_duration;
 pub use errors::{ConfigError, ConfigErrors};
 
-use crate::auth::scope::Rule;
-use crate::keys::Algorithm;
-use crate::redact::Secret;
-use serde::Deserialize;
+use crate::domain::jose::Algorithm;
+use crate::domain::oauth::{Family, Format, GrantType, PolicyKind};
+use crate::domain::scope::Rule;
+use crate::domain::secret::Secret;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -182,77 +186,6 @@ pub struct CacheSettings {
 pub struct LogSettings {
     pub level: log::LevelFilter,
     pub access_log: bool,
-}
-
-/// Which management family a token endpoint belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Family {
-    /// `/auth/*`: "manage from this policy".
-    Auth,
-    /// `/credential/*`: "manage from ACL".
-    Credential,
-}
-
-impl Family {
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Family::Auth => "/auth",
-            Family::Credential => "/credential",
-        }
-    }
-}
-
-/// OAuth2 grant types (RFC 6749 §4, §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GrantType {
-    ClientCredentials,
-    Password,
-    RefreshToken,
-    /// RFC 8693, `urn:ietf:params:oauth:grant-type:token-exchange` on the wire.
-    TokenExchange,
-    /// RFC 6749 §4.1 with PKCE (RFC 7636).
-    AuthorizationCode,
-}
-
-impl GrantType {
-    pub const ALL: [GrantType; 5] = [
-        GrantType::AuthorizationCode,
-        GrantType::ClientCredentials,
-        GrantType::Password,
-        GrantType::RefreshToken,
-        GrantType::TokenExchange,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantType::ClientCredentials => "client_credentials",
-            GrantType::Password => "password",
-            GrantType::RefreshToken => "refresh_token",
-            GrantType::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
-            GrantType::AuthorizationCode => "authorization_code",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|g| g.as_str() == s)
-    }
-}
-
-/// What an auth policy issues: JWTs (`/auth/jwt`) or opaque OAuth2 tokens (`/auth/token`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PolicyKind {
-    Jwt,
-    Oauth2,
-}
-
-/// Access-token formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Jwt,
-    Opaque,
 }
 
 /// How a client's tokens are made.
@@ -432,9 +365,9 @@ pub struct BrowserClient {
 /// An external identity provider, with what token exchange needs of it.
 #[derive(Debug, Clone)]
 pub struct IssuerConfig {
-    pub settings: crate::idp::IssuerSettings,
+    pub settings: crate::config::IssuerSettings,
     /// The claim that names the user in an exchanging client's pool.
-    pub user_claim: Option<crate::idp::ClaimPath>,
+    pub user_claim: Option<crate::domain::claim::ClaimPath>,
 }
 
 /// A tenant of `/auth/{user,admin}/{generateToken,oidcToken}` (seed 003).
@@ -446,7 +379,7 @@ pub struct TenantConfig {
     pub lifetime: Option<Duration>,
     pub oidc_issuers: Vec<String>,
     /// The claim of an external token that names the user (default `email`).
-    pub email_claim: crate::idp::ClaimPath,
+    pub email_claim: crate::domain::claim::ClaimPath,
     pub projects: Vec<ProjectConfig>,
 }
 
@@ -510,7 +443,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// upstreams file it names (whatever that name is). No file is read; paths in either are
 /// still resolved against `path`'s directory and checked.
 pub fn parse(path: &Path, gateway: &str, upstreams: &str) -> Result<Config, ConfigErrors> {
-    gateway::parse(path, gateway, |p| catalog::parse(p, upstreams))
+    gateway::parse(path, gateway, |p| upstreams::parse(p, upstreams))
 }
 
 /// Resolve a path from a config file against the directory of that file.

@@ -1,0 +1,16 @@
+//! The shared words of the gateway: scopes and scope rules, claim paths, JOSE algorithm
+//! names and key ids, the OAuth enums, identifiers, the clock, secrets and their hashes,
+//! and the outcome of a credential check, and the paths of the contract with clients. A leaf: it imports nothing else from the crate,
+//! so every other module may use it (`tests/layers.rs` checks that the layers point one
+//! way).
+
+pub mod claim;
+pub mod clock;
+pub mod endpoint;
+pub mod ids;
+pub mod jose;
+pub mod net;
+pub mod oauth;
+pub mod outcome;
+pub mod scope;
+pub mod secret;

@@ -1,0 +1,94 @@
+//! The outcome of checking one request's credential: what the proxy answers, what the
+//! access log and `tollgate_token_validations_total{outcome}` say.
+
+/// The result of checking one request's credential, as counted in
+/// `tollgate_token_validations_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Missing,
+    Malformed,
+    BadSignature,
+    UnknownKey,
+    Expired,
+    NotYetValid,
+    WrongIssuer,
+    WrongAudience,
+    InsufficientScope,
+    /// The token, or its grant, was revoked.
+    Revoked,
+    /// An opaque token the store does not know.
+    UnknownToken,
+    /// Its client, user or ACL entry is gone from the configuration.
+    NotPermitted,
+    /// The store could not be read: the answer is 503, not a refusal.
+    StoreUnavailable,
+    /// An API key no credential has.
+    UnknownApiKey,
+    /// A token of the wrong type: an ID token, or an external token without the `typ`
+    /// its issuer requires (RFC 9068, RFC 8725 §3.11).
+    WrongType,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 16] = [
+        Outcome::Ok,
+        Outcome::Missing,
+        Outcome::Malformed,
+        Outcome::BadSignature,
+        Outcome::UnknownKey,
+        Outcome::Expired,
+        Outcome::NotYetValid,
+        Outcome::WrongIssuer,
+        Outcome::WrongAudience,
+        Outcome::InsufficientScope,
+        Outcome::Revoked,
+        Outcome::UnknownToken,
+        Outcome::NotPermitted,
+        Outcome::StoreUnavailable,
+        Outcome::UnknownApiKey,
+        Outcome::WrongType,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Missing => "missing",
+            Outcome::Malformed => "malformed",
+            Outcome::BadSignature => "bad_signature",
+            Outcome::UnknownKey => "unknown_key",
+            Outcome::Expired => "expired",
+            Outcome::NotYetValid => "not_yet_valid",
+            Outcome::WrongIssuer => "wrong_issuer",
+            Outcome::WrongAudience => "wrong_audience",
+            Outcome::InsufficientScope => "insufficient_scope",
+            Outcome::Revoked => "revoked",
+            Outcome::UnknownToken => "unknown_token",
+            Outcome::NotPermitted => "not_permitted",
+            Outcome::StoreUnavailable => "store_unavailable",
+            Outcome::UnknownApiKey => "unknown_api_key",
+            Outcome::WrongType => "wrong_type",
+        }
+    }
+
+    /// `error_description` of the challenge; never echoes anything from the token.
+    pub fn description(self) -> &'static str {
+        match self {
+            Outcome::Ok | Outcome::Missing => "",
+            Outcome::Malformed => "The access token is malformed",
+            Outcome::BadSignature => "The access token signature is invalid",
+            Outcome::UnknownKey => "The access token was signed by an unknown key",
+            Outcome::Expired => "The access token expired",
+            Outcome::NotYetValid => "The access token is not valid yet",
+            Outcome::WrongIssuer => "The access token was issued by another issuer",
+            Outcome::WrongAudience => "The access token is not valid for this API",
+            Outcome::InsufficientScope => "The access token lacks the scope this operation needs",
+            Outcome::Revoked => "The access token was revoked",
+            Outcome::UnknownToken => "The access token is not known",
+            Outcome::NotPermitted => "The access token's client may no longer call this API",
+            Outcome::StoreUnavailable => "The token store is unavailable",
+            Outcome::UnknownApiKey => "The API key is not known",
+            Outcome::WrongType => "The token is not an access token",
+        }
+    }
+}

@@ -17,7 +17,7 @@ pub use issuer::{
 };
 pub use tenants::pool_name as tenant_pool_name;
 
-pub use duration::parse_duration;
+pub use duration::{DurationError, parse_duration};
 pub use errors::{ConfigError, ConfigErrors};
 
 use crate::domain::jose::Algorithm;

@@ -257,26 +257,43 @@ pub(super) fn api(
     })
 }
 
-fn check_prefix(prefix: &str) -> Result<(), String> {
+/// Why an API prefix is refused.
+#[derive(Debug, thiserror::Error)]
+enum PrefixError {
+    #[error("`{0}` must start with `/`")]
+    NoSlash(String),
+    #[error("`{0}` must not end with `/`")]
+    TrailingSlash(String),
+    #[error("`{0}` must be a plain path (no `//`, `?`, `#`, `%`, `*`, spaces)")]
+    NotPlain(String),
+    #[error("`{0}` must not contain `.` or `..` segments")]
+    DotSegment(String),
+    #[error("`{prefix}` is answered by the token service ({reserved}/...)")]
+    Reserved {
+        prefix: String,
+        reserved: &'static str,
+    },
+}
+
+fn check_prefix(prefix: &str) -> Result<(), PrefixError> {
     if !prefix.starts_with('/') {
-        return Err(format!("`{prefix}` must start with `/`"));
+        return Err(PrefixError::NoSlash(prefix.to_string()));
     }
     if prefix.len() > 1 && prefix.ends_with('/') {
-        return Err(format!("`{prefix}` must not end with `/`"));
+        return Err(PrefixError::TrailingSlash(prefix.to_string()));
     }
     if prefix.contains("//") || prefix.contains(['?', '#', '%', '*', '\\', ' ']) {
-        return Err(format!(
-            "`{prefix}` must be a plain path (no `//`, `?`, `#`, `%`, `*`, spaces)"
-        ));
+        return Err(PrefixError::NotPlain(prefix.to_string()));
     }
     if prefix.split('/').any(|s| s == "." || s == "..") {
-        return Err(format!("`{prefix}` must not contain `.` or `..` segments"));
+        return Err(PrefixError::DotSegment(prefix.to_string()));
     }
     for reserved in RESERVED_PREFIXES {
         if prefix == reserved || prefix.starts_with(&format!("{reserved}/")) {
-            return Err(format!(
-                "`{prefix}` is answered by the token service ({reserved}/...)"
-            ));
+            return Err(PrefixError::Reserved {
+                prefix: prefix.to_string(),
+                reserved,
+            });
         }
     }
     Ok(())
@@ -395,10 +412,26 @@ fn upstream(
     })
 }
 
-fn resolve_server(s: &str) -> Result<Vec<SocketAddr>, String> {
+/// Why an upstream server address is refused.
+#[derive(Debug, thiserror::Error)]
+enum ServerError {
+    #[error("`{0}` must be host:port (no scheme or path)")]
+    SchemeOrPath(String),
+    #[error("`{0}` must be host:port")]
+    NoPort(String),
+    #[error("`{0}` resolved to no address")]
+    NoAddress(String),
+    #[error("cannot resolve `{name}`: {source}")]
+    Resolve {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
+fn resolve_server(s: &str) -> Result<Vec<SocketAddr>, ServerError> {
     let s = s.trim();
     if s.contains("://") || s.contains('/') {
-        return Err(format!("`{s}` must be host:port (no scheme or path)"));
+        return Err(ServerError::SchemeOrPath(s.to_string()));
     }
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(vec![a]);
@@ -407,18 +440,21 @@ fn resolve_server(s: &str) -> Result<Vec<SocketAddr>, String> {
         .and_then(|(_, p)| p.parse::<u16>().ok())
         .is_none()
     {
-        return Err(format!("`{s}` must be host:port"));
+        return Err(ServerError::NoPort(s.to_string()));
     }
     match s.to_socket_addrs() {
         Ok(it) => {
             let addrs: Vec<_> = it.collect();
             if addrs.is_empty() {
-                Err(format!("`{s}` resolved to no address"))
+                Err(ServerError::NoAddress(s.to_string()))
             } else {
                 Ok(addrs)
             }
         }
-        Err(e) => Err(format!("cannot resolve `{s}`: {e}")),
+        Err(source) => Err(ServerError::Resolve {
+            name: s.to_string(),
+            source,
+        }),
     }
 }
 

@@ -185,23 +185,39 @@ pub(super) struct BrowserFields {
 
 /// A redirect URI a client may register: absolute, no fragment; https, http on a loopback
 /// address, or a private-use scheme of a native app (RFC 8252 §7.1, e.g. `com.example.app:/cb`).
-fn check_redirect_uri(uri: &str) -> Result<(), String> {
-    let parsed =
-        reqwest::Url::parse(uri).map_err(|e| format!("`{uri}` is not an absolute URI: {e}"))?;
+fn check_redirect_uri(uri: &str) -> Result<(), RedirectUriError> {
+    let parsed = reqwest::Url::parse(uri).map_err(|source| RedirectUriError::NotAbsolute {
+        uri: uri.to_string(),
+        source,
+    })?;
     if parsed.fragment().is_some() {
-        return Err(format!("`{uri}` has a fragment (RFC 6749 §3.1.2)"));
+        return Err(RedirectUriError::Fragment(uri.to_string()));
     }
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if crate::domain::net::is_loopback_redirect(&parsed) => Ok(()),
-        "http" => Err(format!(
-            "`{uri}`: plain http only for loopback addresses (http://127.0.0.1, http://[::1])"
-        )),
+        "http" => Err(RedirectUriError::PlainHttp(uri.to_string())),
         scheme if scheme.contains('.') => Ok(()),
-        _ => Err(format!(
-            "`{uri}`: use https, a loopback http address, or a reverse-domain scheme (com.example.app:/cb)"
-        )),
+        _ => Err(RedirectUriError::Scheme(uri.to_string())),
     }
+}
+
+/// Why a redirect URI cannot be registered.
+#[derive(Debug, thiserror::Error)]
+enum RedirectUriError {
+    #[error("`{uri}` is not an absolute URI: {source}")]
+    NotAbsolute {
+        uri: String,
+        source: url::ParseError,
+    },
+    #[error("`{0}` has a fragment (RFC 6749 §3.1.2)")]
+    Fragment(String),
+    #[error("`{0}`: plain http only for loopback addresses (http://127.0.0.1, http://[::1])")]
+    PlainHttp(String),
+    #[error(
+        "`{0}`: use https, a loopback http address, or a reverse-domain scheme (com.example.app:/cb)"
+    )]
+    Scheme(String),
 }
 
 fn browser_client(

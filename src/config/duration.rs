@@ -2,30 +2,45 @@
 
 use std::time::Duration;
 
+/// Why a duration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration; write e.g. 30s, 15m or 1h")]
+    Empty,
+    #[error("invalid duration `{0}`; write e.g. 30s, 15m or 1h")]
+    Invalid(String),
+    #[error("number too large in duration `{0}`")]
+    NumberTooLarge(String),
+    #[error("duration `{text}` needs a unit (ms, s, m, h or d), e.g. {number}s")]
+    NoUnit { text: String, number: u64 },
+    #[error("unknown unit `{unit}` in duration `{text}` (use ms, s, m, h or d)")]
+    UnknownUnit { text: String, unit: String },
+    #[error("duration `{0}` is too large")]
+    TooLarge(String),
+}
+
 /// Parse a duration written as one or more `<number><unit>` groups.
 ///
 /// Units: `ms`, `s`, `m`, `h`, `d`. A bare number is rejected: the unit is what makes a
 /// config line readable, and `60` could mean seconds or minutes.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let s = text.trim();
     if s.is_empty() {
-        return Err("empty duration; write e.g. 30s, 15m or 1h".into());
+        return Err(DurationError::Empty);
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(format!(
-                "invalid duration `{text}`; write e.g. 30s, 15m or 1h"
-            ));
+            return Err(DurationError::Invalid(text.to_string()));
         }
         let (num, tail) = rest.split_at(digits);
         let unit_len = tail.bytes().take_while(u8::is_ascii_alphabetic).count();
         let (unit, tail) = tail.split_at(unit_len);
         let n: u64 = num
             .parse()
-            .map_err(|_| format!("number too large in duration `{text}`"))?;
+            .map_err(|_| DurationError::NumberTooLarge(text.to_string()))?;
         let part = match unit {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
@@ -42,21 +57,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 .map(Duration::from_secs)
                 .unwrap_or(Duration::MAX),
             "" => {
-                return Err(format!(
-                    "duration `{text}` needs a unit (ms, s, m, h or d), e.g. {n}s"
-                ));
+                return Err(DurationError::NoUnit {
+                    text: text.to_string(),
+                    number: n,
+                });
             }
             other => {
-                return Err(format!(
-                    "unknown unit `{other}` in duration `{text}` (use ms, s, m, h or d)"
-                ));
+                return Err(DurationError::UnknownUnit {
+                    text: text.to_string(),
+                    unit: other.to_string(),
+                });
             }
         };
         total = total
             .checked_add(part)
-            .ok_or_else(|| format!("duration `{text}` is too large"))?;
+            .ok_or_else(|| DurationError::TooLarge(text.to_string()))?;
         if total == Duration::MAX {
-            return Err(format!("duration `{text}` is too large"));
+            return Err(DurationError::TooLarge(text.to_string()));
         }
         rest = tail;
     }
@@ -79,20 +96,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_input_with_a_reason() {
-        assert!(parse_duration("60").unwrap_err().contains("needs a unit"));
-        assert!(parse_duration("5y").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("").unwrap_err().contains("empty"));
-        assert!(
-            parse_duration("m5")
-                .unwrap_err()
-                .contains("invalid duration")
-        );
+        let why = |t: &str| parse_duration(t).unwrap_err().to_string();
+        assert!(why("60").contains("needs a unit"));
+        assert!(why("5y").contains("unknown unit"));
+        assert!(why("").contains("empty"));
+        assert!(why("m5").contains("invalid duration"));
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("99999999999999999999999s").is_err());
-        assert!(
-            parse_duration("9999999999999999d")
-                .unwrap_err()
-                .contains("too large")
-        );
+        assert!(why("9999999999999999d").contains("too large"));
     }
 }

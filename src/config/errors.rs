@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
+use std::marker::PhantomData;
 
 /// One problem in a config file, located by file and key path (`apis[2].upstream.servers[0]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,16 +88,52 @@ pub(crate) fn join(parent: &str, child: &str) -> String {
 }
 
 /// A section or list item parsed on its own, so that an error in one item does not
-/// hide the errors in its siblings.
+/// hide the errors in its siblings. `K` may fill in what the text leaves out before it is
+/// parsed (the default `kind` of a section of several kinds).
 #[derive(Debug)]
-pub(crate) enum Lenient<T> {
+pub(crate) enum Lenient<T, K = AsWritten> {
     Parsed(T),
-    Failed { path: String, message: String },
+    Failed {
+        path: String,
+        message: String,
+        written: PhantomData<K>,
+    },
 }
 
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
+/// What a section's text says, before it is parsed as its type.
+pub(crate) trait Prepare {
+    fn prepare(_value: &mut serde_yaml::Value) {}
+}
+
+/// The text as written.
+#[derive(Debug)]
+pub(crate) struct AsWritten;
+
+impl Prepare for AsWritten {}
+
+/// A mapping without `kind` takes the kind `K::KIND`.
+#[derive(Debug)]
+pub(crate) struct DefaultKind<K>(PhantomData<K>);
+
+/// Names a default kind.
+pub(crate) trait KindName {
+    const KIND: &'static str;
+}
+
+impl<K: KindName> Prepare for DefaultKind<K> {
+    fn prepare(value: &mut serde_yaml::Value) {
+        if let serde_yaml::Value::Mapping(m) = value
+            && !m.contains_key("kind")
+        {
+            m.insert("kind".into(), K::KIND.into());
+        }
+    }
+}
+
+impl<'de, T: DeserializeOwned, K: Prepare> Deserialize<'de> for Lenient<T, K> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = serde_yaml::Value::deserialize(d)?;
+        let mut value = serde_yaml::Value::deserialize(d)?;
+        K::prepare(&mut value);
         Ok(match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(v) => Lenient::Parsed(v),
             Err(e) => {
@@ -104,13 +141,14 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
                 Lenient::Failed {
                     path: if path == "." { String::new() } else { path },
                     message: e.into_inner().to_string(),
+                    written: PhantomData,
                 }
             }
         })
     }
 }
 
-impl<T> Lenient<T> {
+impl<T, K> Lenient<T, K> {
     /// The parsed value, or `None` after recording the parse error under `path`.
     pub(crate) fn take(self, path: &str, errs: &mut Errors) -> Option<T> {
         match self {
@@ -118,6 +156,7 @@ impl<T> Lenient<T> {
             Lenient::Failed {
                 path: inner,
                 message,
+                ..
             } => {
                 errs.push(join(path, &inner), message);
                 None

@@ -1,7 +1,7 @@
 //! The file formats users write: `tollgate.yaml` (the gateway) and the upstreams file
 //! (APIs, auth policies, credentials). Plain serde structs; meaning is given in `validate`.
 
-use super::errors::Lenient;
+use super::errors::{DefaultKind, KindName, Lenient};
 use super::{Family, GrantType, PolicyKind};
 use crate::domain::jose::Algorithm;
 use serde::Deserialize;
@@ -61,7 +61,7 @@ pub(crate) struct GatewayFile {
     /// The RFC 8414 discovery document.
     pub discovery: Option<Lenient<DiscoveryFile>>,
     /// Durable state: refresh and opaque tokens, revocations, generated keys.
-    pub store: Option<Lenient<StoreFile>>,
+    pub store: Option<Lenient<StoreFile, DefaultKind<Sqlite>>>,
     /// Brute-force limits on client secrets and user passwords.
     pub limits: Option<Lenient<LimitsFile>>,
     #[serde(flatten)]
@@ -191,34 +191,59 @@ pub(crate) struct LogFile {
     pub access_log: Option<bool>,
 }
 
+/// `store:`, by its `kind`: the embedded SQLite file (the default when `kind` is left
+/// out) or a Redis shared by a cluster. Each kind takes only its own keys.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum StoreFile {
+    Sqlite(SqliteStoreFile),
+    Redis(RedisStoreFile),
+}
+
+impl Default for StoreFile {
+    fn default() -> Self {
+        StoreFile::Sqlite(SqliteStoreFile::default())
+    }
+}
+
+/// `kind: sqlite` when the store section names no kind.
+#[derive(Debug)]
+pub(crate) struct Sqlite;
+
+impl KindName for Sqlite {
+    const KIND: &'static str = "sqlite";
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct StoreFile {
-    /// `sqlite` (default, one file in state_dir) or `redis` (shared by a cluster).
-    pub kind: Option<StoreKind>,
-    /// SQLite: database file, relative to `state_dir` (default `tollgate.db`).
+pub(crate) struct SqliteStoreFile {
+    /// Database file, relative to `state_dir` (default `tollgate.db`).
     pub file: Option<String>,
-    /// SQLite: `full` (default): each acknowledged write is on disk; `normal`: it survives a
-    /// crash of the gateway but not of the machine.
+    /// `full` (default): each acknowledged write is on disk; `normal`: it survives a crash
+    /// of the gateway but not of the machine.
     pub sync: Option<StoreSync>,
-    /// Redis: `redis://[user:password@]host:port/db`, or `rediss://` for TLS.
-    pub url: Option<String>,
-    /// Redis: prefix of every key (default `tollgate:`).
-    pub key_prefix: Option<String>,
-    /// Redis: longest wait for any call (default 500ms).
-    pub timeout: Option<DurationText>,
     /// How often expired tokens and revocations are deleted.
     pub purge_interval: Option<DurationText>,
     /// File holding the 32-byte key (raw, or base64 on one line) that encrypts generated
-    /// signing keys in the store. Required with `kind: redis` and a generated key.
+    /// signing keys in the store.
     pub encryption_key_file: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StoreKind {
-    Sqlite,
-    Redis,
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RedisStoreFile {
+    /// `redis://[user:password@]host:port/db`, or `rediss://` for TLS. Durability is set
+    /// in Redis itself (`appendonly`, `appendfsync`).
+    pub url: String,
+    /// Prefix of every key (default `tollgate:`).
+    pub key_prefix: Option<String>,
+    /// Longest wait for any call (default 500ms).
+    pub timeout: Option<DurationText>,
+    /// How often expired tokens and revocations are deleted.
+    pub purge_interval: Option<DurationText>,
+    /// As for SQLite; required with a generated signing key (private keys are never
+    /// stored in clear in a shared store).
+    pub encryption_key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -500,16 +525,19 @@ struct SetHost {
     set: String,
 }
 
-impl TryFrom<HostHeaderRepr> for HostHeaderFile {
-    type Error = String;
+/// A `host_header` that is none of the modes.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a host_header mode (pass, upstream, or {{ set: name }})")]
+pub(crate) struct UnknownHostHeader(String);
 
-    fn try_from(r: HostHeaderRepr) -> Result<Self, String> {
+impl TryFrom<HostHeaderRepr> for HostHeaderFile {
+    type Error = UnknownHostHeader;
+
+    fn try_from(r: HostHeaderRepr) -> Result<Self, UnknownHostHeader> {
         match r {
             HostHeaderRepr::Word(w) if w == "pass" => Ok(HostHeaderFile::Pass),
             HostHeaderRepr::Word(w) if w == "upstream" => Ok(HostHeaderFile::Upstream),
-            HostHeaderRepr::Word(w) => Err(format!(
-                "`{w}` is not a host_header mode (pass, upstream, or {{ set: name }})"
-            )),
+            HostHeaderRepr::Word(w) => Err(UnknownHostHeader(w)),
             HostHeaderRepr::Set(SetHost { set }) => Ok(HostHeaderFile::Set(set)),
         }
     }

@@ -3,7 +3,7 @@
 
 use super::errors::{Errors, Lenient, parse_yaml};
 use super::file::{
-    CacheFile, DurationText, GatewayFile, KeyFileRef, ServerFile, StoreFile, StoreKind, TokensFile,
+    CacheFile, DurationText, GatewayFile, KeyFileRef, ServerFile, StoreFile, TokensFile,
 };
 use super::{
     CacheSettings, Config, ConfigErrors, Family, KeyFile, LimitSettings, Listener, LogSettings,
@@ -99,7 +99,7 @@ struct Parts {
     limits: LimitSettings,
 }
 
-fn take<T: Default>(section: Option<Lenient<T>>, path: &str, errs: &mut Errors) -> T {
+fn take<T: Default, K>(section: Option<Lenient<T, K>>, path: &str, errs: &mut Errors) -> T {
     section.and_then(|s| s.take(path, errs)).unwrap_or_default()
 }
 
@@ -585,14 +585,17 @@ fn store(
     generated_key: bool,
     errs: &mut Errors,
 ) -> StoreSettings {
-    let kind = f.kind.unwrap_or(StoreKind::Sqlite);
+    let (purge_interval, encryption_key_file) = match &f {
+        StoreFile::Sqlite(s) => (&s.purge_interval, &s.encryption_key_file),
+        StoreFile::Redis(r) => (&r.purge_interval, &r.encryption_key_file),
+    };
     let purge_interval = duration_or(
-        f.purge_interval.as_ref().map(DurationText::as_str),
+        purge_interval.as_ref().map(DurationText::as_str),
         "store.purge_interval",
         Duration::from_secs(60),
         errs,
     );
-    let key_encryption = f.encryption_key_file.as_deref().and_then(|p| {
+    let key_encryption = encryption_key_file.as_deref().and_then(|p| {
         match read_encryption_key(&resolve_path(base_dir, p)) {
             Ok(k) => Some(Secret::new(k)),
             Err(e) => {
@@ -601,32 +604,13 @@ fn store(
             }
         }
     });
-    let backend = match kind {
-        StoreKind::Sqlite => {
-            for (key, set) in [
-                ("url", f.url.is_some()),
-                ("key_prefix", f.key_prefix.is_some()),
-                ("timeout", f.timeout.is_some()),
-            ] {
-                if set {
-                    errs.push(format!("store.{key}"), "only with `kind: redis`");
-                }
-            }
-            StoreBackend::Sqlite {
-                file: state_dir.join(f.file.as_deref().unwrap_or("tollgate.db")),
-                sync: f.sync.unwrap_or(StoreSync::Full),
-            }
-        }
-        StoreKind::Redis => {
-            for (key, set) in [("file", f.file.is_some()), ("sync", f.sync.is_some())] {
-                if set {
-                    errs.push(
-                        format!("store.{key}"),
-                        "only with `kind: sqlite` (Redis durability is set in Redis: appendonly, appendfsync)",
-                    );
-                }
-            }
-            let url = f.url.unwrap_or_default();
+    let backend = match f {
+        StoreFile::Sqlite(s) => StoreBackend::Sqlite {
+            file: state_dir.join(s.file.as_deref().unwrap_or("tollgate.db")),
+            sync: s.sync.unwrap_or(StoreSync::Full),
+        },
+        StoreFile::Redis(r) => {
+            let url = r.url;
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 errs.push(
                     "store.url",
@@ -635,18 +619,18 @@ fn store(
             } else if let Err(e) = ::redis::Client::open(url.as_str()) {
                 errs.push("store.url", format!("not a Redis URL: {e}"));
             }
-            if generated_key && key_encryption.is_none() && f.encryption_key_file.is_none() {
+            if generated_key && key_encryption.is_none() && r.encryption_key_file.is_none() {
                 errs.push(
                     "store.encryption_key_file",
                     "needed with `kind: redis` and a generated signing key: private keys are never stored in clear",
                 );
             }
-            let prefix = f.key_prefix.unwrap_or_else(|| "tollgate:".to_string());
+            let prefix = r.key_prefix.unwrap_or_else(|| "tollgate:".to_string());
             if prefix.is_empty() || prefix.contains(char::is_whitespace) {
                 errs.push("store.key_prefix", "must be non-empty, without spaces");
             }
             let timeout = duration_or(
-                f.timeout.as_ref().map(DurationText::as_str),
+                r.timeout.as_ref().map(DurationText::as_str),
                 "store.timeout",
                 Duration::from_millis(500),
                 errs,

@@ -309,3 +309,31 @@ apis:
     assert_eq!(c.apis.len(), 2);
     assert_eq!(c.issuer, "https://gw.example");
 }
+
+#[test]
+fn the_store_section_takes_only_the_keys_of_its_kind() {
+    // No kind: the embedded store.
+    let (_d, r) = load_pair("store: { file: t.db, sync: normal }\n", "");
+    match r.unwrap().store.backend {
+        StoreBackend::Sqlite { file, sync } => {
+            assert!(file.ends_with("t.db"));
+            assert_eq!(sync, StoreSync::Normal);
+        }
+        StoreBackend::Redis(_) => panic!("the default kind is sqlite"),
+    }
+    let (_d, r) = load_pair(
+        "store: { kind: redis, url: redis://127.0.0.1:6379/0, timeout: 1s }\ntokens: { signing_key: { algorithm: ES256 } }\n",
+        "",
+    );
+    // A generated key in a shared store needs the encryption key: refused, at its key.
+    let errs: Vec<_> = r.unwrap_err().0.into_iter().map(|e| e.path).collect();
+    assert_eq!(errs, ["store.encryption_key_file"]);
+    // A Redis key on the embedded store, and a Redis store without its URL, are refused
+    // by the file format itself.
+    let errs = errors("store: { kind: sqlite, url: redis://x:1/0 }\n", "");
+    assert!(has(&errs, "store", "unknown field `url`"), "{errs:?}");
+    let errs = errors("store: { kind: redis }\n", "");
+    assert!(has(&errs, "store", "missing field `url`"), "{errs:?}");
+    let errs = errors("store: { kind: memcached }\n", "");
+    assert!(has(&errs, "store.kind", "unknown variant `memcached`"), "{errs:?}");
+}

@@ -19,26 +19,33 @@ pub struct ClaimPath {
     segments: Box<[Box<str>]>,
 }
 
+/// Why a claim path is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimPathError {
+    #[error("a claim path is empty")]
+    Empty,
+    #[error("claim path `{0}` is longer than {MAX_PATH_LEN} bytes")]
+    TooLong(String),
+    #[error("claim path `{0}` has whitespace or control characters")]
+    Whitespace(String),
+    #[error("claim path `{0}` has an empty segment (write names joined by single dots)")]
+    EmptySegment(String),
+}
+
 impl ClaimPath {
-    pub fn parse(path: &str) -> Result<Self, String> {
+    pub fn parse(path: &str) -> Result<Self, ClaimPathError> {
         if path.is_empty() {
-            return Err("a claim path is empty".to_string());
+            return Err(ClaimPathError::Empty);
         }
         if path.len() > MAX_PATH_LEN {
-            return Err(format!(
-                "claim path `{path}` is longer than {MAX_PATH_LEN} bytes"
-            ));
+            return Err(ClaimPathError::TooLong(path.to_string()));
         }
         if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "claim path `{path}` has whitespace or control characters"
-            ));
+            return Err(ClaimPathError::Whitespace(path.to_string()));
         }
         let segments: Vec<Box<str>> = path.split('.').map(Box::from).collect();
         if segments.iter().any(|s| s.is_empty()) {
-            return Err(format!(
-                "claim path `{path}` has an empty segment (write names joined by single dots)"
-            ));
+            return Err(ClaimPathError::EmptySegment(path.to_string()));
         }
         Ok(Self {
             text: path.into(),

@@ -70,6 +70,21 @@ enum Segment {
     One,
 }
 
+/// Why a path pattern is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("path pattern `{0}` must start with `/`")]
+    NoSlash(String),
+    #[error("`**` may only end the pattern `{0}`")]
+    InnerRest(String),
+    #[error("empty segment in path pattern `{0}`")]
+    EmptySegment(String),
+    #[error(
+        "segment `{segment}` of `{pattern}`: wildcards must be a whole segment (`*`, `{{name}}` or a final `**`)"
+    )]
+    PartialWildcard { segment: String, pattern: String },
+}
+
 /// A path pattern: literal segments, single-segment wildcards and an optional final `**`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPattern {
@@ -79,9 +94,9 @@ pub struct PathPattern {
 }
 
 impl PathPattern {
-    pub fn parse(pattern: &str) -> Result<Self, String> {
+    pub fn parse(pattern: &str) -> Result<Self, PatternError> {
         let Some(body) = pattern.strip_prefix('/') else {
-            return Err(format!("path pattern `{pattern}` must start with `/`"));
+            return Err(PatternError::NoSlash(pattern.to_string()));
         };
         let mut segments = Vec::new();
         let mut rest = false;
@@ -94,16 +109,17 @@ impl PathPattern {
             let last = i + 1 == parts.len();
             match *part {
                 "**" if last => rest = true,
-                "**" => return Err(format!("`**` may only end the pattern `{pattern}`")),
+                "**" => return Err(PatternError::InnerRest(pattern.to_string())),
                 "*" => segments.push(Segment::One),
                 p if p.starts_with('{') && p.ends_with('}') && p.len() > 2 => {
                     segments.push(Segment::One)
                 }
-                "" if !last => return Err(format!("empty segment in path pattern `{pattern}`")),
+                "" if !last => return Err(PatternError::EmptySegment(pattern.to_string())),
                 p if p.contains(['*', '{', '}', '?', '#']) => {
-                    return Err(format!(
-                        "segment `{p}` of `{pattern}`: wildcards must be a whole segment (`*`, `{{name}}` or a final `**`)"
-                    ));
+                    return Err(PatternError::PartialWildcard {
+                        segment: p.to_string(),
+                        pattern: pattern.to_string(),
+                    });
                 }
                 p => segments.push(Segment::Literal(p.into())),
             }
@@ -175,7 +191,7 @@ impl Rule {
         let pattern = match PathPattern::parse(path) {
             Ok(p) => Some(p),
             Err(e) => {
-                errors.push(("path".into(), e));
+                errors.push(("path".into(), e.to_string()));
                 None
             }
         };
@@ -324,21 +340,25 @@ mod tests {
         assert!(
             PathPattern::parse("orders")
                 .unwrap_err()
+                .to_string()
                 .contains("start with")
         );
         assert!(
             PathPattern::parse("/a/**/b")
                 .unwrap_err()
+                .to_string()
                 .contains("may only end")
         );
         assert!(
             PathPattern::parse("/a/x*")
                 .unwrap_err()
+                .to_string()
                 .contains("whole segment")
         );
         assert!(
             PathPattern::parse("/a//b")
                 .unwrap_err()
+                .to_string()
                 .contains("empty segment")
         );
     }

@@ -28,6 +28,8 @@ const FLOW_TTL: i64 = 600;
 pub(super) const CODE_TTL: i64 = 60;
 
 const LOGIN_PATH: &str = "/oauth2/v2/login";
+/// What the browser is told when the store cannot keep a flow.
+const STORE_UNAVAILABLE: &str = "the token store is unavailable; try again";
 const CONSENT_PATH: &str = "/oauth2/v2/consent";
 
 fn family_code(f: Family) -> u8 {
@@ -284,8 +286,8 @@ impl TokenService {
                 return back.error("consent_required", "the user has not consented yet");
             }
         }
-        if let Err(e) = self.save_flow(&flow_id, &flow, now).await {
-            return back.error("temporarily_unavailable", &e);
+        if !self.save_flow(&flow_id, &flow, now).await {
+            return back.error("temporarily_unavailable", STORE_UNAVAILABLE);
         }
         match &flow.user {
             Some(user) => self.consent_page(&flow_id, &flow, &client, user, &secret, flow_cookie),
@@ -304,12 +306,15 @@ impl TokenService {
         }
     }
 
-    async fn save_flow(&self, id: &str, flow: &Flow, now: i64) -> Result<(), String> {
-        let value = serde_json::to_vec(flow).map_err(|e| e.to_string())?;
+    /// Keep the flow for its next step; false when the store cannot.
+    async fn save_flow(&self, id: &str, flow: &Flow, now: i64) -> bool {
+        let Ok(value) = serde_json::to_vec(flow) else {
+            return false;
+        };
         self.store
             .put_ephemeral(Ephemeral::LoginFlow, digest(id), value, now + FLOW_TTL)
             .await
-            .map_err(|_| "the token store is unavailable; try again".to_string())
+            .is_ok()
     }
 
     /// The signed-in session of this browser, for a user of the client's pool.
@@ -535,8 +540,8 @@ impl TokenService {
         if skip {
             return self.finish(flow_id, flow, session_cookie, &registry).await;
         }
-        if let Err(e) = self.save_flow(&flow_id, &flow, now).await {
-            return error_page(503, "Try again", &e);
+        if !self.save_flow(&flow_id, &flow, now).await {
+            return error_page(503, "Try again", STORE_UNAVAILABLE);
         }
         see_other(&format!("{CONSENT_PATH}?flow={flow_id}"), session_cookie)
     }

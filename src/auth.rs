@@ -6,6 +6,7 @@
 pub mod bearer;
 pub mod cache;
 pub mod ratelimit;
+pub mod refusal;
 pub mod revocations;
 
 use crate::domain::oauth::TokenKind;
@@ -444,47 +445,6 @@ pub fn allowed_by_rules<'a>(
     match scope::decide(rules, method, path, &principal.scopes) {
         ScopeDecision::Allowed { rule } => Ok(rule),
         ScopeDecision::Insufficient { required } => Err(Denial::InsufficientScope { required }),
-    }
-}
-
-/// The challenge of an API that takes only API keys: the same statuses, and a scheme
-/// that names the header to send.
-pub fn api_key_challenge(
-    outcome: Outcome,
-    required_scope: Option<&str>,
-    header: &str,
-) -> (u16, String) {
-    let (status, bearer) = challenge(outcome, required_scope);
-    let rest = bearer
-        .strip_prefix("Bearer realm=\"tollgate\"")
-        .unwrap_or_default();
-    (
-        status,
-        format!("ApiKey realm=\"tollgate\", header=\"{header}\"{rest}"),
-    )
-}
-
-/// The RFC 6750 §3 challenge for a refused request: status and `WWW-Authenticate` value.
-pub fn challenge(outcome: Outcome, required_scope: Option<&str>) -> (u16, String) {
-    const REALM: &str = "Bearer realm=\"tollgate\"";
-    match outcome {
-        Outcome::Ok | Outcome::Missing => (401, REALM.to_string()),
-        Outcome::StoreUnavailable => (503, REALM.to_string()),
-        Outcome::InsufficientScope => (
-            403,
-            format!(
-                "{REALM}, error=\"insufficient_scope\", error_description=\"{}\", scope=\"{}\"",
-                outcome.description(),
-                required_scope.unwrap_or_default()
-            ),
-        ),
-        _ => (
-            401,
-            format!(
-                "{REALM}, error=\"invalid_token\", error_description=\"{}\"",
-                outcome.description()
-            ),
-        ),
     }
 }
 

@@ -7,6 +7,7 @@ mod respond;
 
 use crate::auth::Authenticator;
 use crate::auth::ratelimit::{ConsumerKeys, Decision};
+use crate::auth::refusal::Refusal;
 use crate::catalog::{Catalog, Live};
 use crate::domain::endpoint::Endpoint;
 use crate::domain::endpoint::{API_AUTHORIZE_SUFFIX, API_TOKEN_SUFFIX};
@@ -46,6 +47,15 @@ pub struct Gateway {
     /// Request metrics of the token service and of requests no API matched.
     pub token_service_series: ApiSeries,
     pub unmatched_series: ApiSeries,
+}
+
+/// What a check of the request decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// It goes on.
+    Pass,
+    /// It has been answered here (refused): nothing more to do.
+    Answered,
 }
 
 /// Where a request went.
@@ -96,19 +106,13 @@ impl ProxyHttp for Gateway {
     /// No downstream modules: tollgate does not compress responses.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
+    /// `Ok(true)`: the request has been answered here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         if authorization_too_large(session.req_header()) {
-            respond::send_error(
-                session,
-                431,
-                "request_header_fields_too_large",
-                "the Authorization header is larger than 8 KiB",
-                vec![],
-            )
-            .await?;
+            respond::send_refusal(session, Refusal::header_too_large()).await?;
             return Ok(true);
         }
-        if !normalize_path(session).await? {
+        if normalize_path(session).await? == Admission::Answered {
             return Ok(true);
         }
         let path = session.req_header().uri.path();
@@ -122,14 +126,7 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         let Some(api) = catalog.routes.lookup(host, path) else {
-            respond::send_error(
-                session,
-                404,
-                "not_found",
-                "no API matches this path",
-                vec![],
-            )
-            .await?;
+            respond::send_refusal(session, Refusal::no_route()).await?;
             return Ok(true);
         };
         if api.auth.is_none() {
@@ -139,9 +136,9 @@ impl ProxyHttp for Gateway {
         let api = api.clone();
         // The catalog outlives the checks even if a reload replaces it meanwhile.
         let catalog = arc_swap::Guard::into_inner(catalog);
-        let done = self.check_credential(session, &api, &catalog, ctx).await;
+        let admission = self.check_credential(session, &api, &catalog, ctx).await;
         ctx.target = Target::Api(api);
-        done
+        Ok(admission? == Admission::Answered)
     }
 
     /// The RateLimit headers of a rate-limited API, on the upstream's answer.
@@ -214,19 +211,19 @@ impl ProxyHttp for Gateway {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
         let status = respond::failure_status(e);
-        if status > 0 {
-            let (code, description) = respond::failure_body(status);
+        if let Some(status) = status {
             // Pingora closes the client connection after a proxy failure: turning keep-alive
             // off first makes the response say `Connection: close`, so clients do not reuse it.
             session.as_downstream_mut().set_keepalive(None);
             if let Err(write_error) =
-                respond::send_error(session, status, code, description, vec![]).await
+                respond::send_refusal(session, Refusal::proxy_failure(status)).await
             {
                 log::debug!("could not send the error response: {write_error}");
             }
         }
         FailToProxy {
-            error_code: status,
+            // 0: no response (the client is gone).
+            error_code: status.unwrap_or(0),
             can_reuse_downstream: false,
         }
     }
@@ -319,16 +316,7 @@ impl Gateway {
         let body = if endpoint.reads_body() {
             match read_body(session, MAX_BODY).await? {
                 Some(b) => b,
-                None => {
-                    return respond::send_error(
-                        session,
-                        413,
-                        "invalid_request",
-                        "the request body is too large",
-                        vec![],
-                    )
-                    .await;
-                }
+                None => return respond::send_refusal(session, Refusal::body_too_large()).await,
             }
         } else {
             Bytes::new()
@@ -390,19 +378,19 @@ fn authorization_too_large(req: &RequestHeader) -> bool {
         > MAX_TOKEN_LEN + "Bearer ".len()
 }
 
-/// Normalize the request path in place; answer 400 and return false when it is refused.
-async fn normalize_path(session: &mut Session) -> Result<bool> {
+/// Normalize the request path in place; a path it refuses is answered with 400.
+async fn normalize_path(session: &mut Session) -> Result<Admission> {
     let rewritten = match path::normalize(session.req_header().uri.path()) {
-        Ok(Cow::Borrowed(_)) => return Ok(true),
+        Ok(Cow::Borrowed(_)) => return Ok(Admission::Pass),
         Ok(Cow::Owned(p)) => p,
         Err(bad) => {
-            respond::send_error(session, 400, "bad_request", bad.message(), vec![]).await?;
-            return Ok(false);
+            respond::send_refusal(session, Refusal::bad_request(bad.message())).await?;
+            return Ok(Admission::Answered);
         }
     };
     let uri = with_path(&session.req_header().uri, &rewritten)?;
     session.req_header_mut().set_uri(uri);
-    Ok(true)
+    Ok(Admission::Pass)
 }
 
 /// `uri` with its path replaced, query kept, in origin form.

@@ -16,6 +16,7 @@ pub mod secret;
 mod tenant;
 
 use crate::auth::Authenticator;
+use crate::auth::refusal::Refusal;
 use crate::catalog::Live;
 use crate::catalog::registry::{Client, Registry};
 use crate::config::Config;
@@ -132,6 +133,15 @@ pub enum SetupError {
     Secrets(#[from] secret::VerifierError),
     #[error("tokens.jwks_max_age: {0}")]
     CacheHeader(http::header::InvalidHeaderValue),
+}
+
+impl From<Refusal> for Reply {
+    fn from(r: Refusal) -> Self {
+        let body = r.body();
+        let mut reply = Reply::json(r.status, body);
+        reply.headers.extend(r.headers);
+        reply
+    }
 }
 
 /// Token service settings that are not per client.

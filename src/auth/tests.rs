@@ -414,24 +414,3 @@ async fn revocations_apply_to_cached_tokens_at_once() {
     let (r, _) = s.auth.authenticate(&token, now, &Issuers::none()).await;
     assert_eq!(r.err(), Some(Outcome::Revoked));
 }
-
-#[test]
-fn challenges_follow_rfc6750() {
-    assert_eq!(
-        challenge(Outcome::Missing, None),
-        (401, "Bearer realm=\"tollgate\"".into())
-    );
-    let (status, h) = challenge(Outcome::Expired, None);
-    assert_eq!(status, 401);
-    assert!(h.contains("error=\"invalid_token\""), "{h}");
-    let (status, h) = challenge(Outcome::InsufficientScope, Some("a b"));
-    assert_eq!(status, 403);
-    assert!(
-        h.contains("error=\"insufficient_scope\"") && h.contains("scope=\"a b\""),
-        "{h}"
-    );
-    for o in Outcome::ALL {
-        let (_, h) = challenge(o, Some("s"));
-        assert!(http::HeaderValue::from_str(&h).is_ok(), "{o:?}");
-    }
-}

@@ -335,5 +335,8 @@ fn the_store_section_takes_only_the_keys_of_its_kind() {
     let errs = errors("store: { kind: redis }\n", "");
     assert!(has(&errs, "store", "missing field `url`"), "{errs:?}");
     let errs = errors("store: { kind: memcached }\n", "");
-    assert!(has(&errs, "store.kind", "unknown variant `memcached`"), "{errs:?}");
+    assert!(
+        has(&errs, "store.kind", "unknown variant `memcached`"),
+        "{errs:?}"
+    );
 }

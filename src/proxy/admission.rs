@@ -1,22 +1,22 @@
 //! The credential check of a protected API: the bearer token or API key, the issuer and
 //! scope rules, the client's ACL, the rate limit; and the RFC 6750 answer when it fails.
 
-use super::{Ctx, Gateway, respond};
+use super::{Admission, Ctx, Gateway, respond};
 use crate::auth::bearer::{self, Presented};
 use crate::auth::ratelimit::Decision;
+use crate::auth::refusal::{Refusal, Scheme};
 use crate::auth::{self, CacheUse, Denial, Principal};
 use crate::catalog::Catalog;
 use crate::domain::clock::unix_now;
 use crate::domain::outcome::Outcome;
 use crate::routes::Api;
 use http::HeaderValue;
-use http::header::WWW_AUTHENTICATE;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-/// Why a request may not pass.
-enum Refusal<'a> {
+/// Why a request may not pass (cheap to make: the answer is built only if it is sent).
+enum Denied<'a> {
     /// No or a bad credential, or too little scope: RFC 6750 (the required scopes for 403).
     Credential(Outcome, Option<&'a str>),
     /// Over its rate limit.
@@ -32,96 +32,58 @@ struct Passed {
 }
 
 impl Gateway {
-    /// Check the request's credential for `api`; on refusal, answer and return true (the
-    /// request is done).
+    /// Check the request's credential for `api`: it passes, or it has been answered.
     pub(super) async fn check_credential(
         &self,
         session: &mut Session,
         api: &Api,
         catalog: &Catalog,
         ctx: &mut Ctx,
-    ) -> Result<bool> {
-        let refusal = match self.verdict(session.req_header(), api, catalog).await {
+    ) -> Result<Admission> {
+        let denied = match self.verdict(session.req_header(), api, catalog).await {
             Ok(passed) => match self.rate_limit(api, &passed) {
                 Ok(limited) => {
                     self.metrics.record_validation(Outcome::Ok);
                     ctx.limited = limited;
-                    return Ok(false);
+                    return Ok(Admission::Pass);
                 }
-                Err(r) => r,
+                Err(d) => d,
             },
-            Err(r) => r,
+            Err(d) => d,
         };
-        let (outcome, required) = match refusal {
-            Refusal::Limited(decision, policy) => {
+        let req = session.req_header();
+        let refusal = match denied {
+            Denied::Limited(decision, policy) => {
                 api.series.count_rate_limited(&self.metrics, &api.name);
                 log::debug!(
                     "{} {}: rate limited for API {}",
-                    session.req_header().method,
-                    session.req_header().uri.path(),
+                    req.method,
+                    req.uri.path(),
                     api.name
                 );
-                let mut headers: Vec<(http::HeaderName, HeaderValue)> = decision
-                    .headers(&policy)
-                    .into_iter()
-                    .map(|(n, v)| (http::HeaderName::from_static(n), v))
-                    .collect();
-                headers.push((
-                    http::header::RETRY_AFTER,
-                    HeaderValue::from(decision.retry_after_secs),
-                ));
-                respond::send_error(
-                    session,
-                    429,
-                    "rate_limited",
-                    "too many requests for this consumer; retry later",
-                    headers,
-                )
-                .await?;
-                return Ok(true);
+                Refusal::rate_limited(&decision, &policy)
             }
-            Refusal::Credential(o, r) => (o, r),
+            Denied::Credential(outcome, required) => {
+                self.metrics.record_validation(outcome);
+                log::debug!(
+                    "{} {}: refused for API {} ({})",
+                    req.method,
+                    req.uri.path(),
+                    api.name,
+                    outcome.label()
+                );
+                let scheme = if api.auth.jwt {
+                    Scheme::Bearer
+                } else {
+                    Scheme::ApiKey {
+                        header: api.api_key_header.as_str(),
+                    }
+                };
+                Refusal::credential(outcome, required, scheme)
+            }
         };
-        self.metrics.record_validation(outcome);
-        log::debug!(
-            "{} {}: refused for API {} ({})",
-            session.req_header().method,
-            session.req_header().uri.path(),
-            api.name,
-            outcome.label()
-        );
-        let (status, challenge) = if api.auth.jwt {
-            auth::challenge(outcome, required)
-        } else {
-            auth::api_key_challenge(outcome, required, api.api_key_header.as_str())
-        };
-        let header = HeaderValue::from_str(&challenge)
-            .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"tollgate\""));
-        let (code, description) = match outcome {
-            Outcome::Missing => (
-                "unauthorized",
-                "a valid access token or API key is required",
-            ),
-            Outcome::InsufficientScope => (
-                "insufficient_scope",
-                "the credential lacks the scope this operation needs",
-            ),
-            Outcome::StoreUnavailable => (
-                "temporarily_unavailable",
-                "the token store is unavailable; try again",
-            ),
-            Outcome::UnknownApiKey => ("invalid_api_key", "the API key is not valid"),
-            _ => ("invalid_token", "a valid access token is required"),
-        };
-        respond::send_error(
-            session,
-            status,
-            code,
-            description,
-            vec![(WWW_AUTHENTICATE, header)],
-        )
-        .await?;
-        Ok(true)
+        respond::send_refusal(session, refusal).await?;
+        Ok(Admission::Answered)
     }
 
     /// Count the request against the API's and the operation's limits.
@@ -129,7 +91,7 @@ impl Gateway {
         &self,
         api: &Api,
         passed: &Passed,
-    ) -> std::result::Result<Option<(Decision, HeaderValue)>, Refusal<'a>> {
+    ) -> std::result::Result<Option<(Decision, HeaderValue)>, Denied<'a>> {
         let Some(consumer) = passed.consumer else {
             return Ok(None);
         };
@@ -141,7 +103,7 @@ impl Gateway {
         for limiter in api.limit.iter().chain(rule_limit) {
             let d = limiter.check(consumer);
             if !d.allowed {
-                return Err(Refusal::Limited(d, limiter.policy().clone()));
+                return Err(Denied::Limited(d, limiter.policy().clone()));
             }
             // The tighter of the two is the one to report.
             if shown
@@ -160,14 +122,14 @@ impl Gateway {
         req: &RequestHeader,
         api: &'a Api,
         catalog: &Catalog,
-    ) -> std::result::Result<Passed, Refusal<'a>> {
+    ) -> std::result::Result<Passed, Denied<'a>> {
         if api.auth.api_key
             && let Some(key) = single_header(req, &api.api_key_header)
         {
             return self.api_key_verdict(key, req, api, catalog);
         }
         if !api.auth.jwt {
-            return Err(Refusal::Credential(
+            return Err(Denied::Credential(
                 if req.headers.contains_key(&api.api_key_header) {
                     Outcome::Malformed
                 } else {
@@ -177,8 +139,8 @@ impl Gateway {
             ));
         }
         let token = match bearer::extract_unchecked(&req.headers) {
-            Presented::Missing => return Err(Refusal::Credential(Outcome::Missing, None)),
-            Presented::Malformed => return Err(Refusal::Credential(Outcome::Malformed, None)),
+            Presented::Missing => return Err(Denied::Credential(Outcome::Missing, None)),
+            Presented::Malformed => return Err(Denied::Credential(Outcome::Malformed, None)),
             Presented::Token(t) => t,
         };
         // The token's characters are checked on a cache miss only (a hit is a token
@@ -192,18 +154,18 @@ impl Gateway {
             CacheUse::Miss => self.metrics.cache_misses.inc(),
             CacheUse::Skipped => {}
         }
-        let principal = result.map_err(|o| Refusal::Credential(o, None))?;
+        let principal = result.map_err(|o| Denied::Credential(o, None))?;
         let denied = |d| match d {
-            Denial::WrongAudience => Refusal::Credential(Outcome::WrongAudience, None),
+            Denial::WrongAudience => Denied::Credential(Outcome::WrongAudience, None),
             Denial::InsufficientScope { required } => {
-                Refusal::Credential(Outcome::InsufficientScope, Some(required))
+                Denied::Credential(Outcome::InsufficientScope, Some(required))
             }
         };
         if let Some(issuer) = principal.issuer.as_deref() {
             // An external issuer's token: its issuer must be one this API trusts (its
             // audience was checked against the issuer's), then the scope rules.
             if !api.issuers.iter().any(|i| &**i == issuer) {
-                return Err(Refusal::Credential(Outcome::WrongIssuer, None));
+                return Err(Denied::Credential(Outcome::WrongIssuer, None));
             }
             let rule = auth::allowed_by_rules(&principal, &api.rules, &req.method, req.uri.path())
                 .map_err(denied)?;
@@ -215,7 +177,7 @@ impl Gateway {
             });
         }
         if !api.own_tokens {
-            return Err(Refusal::Credential(Outcome::WrongIssuer, None));
+            return Err(Denied::Credential(Outcome::WrongIssuer, None));
         }
         let rule = auth::authorize(
             &principal,
@@ -231,7 +193,7 @@ impl Gateway {
             principal.username.as_deref(),
             &api.name,
         ) {
-            return Err(Refusal::Credential(Outcome::NotPermitted, None));
+            return Err(Denied::Credential(Outcome::NotPermitted, None));
         }
         Ok(Passed {
             consumer: api.rate_limited().then(|| {
@@ -259,19 +221,19 @@ impl Gateway {
         req: &RequestHeader,
         api: &'a Api,
         catalog: &Catalog,
-    ) -> std::result::Result<Passed, Refusal<'a>> {
+    ) -> std::result::Result<Passed, Denied<'a>> {
         if key.is_empty() || key.len() > MAX_API_KEY_LEN {
-            return Err(Refusal::Credential(Outcome::Malformed, None));
+            return Err(Denied::Credential(Outcome::Malformed, None));
         }
         let digest = crate::store::digest_bytes(key);
         let Some((client, _name)) = catalog.registry.api_key(&digest) else {
-            return Err(Refusal::Credential(Outcome::UnknownApiKey, None));
+            return Err(Denied::Credential(Outcome::UnknownApiKey, None));
         };
         if !client.apis.contains(&*api.name) {
-            return Err(Refusal::Credential(Outcome::NotPermitted, None));
+            return Err(Denied::Credential(Outcome::NotPermitted, None));
         }
         let rule = auth::scope_rule(&client.scope_set, &api.rules, &req.method, req.uri.path())
-            .map_err(|required| Refusal::Credential(Outcome::InsufficientScope, Some(required)))?;
+            .map_err(|required| Denied::Credential(Outcome::InsufficientScope, Some(required)))?;
         Ok(Passed {
             consumer: api
                 .rate_limited()

@@ -1,5 +1,7 @@
-//! Responses the gateway writes itself: its own endpoints, refusals and upstream failures.
+//! Writing the responses the gateway makes itself: its own endpoints' replies and
+//! refusals ([`Refusal`]), and the status of an upstream failure.
 
+use crate::auth::refusal::Refusal;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Method};
@@ -39,27 +41,18 @@ pub fn send(
     })
 }
 
-/// A small JSON error body: `{"error": code, "error_description": text}`.
-pub fn json_error(code: &str, description: &str) -> Bytes {
-    Bytes::from(serde_json::json!({ "error": code, "error_description": description }).to_string())
-}
-
-/// Write a JSON error with the given status.
-pub fn send_error<'a>(
-    session: &'a mut Session,
-    status: u16,
-    code: &str,
-    description: &str,
-    mut headers: Vec<(HeaderName, HeaderValue)>,
-) -> Sending<'a> {
+/// Write a refusal: its status, headers and JSON body.
+pub fn send_refusal(session: &mut Session, refusal: Refusal) -> Sending<'_> {
+    let body = refusal.body();
+    let mut headers = refusal.headers;
     headers.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
-    send(session, status, headers, json_error(code, description))
+    send(session, refusal.status, headers, body)
 }
 
 /// The status a proxying failure answers with: 504 when the upstream timed out, 502 for
-/// other upstream failures, 0 when the client is gone.
-pub fn failure_status(e: &Error) -> u16 {
-    match e.etype() {
+/// other upstream failures; `None` when the client is gone (there is no one to answer).
+pub fn failure_status(e: &Error) -> Option<u16> {
+    Some(match e.etype() {
         ErrorType::HTTPStatus(code) => *code,
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
             if *e.esource() == ErrorSource::Upstream =>
@@ -69,27 +62,15 @@ pub fn failure_status(e: &Error) -> u16 {
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                    return None;
+                }
                 ErrorType::ReadTimedout => 408,
                 _ => 400,
             },
             ErrorSource::Internal | ErrorSource::Unset => 500,
         },
-    }
-}
-
-/// The JSON `error` code and description for a failure status.
-pub fn failure_body(status: u16) -> (&'static str, &'static str) {
-    match status {
-        504 => ("gateway_timeout", "the upstream did not answer in time"),
-        502 => (
-            "bad_gateway",
-            "the upstream could not be reached or answered badly",
-        ),
-        408 => ("request_timeout", "the request was not received in time"),
-        400 => ("bad_request", "the request could not be read"),
-        _ => ("internal_error", "the gateway failed to handle the request"),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -99,24 +80,30 @@ mod tests {
     #[test]
     fn upstream_timeouts_are_504_other_upstream_failures_502() {
         let e = Error::create(ErrorType::ReadTimedout, ErrorSource::Upstream, None, None);
-        assert_eq!(failure_status(&e), 504);
+        assert_eq!(failure_status(&e), Some(504));
         let e = Error::create(
             ErrorType::ConnectTimedout,
             ErrorSource::Upstream,
             None,
             None,
         );
-        assert_eq!(failure_status(&e), 504);
+        assert_eq!(failure_status(&e), Some(504));
         let e = Error::create(ErrorType::ConnectRefused, ErrorSource::Upstream, None, None);
-        assert_eq!(failure_status(&e), 502);
+        assert_eq!(failure_status(&e), Some(502));
         let e = Error::create(
             ErrorType::ConnectionClosed,
             ErrorSource::Downstream,
             None,
             None,
         );
-        assert_eq!(failure_status(&e), 0);
-        assert_eq!(failure_status(&Error::new(ErrorType::HTTPStatus(503))), 503);
-        assert_eq!(failure_status(&Error::new(ErrorType::InternalError)), 500);
+        assert_eq!(failure_status(&e), None);
+        assert_eq!(
+            failure_status(&Error::new(ErrorType::HTTPStatus(503))),
+            Some(503)
+        );
+        assert_eq!(
+            failure_status(&Error::new(ErrorType::InternalError)),
+            Some(500)
+        );
     }
 }

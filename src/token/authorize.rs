@@ -7,7 +7,7 @@
 //! An unknown client or redirect URI gets an error page, never a redirect; every later
 //! error goes back to the client's redirect URI with `error`, `state` and `iss`.
 
-use super::error::OAuthError;
+use super::error::{ErrorCode, OAuthError};
 use super::form::{Form, is_form_content_type};
 use super::issue::{grant_id, grant_scopes, random_id};
 use super::limits::Subject;
@@ -186,22 +186,31 @@ impl TokenService {
             issuer: &issuer,
         };
         if form.get("response_type") != Some("code") {
-            return back.error("unsupported_response_type", "only response_type=code");
+            return back.error(
+                ErrorCode::UnsupportedResponseType,
+                "only response_type=code",
+            );
         }
         if form.get("response_mode").is_some_and(|m| m != "query") {
-            return back.error("invalid_request", "only response_mode=query");
+            return back.error(ErrorCode::InvalidRequest, "only response_mode=query");
         }
         if form.get("request").is_some() || form.get("request_uri").is_some() {
-            return back.error("request_not_supported", "request objects are not supported");
+            return back.error(
+                ErrorCode::RequestNotSupported,
+                "request objects are not supported",
+            );
         }
         let Some(challenge) = form.get("code_challenge") else {
-            return back.error("invalid_request", "PKCE is required: send code_challenge");
+            return back.error(
+                ErrorCode::InvalidRequest,
+                "PKCE is required: send code_challenge",
+            );
         };
         if form.get("code_challenge_method") != Some("S256")
             || !pkce::is_valid_s256_challenge(challenge)
         {
             return back.error(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "code_challenge_method must be S256, with a 43-character challenge",
             );
         }
@@ -209,7 +218,7 @@ impl TokenService {
             && s.split(' ')
                 .any(|t| !t.is_empty() && !crate::domain::scope::is_valid_scope_token(t))
         {
-            return back.error("invalid_scope", "the scope parameter is malformed");
+            return back.error(ErrorCode::InvalidScope, "the scope parameter is malformed");
         }
         let prompts: Vec<&str> = form
             .get("prompt")
@@ -220,17 +229,28 @@ impl TokenService {
             .any(|p| !["none", "login", "consent", "select_account"].contains(p))
             || (prompts.contains(&"none") && prompts.len() > 1)
         {
-            return back.error("invalid_request", "unknown or conflicting prompt values");
+            return back.error(
+                ErrorCode::InvalidRequest,
+                "unknown or conflicting prompt values",
+            );
         }
         let max_age = match form.get("max_age").map(str::parse::<i64>) {
             None => None,
             Some(Ok(a)) if a >= 0 => Some(a),
-            Some(_) => return back.error("invalid_request", "max_age must be a number of seconds"),
+            Some(_) => {
+                return back.error(
+                    ErrorCode::InvalidRequest,
+                    "max_age must be a number of seconds",
+                );
+            }
         };
         if let Some(a) = api
             && !client.apis.contains(a)
         {
-            return back.error("unauthorized_client", "this client may not call this API");
+            return back.error(
+                ErrorCode::UnauthorizedClient,
+                "this client may not call this API",
+            );
         }
         let now = unix_now();
         // The session this browser already has, when it may stand in for the password.
@@ -238,7 +258,7 @@ impl TokenService {
             !prompts.contains(&"login") && max_age.is_none_or(|a| now - s.auth_time <= a)
         });
         if session.is_none() && prompts.contains(&"none") {
-            return back.error("login_required", "the user is not signed in");
+            return back.error(ErrorCode::LoginRequired, "the user is not signed in");
         }
         // The browser binding: the flow cookie this browser holds (reused, so that flows
         // in two tabs both work), or a new one.
@@ -246,11 +266,11 @@ impl TokenService {
             Some(s) if s.len() == 43 => s.to_string(),
             _ => match random_secret() {
                 Some(s) => s,
-                None => return back.error("server_error", "no randomness available"),
+                None => return back.error(ErrorCode::ServerError, "no randomness available"),
             },
         };
         let Some(flow_id) = random_id() else {
-            return back.error("server_error", "no randomness available");
+            return back.error(ErrorCode::ServerError, "no randomness available");
         };
         let mut flow = Flow {
             family: family_code(family),
@@ -277,17 +297,17 @@ impl TokenService {
             flow.auth_time = Some(s.auth_time);
             let consented = match self.scopes_for(&client, &flow) {
                 Ok(scopes) => self.consented(&client, s, &scopes) && !flow.force_consent,
-                Err(e) => return back.error(e.code.as_str(), &e.description),
+                Err(e) => return back.error(e.code, &e.description),
             };
             if consented {
                 return self.finish(flow_id, flow, Vec::new(), &registry).await;
             }
             if prompts.contains(&"none") {
-                return back.error("consent_required", "the user has not consented yet");
+                return back.error(ErrorCode::ConsentRequired, "the user has not consented yet");
             }
         }
         if !self.save_flow(&flow_id, &flow, now).await {
-            return back.error("temporarily_unavailable", STORE_UNAVAILABLE);
+            return back.error(ErrorCode::TemporarilyUnavailable, STORE_UNAVAILABLE);
         }
         match &flow.user {
             Some(user) => self.consent_page(&flow_id, &flow, &client, user, &secret, flow_cookie),
@@ -580,7 +600,7 @@ impl TokenService {
                     .store
                     .delete_ephemeral(Ephemeral::LoginFlow, &digest(&flow_id))
                     .await;
-                return back.error("access_denied", "the user did not allow it");
+                return back.error(ErrorCode::AccessDenied, "the user did not allow it");
             }
             _ => return error_page(400, "Cannot continue", "Choose allow or deny."),
         }
@@ -635,21 +655,24 @@ impl TokenService {
             }
             Ok(_) => {}
             Err(_) => {
-                return back.error("temporarily_unavailable", "the token store is unavailable");
+                return back.error(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the token store is unavailable",
+                );
             }
         }
         let Some(client) = registry
             .client(family_of(flow.family), &flow.client_id)
             .cloned()
         else {
-            return back.error("unauthorized_client", "the client is gone");
+            return back.error(ErrorCode::UnauthorizedClient, "the client is gone");
         };
         let Some(username) = flow.user.clone() else {
-            return back.error("access_denied", "no user");
+            return back.error(ErrorCode::AccessDenied, "no user");
         };
         let scopes = match self.scopes_for(&client, &flow) {
             Ok(s) => s,
-            Err(e) => return back.error(e.code.as_str(), &e.description),
+            Err(e) => return back.error(e.code, &e.description),
         };
         let audiences = match &flow.api {
             Some(api) => registry
@@ -660,10 +683,13 @@ impl TokenService {
             None => registry.permitted_audiences(&client.id, Some(&username), &client.audiences),
         };
         if audiences.is_empty() {
-            return back.error("access_denied", "this user may not call the client's APIs");
+            return back.error(
+                ErrorCode::AccessDenied,
+                "this user may not call the client's APIs",
+            );
         }
         let (Some(code), Some(gid)) = (random_secret(), grant_id(unix_now_ms())) else {
-            return back.error("server_error", "no randomness available");
+            return back.error(ErrorCode::ServerError, "no randomness available");
         };
         let record = Code {
             family: flow.family,
@@ -687,7 +713,10 @@ impl TokenService {
             Err(_) => false,
         };
         if !stored {
-            return back.error("temporarily_unavailable", "the token store is unavailable");
+            return back.error(
+                ErrorCode::TemporarilyUnavailable,
+                "the token store is unavailable",
+            );
         }
         log::debug!("authorize: a code for client {}", client.id);
         back.with(&[("code", &code)], cookies)

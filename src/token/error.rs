@@ -2,7 +2,9 @@
 
 use std::borrow::Cow;
 
-/// The `error` codes of RFC 6749 §5.2, plus the two of §4.1.2.1 a token endpoint can need.
+/// The `error` codes of RFC 6749 §5.2 (token endpoint) and §4.1.2.1 (authorization
+/// endpoint, sent back to the client's redirect URI), with those OpenID Connect Core §3.1.2.6
+/// adds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     InvalidRequest,
@@ -17,6 +19,16 @@ pub enum ErrorCode {
     InvalidTarget,
     /// Seed 003's 404s (no such client, no such user).
     NotFound,
+    /// RFC 6749 §4.1.2.1: only `response_type=code` is served.
+    UnsupportedResponseType,
+    /// RFC 6749 §4.1.2.1: the user (or the gateway for them) said no.
+    AccessDenied,
+    /// OpenID Connect: `prompt=none` and the user is not signed in.
+    LoginRequired,
+    /// OpenID Connect: `prompt=none` and the user has not consented.
+    ConsentRequired,
+    /// OpenID Connect: request objects (`request=`) are not supported.
+    RequestNotSupported,
 }
 
 impl ErrorCode {
@@ -32,6 +44,11 @@ impl ErrorCode {
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
             ErrorCode::InvalidTarget => "invalid_target",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::LoginRequired => "login_required",
+            ErrorCode::ConsentRequired => "consent_required",
+            ErrorCode::RequestNotSupported => "request_not_supported",
         }
     }
 

@@ -8,6 +8,7 @@ use super::form::Form;
 use super::grants::Target;
 use super::issue::{Issue, Minted};
 use super::{Endpoint, Reply, TokenRequest, TokenService, unavailable};
+use crate::auth::refusal::Refusal;
 use crate::catalog::registry::Client;
 use crate::domain::clock::unix_now;
 use crate::domain::jose::Algorithm;
@@ -16,9 +17,8 @@ use crate::store::{Consumed, Ephemeral, Revoke, digest};
 use crate::token::authorize::pkce;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use http::header::{CONTENT_TYPE, VARY, WWW_AUTHENTICATE};
+use http::header::{CONTENT_TYPE, VARY};
 use http::{HeaderName, HeaderValue, Method};
-use serde_json::json;
 use std::sync::Arc;
 
 fn invalid_grant(d: &'static str) -> OAuthError {
@@ -186,16 +186,8 @@ impl TokenService {
 
     /// `GET|POST /userinfo` with a bearer access token that has `openid`.
     pub(super) async fn userinfo(&self, req: &TokenRequest<'_>) -> Reply {
-        let challenge = |status: u16, error: &str, text: &str| {
-            let mut r = Reply::json(
-                status,
-                json!({"error": error, "error_description": text}).to_string(),
-            );
-            let value = format!("Bearer realm=\"tollgate\", error=\"{error}\"");
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                r.headers.push((WWW_AUTHENTICATE, v));
-            }
-            r
+        let challenge = |status, code, text: &'static str| {
+            Reply::from(Refusal::bearer_error(status, code, text))
         };
         if *req.method != Method::GET && *req.method != Method::POST {
             return challenge(405, "invalid_request", "use GET or POST");
@@ -208,17 +200,7 @@ impl TokenService {
             .map(crate::auth::bearer::parse)
         {
             Some(crate::auth::bearer::Presented::Token(t)) => t,
-            _ => {
-                let mut r = Reply::json(
-                    401,
-                    r#"{"error":"invalid_token","error_description":"a bearer access token is required"}"#,
-                );
-                r.headers.push((
-                    WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"tollgate\""),
-                ));
-                return r;
-            }
+            _ => return Reply::from(Refusal::bearer_required()),
         };
         let now = unix_now();
         let issuers = crate::idp::Issuers::none();

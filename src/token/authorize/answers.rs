@@ -1,9 +1,10 @@
 //! What the authorization pages answer with: HTML pages with their security headers,
 //! 303 redirects, the way back to the client, and the flow's small secrets.
 
-use super::super::form::{Form, is_form_content_type};
-use super::super::{Reply, TokenRequest};
 use crate::token::authorize::{pages, redirect};
+use crate::token::error::ErrorCode;
+use crate::token::form::{Form, is_form_content_type};
+use crate::token::{Reply, TokenRequest};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use http::header::{CACHE_CONTROL, LOCATION, REFERRER_POLICY, SET_COOKIE};
@@ -93,9 +94,9 @@ pub(super) struct Back<'a> {
 }
 
 impl Back<'_> {
-    pub(super) fn error(&self, code: &str, description: &str) -> Reply {
+    pub(super) fn error(&self, code: ErrorCode, description: &str) -> Reply {
         self.with(
-            &[("error", code), ("error_description", description)],
+            &[("error", code.as_str()), ("error_description", description)],
             Vec::new(),
         )
     }

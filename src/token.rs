@@ -4,16 +4,19 @@
 
 pub mod authorize;
 pub mod client_auth;
+mod code_grant;
+mod cors;
 pub mod error;
 mod exchange;
 pub mod form;
 mod grants;
-mod inspect;
+mod introspect;
 pub mod issue;
 pub mod limits;
-mod oidc;
+mod revoke;
 pub mod secret;
 mod tenant;
+mod userinfo;
 
 use crate::auth::Authenticator;
 use crate::auth::refusal::Refusal;

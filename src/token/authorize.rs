@@ -8,17 +8,15 @@
 //! error goes back to the client's redirect URI with `error`, `state` and `iss`.
 
 use super::error::{ErrorCode, OAuthError};
-use super::form::{Form, is_form_content_type};
-use super::issue::{grant_id, grant_scopes, random_id};
-use super::limits::Subject;
+use super::form::Form;
+use super::issue::{grant_scopes, random_id};
 use super::{Reply, TokenRequest, TokenService};
-use crate::catalog::registry::{Client, Registry};
+use crate::catalog::registry::Client;
 use crate::domain::clock::unix_now;
-use crate::domain::clock::unix_now_ms;
 use crate::domain::net::is_local_http;
 use crate::domain::oauth::{Family, GrantType, OIDC_SCOPES};
-use crate::store::{Consumed, Ephemeral, digest};
-use http::{HeaderValue, Method};
+use crate::store::{Ephemeral, digest};
+use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -99,11 +97,14 @@ pub(super) struct Code {
 }
 
 mod answers;
+mod consent;
 pub mod cookies;
+mod login;
+mod logout;
 pub mod pages;
 pub mod pkce;
 pub mod redirect;
-use answers::{Back, csrf, eq, error_page, hex, page, page_params, random_secret, see_other};
+use answers::{Back, csrf, eq, error_page, hex, page, page_params, random_secret};
 
 impl TokenService {
     fn issuer_str(&self) -> String {
@@ -355,13 +356,6 @@ impl TokenService {
         (s.pool == pool.name && pool.users.contains_key(&s.username)).then(|| (id.to_string(), s))
     }
 
-    fn consented(&self, client: &Client, s: &Session, scopes: &[String]) -> bool {
-        client.browser.skip_consent
-            || s.consents
-                .iter()
-                .any(|(c, granted)| *c == client.id && scopes.iter().all(|x| granted.contains(x)))
-    }
-
     /// The scopes the flow would grant its user: the requested ones among the user's roles
     /// and OpenID Connect's own (all the roles when none are requested).
     fn scopes_for(&self, client: &Client, flow: &Flow) -> Result<Vec<String>, OAuthError> {
@@ -376,42 +370,6 @@ impl TokenService {
             None => Ok(user.roles.clone()),
             some => grant_scopes(some, &allowed),
         }
-    }
-
-    fn consent_page(
-        &self,
-        flow_id: &str,
-        flow: &Flow,
-        client: &Client,
-        user: &str,
-        secret: &str,
-        cookies: Vec<HeaderValue>,
-    ) -> Reply {
-        let scopes = self.scopes_for(client, flow).unwrap_or_default();
-        let lines: Vec<pages::ScopeLine> = scopes
-            .iter()
-            .map(|s| pages::ScopeLine {
-                name: s,
-                description: match s.as_str() {
-                    "openid" => Some("Sign you in to the application"),
-                    "profile" => Some("Your name and username"),
-                    "email" => Some("Your email address"),
-                    _ => None,
-                },
-            })
-            .collect();
-        page(
-            200,
-            pages::consent(&pages::ConsentPage {
-                action: CONSENT_PATH,
-                flow: flow_id,
-                csrf: &csrf(secret, flow_id),
-                client_name: &client.browser.name,
-                username: user,
-                scopes: &lines,
-            }),
-            cookies,
-        )
     }
 
     /// The flow of a form post (login or consent), with its checks: the flow exists, the
@@ -467,303 +425,5 @@ impl TokenService {
             .cloned()
             .ok_or_else(gone)?;
         Ok((flow_id, flow, secret, client))
-    }
-
-    /// `POST /oauth2/v2/login`: the user's password, against the client's user pool.
-    pub(super) async fn login(&self, req: &TokenRequest<'_>) -> Reply {
-        if *req.method != Method::POST || !req.content_type.is_some_and(is_form_content_type) {
-            return error_page(405, "Cannot sign in", "Use the sign-in form.");
-        }
-        let Ok(form) = Form::parse(req.body) else {
-            return error_page(400, "Cannot sign in", "The form could not be read.");
-        };
-        let now = unix_now();
-        let (flow_id, mut flow, secret, client) =
-            match self.posted_flow(req, &form, now, true).await {
-                Ok(f) => f,
-                Err(reply) => return reply,
-            };
-        let username = form.get("username").unwrap_or_default();
-        let password = form.get("password").unwrap_or_default();
-        let again = |error: &str| {
-            page(
-                200,
-                pages::login(&pages::LoginPage {
-                    action: LOGIN_PATH,
-                    flow: &flow_id,
-                    csrf: &csrf(&secret, &flow_id),
-                    client_name: &client.browser.name,
-                    username,
-                    error: Some(error),
-                }),
-                Vec::new(),
-            )
-        };
-        // One message for every failure: wrong password, unknown user, locked out.
-        const WRONG: &str = "The username or password is wrong.";
-        let Some(pool) = client.pool.clone() else {
-            return again(WRONG);
-        };
-        let subject = Subject::User {
-            pool: &pool.name,
-            username,
-        };
-        if let Err(t) = self.limiter.check(subject, req.client_ip) {
-            self.throttled(t);
-            return again(WRONG);
-        }
-        let user = pool.users.get(username);
-        let cache_id = format!("user\u{0}{}\u{0}{username}", pool.name);
-        let verified = !password.is_empty()
-            && self
-                .secrets
-                .verify(&cache_id, password, user.map(|u| &u.password_hash))
-                .await;
-        let Some(user) = user.filter(|_| verified) else {
-            self.limiter.failed(subject, req.client_ip);
-            log::debug!("login: refused a password for client {}", client.id);
-            return again(WRONG);
-        };
-        // Signed in: a session for this browser, and the flow goes on.
-        let Some(session_id) = random_secret() else {
-            return error_page(500, "Something went wrong", "No randomness available.");
-        };
-        let session = Session {
-            pool: pool.name.clone(),
-            username: user.username.clone(),
-            auth_time: now,
-            consents: Vec::new(),
-        };
-        let lifetime = self.settings.session_lifetime.as_secs() as i64;
-        let stored = match serde_json::to_vec(&session) {
-            Ok(v) => self
-                .store
-                .put_ephemeral(Ephemeral::Session, digest(&session_id), v, now + lifetime)
-                .await
-                .is_ok(),
-            Err(_) => false,
-        };
-        if !stored {
-            return error_page(503, "Try again", "The token store is unavailable.");
-        }
-        let session_cookie: Vec<HeaderValue> =
-            cookies::set(cookies::SESSION, &session_id, None, req.tls)
-                .into_iter()
-                .collect();
-        flow.user = Some(user.username.clone());
-        flow.auth_time = Some(now);
-        let registry = self.registry();
-        let skip = match self.scopes_for(&client, &flow) {
-            Ok(scopes) => self.consented(&client, &session, &scopes) && !flow.force_consent,
-            Err(_) => false,
-        };
-        if skip {
-            return self.finish(flow_id, flow, session_cookie, &registry).await;
-        }
-        if !self.save_flow(&flow_id, &flow, now).await {
-            return error_page(503, "Try again", STORE_UNAVAILABLE);
-        }
-        see_other(&format!("{CONSENT_PATH}?flow={flow_id}"), session_cookie)
-    }
-
-    /// `GET /oauth2/v2/consent?flow=…` shows the screen; the POST is the user's answer.
-    pub(super) async fn consent(&self, req: &TokenRequest<'_>) -> Reply {
-        let now = unix_now();
-        let form = match page_params(req, "Cannot continue", "Use the consent form.") {
-            Ok(f) => f,
-            Err(reply) => return reply,
-        };
-        let posted = *req.method == Method::POST;
-        let (flow_id, flow, secret, client) = match self.posted_flow(req, &form, now, posted).await
-        {
-            Ok(f) => f,
-            Err(reply) => return reply,
-        };
-        let Some(user) = flow.user.clone() else {
-            return error_page(400, "Cannot continue", "Sign in first.");
-        };
-        let registry = self.registry();
-        if !posted {
-            return self.consent_page(&flow_id, &flow, &client, &user, &secret, Vec::new());
-        }
-        let issuer = self.issuer_str();
-        let back = Back {
-            redirect_uri: &flow.redirect_uri,
-            state: flow.state.as_deref(),
-            issuer: &issuer,
-        };
-        match form.get("decision") {
-            Some("allow") => {}
-            Some("deny") => {
-                // The flow is over either way.
-                let _ = self
-                    .store
-                    .delete_ephemeral(Ephemeral::LoginFlow, &digest(&flow_id))
-                    .await;
-                return back.error(ErrorCode::AccessDenied, "the user did not allow it");
-            }
-            _ => return error_page(400, "Cannot continue", "Choose allow or deny."),
-        }
-        // Remembered in the session, so the next sign-in to this client skips the screen.
-        if let Some(id) = cookies::get(req.cookie, cookies::SESSION, req.tls)
-            && let Ok(scopes) = self.scopes_for(&client, &flow)
-            && let Ok(Some(raw)) = self
-                .store
-                .get_ephemeral(Ephemeral::Session, &digest(id), now)
-                .await
-            && let Ok(mut s) = serde_json::from_slice::<Session>(&raw)
-            && s.username == user
-        {
-            s.consents.retain(|(c, _)| *c != client.id);
-            s.consents.push((client.id.clone(), scopes));
-            let lifetime = self.settings.session_lifetime.as_secs() as i64;
-            if let Ok(v) = serde_json::to_vec(&s) {
-                // A session that outlives its consent record only asks again.
-                let _ = self
-                    .store
-                    .put_ephemeral(Ephemeral::Session, digest(id), v, s.auth_time + lifetime)
-                    .await;
-            }
-        }
-        self.finish(flow_id, flow, Vec::new(), &registry).await
-    }
-
-    /// The end of a flow: consumed (single use), a code stored, the browser sent back.
-    async fn finish(
-        &self,
-        flow_id: String,
-        flow: Flow,
-        cookies: Vec<HeaderValue>,
-        registry: &Registry,
-    ) -> Reply {
-        let issuer = self.issuer_str();
-        let back = Back {
-            redirect_uri: &flow.redirect_uri,
-            state: flow.state.as_deref(),
-            issuer: &issuer,
-        };
-        let now = unix_now();
-        // A flow saved earlier is used once; one that ends at once (a session, no consent
-        // screen) was never stored, and consuming it finds nothing.
-        match self
-            .store
-            .consume_ephemeral(Ephemeral::LoginFlow, &digest(&flow_id), now)
-            .await
-        {
-            Ok(Consumed::Again(_)) => {
-                return error_page(400, "Already used", "This sign-in was already completed.");
-            }
-            Ok(_) => {}
-            Err(_) => {
-                return back.error(
-                    ErrorCode::TemporarilyUnavailable,
-                    "the token store is unavailable",
-                );
-            }
-        }
-        let Some(client) = registry
-            .client(family_of(flow.family), &flow.client_id)
-            .cloned()
-        else {
-            return back.error(ErrorCode::UnauthorizedClient, "the client is gone");
-        };
-        let Some(username) = flow.user.clone() else {
-            return back.error(ErrorCode::AccessDenied, "no user");
-        };
-        let scopes = match self.scopes_for(&client, &flow) {
-            Ok(s) => s,
-            Err(e) => return back.error(e.code, &e.description),
-        };
-        let audiences = match &flow.api {
-            Some(api) => registry
-                .api(api)
-                .filter(|a| registry.permits(Some(&client.id), Some(&username), &a.name))
-                .map(|a| vec![a.audience.clone()])
-                .unwrap_or_default(),
-            None => registry.permitted_audiences(&client.id, Some(&username), &client.audiences),
-        };
-        if audiences.is_empty() {
-            return back.error(
-                ErrorCode::AccessDenied,
-                "this user may not call the client's APIs",
-            );
-        }
-        let (Some(code), Some(gid)) = (random_secret(), grant_id(unix_now_ms())) else {
-            return back.error(ErrorCode::ServerError, "no randomness available");
-        };
-        let record = Code {
-            family: flow.family,
-            client_id: client.id.clone(),
-            redirect_uri: flow.redirect_uri.clone(),
-            challenge: flow.challenge.clone(),
-            scopes,
-            audiences,
-            username,
-            nonce: flow.nonce.clone(),
-            auth_time: flow.auth_time.unwrap_or(now),
-            grant_id: gid,
-            api: flow.api.clone(),
-        };
-        let stored = match serde_json::to_vec(&record) {
-            Ok(v) => self
-                .store
-                .put_ephemeral(Ephemeral::AuthCode, digest(&code), v, now + CODE_TTL)
-                .await
-                .is_ok(),
-            Err(_) => false,
-        };
-        if !stored {
-            return back.error(
-                ErrorCode::TemporarilyUnavailable,
-                "the token store is unavailable",
-            );
-        }
-        log::debug!("authorize: a code for client {}", client.id);
-        back.with(&[("code", &code)], cookies)
-    }
-
-    /// `/oauth2/v2/logout` (OpenID Connect RP-Initiated Logout): the session ends; the
-    /// browser goes back to a registered `post_logout_redirect_uri`, or sees a page.
-    pub(super) async fn logout(&self, req: &TokenRequest<'_>) -> Reply {
-        let form = match page_params(req, "Cannot sign out", "Use GET or a form POST.") {
-            Ok(f) => f,
-            Err(reply) => return reply,
-        };
-        if let Some(id) = cookies::get(req.cookie, cookies::SESSION, req.tls) {
-            let _ = self
-                .store
-                .delete_ephemeral(Ephemeral::Session, &digest(id))
-                .await;
-        }
-        let gone: Vec<HeaderValue> = cookies::set(cookies::SESSION, "", Some(0), req.tls)
-            .into_iter()
-            .collect();
-        let Some(target) = form.get("post_logout_redirect_uri") else {
-            return page(200, pages::signed_out(), gone);
-        };
-        // The client: named, or the audience of the ID token it passes as a hint.
-        let hinted = form
-            .get("id_token_hint")
-            .and_then(|t| self.auth.validator().signed_claims(t).ok())
-            .and_then(|c| c.aud.first().cloned());
-        let registry = self.registry();
-        let client = form
-            .get("client_id")
-            .map(str::to_string)
-            .or(hinted)
-            .and_then(|id| registry.any_client(&id).cloned());
-        match client {
-            Some(c) if redirect::matches(&c.browser.post_logout_redirect_uris, target) => {
-                let location = match form.get("state") {
-                    Some(s) => redirect::with_params(target, &[("state", s)]),
-                    None => Some(target.to_string()),
-                };
-                match location {
-                    Some(l) => see_other(&l, gone),
-                    None => page(200, pages::signed_out(), gone),
-                }
-            }
-            _ => page(200, pages::signed_out(), gone),
-        }
     }
 }

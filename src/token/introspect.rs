@@ -1,5 +1,5 @@
-//! Introspection (RFC 7662) and revocation (RFC 7009), for JWTs, opaque access tokens and
-//! refresh tokens alike.
+//! `/{auth,credential}/introspect` (RFC 7662), for JWTs, opaque access tokens and refresh
+//! tokens alike.
 
 use super::error::{ErrorCode, OAuthError};
 use super::{Reply, SecretRule, TokenRequest, TokenService, Via, method_not_allowed, unavailable};
@@ -10,9 +10,8 @@ use crate::domain::oauth::Family;
 use crate::domain::oauth::TokenKind;
 use crate::domain::outcome::Outcome;
 use crate::opaque;
-use crate::store::{Revoke, TokenRecord, digest};
+use crate::store::{TokenRecord, digest};
 use serde_json::{Value, json};
-use std::sync::Arc;
 
 /// What introspection says about a live token.
 struct View {
@@ -57,15 +56,9 @@ impl View {
     }
 }
 
-fn unauthorized_client() -> OAuthError {
-    OAuthError::new(
-        ErrorCode::UnauthorizedClient,
-        "this token was not issued to this client",
-    )
-}
-
 impl TokenService {
-    fn form_request(
+    /// A form POST of an introspection or revocation, and the client it presents.
+    pub(super) fn form_request(
         req: &TokenRequest<'_>,
     ) -> Result<(super::form::Form, super::client_auth::PresentedClient), OAuthError> {
         let (form, via) = Self::params(req)?;
@@ -157,72 +150,6 @@ impl TokenService {
             )),
             Err(_) => Ok(None),
         }
-    }
-
-    /// RFC 7009: 200 whether or not the token was known; a client may revoke only its own
-    /// tokens. Revoking a refresh token revokes its whole grant (§2.1).
-    pub(super) async fn revoke(
-        &self,
-        family: Family,
-        req: &TokenRequest<'_>,
-    ) -> Result<Reply, OAuthError> {
-        let (form, presented) = Self::form_request(req)?;
-        let client = self
-            .authenticate(family, &presented, SecretRule::PublicAllowed, req.client_ip)
-            .await?;
-        let token = form.require("token")?;
-        // token_type_hint only says where to look first; every kind is looked up anyway.
-        let now = unix_now();
-        let Some(what) = self.revocation_for(&client, token, now).await? else {
-            return Ok(Reply::empty());
-        };
-        let revocation = what.revocation();
-        self.store.revoke(what).await.map_err(unavailable)?;
-        self.auth.revocations().add(&[revocation]);
-        let cache = self.auth.cache();
-        cache.invalidate(&cache.key(token));
-        Ok(Reply::empty())
-    }
-
-    /// What revoking `token` means, if it is a token of this gateway.
-    async fn revocation_for(
-        &self,
-        client: &Arc<Client>,
-        token: &str,
-        now: i64,
-    ) -> Result<Option<Revoke>, OAuthError> {
-        if opaque::kind_of(token).is_some() {
-            let d = digest(token);
-            let Some(r) = self.store.get(&d).await.map_err(unavailable)? else {
-                return Ok(None);
-            };
-            if r.client_id != client.id {
-                return Err(unauthorized_client());
-            }
-            return Ok(Some(match r.kind {
-                TokenKind::Access => Revoke::Token {
-                    jti: r.jti,
-                    digest: Some(d),
-                    until: r.expires_at,
-                },
-                TokenKind::Refresh => Revoke::Grant {
-                    grant_id: r.grant_id,
-                    until: self.remember_until(client, now),
-                },
-            }));
-        }
-        let Ok(claims) = self.auth.validator().signed_claims(token) else {
-            return Ok(None);
-        };
-        if claims.client_id.as_deref() != Some(client.id.as_str()) {
-            return Err(unauthorized_client());
-        }
-        let leeway = self.auth.validator().leeway();
-        Ok(claims.jti.map(|jti| Revoke::Token {
-            jti,
-            digest: None,
-            until: claims.exp.map(|e| e.saturating_add(leeway)),
-        }))
     }
 
     fn issuer(&self) -> &str {

@@ -8,6 +8,9 @@
 //! Run: `cargo bench --bench cache_memory` (N = 1,000,000; without `--bench`, as under
 //! `cargo test --all-targets`, N = 10,000).
 
+// Bench harness code, not a request path.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{ISSUER, block_on, client, generated_keys};

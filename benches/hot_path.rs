@@ -5,6 +5,9 @@
 //!
 //! Run: `cargo bench --bench hot_path`
 
+// Bench harness code, not a request path.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{ISSUER, block_on, client, generated_keys};

@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench --bench validation`
 
+// Bench harness code, not a request path.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{ISSUER, block_on, generated_keys};

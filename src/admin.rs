@@ -5,6 +5,7 @@
 use crate::catalog::registry::Registry;
 use crate::config::Config;
 use crate::domain::clock::unix_now;
+use crate::domain::ids::ClientId;
 use crate::keys::ring::{self, RingError, Rotated};
 use crate::metrics::StoreMetrics;
 use crate::server::{StartError, open_store, sealer, store_location};
@@ -148,7 +149,7 @@ pub fn revoke(config: &Config, target: RevokeTarget) -> Result<String, AdminErro
     let (what, said) = match target {
         RevokeTarget::Client(client_id) => (
             Revoke::Client {
-                client_id: client_id.clone(),
+                client_id: ClientId::new(client_id.as_str()),
                 issued_before: now.saturating_add(1),
                 until,
             },

@@ -11,6 +11,7 @@ mod issuer;
 mod issuers;
 mod tenants;
 mod upstreams;
+mod upstreams_file;
 
 pub use issuer::{
     IssuerSettings, IssuerSetupError, KeySource, RefreshSettings, http_url, load_ca_file,
@@ -103,7 +104,8 @@ pub struct RedisSettings {
     pub feed_max_len: u64,
 }
 
-pub use file::{ConsentMode, StoreSync};
+pub use file::StoreSync;
+pub use upstreams_file::ConsentMode;
 
 #[derive(Debug, Clone)]
 pub struct Listener {

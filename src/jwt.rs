@@ -3,14 +3,19 @@
 //! tollgate writes when it issues a token.
 
 use crate::domain::jose::is_valid_kid;
+mod issued;
+mod strict;
+
+pub use issued::{AudienceOut, IssuedClaims, TenantClaims};
+
 use crate::domain::jose::{JwsAlg, MAX_TOKEN_LEN};
 use crate::domain::scope::Scopes;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use serde::de::{self, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
-use std::borrow::Cow;
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use std::fmt;
+use strict::{Key, SeenKeys, Unread, from_json};
 
 /// Why a token could not be read. Every variant means "malformed" to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,108 +117,6 @@ pub fn typ_is(typ: &str, expected: &str) -> bool {
         _ => typ,
     };
     bare.eq_ignore_ascii_case(expected)
-}
-
-/// Decode a JOSE header or claims set: UTF-8 JSON (RFC 7519 §7.2), all of it, including the
-/// values of members we do not read (`from_slice` skips those without checking them).
-fn from_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Malformed> {
-    let text = std::str::from_utf8(bytes).map_err(|_| Malformed::Json)?;
-    serde_json::from_str(text).map_err(json_error)
-}
-
-fn json_error(e: serde_json::Error) -> Malformed {
-    if e.to_string().starts_with(DUPLICATE) {
-        Malformed::DuplicateKey
-    } else {
-        Malformed::Json
-    }
-}
-
-const DUPLICATE: &str = "duplicate key";
-
-/// A JSON object key, borrowed from the input when it has no escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// Remembers the keys of one object and fails on the second sighting of any of them.
-#[derive(Default)]
-struct SeenKeys<'de>(Vec<Cow<'de, str>>);
-
-impl<'de> SeenKeys<'de> {
-    fn check<E: de::Error>(&mut self, key: Cow<'de, str>) -> Result<(), E> {
-        if self.0.contains(&key) {
-            return Err(E::custom(format_args!("{DUPLICATE} `{key}`")));
-        }
-        self.0.push(key);
-        Ok(())
-    }
-}
-
-/// A member we do not use, read in full all the same: strings are decoded (a lone surrogate
-/// escape is refused) and nested objects checked for repeated names, so the whole document
-/// is JSON that every reader sees alike. Skipping it unread would accept what serde_json,
-/// and other JWT libraries, refuse.
-struct Unread;
-
-impl<'de> Deserialize<'de> for Unread {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Unread;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Unread, E> {
-                Ok(Unread)
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Unread, E> {
-                Ok(Unread)
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Unread, E> {
-                Ok(Unread)
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Unread, E> {
-                Ok(Unread)
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Unread, E> {
-                Ok(Unread)
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Unread, E> {
-                Ok(Unread)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unread, A::Error> {
-                while seq.next_element::<Unread>()?.is_some() {}
-                Ok(Unread)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unread, A::Error> {
-                let mut seen = SeenKeys::default();
-                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                    seen.check(key)?;
-                    map.next_value::<Unread>()?;
-                }
-                Ok(Unread)
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 struct Header {
@@ -355,59 +258,6 @@ impl<'de> Deserialize<'de> for Claims {
         }
         d.deserialize_map(V)
     }
-}
-
-/// `aud` as written: a string for one audience, an array for several (RFC 7519 §4.1.3).
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub enum AudienceOut<'a> {
-    One(&'a str),
-    Many(&'a [String]),
-}
-
-impl<'a> AudienceOut<'a> {
-    pub fn from_list(list: &'a [String]) -> Self {
-        match list {
-            [one] => AudienceOut::One(one),
-            many => AudienceOut::Many(many),
-        }
-    }
-}
-
-/// The claims of a token tollgate issues.
-#[derive(Debug, Serialize)]
-pub struct IssuedClaims<'a> {
-    pub iss: &'a str,
-    pub sub: &'a str,
-    pub aud: AudienceOut<'a>,
-    /// Absent on immortal tokens.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exp: Option<i64>,
-    pub iat: i64,
-    pub nbf: i64,
-    pub jti: &'a str,
-    pub client_id: &'a str,
-    pub scope: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub username: Option<&'a str>,
-    pub gid: &'a str,
-    /// Tenant tokens (seed 003): who in the tenant directory they are for.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<&'a TenantClaims>,
-}
-
-/// The tenant part of a tenant token: the user's tenant, project and directory entry.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct TenantClaims {
-    pub tenant_id: String,
-    pub project_id: String,
-    pub email: String,
-    pub roles: Vec<String>,
-    pub scopes: Vec<String>,
-    pub resources: Vec<String>,
-    pub groups: Vec<String>,
-    /// `user` or `admin`.
-    pub token_use: &'static str,
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::auth::refusal::Refusal;
 use crate::catalog::{Catalog, Live};
 use crate::domain::endpoint::Endpoint;
 use crate::domain::endpoint::{API_AUTHORIZE_SUFFIX, API_TOKEN_SUFFIX};
+use crate::domain::ids::ApiName;
 use crate::domain::jose::MAX_TOKEN_LEN;
 use crate::metrics::{self, ApiSeries, Metrics};
 use crate::path;
@@ -304,10 +305,10 @@ fn token_endpoint(catalog: &Catalog, host: Option<&str>, path: &str) -> Option<E
     Some(if authorize {
         Endpoint::Authorize {
             family: crate::domain::oauth::Family::Credential,
-            api: Some(api.name.to_string()),
+            api: Some(ApiName::new(&*api.name)),
         }
     } else {
-        Endpoint::ApiToken(api.name.to_string())
+        Endpoint::ApiToken(ApiName::new(&*api.name))
     })
 }
 

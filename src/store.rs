@@ -8,6 +8,7 @@ pub mod instrumented;
 pub mod redis;
 pub mod sqlite;
 
+use crate::domain::ids::{ClientId, GrantId, Jti};
 use crate::domain::oauth::{Family, Format, TokenKind};
 use async_trait::async_trait;
 use std::path::PathBuf;
@@ -33,11 +34,11 @@ pub fn digest_bytes(bytes: &[u8]) -> Digest {
 pub struct TokenRecord {
     pub kind: TokenKind,
     /// This token's own id: what a revocation names.
-    pub jti: String,
+    pub jti: Jti,
     /// The grant the token belongs to: every token issued from one password or
     /// client_credentials grant and its refreshes shares it.
-    pub grant_id: String,
-    pub client_id: String,
+    pub grant_id: GrantId,
+    pub client_id: ClientId,
     pub family: Family,
     pub username: Option<String>,
     /// Space-separated.
@@ -90,7 +91,7 @@ pub enum Rotation {
     /// A second use within the grace period (concurrent refreshes): successors stored.
     WithinGrace,
     /// Used again after the grace period: the whole grant has been revoked.
-    Reused { grant_id: String },
+    Reused { grant_id: GrantId },
     /// Unknown, expired, revoked, or not a refresh token: nothing stored.
     Inactive,
 }
@@ -100,18 +101,18 @@ pub enum Rotation {
 pub enum Revoke {
     /// One token, by id; `digest` when the token itself is stored (opaque access tokens).
     Token {
-        jti: String,
+        jti: Jti,
         digest: Option<Digest>,
         until: Option<i64>,
     },
     /// Every token of a grant.
     Grant {
-        grant_id: String,
+        grant_id: GrantId,
         until: Option<i64>,
     },
     /// Every token of a client issued before a time (a leaked secret, a compromised app).
     Client {
-        client_id: String,
+        client_id: ClientId,
         issued_before: i64,
         until: Option<i64>,
     },
@@ -168,11 +169,11 @@ pub struct Revocation {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevocationTarget {
-    Jti(String),
-    Grant(String),
+    Jti(Jti),
+    Grant(GrantId),
     /// Tokens of the client issued (`iat`) before the time.
     Client {
-        client_id: String,
+        client_id: ClientId,
         issued_before: i64,
     },
     /// Tokens of the user issued before the time.
@@ -207,10 +208,10 @@ impl RevocationTarget {
             Some((before.parse::<i64>().ok()?, id.to_string()))
         };
         match kind {
-            "j" => Some(RevocationTarget::Jti(rest.to_string())),
-            "g" => Some(RevocationTarget::Grant(rest.to_string())),
+            "j" => Some(RevocationTarget::Jti(Jti::new(rest))),
+            "g" => Some(RevocationTarget::Grant(GrantId::new(rest))),
             "c" => timed(rest).map(|(issued_before, client_id)| RevocationTarget::Client {
-                client_id,
+                client_id: ClientId::new(client_id),
                 issued_before,
             }),
             "u" => timed(rest).map(|(issued_before, username)| RevocationTarget::User {

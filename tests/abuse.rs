@@ -1,6 +1,9 @@
 //! Token-endpoint abuse: malformed requests get RFC 6749 errors, and guessing client
 //! secrets or user passwords is stopped by the brute-force limits.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -7,6 +7,9 @@
 //! browser. The gateway logs at debug level, and every test ends by reading the whole log
 //! for the password, the codes, the verifiers and the cookies.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::browser::{Browser, BrowserCookie, BrowserResponse};

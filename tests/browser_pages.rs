@@ -4,6 +4,9 @@
 //! to another origin. Screenshots go to the target directory; with
 //! `TOLLGATE_UPDATE_SCREENSHOTS=1` also to `docs/` for the README.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use bytes::Bytes;

@@ -3,6 +3,9 @@
 //! at once; signing keys are shared and rotate without a token failing; Redis killed,
 //! restarted or paused costs the stateful endpoints (503) but never JWT validation.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::oauth::{call, claims};

@@ -1,5 +1,8 @@
 //! `tollgate -t`: exit 0 on a good config, exit 1 naming every error with its key path.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::process::Command;

@@ -2,6 +2,9 @@
 //! SIGTERM under load. The gateway answers within its timeouts, degrades to what still
 //! works, and loses nothing it acknowledged.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,9 @@
 //! Every grant on both families and on the per-API endpoint, driven by the `oauth2` crate
 //! (reqwest only where the crate cannot express a case), against the running gateway.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::oauth::*;

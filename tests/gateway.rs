@@ -1,6 +1,9 @@
 //! The gateway end to end: a token from the token endpoint, checked against the published
 //! JWKS, then protected and unprotected calls through the proxy to a real upstream.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

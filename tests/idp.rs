@@ -3,6 +3,9 @@
 //! discovery. Covers start with the provider down, key rotation, a flood of unknown kids,
 //! stale keys on a failed refresh, and every refusal.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[path = "idp/support.rs"]
 mod support;
 

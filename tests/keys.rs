@@ -1,6 +1,9 @@
 //! Signing keys: the generated key survives a restart, RS256 and EdDSA work end to end,
 //! and a rotated-out key keeps its tokens valid while it is listed for verification.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,9 @@
 //! What happens to tokens over time: refresh rotation and reuse detection, concurrent
 //! refreshes, revocation, configuration changes, and a `kill -9` of the gateway.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::oauth::*;

@@ -1,6 +1,9 @@
 //! TLS: a listener with a PEM certificate offering HTTP/2 by ALPN, and TLS to an
 //! upstream with SNI and certificate verification against a configured CA.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

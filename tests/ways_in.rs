@@ -3,6 +3,9 @@
 //! that rotates keys, starts late, and a real oidc-provider found by discovery), RFC 8693
 //! token exchange, the seed-003 tenant endpoints, and RFC 9068 token types.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 #[path = "idp/support.rs"]
 #[allow(dead_code)]

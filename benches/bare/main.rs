@@ -10,6 +10,9 @@
 //! curl -i http://127.0.0.1:6188/
 //! ```
 
+// Bench harness code, not a request path.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use async_trait::async_trait;
 use clap::Parser;
 use pingora::modules::http::HttpModules;

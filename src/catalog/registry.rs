@@ -5,6 +5,7 @@
 
 use crate::config::{ClientConfig, Config, TenantUserConfig, TokenPolicy};
 use crate::domain::claim::ClaimPath;
+use crate::domain::ids::ClientId;
 use crate::domain::oauth::{Family, GrantType};
 use crate::domain::secret::Secret;
 use std::collections::{HashMap, HashSet};
@@ -20,7 +21,7 @@ use std::time::Duration;
 /// A client of the token service: a policy's key (`/auth/*`) or a credential (`/credential/*`).
 #[derive(Debug)]
 pub struct Client {
-    pub id: String,
+    pub id: ClientId,
     pub family: Family,
     pub secret_hash: Secret<String>,
     pub public: bool,
@@ -182,7 +183,7 @@ impl Registry {
                 }
             }
             Arc::new(Client {
-                id: c.client_id.clone(),
+                id: ClientId::new(c.client_id.as_str()),
                 family,
                 secret_hash: c.secret_hash.clone(),
                 public: c.public,

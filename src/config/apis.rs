@@ -2,9 +2,9 @@
 //! rules.
 
 use super::errors::Errors;
-use super::file::{
-    ApiFile, AuthFile, AuthWord, DurationText, HealthCheckFile, HostHeaderFile, RateLimitFile,
-    UpstreamFile,
+use super::file::DurationText;
+use super::upstreams_file::{
+    ApiFile, AuthFile, AuthWord, HealthCheckFile, HostHeaderFile, RateLimitFile, UpstreamFile,
 };
 use super::{
     ApiConfig, AuthMode, HealthCheck, HealthCheckKind, HostHeader, IssuerRef, RateLimit,

@@ -1,20 +1,21 @@
 //! Validation of the gateway file (`tollgate.yaml`): listeners, process settings, keys,
 //! caches, logging. Hands the upstreams file to `apis`.
 
+mod store;
+mod tokens;
+
 use super::errors::{Errors, Lenient, parse_yaml};
-use super::file::{
-    CacheFile, DurationText, GatewayFile, KeyFileRef, ServerFile, StoreFile, TokensFile,
-};
+use super::file::{CacheFile, DurationText, GatewayFile, ServerFile};
 use super::{
-    CacheSettings, Config, ConfigErrors, Family, KeyFile, LimitSettings, Listener, LogSettings,
-    RedisSettings, RotationSettings, ServerSettings, SigningKeySource, StoreBackend, StoreSettings,
-    StoreSync, TlsListener, TokenSettings, parse_duration, resolve_path, upstreams,
+    CacheSettings, Config, ConfigErrors, Family, LimitSettings, Listener, LogSettings,
+    ServerSettings, SigningKeySource, StoreSettings, TlsListener, TokenSettings, parse_duration,
+    resolve_path, upstreams,
 };
-use crate::domain::jose::Algorithm;
-use crate::domain::secret::Secret;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use store::store;
+use tokens::tokens;
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 const DEFAULT_METRICS: &str = "127.0.0.1:9090";
@@ -407,250 +408,6 @@ fn server(s: ServerFile, base_dir: &Path, state_dir: &Path, errs: &mut Errors) -
         grace_period,
         graceful_shutdown_timeout,
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size.unwrap_or(128),
-    }
-}
-
-fn key_file(k: KeyFileRef, path: &str, base_dir: &Path, errs: &mut Errors) -> KeyFile {
-    let resolved = resolve_path(base_dir, &k.file);
-    if let Err(e) = std::fs::metadata(&resolved) {
-        errs.push(
-            format!("{path}.file"),
-            format!("cannot read {}: {e}", resolved.display()),
-        );
-    }
-    check_kid(k.kid.as_deref(), &format!("{path}.kid"), errs);
-    KeyFile {
-        path: resolved,
-        algorithm: k.algorithm,
-        kid: k.kid,
-    }
-}
-
-fn check_kid(kid: Option<&str>, path: &str, errs: &mut Errors) {
-    if let Some(kid) = kid
-        && !crate::domain::jose::is_valid_kid(kid)
-    {
-        errs.push(path, "a kid is 1-64 characters of A-Z a-z 0-9 - _ .");
-    }
-}
-
-fn tokens(t: TokensFile, base_dir: &Path, errs: &mut Errors) -> TokenSettings {
-    let signing = take(t.signing_key, "tokens.signing_key", errs);
-    check_kid(signing.kid.as_deref(), "tokens.signing_key.kid", errs);
-    let algorithm = signing.algorithm.unwrap_or(Algorithm::ES256);
-    let signing_key = match signing.file {
-        Some(file) => SigningKeySource::File(key_file(
-            KeyFileRef {
-                file,
-                algorithm,
-                kid: signing.kid,
-            },
-            "tokens.signing_key",
-            base_dir,
-            errs,
-        )),
-        None => SigningKeySource::Generated {
-            algorithm,
-            kid: signing.kid,
-        },
-    };
-    let verification_keys = t
-        .verification_keys
-        .into_iter()
-        .enumerate()
-        .map(|(i, k)| key_file(k, &format!("tokens.verification_keys[{i}]"), base_dir, errs))
-        .collect();
-    let leeway = duration_or(
-        t.leeway.as_ref().map(DurationText::as_str),
-        "tokens.leeway",
-        Duration::from_secs(60),
-        errs,
-    );
-    let access_token_lifetime = duration_or(
-        t.access_token_lifetime.as_ref().map(DurationText::as_str),
-        "tokens.access_token_lifetime",
-        Duration::from_secs(900),
-        errs,
-    );
-    if access_token_lifetime < Duration::from_secs(1) {
-        errs.push("tokens.access_token_lifetime", "must be at least 1s");
-    }
-    let refresh_grace_period = duration_or(
-        t.refresh_grace_period.as_ref().map(DurationText::as_str),
-        "tokens.refresh_grace_period",
-        Duration::from_secs(10),
-        errs,
-    );
-    let jwks_max_age = duration_or(
-        t.jwks_max_age.as_ref().map(DurationText::as_str),
-        "tokens.jwks_max_age",
-        Duration::from_secs(300),
-        errs,
-    );
-    let rotation_file = t.rotation.unwrap_or_default();
-    let rotation = RotationSettings {
-        every: rotation_file.every.as_ref().map(|d| {
-            duration_or(
-                Some(d.as_str()),
-                "tokens.rotation.every",
-                Duration::ZERO,
-                errs,
-            )
-        }),
-        publish_ahead: duration_or(
-            rotation_file
-                .publish_ahead
-                .as_ref()
-                .map(DurationText::as_str),
-            "tokens.rotation.publish_ahead",
-            jwks_max_age * 2,
-            errs,
-        ),
-    };
-    if rotation.publish_ahead < jwks_max_age {
-        errs.push(
-            "tokens.rotation.publish_ahead",
-            "must be at least tokens.jwks_max_age: verifiers that cached JWKS may not see a new key sooner",
-        );
-    }
-    if let Some(every) = rotation.every {
-        if every < rotation.publish_ahead * 2 {
-            errs.push(
-                "tokens.rotation.every",
-                "must be at least twice publish_ahead",
-            );
-        }
-        if matches!(signing_key, SigningKeySource::File(_)) {
-            errs.push(
-                "tokens.rotation.every",
-                "rotates generated keys only; a key from a file is rotated by replacing the file (keep the old one in verification_keys)",
-            );
-        }
-    }
-    TokenSettings {
-        signing_key,
-        verification_keys,
-        leeway,
-        access_token_lifetime,
-        refresh_grace_period,
-        rotation,
-        jwks_max_age,
-        session_lifetime: duration_or(
-            t.session_lifetime.as_ref().map(DurationText::as_str),
-            "tokens.session_lifetime",
-            Duration::from_secs(8 * 3600),
-            errs,
-        ),
-    }
-}
-
-/// `redis://user:secret@host` without the secret.
-fn url_for_logs(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, rest)), Some(at)) if at > scheme.len() + 3 => {
-            let host = &url[at + 1..];
-            let user = rest.split(['@', ':']).next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// The 32-byte key in `path`: raw, or base64 (standard or URL-safe) on one line.
-fn read_encryption_key(path: &Path) -> Result<[u8; 32], String> {
-    use base64::Engine as _;
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if let Ok(raw) = <[u8; 32]>::try_from(bytes.as_slice()) {
-        return Ok(raw);
-    }
-    let text = String::from_utf8_lossy(&bytes);
-    let text = text.trim();
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
-        .map_err(|_| format!("{}: neither 32 raw bytes nor base64", path.display()))?;
-    <[u8; 32]>::try_from(decoded.as_slice()).map_err(|_| {
-        format!(
-            "{}: the key must be 32 bytes (e.g. `head -c 32 /dev/urandom | base64`), not {}",
-            path.display(),
-            decoded.len()
-        )
-    })
-}
-
-fn store(
-    f: StoreFile,
-    base_dir: &Path,
-    state_dir: &Path,
-    generated_key: bool,
-    errs: &mut Errors,
-) -> StoreSettings {
-    let (purge_interval, encryption_key_file) = match &f {
-        StoreFile::Sqlite(s) => (&s.purge_interval, &s.encryption_key_file),
-        StoreFile::Redis(r) => (&r.purge_interval, &r.encryption_key_file),
-    };
-    let purge_interval = duration_or(
-        purge_interval.as_ref().map(DurationText::as_str),
-        "store.purge_interval",
-        Duration::from_secs(60),
-        errs,
-    );
-    let key_encryption = encryption_key_file.as_deref().and_then(|p| {
-        match read_encryption_key(&resolve_path(base_dir, p)) {
-            Ok(k) => Some(Secret::new(k)),
-            Err(e) => {
-                errs.push("store.encryption_key_file", e);
-                None
-            }
-        }
-    });
-    let backend = match f {
-        StoreFile::Sqlite(s) => StoreBackend::Sqlite {
-            file: state_dir.join(s.file.as_deref().unwrap_or("tollgate.db")),
-            sync: s.sync.unwrap_or(StoreSync::Full),
-        },
-        StoreFile::Redis(r) => {
-            let url = r.url;
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                errs.push(
-                    "store.url",
-                    "`kind: redis` needs `url: redis://host:port/db` (or rediss:// for TLS)",
-                );
-            } else if let Err(e) = ::redis::Client::open(url.as_str()) {
-                errs.push("store.url", format!("not a Redis URL: {e}"));
-            }
-            if generated_key && key_encryption.is_none() && r.encryption_key_file.is_none() {
-                errs.push(
-                    "store.encryption_key_file",
-                    "needed with `kind: redis` and a generated signing key: private keys are never stored in clear",
-                );
-            }
-            let prefix = r.key_prefix.unwrap_or_else(|| "tollgate:".to_string());
-            if prefix.is_empty() || prefix.contains(char::is_whitespace) {
-                errs.push("store.key_prefix", "must be non-empty, without spaces");
-            }
-            let timeout = duration_or(
-                r.timeout.as_ref().map(DurationText::as_str),
-                "store.timeout",
-                Duration::from_millis(500),
-                errs,
-            );
-            if timeout < Duration::from_millis(10) {
-                errs.push("store.timeout", "must be at least 10ms");
-            }
-            StoreBackend::Redis(RedisSettings {
-                url_for_logs: url_for_logs(&url),
-                url: Secret::new(url),
-                prefix,
-                timeout,
-                feed_max_len: 100_000,
-            })
-        }
-    };
-    StoreSettings {
-        backend,
-        purge_interval,
-        key_encryption,
     }
 }
 

@@ -3,8 +3,8 @@
 
 use super::apis::{duration, is_valid_name};
 use super::errors::Errors;
-use super::file::IssuerFile;
 use super::issuer::{IssuerSettings, KeySource, RefreshSettings, load_ca_file};
+use super::upstreams_file::IssuerFile;
 use super::{IssuerConfig, resolve_path};
 use crate::domain::claim::ClaimPath;
 use crate::domain::jose::JwsAlg;

@@ -6,7 +6,7 @@
 use super::apis::{duration, is_valid_name};
 use super::clients::{NAME_RULE, Refs, check_api_refs, check_scopes, is_valid_client_id};
 use super::errors::Errors;
-use super::file::TenantFile;
+use super::upstreams_file::TenantFile;
 use super::{
     ClientConfig, CredentialConfig, GrantType, ProjectConfig, TenantConfig, TenantUserConfig,
     TokenPolicy, UserConfig, UserPoolConfig,

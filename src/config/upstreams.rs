@@ -4,7 +4,7 @@
 use super::apis::{api, check_api_uniqueness};
 use super::clients::{Refs, credential, policy, products, user_pools};
 use super::errors::{ConfigError, Errors, Lenient, parse_yaml};
-use super::file::UpstreamsFile;
+use super::upstreams_file::UpstreamsFile;
 use super::{
     ApiConfig, AuthMode, CredentialConfig, IssuerConfig, PolicyConfig, TenantConfig, UserPoolConfig,
 };

@@ -1,5 +1,6 @@
 //! The paths the token service answers (DESIGN.md's contract table) and their metric labels.
 
+use super::ids::ApiName;
 use super::oauth::{Family, Format};
 
 /// The suffix of an API's own token endpoint: `<api prefix>/oauth2/v2/token`.
@@ -33,7 +34,7 @@ pub enum Endpoint {
     /// RFC 7009.
     Revoke(Family),
     /// `<api prefix>/oauth2/v2/token`: a JWT for one API (the API's name).
-    ApiToken(String),
+    ApiToken(ApiName),
     /// Seed 003: `/auth/{user,admin}/generateToken` and `/auth/{user,admin}/oidcToken`.
     Tenant {
         admin: bool,
@@ -44,7 +45,7 @@ pub enum Endpoint {
     /// credential's token for one API).
     Authorize {
         family: Family,
-        api: Option<String>,
+        api: Option<ApiName>,
     },
     /// The login form's answer.
     Login,

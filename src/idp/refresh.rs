@@ -22,13 +22,19 @@ use tokio::sync::{Notify, watch};
 #[derive(Debug, thiserror::Error)]
 pub(super) enum KeysError {
     #[error(transparent)]
-    Fetch(#[from] FetchError),
+    Fetch(Box<FetchError>),
     #[error("GET {from}: no answer within {after:?}")]
     TimedOut { from: String, after: Duration },
     #[error("{url}: {source}")]
     NotAKeySet { url: Url, source: NotAKeySet },
     #[error("{url}: no usable key in the set ({skipped} skipped)")]
     NoUsableKey { url: Url, skipped: usize },
+}
+
+impl From<FetchError> for KeysError {
+    fn from(e: FetchError) -> Self {
+        KeysError::Fetch(Box::new(e))
+    }
 }
 
 /// Counters of one issuer's key fetches, for metrics.

@@ -2,6 +2,10 @@
 
 use super::*;
 use crate::config::{SigningKeySource, TokenSettings};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+use aws_lc_rs::signature::KeyPair as _;
+use material::jwt_algorithm;
 use std::time::Duration;
 
 fn settings(source: SigningKeySource, extra: Vec<KeyFile>) -> TokenSettings {

@@ -17,6 +17,7 @@ use super::{
     Rotation, Store, StoreError, TokenRecord,
 };
 use crate::config::RedisSettings;
+use crate::domain::ids::GrantId;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use ::redis::{AsyncConnectionConfig, Client, Value};
 use async_trait::async_trait;
@@ -342,7 +343,9 @@ impl Store for RedisStore {
         Ok(match outcome.as_str() {
             "rotated" => Rotation::Rotated,
             "grace" => Rotation::WithinGrace,
-            "reused" => Rotation::Reused { grant_id: grant },
+            "reused" => Rotation::Reused {
+                grant_id: GrantId::new(grant),
+            },
             _ => Rotation::Inactive,
         })
     }
@@ -354,7 +357,7 @@ impl Store for RedisStore {
         let until = revocation.until.map(|u| u.to_string()).unwrap_or_default();
         let (kind, digest, grant) = match &what {
             Revoke::Token { digest, .. } => ("token", digest.map(|d| hex(&d)), String::new()),
-            Revoke::Grant { grant_id, .. } => ("grant", None, grant_id.clone()),
+            Revoke::Grant { grant_id, .. } => ("grant", None, grant_id.as_str().to_string()),
             Revoke::Client { .. } | Revoke::User { .. } => ("other", None, String::new()),
         };
         self.run("revoke", move |mut c, s, prefix| async move {

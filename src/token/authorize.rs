@@ -13,6 +13,7 @@ use super::issue::{grant_scopes, random_id};
 use super::{Reply, TokenRequest, TokenService};
 use crate::catalog::registry::Client;
 use crate::domain::clock::unix_now;
+use crate::domain::ids::{ClientId, GrantId};
 use crate::domain::net::is_local_http;
 use crate::domain::oauth::{Family, GrantType, OIDC_SCOPES};
 use crate::store::{Ephemeral, digest};
@@ -49,7 +50,7 @@ pub(super) fn family_of(code: u8) -> Family {
 #[derive(Serialize, Deserialize)]
 struct Flow {
     family: u8,
-    client_id: String,
+    client_id: ClientId,
     redirect_uri: String,
     state: Option<String>,
     challenge: String,
@@ -76,14 +77,14 @@ pub(super) struct Session {
     pub auth_time: i64,
     /// Clients this user consented to, with the scopes.
     #[serde(default)]
-    pub consents: Vec<(String, Vec<String>)>,
+    pub consents: Vec<(ClientId, Vec<String>)>,
 }
 
 /// An authorization code's record.
 #[derive(Serialize, Deserialize)]
 pub(super) struct Code {
     pub family: u8,
-    pub client_id: String,
+    pub client_id: ClientId,
     pub redirect_uri: String,
     pub challenge: String,
     pub scopes: Vec<String>,
@@ -92,7 +93,7 @@ pub(super) struct Code {
     pub nonce: Option<String>,
     pub auth_time: i64,
     /// The grant every token issued from the code belongs to: a replay revokes it.
-    pub grant_id: String,
+    pub grant_id: GrantId,
     pub api: Option<String>,
 }
 

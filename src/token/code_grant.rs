@@ -134,8 +134,8 @@ impl TokenService {
         let mut claims = serde_json::Map::new();
         claims.insert("iss".into(), self.auth.validator().issuer().into());
         claims.insert("sub".into(), record.username.clone().into());
-        claims.insert("aud".into(), client.id.clone().into());
-        claims.insert("azp".into(), client.id.clone().into());
+        claims.insert("aud".into(), client.id.as_str().into());
+        claims.insert("azp".into(), client.id.as_str().into());
         claims.insert(
             "exp".into(),
             now.saturating_add(client.lifetime.as_secs() as i64).into(),

@@ -12,7 +12,7 @@ use super::{TokenService, unavailable};
 use crate::catalog::registry::Client;
 use crate::domain::claim::ClaimPath;
 use crate::domain::clock::unix_now_ms;
-use crate::idp::ExternalToken;
+use crate::idp::{ExternalIssuer, ExternalToken};
 use crate::store::{Ephemeral, digest_bytes};
 use std::sync::Arc;
 
@@ -38,6 +38,31 @@ fn local_name<'t>(claim: Option<&ClaimPath>, t: &'t ExternalToken) -> Option<&'t
 }
 
 impl TokenService {
+    /// Whether this is the first exchange of an external token: a token with an id is
+    /// remembered (by digest of `iss` and `jti`) until it expires, so it is exchanged once
+    /// only, on any node. A token without an id cannot be told apart: it passes.
+    pub(super) async fn first_exchange(
+        &self,
+        issuer: &ExternalIssuer,
+        ext: &ExternalToken,
+    ) -> Result<bool, OAuthError> {
+        let Some(jti) = &ext.jti else {
+            return Ok(true);
+        };
+        let iss = &issuer.settings().issuer;
+        let key = digest_bytes(format!("{iss}\u{0}{jti}").as_bytes());
+        let leeway = issuer.settings().leeway.as_secs() as i64;
+        self.store
+            .claim_ephemeral(
+                Ephemeral::UsedSubjectToken,
+                key,
+                Vec::new(),
+                ext.exp.saturating_add(leeway),
+            )
+            .await
+            .map_err(unavailable)
+    }
+
     pub(super) async fn token_exchange(
         &self,
         client: &Arc<Client>,
@@ -78,23 +103,8 @@ impl TokenService {
         let ext = issuer.verify(subject, now).await.map_err(|r| {
             invalid_grant(format!("the subject token is not valid ({})", r.label()))
         })?;
-        // Once only: a subject token with an id is remembered until it expires.
-        if let Some(jti) = &ext.jti {
-            let key = digest_bytes(format!("{iss}\u{0}{jti}").as_bytes());
-            let leeway = issuer.settings().leeway.as_secs() as i64;
-            let first = self
-                .store
-                .claim_ephemeral(
-                    Ephemeral::UsedSubjectToken,
-                    key,
-                    Vec::new(),
-                    ext.exp.saturating_add(leeway),
-                )
-                .await
-                .map_err(unavailable)?;
-            if !first {
-                return Err(invalid_grant("this subject token was already exchanged"));
-            }
+        if !self.first_exchange(issuer, &ext).await? {
+            return Err(invalid_grant("this subject token was already exchanged"));
         }
         // The local user, when the client has a user pool: the one the token names.
         let registry = &catalog.registry;

@@ -6,6 +6,7 @@ use super::{Reply, SecretRule, TokenRequest, TokenService, Via, method_not_allow
 use crate::auth::Principal;
 use crate::catalog::registry::Client;
 use crate::domain::clock::unix_now;
+use crate::domain::ids::{ClientId, Jti};
 use crate::domain::oauth::Family;
 use crate::domain::oauth::TokenKind;
 use crate::domain::outcome::Outcome;
@@ -16,35 +17,38 @@ use serde_json::{Value, json};
 /// What introspection says about a live token.
 struct View {
     refresh: bool,
-    client_id: String,
+    client_id: ClientId,
     username: Option<String>,
     sub: String,
     scope: String,
     audiences: Vec<String>,
     exp: Option<i64>,
     iat: Option<i64>,
-    jti: Option<String>,
+    jti: Option<Jti>,
 }
 
 impl View {
     fn from_principal(p: &Principal) -> Option<Self> {
         Some(Self {
             refresh: false,
-            client_id: p.client_id.as_deref()?.to_string(),
+            client_id: ClientId::new(p.client_id.as_deref()?),
             username: p.username.as_deref().map(str::to_string),
             sub: p.sub.as_deref().unwrap_or_default().to_string(),
             scope: p.scopes.to_space_separated(),
             audiences: p.audiences.iter().map(|a| a.to_string()).collect(),
             exp: (p.exp != i64::MAX).then_some(p.exp),
             iat: p.iat,
-            jti: p.jti.as_deref().map(str::to_string),
+            jti: p.jti.as_deref().map(Jti::new),
         })
     }
 
     fn from_refresh(r: TokenRecord) -> Self {
         Self {
             refresh: true,
-            sub: r.username.clone().unwrap_or_else(|| r.client_id.clone()),
+            sub: r
+                .username
+                .clone()
+                .unwrap_or_else(|| r.client_id.to_string()),
             client_id: r.client_id,
             username: r.username,
             scope: r.scope,
@@ -127,7 +131,7 @@ impl TokenService {
             body["iat"] = i.into();
         }
         if let Some(j) = v.jti {
-            body["jti"] = j.into();
+            body["jti"] = j.as_str().into();
         }
         body
     }

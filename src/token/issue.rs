@@ -3,6 +3,7 @@
 
 use super::error::{ErrorCode, OAuthError};
 use crate::catalog::registry::Client;
+use crate::domain::ids::{GrantId, Jti};
 use crate::domain::oauth::Format;
 use crate::domain::oauth::TokenKind;
 use crate::domain::scope::is_valid_scope_token;
@@ -149,8 +150,8 @@ impl Signer {
         let mut records = Vec::new();
         let record = |kind, jti: String, format, expires_at| TokenRecord {
             kind,
-            jti,
-            grant_id: i.grant_id.to_string(),
+            jti: Jti::new(jti),
+            grant_id: GrantId::new(i.grant_id),
             client_id: i.client.id.clone(),
             family: i.client.family,
             username: i.username.map(str::to_string),

@@ -5,6 +5,7 @@ use super::error::{ErrorCode, OAuthError};
 use super::{Reply, SecretRule, TokenRequest, TokenService, unavailable};
 use crate::catalog::registry::Client;
 use crate::domain::clock::unix_now;
+use crate::domain::ids::Jti;
 use crate::domain::oauth::{Family, TokenKind};
 use crate::opaque;
 use crate::store::{Revoke, digest};
@@ -78,7 +79,7 @@ impl TokenService {
         }
         let leeway = self.auth.validator().leeway();
         Ok(claims.jti.map(|jti| Revoke::Token {
-            jti,
+            jti: Jti::new(jti),
             digest: None,
             until: claims.exp.map(|e| e.saturating_add(leeway)),
         }))

@@ -7,13 +7,12 @@
 use super::error::{ErrorCode, OAuthError};
 use super::issue::{Issue, grant_id};
 use super::limits::Subject;
-use super::{Reply, TokenRequest, TokenService, client_auth, unavailable};
+use super::{Reply, TokenRequest, TokenService, client_auth};
 use crate::catalog::registry::{Client, Project, Tenant};
 use crate::domain::clock::unix_now;
 use crate::domain::clock::unix_now_ms;
 use crate::domain::oauth::Format;
 use crate::jwt::TenantClaims;
-use crate::store::{Ephemeral, digest_bytes};
 use http::Method;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -177,7 +176,7 @@ impl TokenService {
         let presented =
             client_auth::presented_client(Some(authorization), &super::form::Form::default())
                 .map_err(|_| unauthorized("Unauthorized"))?;
-        if presented.id != client.id {
+        if client.id != presented.id.as_str() {
             return Err(unauthorized("Unauthorized"));
         }
         let secret = presented
@@ -286,22 +285,8 @@ impl TokenService {
             .string(&ext.claims)
             .map(|e| e.trim().to_ascii_lowercase())
             .ok_or_else(|| unauthorized("the OIDC token names no email"))?;
-        if let Some(jti) = &ext.jti {
-            let key = digest_bytes(format!("{iss}\u{0}{jti}").as_bytes());
-            let leeway = issuer.settings().leeway.as_secs() as i64;
-            if !self
-                .store
-                .claim_ephemeral(
-                    Ephemeral::UsedSubjectToken,
-                    key,
-                    Vec::new(),
-                    ext.exp.saturating_add(leeway),
-                )
-                .await
-                .map_err(unavailable)?
-            {
-                return Err(unauthorized("this OIDC token was already exchanged"));
-            }
+        if !self.first_exchange(issuer, &ext).await? {
+            return Err(unauthorized("this OIDC token was already exchanged"));
         }
         Ok((client, project, tenant, email))
     }

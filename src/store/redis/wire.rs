@@ -1,6 +1,7 @@
 //! How records are laid out in Redis and read back: token hashes, stream ids, and the
 //! shapes of replies (which differ between RESP2 and RESP3).
 
+use crate::domain::ids::{ClientId, GrantId, Jti};
 use crate::domain::oauth::TokenKind;
 use crate::domain::oauth::{Family, Format};
 use crate::store::{Digest, Ephemeral, Revocation, RevocationTarget, StoreError, TokenRecord};
@@ -25,9 +26,9 @@ pub(super) fn ephemeral_key(prefix: &str, kind: Ephemeral, key: &Digest) -> Stri
 /// The immutable part of a token record (the hash's `rec` field).
 #[derive(Serialize, Deserialize)]
 struct Wire {
-    jti: String,
-    grant_id: String,
-    client_id: String,
+    jti: Jti,
+    grant_id: GrantId,
+    client_id: ClientId,
     /// 1 auth, 2 credential.
     family: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,7 +66,7 @@ pub(super) fn push_token(args: &mut Vec<Vec<u8>>, d: &Digest, t: &TokenRecord) {
     });
     // Serializing plain strings and numbers cannot fail.
     args.push(serde_json::to_vec(&wire).unwrap_or_default());
-    args.push(t.grant_id.clone().into_bytes());
+    args.push(t.grant_id.as_str().as_bytes().to_vec());
     args.push(
         t.expires_at
             .map(|e| e.to_string())
@@ -332,7 +333,7 @@ mod tests {
             assert_eq!(
                 list,
                 vec![Revocation {
-                    target: RevocationTarget::Jti("abc".into()),
+                    target: RevocationTarget::Jti(Jti::new("abc")),
                     until: Some(99)
                 }]
             );

@@ -5,6 +5,7 @@ use super::answers::{Back, csrf, error_page, page, page_params, random_secret};
 use super::{CODE_TTL, CONSENT_PATH, Code, Flow, Session, cookies, family_of, pages};
 use crate::catalog::registry::{Client, Registry};
 use crate::domain::clock::{unix_now, unix_now_ms};
+use crate::domain::ids::GrantId;
 use crate::store::{Consumed, Ephemeral, digest};
 use crate::token::error::ErrorCode;
 use crate::token::issue::grant_id;
@@ -190,7 +191,7 @@ impl TokenService {
             username,
             nonce: flow.nonce.clone(),
             auth_time: flow.auth_time.unwrap_or(now),
-            grant_id: gid,
+            grant_id: GrantId::new(gid),
             api: flow.api.clone(),
         };
         let stored = match serde_json::to_vec(&record) {

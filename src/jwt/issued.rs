@@ -1,0 +1,56 @@
+//! The claims of the tokens tollgate issues, as they are written (serialized once per token).
+
+use serde::Serialize;
+
+/// `aud` as written: a string for one audience, an array for several (RFC 7519 §4.1.3).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum AudienceOut<'a> {
+    One(&'a str),
+    Many(&'a [String]),
+}
+
+impl<'a> AudienceOut<'a> {
+    pub fn from_list(list: &'a [String]) -> Self {
+        match list {
+            [one] => AudienceOut::One(one),
+            many => AudienceOut::Many(many),
+        }
+    }
+}
+
+/// The claims of a token tollgate issues.
+#[derive(Debug, Serialize)]
+pub struct IssuedClaims<'a> {
+    pub iss: &'a str,
+    pub sub: &'a str,
+    pub aud: AudienceOut<'a>,
+    /// Absent on immortal tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: &'a str,
+    pub client_id: &'a str,
+    pub scope: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<&'a str>,
+    pub gid: &'a str,
+    /// Tenant tokens (seed 003): who in the tenant directory they are for.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<&'a TenantClaims>,
+}
+
+/// The tenant part of a tenant token: the user's tenant, project and directory entry.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TenantClaims {
+    pub tenant_id: String,
+    pub project_id: String,
+    pub email: String,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    pub resources: Vec<String>,
+    pub groups: Vec<String>,
+    /// `user` or `admin`.
+    pub token_use: &'static str,
+}

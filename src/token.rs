@@ -1,6 +1,12 @@
 //! The token service: the paths the gateway answers itself (token, refresh, introspection,
 //! revocation, discovery, JWKS), for both management families. HTTP-framework free: the
 //! proxy hands over a [`TokenRequest`] and writes the [`Reply`].
+//!
+//! [`TokenService::handle`] dispatches by [`Endpoint`]; each endpoint family's methods live
+//! in the file named after it: `grants` (`/token`, `/jwt`, `/jwt/regenerate`, the per-API
+//! token, and the client_credentials, password and refresh grants), `code_grant`,
+//! `exchange` (RFC 8693), `introspect`, `revoke`, `userinfo`, `cors`, `tenant` (seed 003's
+//! endpoints) and `authorize` (the browser flow). Discovery and JWKS are served here.
 
 pub mod authorize;
 pub mod client_auth;

@@ -6,6 +6,10 @@
 //!
 //! An unknown client or redirect URI gets an error page, never a redirect; every later
 //! error goes back to the client's redirect URI with `error`, `state` and `iss`.
+//!
+//! Here: the endpoint and the flow it stores. The pages' answers are in `login`,
+//! `consent` and `logout`; what they draw is `pages`; cookies, PKCE and redirect URIs have
+//! a file each. The code is redeemed at the token endpoint (`token::code_grant`).
 
 use super::error::{ErrorCode, OAuthError};
 use super::form::Form;

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tollgate::auth::cache::TokenCache;
 use tollgate::auth::revocations::Revocations;
-use tollgate::auth::{Authenticator, Validator};
+use tollgate::auth::{Authenticator, CheckContext, Validator};
 use tollgate::config::{CacheSettings, StoreSync};
 use tollgate::domain::clock::unix_now;
 use tollgate::domain::jose::Algorithm;
@@ -146,9 +146,9 @@ fn main() {
                 tenant: None,
             })
             .expect("mint");
-        let (result, _) =
-            block_on(auth.authenticate(&minted.access_token, now, &tollgate::idp::Issuers::none()));
-        result.expect("valid token");
+        block_on(auth.authenticate(&minted.access_token, &CheckContext::own_tokens(now)))
+            .result
+            .expect("valid token");
     }
     // Let moka apply its pending writes (and grow its bookkeeping) before measuring.
     let mut entries = auth.cache().entry_count();

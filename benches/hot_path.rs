@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tollgate::auth::cache::TokenCache;
 use tollgate::auth::revocations::Revocations;
-use tollgate::auth::{Authenticator, Validator};
+use tollgate::auth::{Authenticator, CheckContext, Validator};
 use tollgate::catalog::registry::Client;
 use tollgate::config::{
     ApiConfig, AuthMode, CacheSettings, HostHeader, StoreSync, UpstreamConfig, UpstreamServer,
@@ -58,9 +58,11 @@ fn api_config(i: usize) -> ApiConfig {
         api_key_header: http::HeaderName::from_static("x-api-key"),
         audience: format!("svc-{i}"),
         rules: vec![],
+        rule_auth: vec![],
         rule_limits: vec![],
         rate_limit: None,
         scopes: vec![],
+        identity: tollgate::config::IdentitySettings::default().defaults,
     }
 }
 
@@ -68,7 +70,13 @@ fn route_match(c: &mut Criterion) {
     let mut group = c.benchmark_group("route_match");
     for n in [10, 10_000] {
         let apis: Vec<ApiConfig> = (0..n).map(api_config).collect();
-        let (table, _) = RouteTable::build(&apis, &[]).expect("route table");
+        let (table, _) = RouteTable::build(
+            &apis,
+            &[],
+            &tollgate::auth::identity::ClaimPlan::none(),
+            &Default::default(),
+        )
+        .expect("route table");
         let hit = format!("/svc-{}/orders/42", n / 2);
         let expected = format!("svc-{}", n / 2);
         assert_eq!(
@@ -152,8 +160,8 @@ fn opaque_lookup(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (auth, token) = opaque_setup(dir.path());
     let now = unix_now();
-    let principal = block_on(auth.authenticate(&token, now, &tollgate::idp::Issuers::none()))
-        .0
+    let principal = block_on(auth.authenticate(&token, &CheckContext::own_tokens(now)))
+        .result
         .expect("valid");
     assert_eq!(principal.client_id.as_deref(), Some("reporting-service"));
     let key = auth.cache().key(&token);
@@ -161,13 +169,13 @@ fn opaque_lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("opaque_lookup");
     group.bench_function("cache_hit", |b| {
         b.iter(|| {
-            block_on(auth.authenticate(black_box(&token), now, &tollgate::idp::Issuers::none())).0
+            block_on(auth.authenticate(black_box(&token), &CheckContext::own_tokens(now))).result
         })
     });
     group.bench_function("cache_miss", |b| {
         b.iter(|| {
             auth.cache().invalidate(&key);
-            block_on(auth.authenticate(black_box(&token), now, &tollgate::idp::Issuers::none())).0
+            block_on(auth.authenticate(black_box(&token), &CheckContext::own_tokens(now))).result
         })
     });
     group.finish();

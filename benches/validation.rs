@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tollgate::auth::cache::TokenCache;
 use tollgate::auth::revocations::Revocations;
-use tollgate::auth::{Authenticator, Validator, authorize};
+use tollgate::auth::{Authenticator, CheckContext, Validator, authorize};
 use tollgate::config::{CacheSettings, StoreSync};
 use tollgate::domain::clock::unix_now;
 use tollgate::domain::jose::Algorithm;
@@ -60,23 +60,23 @@ fn validation(c: &mut Criterion) {
         let (auth, token) = setup(alg, &dir.path().join(alg.as_str()));
         let now = unix_now();
         assert!(
-            block_on(auth.authenticate(&token, now, &tollgate::idp::Issuers::none()))
-                .0
+            block_on(auth.authenticate(&token, &CheckContext::own_tokens(now)))
+                .result
                 .is_ok()
         );
         let key = auth.cache().key(&token);
 
         group.bench_function(format!("cache_hit/{}", alg.as_str()), |b| {
             b.iter(|| {
-                block_on(auth.authenticate(black_box(&token), now, &tollgate::idp::Issuers::none()))
-                    .0
+                block_on(auth.authenticate(black_box(&token), &CheckContext::own_tokens(now)))
+                    .result
             })
         });
         group.bench_function(format!("cache_miss/{}", alg.as_str()), |b| {
             b.iter(|| {
                 auth.cache().invalidate(&key);
-                block_on(auth.authenticate(black_box(&token), now, &tollgate::idp::Issuers::none()))
-                    .0
+                block_on(auth.authenticate(black_box(&token), &CheckContext::own_tokens(now)))
+                    .result
             })
         });
     }
@@ -84,8 +84,8 @@ fn validation(c: &mut Criterion) {
 
     let (auth, token) = setup(Algorithm::ES256, &dir.path().join("scope"));
     let now = unix_now();
-    let principal = block_on(auth.authenticate(&token, now, &tollgate::idp::Issuers::none()))
-        .0
+    let principal = block_on(auth.authenticate(&token, &CheckContext::own_tokens(now)))
+        .result
         .expect("valid");
     let rules = vec![
         Rule::new(&["GET".into()], "/orders/**", &["orders:read".into()], &[]).expect("rule"),

@@ -2,8 +2,9 @@
 # Install what a fresh Debian machine lacks to build and test tollgate. Pingora builds
 # zlib-ng with cmake; the vendored OpenSSL needs perl and make; the interop tests run
 # openid-client on Node.js, the cluster tests a redis-server, the browser tests Debian's
-# chromium and chromedriver (--test); the load harness compares with nginx and HAProxy
-# (--bench). Safe to run again: it installs only what is missing.
+# chromium and chromedriver, the forward-auth tests Debian's nginx (--test); the load
+# harness compares with nginx and HAProxy (--bench). Safe to run again: it installs only
+# what is missing.
 set -euo pipefail
 
 need=()
@@ -19,6 +20,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)   # cluster-store tests (redis-cli comes with it)
   command -v chromium >/dev/null 2>&1 || need+=(chromium)           # browser tests, driven through
   command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver) # chromedriver (never a downloaded browser)
+  [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need+=(nginx)  # a front proxy (forward auth)
 fi
 
 if [ "${1:-}" = "--bench" ]; then

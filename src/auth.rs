@@ -5,11 +5,13 @@
 
 pub mod bearer;
 pub mod cache;
+pub mod identity;
+pub mod phantom;
 pub mod ratelimit;
 pub mod refusal;
 pub mod revocations;
 
-use crate::domain::oauth::TokenKind;
+use crate::domain::oauth::{TokenKind, WayIn};
 use crate::domain::outcome::Outcome;
 use crate::domain::scope::{self, Rule, ScopeDecision, Scopes};
 use crate::idp::{ExternalToken, Issuers, Rejection};
@@ -20,6 +22,7 @@ use crate::store::{RevocationSubject, Store, TokenRecord, digest};
 use cache::TokenCache;
 use compact_str::CompactString;
 use http::Method;
+use identity::{ClaimPlan, IdentityValues, Who};
 use revocations::Revocations;
 use std::sync::Arc;
 
@@ -54,6 +57,8 @@ pub struct Holder {
     pub username: Option<Box<str>>,
     pub audiences: Box<[Box<str>]>,
     pub scopes: Scopes,
+    /// What the upstream is told about it.
+    pub identity: IdentityValues,
 }
 
 /// What a valid token says: its holder, shared, and what is the token's own. Cheap to
@@ -91,7 +96,19 @@ impl Principal {
 
     /// The principal of an external issuer's validated token. It carries no `jti` or grant:
     /// the gateway's revocations name only its own tokens.
-    pub fn from_external(t: ExternalToken) -> Self {
+    pub fn from_external(t: ExternalToken, plan: &ClaimPlan) -> Self {
+        let identity = IdentityValues::new(
+            Who {
+                way_in: WayIn::External,
+                subject: Some(&t.subject),
+                client_id: t.client_id.as_deref(),
+                scopes: &t.scopes,
+                issuer: Some(&t.issuer_name),
+                credential: None,
+            },
+            Some(&t.claims),
+            plan,
+        );
         Self {
             holder: Arc::new(Holder {
                 issuer: Some(t.issuer_name.as_ref().into()),
@@ -100,6 +117,7 @@ impl Principal {
                 username: None,
                 audiences: t.audiences.into_iter().map(Into::into).collect(),
                 scopes: t.scopes,
+                identity,
             }),
             exp: t.exp,
             iat: t.iat,
@@ -109,15 +127,40 @@ impl Principal {
     }
 
     /// The principal an opaque access token's record describes.
-    pub fn from_record(r: &TokenRecord) -> Self {
+    pub fn from_record(r: &TokenRecord, plan: &ClaimPlan) -> Self {
+        let sub = r.username.as_deref().unwrap_or(&r.client_id);
+        let scopes = Scopes::from_space_separated(&r.scope);
+        // The claims an opaque token would carry as a JWT, for the plan's paths.
+        let claims = (!plan.paths.is_empty()).then(|| {
+            serde_json::json!({
+                "sub": sub,
+                "client_id": r.client_id.as_str(),
+                "username": r.username,
+                "scope": r.scope,
+                "aud": r.audiences,
+            })
+        });
+        let identity = IdentityValues::new(
+            Who {
+                way_in: WayIn::Opaque,
+                subject: Some(sub),
+                client_id: Some(&r.client_id),
+                scopes: &scopes,
+                issuer: None,
+                credential: None,
+            },
+            claims.as_ref(),
+            plan,
+        );
         Self {
             holder: Arc::new(Holder {
                 issuer: None,
-                sub: Some(r.username.as_deref().unwrap_or(&r.client_id).into()),
+                sub: Some(sub.into()),
                 client_id: Some(r.client_id.as_str().into()),
                 username: r.username.as_deref().map(Into::into),
                 audiences: r.audiences.iter().map(|a| a.as_str().into()).collect(),
-                scopes: Scopes::from_space_separated(&r.scope),
+                scopes,
+                identity,
             }),
             exp: r.expires_at.unwrap_or(i64::MAX),
             iat: Some(r.issued_at),
@@ -191,6 +234,18 @@ impl Validator {
 
     /// The claims and the `typ` header of a JWT signed by one of the gateway's keys.
     fn signed(&self, token: &str) -> Result<(jwt::Claims, Option<String>), Outcome> {
+        self.signed_with(token, false)
+            .map(|(claims, typ, _)| (claims, typ))
+    }
+
+    /// As [`Self::signed`], with the claims as JSON too when `as_json` (for claims read by
+    /// path).
+    #[allow(clippy::type_complexity)]
+    fn signed_with(
+        &self,
+        token: &str,
+        as_json: bool,
+    ) -> Result<(jwt::Claims, Option<String>, Option<serde_json::Value>), Outcome> {
         let unverified = jwt::parse(token).map_err(|_| Outcome::Malformed)?;
         let keys = self.keys.get();
         let key = keys
@@ -202,17 +257,24 @@ impl Validator {
         if !key.verify(unverified.signing_input, &unverified.signature) {
             return Err(Outcome::BadSignature);
         }
-        let claims = unverified.claims().map_err(|_| Outcome::Malformed)?;
+        let (claims, json) = if as_json {
+            let (c, v) = unverified
+                .claims_and_value()
+                .map_err(|_| Outcome::Malformed)?;
+            (c, Some(v))
+        } else {
+            (unverified.claims().map_err(|_| Outcome::Malformed)?, None)
+        };
         if claims.iss.as_deref() != Some(&*self.issuer) {
             return Err(Outcome::WrongIssuer);
         }
-        Ok((claims, unverified.typ))
+        Ok((claims, unverified.typ, json))
     }
 
     /// Fully validate a JWT at time `now` (seconds since the epoch). A token without `exp`
     /// is an immortal token of this gateway.
-    pub fn validate(&self, token: &str, now: i64) -> Result<Principal, Outcome> {
-        let (claims, typ) = self.signed(token)?;
+    pub fn validate(&self, token: &str, now: i64, plan: &ClaimPlan) -> Result<Principal, Outcome> {
+        let (claims, typ, json) = self.signed_with(token, !plan.paths.is_empty())?;
         // RFC 9068 §4: an access token says so (`at+jwt`). Tokens signed before tollgate set
         // it say `JWT`, and are told apart from its ID tokens by the grant id they carry.
         let access = match typ.as_deref() {
@@ -239,6 +301,18 @@ impl Validator {
         {
             return Err(Outcome::NotYetValid);
         }
+        let identity = IdentityValues::new(
+            Who {
+                way_in: WayIn::Jwt,
+                subject: claims.sub.as_deref(),
+                client_id: claims.client_id.as_deref(),
+                scopes: &claims.scopes,
+                issuer: None,
+                credential: None,
+            },
+            json.as_ref(),
+            plan,
+        );
         Ok(Principal {
             holder: Arc::new(Holder {
                 issuer: None,
@@ -247,6 +321,7 @@ impl Validator {
                 username: claims.username.map(Into::into),
                 audiences: claims.aud.into_iter().map(Into::into).collect(),
                 scopes: claims.scopes,
+                identity,
             }),
             exp: claims.exp.unwrap_or(i64::MAX),
             iat: claims.iat,
@@ -254,6 +329,36 @@ impl Validator {
             grant_id: claims.gid.map(CompactString::new),
         })
     }
+}
+
+/// What a credential check needs besides the credential: the time, the external issuers
+/// and the claim plan of the running catalog.
+pub struct CheckContext<'a> {
+    pub now: i64,
+    pub issuers: &'a Issuers,
+    pub plan: &'a ClaimPlan,
+}
+
+impl CheckContext<'static> {
+    /// The gateway's own tokens only, and no claims read by path.
+    pub fn own_tokens(now: i64) -> Self {
+        static NO_ISSUERS: std::sync::LazyLock<Issuers> = std::sync::LazyLock::new(Issuers::none);
+        static NO_CLAIMS: std::sync::LazyLock<ClaimPlan> =
+            std::sync::LazyLock::new(ClaimPlan::none);
+        CheckContext {
+            now,
+            issuers: &NO_ISSUERS,
+            plan: &NO_CLAIMS,
+        }
+    }
+}
+
+/// The result of a token check, whether the cache answered, and the token's cache key
+/// (what is kept beside the token, such as its phantom, is found by it).
+pub struct Checked {
+    pub result: Result<Principal, Outcome>,
+    pub cache: CacheUse,
+    pub key: cache::TokenKey,
 }
 
 /// Whether the cache answered.
@@ -296,14 +401,8 @@ impl Authenticator {
         }
     }
 
-    pub async fn authenticate(
-        &self,
-        token: &str,
-        now: i64,
-        issuers: &Issuers,
-    ) -> (Result<Principal, Outcome>, CacheUse) {
-        self.authenticate_checked(token, now, issuers, |_| true)
-            .await
+    pub async fn authenticate(&self, token: &str, ctx: &CheckContext<'_>) -> Checked {
+        self.authenticate_checked(token, ctx, |_| true).await
     }
 
     /// As [`Self::authenticate`], for a token whose syntax `well_formed` judges on a cache
@@ -313,23 +412,31 @@ impl Authenticator {
     pub async fn authenticate_checked(
         &self,
         token: &str,
-        now: i64,
-        issuers: &Issuers,
+        ctx: &CheckContext<'_>,
         well_formed: fn(&str) -> bool,
-    ) -> (Result<Principal, Outcome>, CacheUse) {
+    ) -> Checked {
+        let now = ctx.now;
         let key = self.cache.key(token);
         let (result, used) = match self.cache.get(&key, now) {
-            Some(p) => (Ok(p), CacheUse::Hit),
-            None if !well_formed(token) => return (Err(Outcome::Malformed), CacheUse::Skipped),
-            None => {
+            // A holder made under another claim plan (the configuration changed) is made
+            // again: the token is checked as on a miss.
+            Some(p) if p.holder.identity.plan == ctx.plan.id => (Ok(p), CacheUse::Hit),
+            _ if !well_formed(token) => {
+                return Checked {
+                    result: Err(Outcome::Malformed),
+                    cache: CacheUse::Skipped,
+                    key,
+                };
+            }
+            _ => {
                 // The misses are boxed: their state (a store read, an issuer's key fetch)
                 // would otherwise sit in the future of every request, hits included,
                 // and be copied with it.
                 let result = match opaque::kind_of(token) {
-                    Some(opaque::Kind::Access) => Box::pin(self.opaque(token, now)).await,
+                    Some(opaque::Kind::Access) => Box::pin(self.opaque(token, ctx)).await,
                     // A refresh token is not an access token.
                     Some(opaque::Kind::Refresh) => Err(Outcome::Malformed),
-                    None => Box::pin(self.jwt(token, now, issuers)).await,
+                    None => Box::pin(self.jwt(token, ctx)).await,
                 };
                 let result = result.map(|mut p| {
                     if p.exp > now {
@@ -348,26 +455,31 @@ impl Authenticator {
                 Ok(p)
             }
         });
-        (result, used)
+        Checked {
+            result,
+            cache: used,
+            key,
+        }
     }
 
     /// A JWT of the gateway, or of the external issuer its `iss` names.
-    async fn jwt(&self, token: &str, now: i64, issuers: &Issuers) -> Result<Principal, Outcome> {
-        if !issuers.is_empty()
+    async fn jwt(&self, token: &str, ctx: &CheckContext<'_>) -> Result<Principal, Outcome> {
+        if !ctx.issuers.is_empty()
             && let Some(iss) = crate::idp::peek_issuer(token)
             && iss != self.validator.issuer()
         {
-            let issuer = issuers.for_iss(&iss).ok_or(Outcome::WrongIssuer)?;
+            let issuer = ctx.issuers.for_iss(&iss).ok_or(Outcome::WrongIssuer)?;
             return issuer
-                .verify(token, now)
+                .verify(token, ctx.now)
                 .await
-                .map(Principal::from_external)
+                .map(|t| Principal::from_external(t, ctx.plan))
                 .map_err(Outcome::from);
         }
-        self.validator.validate(token, now)
+        self.validator.validate(token, ctx.now, ctx.plan)
     }
 
-    async fn opaque(&self, token: &str, now: i64) -> Result<Principal, Outcome> {
+    async fn opaque(&self, token: &str, ctx: &CheckContext<'_>) -> Result<Principal, Outcome> {
+        let now = ctx.now;
         let record = self
             .store
             .get(&digest(token))
@@ -383,7 +495,7 @@ impl Authenticator {
         if record.expires_at.is_some_and(|e| now >= e) {
             return Err(Outcome::Expired);
         }
-        Ok(Principal::from_record(&record))
+        Ok(Principal::from_record(&record, ctx.plan))
     }
 
     pub fn validator(&self) -> &Validator {

@@ -9,6 +9,7 @@
 pub mod discovery;
 pub mod registry;
 
+use crate::auth::identity::{ClaimPlan, SpoofGuard};
 use crate::config::{self, Config};
 use crate::idp::{ExternalIssuer, Issuers, IssuersError};
 use crate::routes::{Api, RouteError, RouteTable};
@@ -51,14 +52,38 @@ pub struct Catalog {
     pub discovery: Bytes,
     /// The OpenID Connect Discovery document.
     pub oidc_discovery: Bytes,
+    /// The claims any API's identity headers name.
+    pub plan: Arc<ClaimPlan>,
+    /// The headers no client may send upstream.
+    pub guard: Arc<SpoofGuard>,
+}
+
+/// The claim paths of every API's identity headers, in the order APIs name them.
+fn claim_plan(config: &Config) -> ClaimPlan {
+    let mut paths = Vec::new();
+    for (_, p) in config.apis.iter().flat_map(|a| a.identity.claims.iter()) {
+        if !paths.contains(p) {
+            paths.push(p.clone());
+        }
+    }
+    ClaimPlan::new(paths, &config.identity.separator)
 }
 
 impl Catalog {
     /// Build the catalog of `config`, keeping from `previous` what has not changed (the
     /// external issuers' fetched keys, the rate limiters' counts).
     pub fn build(config: &Config, previous: Option<&Catalog>) -> Result<Self, CatalogError> {
-        let (routes, apis) =
-            RouteTable::build(&config.apis, previous.map_or(&[][..], |p| &p.apis[..]))?;
+        let plan = Arc::new(claim_plan(config));
+        let guard = Arc::new(SpoofGuard::new(
+            &config.identity,
+            config.apis.iter().map(|a| &a.identity),
+        ));
+        let (routes, apis) = RouteTable::build(
+            &config.apis,
+            previous.map_or(&[][..], |p| &p.apis[..]),
+            &plan,
+            &guard,
+        )?;
         let registry = Arc::new(Registry::from_config(config));
         let settings = config.issuers.iter().map(|i| i.settings.clone()).collect();
         let issuers = Arc::new(match previous {
@@ -72,6 +97,8 @@ impl Catalog {
             apis,
             registry,
             issuers,
+            plan,
+            guard,
         })
     }
 }

@@ -7,12 +7,14 @@ mod duration;
 mod errors;
 mod file;
 mod gateway;
+mod identity;
 mod issuer;
 mod issuers;
 mod tenants;
 mod upstreams;
 mod upstreams_file;
 
+pub use identity::{CredentialMode, IdentityConfig, IdentityHeaders, IdentitySettings};
 pub use issuer::{
     IssuerSettings, IssuerSetupError, KeySource, RefreshSettings, http_url, load_ca_file,
 };
@@ -36,6 +38,10 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// Where `/metrics` is served.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where front proxies ask for decisions (nginx `auth_request` and the like).
+    pub forward_auth_listen: Option<SocketAddr>,
+    /// What upstreams receive about the caller.
+    pub identity: IdentitySettings,
     /// `iss` of issued tokens, without a trailing slash.
     pub issuer: String,
     /// Generated keys and durable state live here.
@@ -271,11 +277,15 @@ pub struct ApiConfig {
     pub api_key_header: http::HeaderName,
     pub audience: String,
     pub rules: Vec<Rule>,
+    /// Per-operation ways in, one per rule: `None` takes the API's `auth`.
+    pub rule_auth: Vec<Option<AuthMode>>,
     /// Per-operation limits, one per rule.
     pub rule_limits: Vec<Option<RateLimit>>,
     pub rate_limit: Option<RateLimit>,
     /// Scopes the API declares.
     pub scopes: Vec<String>,
+    /// What its upstream receives about the caller.
+    pub identity: IdentityConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -445,7 +455,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// upstreams file it names (whatever that name is). No file is read; paths in either are
 /// still resolved against `path`'s directory and checked.
 pub fn parse(path: &Path, gateway: &str, upstreams: &str) -> Result<Config, ConfigErrors> {
-    gateway::parse(path, gateway, |p| upstreams::parse(p, upstreams))
+    gateway::parse(path, gateway, |p, identity| {
+        upstreams::parse(p, upstreams, identity)
+    })
 }
 
 /// Resolve a path from a config file against the directory of that file.

@@ -109,9 +109,10 @@ pub struct SigningKey {
     alg: Algorithm,
     key: PrivateKey,
     /// base64url of the constant JOSE header of access tokens (`typ: at+jwt`, RFC 9068),
-    /// and of ID tokens (`typ: JWT`), computed once.
+    /// of ID tokens (`typ: JWT`) and of phantom tokens, computed once.
     header_b64: String,
     id_header_b64: String,
+    internal_header_b64: String,
     rng: SystemRandom,
 }
 
@@ -122,7 +123,13 @@ pub enum TokenTyp {
     Access,
     /// `JWT`: an OpenID Connect ID token.
     Id,
+    /// `internal+jwt`: a phantom token, for an upstream only. Typed apart (RFC 8725
+    /// §3.11) so that the gateway itself never takes one as an access token.
+    Internal,
 }
+
+/// The `typ` of phantom tokens.
+pub const INTERNAL_TYP: &str = "internal+jwt";
 
 impl SigningKey {
     pub fn kid(&self) -> &str {
@@ -143,6 +150,7 @@ impl SigningKey {
         let header = match typ {
             TokenTyp::Access => &self.header_b64,
             TokenTyp::Id => &self.id_header_b64,
+            TokenTyp::Internal => &self.internal_header_b64,
         };
         let mut out = String::with_capacity(header.len() + claims_json.len() * 4 / 3 + 360);
         out.push_str(header);

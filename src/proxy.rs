@@ -3,12 +3,15 @@
 //! the credential check; everything that passes goes to the API's upstream pool.
 
 mod admission;
+pub mod forward_auth;
+mod identity;
 mod respond;
 
-use crate::auth::Authenticator;
-use crate::auth::ratelimit::{ConsumerKeys, Decision};
+pub use admission::{Admitted, Caller, Gatekeeper};
+
+use crate::auth::ratelimit::Decision;
 use crate::auth::refusal::Refusal;
-use crate::catalog::{Catalog, Live};
+use crate::catalog::Catalog;
 use crate::domain::endpoint::Endpoint;
 use crate::domain::endpoint::{API_AUTHORIZE_SUFFIX, API_TOKEN_SUFFIX};
 use crate::domain::ids::ApiName;
@@ -39,10 +42,9 @@ const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 /// The gateway: the catalog (routes, clients, issuers), authenticator and token service,
 /// shared by all requests.
 pub struct Gateway {
-    pub catalog: Arc<Live>,
-    pub auth: Arc<Authenticator>,
+    /// The credential check (shared with the forward-auth listener).
+    pub gate: Arc<Gatekeeper>,
     pub tokens: TokenService,
-    pub consumers: ConsumerKeys,
     pub metrics: Arc<Metrics>,
     pub access_log: bool,
     /// Request metrics of the token service and of requests no API matched.
@@ -76,6 +78,10 @@ pub struct Ctx {
     tries: usize,
     /// The rate limit that counted this request, for its RateLimit headers.
     limited: Option<(Decision, HeaderValue)>,
+    /// Who passed the credential check (a protected operation).
+    caller: Option<Caller>,
+    /// The phantom token that replaces the credential upstream.
+    phantom: Option<HeaderValue>,
 }
 
 impl Ctx {
@@ -101,6 +107,8 @@ impl ProxyHttp for Gateway {
             upstream_time: None,
             tries: 0,
             limited: None,
+            caller: None,
+            phantom: None,
         }
     }
 
@@ -118,7 +126,7 @@ impl ProxyHttp for Gateway {
         }
         let path = session.req_header().uri.path();
         let host = request_host(session.req_header()).map(host_without_port);
-        let catalog = self.catalog.load();
+        let catalog = self.gate.catalog.load();
         if let Some(endpoint) = token_endpoint(&catalog, host, path) {
             drop(catalog);
             ctx.target = Target::TokenService;
@@ -130,16 +138,31 @@ impl ProxyHttp for Gateway {
             respond::send_refusal(session, Refusal::no_route()).await?;
             return Ok(true);
         };
-        if api.auth.is_none() {
+        let mode = api.auth_for(&session.req_header().method, path);
+        if mode.is_none() {
             ctx.target = Target::Api(api.clone());
             return Ok(false);
         }
         let api = api.clone();
         // The catalog outlives the checks even if a reload replaces it meanwhile.
         let catalog = arc_swap::Guard::into_inner(catalog);
-        let admission = self.check_credential(session, &api, &catalog, ctx).await;
+        let verdict = self
+            .gate
+            .admit(session.req_header(), &api, mode, &catalog)
+            .await;
         ctx.target = Target::Api(api);
-        Ok(admission? == Admission::Answered)
+        match verdict {
+            Ok(admitted) => {
+                ctx.caller = Some(admitted.caller);
+                ctx.limited = admitted.limited;
+                ctx.phantom = admitted.phantom;
+                Ok(false)
+            }
+            Err(refusal) => {
+                respond::send_refusal(session, refusal).await?;
+                Ok(true)
+            }
+        }
     }
 
     /// The RateLimit headers of a rate-limited API, on the upstream's answer.
@@ -179,6 +202,10 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         if let Target::Api(api) = &ctx.target {
             prepare_upstream_request(session, upstream_request, api, ctx.upstream)?;
+            identity::remove_forged(upstream_request, api);
+            if let Some(caller) = &ctx.caller {
+                identity::apply(upstream_request, api, caller, ctx.phantom.as_ref())?;
+            }
         }
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
@@ -255,9 +282,21 @@ impl ProxyHttp for Gateway {
             let upstream = ctx
                 .upstream
                 .map_or_else(|| "-".to_string(), |a| a.to_string());
+            // Who called, never with what: no token, key or query string is logged.
+            let (via, client_id, subject) = match &ctx.caller {
+                Some(c) => (
+                    match c.issuer() {
+                        Some(iss) => format!("external:{}", loggable(iss)),
+                        None => c.way_in().as_str().to_string(),
+                    },
+                    loggable(c.client_id().unwrap_or("-")),
+                    loggable(c.subject().unwrap_or("-")),
+                ),
+                None => ("-".to_string(), "-".into(), "-".into()),
+            };
             log::info!(
                 target: "access",
-                "{client} \"{} {}\" {status} {:.3}ms api={api} upstream={upstream}",
+                "{client} \"{} {}\" {status} {:.3}ms api={api} upstream={upstream} via={via} client={client_id} sub={subject}",
                 req.method,
                 req.uri.path(),
                 elapsed.as_secs_f64() * 1000.0,
@@ -479,6 +518,22 @@ fn prepare_upstream_request(
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     )?;
     Ok(())
+}
+
+/// A name from a credential, safe in a log line: what could split or fake a field (spaces,
+/// quotes, control characters) becomes `_`. External issuers' subjects are the caller's to
+/// choose.
+fn loggable(s: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_whitespace() || c.is_control() || c == '"';
+    if s.chars().any(unsafe_char) {
+        Cow::Owned(
+            s.chars()
+                .map(|c| if unsafe_char(c) { '_' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// `ip` as a header value, as `Display` writes it. An IPv4 address (what nearly every

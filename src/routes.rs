@@ -2,8 +2,9 @@
 //! before host-less ones. A lookup costs one hash probe per path segment, whatever the
 //! number of routes.
 
+use crate::auth::identity::{ClaimPlan, SpoofGuard};
 use crate::auth::ratelimit::Limiter;
-use crate::config::{ApiConfig, AuthMode, IssuerRef};
+use crate::config::{ApiConfig, AuthMode, CredentialMode, IdentityHeaders, IssuerRef};
 use crate::domain::scope::Rule;
 use crate::metrics::ApiSeries;
 use crate::upstream::{Pool, PoolError};
@@ -23,6 +24,12 @@ pub struct Api {
     pub api_key_header: http::HeaderName,
     pub audience: Box<str>,
     pub rules: Box<[Rule]>,
+    /// Each rule's own `auth`, when one of them has one (else empty: the API's applies).
+    pub rule_auth: Box<[Option<AuthMode>]>,
+    /// What its upstream receives about the caller.
+    pub identity: ApiIdentity,
+    /// The headers no client may send upstream (the catalog's).
+    pub guard: Arc<SpoofGuard>,
     /// Per consumer: the API's limit, and each rule's.
     pub limit: Option<Arc<Limiter>>,
     pub rule_limits: Box<[Option<Arc<Limiter>>]>,
@@ -31,7 +38,29 @@ pub struct Api {
     pub series: ApiSeries,
 }
 
+/// What an API's upstream receives, ready for the request path.
+pub struct ApiIdentity {
+    pub headers: IdentityHeaders,
+    /// Claim headers, each with the position of its claim in the catalog's plan.
+    pub claims: Box<[(http::HeaderName, usize)]>,
+    pub credential: CredentialMode,
+}
+
 impl Api {
+    /// How an operation authenticates: the `auth` of the first rule that covers it and
+    /// says one, else the API's.
+    pub fn auth_for(&self, method: &http::Method, path: &str) -> AuthMode {
+        if self.rule_auth.is_empty() {
+            return self.auth;
+        }
+        self.rules
+            .iter()
+            .zip(self.rule_auth.iter())
+            .find(|(r, _)| r.applies_to(method, path))
+            .and_then(|(_, a)| *a)
+            .unwrap_or(self.auth)
+    }
+
     /// Whether a limit of the API or of one of its rules counts requests per consumer.
     pub fn rate_limited(&self) -> bool {
         self.limit.is_some() || self.rule_limits.iter().any(Option::is_some)
@@ -89,6 +118,8 @@ impl RouteTable {
     pub fn build(
         apis: &[ApiConfig],
         previous: &[Arc<Api>],
+        plan: &ClaimPlan,
+        guard: &Arc<SpoofGuard>,
     ) -> Result<(Self, Vec<Arc<Api>>), RouteError> {
         let mut table = RouteTable::default();
         let mut all = Vec::with_capacity(apis.len());
@@ -129,6 +160,22 @@ impl RouteTable {
                 api_key_header: cfg.api_key_header.clone(),
                 audience: cfg.audience.as_str().into(),
                 rules: cfg.rules.clone().into(),
+                rule_auth: if cfg.rule_auth.iter().any(Option::is_some) {
+                    cfg.rule_auth.clone().into()
+                } else {
+                    Box::default()
+                },
+                identity: ApiIdentity {
+                    headers: cfg.identity.headers.clone(),
+                    claims: cfg
+                        .identity
+                        .claims
+                        .iter()
+                        .filter_map(|(h, p)| plan.index_of(p).map(|i| (h.clone(), i)))
+                        .collect(),
+                    credential: cfg.identity.credential,
+                },
+                guard: guard.clone(),
                 limit,
                 rule_limits,
                 pool,
@@ -149,7 +196,7 @@ impl RouteTable {
 
     #[cfg(test)]
     fn build_fresh(apis: &[ApiConfig]) -> Result<(Self, Vec<Arc<Api>>), RouteError> {
-        Self::build(apis, &[])
+        Self::build(apis, &[], &ClaimPlan::none(), &Arc::default())
     }
 
     /// The API for a request to `host` (no port) and a normalized `path` (no query).
@@ -215,6 +262,8 @@ mod tests {
             api_key_header: http::HeaderName::from_static("x-api-key"),
             audience: name.into(),
             rules: vec![],
+            rule_auth: vec![],
+            identity: crate::config::IdentitySettings::default().defaults,
             rule_limits: vec![],
             rate_limit: None,
             scopes: vec![],

@@ -2,6 +2,7 @@
 //! (the proxy with its listeners, the metrics listener, the health checks).
 
 use crate::auth::cache::TokenCache;
+use crate::auth::phantom::Phantoms;
 use crate::auth::ratelimit::ConsumerKeys;
 use crate::auth::revocations::{Revocations, StateSync};
 use crate::auth::{Authenticator, Validator};
@@ -13,7 +14,8 @@ use crate::keys::ring::RingError;
 use crate::keys::seal::{SealError, Sealer};
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::{ApiSeries, Metrics, MetricsApp, StoreMetrics};
-use crate::proxy::Gateway;
+use crate::proxy::forward_auth::ForwardAuth;
+use crate::proxy::{Gatekeeper, Gateway};
 use crate::store::instrumented::Instrumented;
 use crate::store::redis::RedisStore;
 use crate::store::sqlite::SqliteStore;
@@ -150,7 +152,8 @@ fn check_bindable(config: &Config) -> Result<(), StartError> {
         .listeners
         .iter()
         .map(|l| l.addr)
-        .chain(config.metrics_listen);
+        .chain(config.metrics_listen)
+        .chain(config.forward_auth_listen);
     for addr in addrs {
         std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
     }
@@ -274,6 +277,17 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         store.clone(),
         revocations,
     ));
+    let gate = Arc::new(Gatekeeper {
+        catalog: catalog.clone(),
+        auth: auth.clone(),
+        consumers: ConsumerKeys::default(),
+        metrics: metrics.clone(),
+        phantoms: Phantoms::new(
+            keys.clone(),
+            &config.issuer,
+            config.identity.phantom_lifetime,
+        ),
+    });
     let gateway = Gateway {
         tokens: TokenService::new(
             &config,
@@ -283,9 +297,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
             auth.clone(),
             metrics.clone(),
         )?,
-        catalog: catalog.clone(),
-        consumers: ConsumerKeys::default(),
-        auth,
+        gate: gate.clone(),
         metrics,
         access_log: config.log.access_log,
         token_service_series: ApiSeries::default(),
@@ -324,6 +336,14 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         server
             .add_service(metrics_service)
             .add_dependency(&bootstrap);
+    }
+    if let Some(addr) = config.forward_auth_listen {
+        let mut decisions = Service::new(
+            "tollgate forward-auth".into(),
+            HttpServer::new_app(ForwardAuth { gate }),
+        );
+        decisions.add_tcp(&addr.to_string());
+        server.add_service(decisions).add_dependency(&bootstrap);
     }
     server.add_service(background_service(
         "tollgate catalog",

@@ -392,6 +392,24 @@ impl TokenService {
         }
     }
 
+    /// Check a presented access token as the proxy would, under the running catalog;
+    /// `external`: tokens of its external issuers count too.
+    async fn check_token(
+        &self,
+        token: &str,
+        now: i64,
+        external: bool,
+    ) -> Result<crate::auth::Principal, crate::domain::outcome::Outcome> {
+        let catalog = self.catalog.current();
+        let none = crate::idp::Issuers::none();
+        let ctx = crate::auth::CheckContext {
+            now,
+            issuers: if external { &catalog.issuers } else { &none },
+            plan: &catalog.plan,
+        };
+        self.auth.authenticate(token, &ctx).await.result
+    }
+
     /// The clients and APIs as configured now (a reload replaces them).
     fn registry(&self) -> Arc<Registry> {
         self.catalog.load().registry.clone()

@@ -116,7 +116,9 @@ impl TokenCache {
 mod tests {
     use super::*;
     use crate::auth::Holder;
+    use crate::auth::identity::{ClaimPlan, IdentityValues, Who};
     use crate::domain::clock::unix_now;
+    use crate::domain::oauth::WayIn;
     use crate::domain::scope::Scopes;
     use std::sync::Arc;
     use std::time::Duration;
@@ -130,6 +132,18 @@ mod tests {
                 username: None,
                 audiences: Box::new([]),
                 scopes: Scopes::default(),
+                identity: IdentityValues::new(
+                    Who {
+                        way_in: WayIn::Jwt,
+                        subject: None,
+                        client_id: None,
+                        scopes: &Scopes::default(),
+                        issuer: None,
+                        credential: None,
+                    },
+                    None,
+                    &ClaimPlan::none(),
+                ),
             }),
             exp,
             iat: None,

@@ -4,7 +4,6 @@ use super::*;
 use crate::config::{CacheSettings, SigningKeySource, StoreSync, TokenSettings};
 use crate::domain::jose::Algorithm;
 use crate::domain::oauth::{Family, Format};
-use crate::idp::Issuers;
 use crate::keys::{KeyRing, KeySet};
 use crate::store::{Revocation, RevocationTarget};
 use base64::Engine as _;
@@ -72,7 +71,7 @@ fn good_token_yields_its_principal() {
     let f = fixture();
     let p = f
         .validator
-        .validate(&sign(&f.keys, &claims()), NOW)
+        .validate(&sign(&f.keys, &claims()), NOW, &ClaimPlan::none())
         .unwrap();
     assert_eq!(p.sub.as_deref(), Some("client-1"));
     assert_eq!(p.client_id.as_deref(), Some("client-1"));
@@ -86,7 +85,11 @@ fn good_token_yields_its_principal() {
 fn garbage_is_malformed() {
     let f = fixture();
     for t in ["garbage", "a.b.c", "e30.e30.e30"] {
-        assert_eq!(f.validator.validate(t, NOW), Err(Outcome::Malformed), "{t}");
+        assert_eq!(
+            f.validator.validate(t, NOW, &ClaimPlan::none()),
+            Err(Outcome::Malformed),
+            "{t}"
+        );
     }
 }
 
@@ -96,7 +99,10 @@ fn alg_none_is_malformed() {
     let h = B64.encode(r#"{"alg":"none","typ":"JWT"}"#);
     let c = B64.encode(claims().to_string());
     for t in [format!("{h}.{c}."), format!("{h}.{c}.AAAA")] {
-        assert_eq!(f.validator.validate(&t, NOW), Err(Outcome::Malformed));
+        assert_eq!(
+            f.validator.validate(&t, NOW, &ClaimPlan::none()),
+            Err(Outcome::Malformed)
+        );
     }
 }
 
@@ -108,7 +114,10 @@ fn tampered_claims_fail_the_signature() {
     let (_, s) = rest.split_once('.').unwrap();
     let forged = B64.encode(with(claims(), "scope", json!("orders:read admin")).to_string());
     let t = format!("{h}.{forged}.{s}");
-    assert_eq!(f.validator.validate(&t, NOW), Err(Outcome::BadSignature));
+    assert_eq!(
+        f.validator.validate(&t, NOW, &ClaimPlan::none()),
+        Err(Outcome::BadSignature)
+    );
 }
 
 #[test]
@@ -117,7 +126,8 @@ fn another_keys_signature_is_refused() {
     let other = keyset();
     // Different key, so a different kid: the key is unknown.
     assert_eq!(
-        f.validator.validate(&sign(&other, &claims()), NOW),
+        f.validator
+            .validate(&sign(&other, &claims()), NOW, &ClaimPlan::none()),
         Err(Outcome::UnknownKey)
     );
     // Same kid as ours but signed by the other key: the signature is bad.
@@ -127,7 +137,7 @@ fn another_keys_signature_is_refused() {
         .encode(json!({"alg":"ES256","typ":"JWT","kid": f.keys.get().signing().kid()}).to_string());
     let spliced = format!("{our_header}.{rest}");
     assert_eq!(
-        f.validator.validate(&spliced, NOW),
+        f.validator.validate(&spliced, NOW, &ClaimPlan::none()),
         Err(Outcome::BadSignature)
     );
 }
@@ -139,13 +149,15 @@ fn algorithm_confusion_is_refused() {
     let h = B64.encode(json!({"alg":"HS256","kid": f.keys.get().signing().kid()}).to_string());
     let c = B64.encode(claims().to_string());
     assert_eq!(
-        f.validator.validate(&format!("{h}.{c}.AAAA"), NOW),
+        f.validator
+            .validate(&format!("{h}.{c}.AAAA"), NOW, &ClaimPlan::none()),
         Err(Outcome::Malformed)
     );
     // RS256 claimed for our ES256 key.
     let h = B64.encode(json!({"alg":"RS256","kid": f.keys.get().signing().kid()}).to_string());
     assert_eq!(
-        f.validator.validate(&format!("{h}.{c}.AAAA"), NOW),
+        f.validator
+            .validate(&format!("{h}.{c}.AAAA"), NOW, &ClaimPlan::none()),
         Err(Outcome::BadSignature)
     );
 }
@@ -155,13 +167,19 @@ fn expiry_respects_leeway() {
     let f = fixture();
     let t = sign(&f.keys, &with(claims(), "exp", json!(NOW - 30)));
     assert!(
-        f.validator.validate(&t, NOW).is_ok(),
+        f.validator.validate(&t, NOW, &ClaimPlan::none()).is_ok(),
         "within the 60 s leeway"
     );
     let t = sign(&f.keys, &with(claims(), "exp", json!(NOW - 60)));
-    assert_eq!(f.validator.validate(&t, NOW), Err(Outcome::Expired));
+    assert_eq!(
+        f.validator.validate(&t, NOW, &ClaimPlan::none()),
+        Err(Outcome::Expired)
+    );
     let t = sign(&f.keys, &with(claims(), "exp", json!(NOW - 3600)));
-    assert_eq!(f.validator.validate(&t, NOW), Err(Outcome::Expired));
+    assert_eq!(
+        f.validator.validate(&t, NOW, &ClaimPlan::none()),
+        Err(Outcome::Expired)
+    );
 }
 
 #[test]
@@ -171,7 +189,11 @@ fn a_token_without_exp_is_immortal() {
     c.as_object_mut().unwrap().remove("exp");
     let p = f
         .validator
-        .validate(&sign(&f.keys, &c), NOW + 10 * 365 * 86_400)
+        .validate(
+            &sign(&f.keys, &c),
+            NOW + 10 * 365 * 86_400,
+            &ClaimPlan::none(),
+        )
         .unwrap();
     assert_eq!(p.exp, i64::MAX);
 }
@@ -180,11 +202,20 @@ fn a_token_without_exp_is_immortal() {
 fn future_nbf_and_iat_are_not_yet_valid() {
     let f = fixture();
     let t = sign(&f.keys, &with(claims(), "nbf", json!(NOW + 3600)));
-    assert_eq!(f.validator.validate(&t, NOW), Err(Outcome::NotYetValid));
+    assert_eq!(
+        f.validator.validate(&t, NOW, &ClaimPlan::none()),
+        Err(Outcome::NotYetValid)
+    );
     let t = sign(&f.keys, &with(claims(), "iat", json!(NOW + 3600)));
-    assert_eq!(f.validator.validate(&t, NOW), Err(Outcome::NotYetValid));
+    assert_eq!(
+        f.validator.validate(&t, NOW, &ClaimPlan::none()),
+        Err(Outcome::NotYetValid)
+    );
     let t = sign(&f.keys, &with(claims(), "nbf", json!(NOW + 30)));
-    assert!(f.validator.validate(&t, NOW).is_ok(), "within the leeway");
+    assert!(
+        f.validator.validate(&t, NOW, &ClaimPlan::none()).is_ok(),
+        "within the leeway"
+    );
 }
 
 #[test]
@@ -194,11 +225,15 @@ fn wrong_issuer_is_refused() {
         &f.keys,
         &with(claims(), "iss", json!("https://evil.example")),
     );
-    assert_eq!(f.validator.validate(&t, NOW), Err(Outcome::WrongIssuer));
+    assert_eq!(
+        f.validator.validate(&t, NOW, &ClaimPlan::none()),
+        Err(Outcome::WrongIssuer)
+    );
     let mut c = claims();
     c.as_object_mut().unwrap().remove("iss");
     assert_eq!(
-        f.validator.validate(&sign(&f.keys, &c), NOW),
+        f.validator
+            .validate(&sign(&f.keys, &c), NOW, &ClaimPlan::none()),
         Err(Outcome::WrongIssuer)
     );
 }
@@ -208,7 +243,7 @@ fn audience_and_scope_are_checked_per_api() {
     let f = fixture();
     let p = f
         .validator
-        .validate(&sign(&f.keys, &claims()), NOW)
+        .validate(&sign(&f.keys, &claims()), NOW, &ClaimPlan::none())
         .unwrap();
     let rules = vec![
         Rule::new(&["GET".into()], "/orders/**", &["orders:read".into()], &[]).unwrap(),
@@ -274,22 +309,43 @@ async fn cache_serves_repeat_presentations_and_skips_failures() {
         &s.keys,
         &json!({"iss": ISS, "aud": "orders", "exp": now + 600}),
     );
-    let (r, c) = s.auth.authenticate(&good, now, &Issuers::none()).await;
+    let Checked {
+        result: r,
+        cache: c,
+        ..
+    } = s
+        .auth
+        .authenticate(&good, &CheckContext::own_tokens(now))
+        .await;
     assert!(r.is_ok());
     assert_eq!(c, CacheUse::Miss);
-    let (r2, c2) = s.auth.authenticate(&good, now, &Issuers::none()).await;
+    let Checked {
+        result: r2,
+        cache: c2,
+        ..
+    } = s
+        .auth
+        .authenticate(&good, &CheckContext::own_tokens(now))
+        .await;
     assert_eq!(c2, CacheUse::Hit);
     assert!(Arc::ptr_eq(&r.unwrap().holder, &r2.unwrap().holder));
 
     let bad = sign(&s.keys, &json!({"iss": "other", "exp": now + 600}));
     for _ in 0..2 {
-        let (r, c) = s.auth.authenticate(&bad, now, &Issuers::none()).await;
+        let Checked {
+            result: r,
+            cache: c,
+            ..
+        } = s
+            .auth
+            .authenticate(&bad, &CheckContext::own_tokens(now))
+            .await;
         assert_eq!((r.err(), c), (Some(Outcome::WrongIssuer), CacheUse::Miss));
     }
     // A cached token is refused once its exp has passed.
-    let (r, _) = s
+    let Checked { result: r, .. } = s
         .auth
-        .authenticate(&good, now + 600 + 61, &Issuers::none())
+        .authenticate(&good, &CheckContext::own_tokens(now + 600 + 61))
         .await;
     assert_eq!(r.err(), Some(Outcome::Expired));
 }
@@ -308,9 +364,16 @@ async fn cached_tokens_of_one_holder_share_it() {
         ("b", "orders:read"),
         ("c", "orders:write"),
     ] {
-        let (r, c) = s
+        let Checked {
+            result: r,
+            cache: c,
+            ..
+        } = s
             .auth
-            .authenticate(&sign(&s.keys, &claims(jti, scope)), now, &Issuers::none())
+            .authenticate(
+                &sign(&s.keys, &claims(jti, scope)),
+                &CheckContext::own_tokens(now),
+            )
             .await;
         assert_eq!(c, CacheUse::Miss);
         let p = r.unwrap();
@@ -351,7 +414,14 @@ async fn opaque_tokens_are_looked_up_and_cached() {
         .insert(vec![(digest(&token), record)])
         .await
         .unwrap();
-    let (r, c) = s.auth.authenticate(&token, now, &Issuers::none()).await;
+    let Checked {
+        result: r,
+        cache: c,
+        ..
+    } = s
+        .auth
+        .authenticate(&token, &CheckContext::own_tokens(now))
+        .await;
     let p = r.unwrap();
     assert_eq!(c, CacheUse::Miss);
     assert_eq!(p.username.as_deref(), Some("alice"));
@@ -359,15 +429,32 @@ async fn opaque_tokens_are_looked_up_and_cached() {
     assert_eq!(p.grant_id.as_deref(), Some("g1"));
     assert!(p.scopes.contains("orders:read"));
     assert_eq!(
-        s.auth.authenticate(&token, now, &Issuers::none()).await.1,
+        s.auth
+            .authenticate(&token, &CheckContext::own_tokens(now))
+            .await
+            .cache,
         CacheUse::Hit
     );
 
     let unknown = opaque::generate(opaque::Kind::Access).unwrap();
-    let (r, _) = s.auth.authenticate(&unknown, now, &Issuers::none()).await;
+    let Checked {
+        result: r,
+        cache: _,
+        ..
+    } = s
+        .auth
+        .authenticate(&unknown, &CheckContext::own_tokens(now))
+        .await;
     assert_eq!(r.err(), Some(Outcome::UnknownToken));
     let refresh = opaque::generate(opaque::Kind::Refresh).unwrap();
-    let (r, _) = s.auth.authenticate(&refresh, now, &Issuers::none()).await;
+    let Checked {
+        result: r,
+        cache: _,
+        ..
+    } = s
+        .auth
+        .authenticate(&refresh, &CheckContext::own_tokens(now))
+        .await;
     assert_eq!(r.err(), Some(Outcome::Malformed));
 }
 
@@ -380,9 +467,9 @@ async fn revocations_apply_to_cached_tokens_at_once() {
     let jwt = sign(&s.keys, &claims);
     assert!(
         s.auth
-            .authenticate(&jwt, now, &Issuers::none())
+            .authenticate(&jwt, &CheckContext::own_tokens(now))
             .await
-            .0
+            .result
             .is_ok()
     );
     let revoke = |target| Revocation {
@@ -392,7 +479,14 @@ async fn revocations_apply_to_cached_tokens_at_once() {
     s.auth
         .revocations()
         .add(&[revoke(RevocationTarget::Grant("g9".into()))]);
-    let (r, c) = s.auth.authenticate(&jwt, now, &Issuers::none()).await;
+    let Checked {
+        result: r,
+        cache: c,
+        ..
+    } = s
+        .auth
+        .authenticate(&jwt, &CheckContext::own_tokens(now))
+        .await;
     assert_eq!((r.err(), c), (Some(Outcome::Revoked), CacheUse::Hit));
 
     let token = opaque::generate(opaque::Kind::Access).unwrap();
@@ -403,14 +497,21 @@ async fn revocations_apply_to_cached_tokens_at_once() {
         .unwrap();
     assert!(
         s.auth
-            .authenticate(&token, now, &Issuers::none())
+            .authenticate(&token, &CheckContext::own_tokens(now))
             .await
-            .0
+            .result
             .is_ok()
     );
     s.auth
         .revocations()
         .add(&[revoke(RevocationTarget::Jti("j2".into()))]);
-    let (r, _) = s.auth.authenticate(&token, now, &Issuers::none()).await;
+    let Checked {
+        result: r,
+        cache: _,
+        ..
+    } = s
+        .auth
+        .authenticate(&token, &CheckContext::own_tokens(now))
+        .await;
     assert_eq!(r.err(), Some(Outcome::Revoked));
 }

@@ -3,10 +3,11 @@
 //! asks [`Registry::permits`] on every request, so removing a credential, policy, user or
 //! ACL entry takes effect at once.
 
+use crate::auth::identity::{ClaimPlan, IdentityValues, Who};
 use crate::config::{ClientConfig, Config, TenantUserConfig, TokenPolicy};
 use crate::domain::claim::ClaimPath;
 use crate::domain::ids::ClientId;
-use crate::domain::oauth::{Family, GrantType};
+use crate::domain::oauth::{Family, GrantType, WayIn};
 use crate::domain::secret::Secret;
 use std::collections::{HashMap, HashSet};
 
@@ -99,6 +100,37 @@ pub struct Project {
     pub users: HashMap<String, TenantUserConfig>,
 }
 
+/// An API key of a credential: whose it is, its name, and what the upstream is told.
+#[derive(Debug)]
+pub struct ApiKey {
+    pub client: Arc<Client>,
+    pub name: Arc<str>,
+    pub identity: IdentityValues,
+}
+
+impl ApiKey {
+    fn new(client: Arc<Client>, name: &str) -> Self {
+        let identity = IdentityValues::new(
+            Who {
+                way_in: WayIn::ApiKey,
+                subject: Some(&client.id),
+                client_id: Some(&client.id),
+                scopes: &client.scope_set,
+                issuer: None,
+                credential: Some(name),
+            },
+            // An API key carries no claims.
+            None,
+            &ClaimPlan::none(),
+        );
+        Self {
+            client,
+            name: name.into(),
+            identity,
+        }
+    }
+}
+
 /// The claim of an external issuer's tokens that names a user of the exchanging
 /// client's pool (`None`: `preferred_username`, then `email`).
 #[derive(Debug)]
@@ -114,7 +146,7 @@ pub struct Registry {
     /// Audience → API name.
     by_audience: HashMap<String, String>,
     /// SHA-256 of an API key → its credential and the key's name.
-    api_keys: HashMap<[u8; 32], (Arc<Client>, Arc<str>)>,
+    api_keys: HashMap<[u8; 32], Arc<ApiKey>>,
     tenants: HashMap<String, Arc<Tenant>>,
     issuer_users: HashMap<String, IssuerUsers>,
 }
@@ -222,7 +254,7 @@ impl Registry {
                 c.client
                     .api_keys
                     .iter()
-                    .map(move |(name, d)| (*d, (cl.clone(), Arc::from(name.as_str()))))
+                    .map(move |(name, d)| (*d, Arc::new(ApiKey::new(cl.clone(), name))))
             })
             .collect();
         let tenants = config
@@ -316,7 +348,7 @@ impl Registry {
     }
 
     /// The credential an API key (its SHA-256) belongs to, and the key's name.
-    pub fn api_key(&self, digest: &[u8; 32]) -> Option<&(Arc<Client>, Arc<str>)> {
+    pub fn api_key(&self, digest: &[u8; 32]) -> Option<&Arc<ApiKey>> {
         self.api_keys.get(digest)
     }
 

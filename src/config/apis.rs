@@ -3,6 +3,7 @@
 
 use super::errors::Errors;
 use super::file::DurationText;
+use super::identity::IdentityConfig;
 use super::upstreams_file::{
     ApiFile, AuthFile, AuthWord, HealthCheckFile, HostHeaderFile, RateLimitFile, UpstreamFile,
 };
@@ -95,19 +96,49 @@ pub(super) fn duration(
     }
 }
 
+/// The modes an API takes on any of its operations: its own `auth` and its rules'.
+pub(super) fn any_auth(a: &ApiFile, errs: &mut Errors) -> AuthMode {
+    a.rules
+        .iter()
+        .filter_map(|r| r.auth.as_ref())
+        .fold(auth_mode(&a.auth, "", errs), |m, r| {
+            let r = auth_mode(r, "", errs);
+            AuthMode {
+                jwt: m.jwt || r.jwt,
+                api_key: m.api_key || r.api_key,
+            }
+        })
+}
+
 pub(super) fn api(
     a: ApiFile,
     path: &str,
     base_dir: &Path,
     issuer_names: &HashSet<String>,
+    identity: &IdentityConfig,
     errs: &mut Errors,
 ) -> Option<ApiConfig> {
     let before = errs.count();
     let auth = auth_mode(&a.auth, &format!("{path}.auth"), errs);
+    let rule_auth: Vec<Option<AuthMode>> = a
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(j, r)| {
+            r.auth
+                .as_ref()
+                .map(|m| auth_mode(m, &format!("{path}.rules[{j}].auth"), errs))
+        })
+        .collect();
+    // What the API takes on any operation: the settings of each mode need it there.
+    let any = rule_auth.iter().flatten().fold(auth, |m, r| AuthMode {
+        jwt: m.jwt || r.jwt,
+        api_key: m.api_key || r.api_key,
+    });
     let issuers = match &a.issuers {
         None => vec![IssuerRef::Tollgate],
         Some(list) => {
-            if !auth.jwt {
+            if !any.jwt {
                 errs.push(format!("{path}.issuers"), "issuers need `auth: jwt`");
             }
             if list.is_empty() {
@@ -134,7 +165,7 @@ pub(super) fn api(
     let api_key_header = match &a.api_key_header {
         None => http::HeaderName::from_static("x-api-key"),
         Some(h) => {
-            if !auth.api_key {
+            if !any.api_key {
                 errs.push(format!("{path}.api_key_header"), "needs `auth: api_key`");
             }
             match http::HeaderName::from_bytes(h.as_bytes()) {
@@ -153,7 +184,7 @@ pub(super) fn api(
         .rate_limit
         .as_ref()
         .and_then(|r| rate_limit(r, &format!("{path}.rate_limit"), errs));
-    if a.rate_limit.is_some() && auth.is_none() {
+    if a.rate_limit.is_some() && any.is_none() {
         errs.push(
             format!("{path}.rate_limit"),
             "limits are per consumer: they need `auth: jwt` or `auth: api_key`",
@@ -195,12 +226,29 @@ pub(super) fn api(
     if audience.is_empty() {
         errs.push(format!("{path}.audience"), "must not be empty");
     }
-    if auth.is_none() && !a.rules.is_empty() {
+    // An operation's scopes and limits are checked against its caller: it needs one.
+    for (j, r) in a.rules.iter().enumerate() {
+        let mode = rule_auth.get(j).copied().flatten().unwrap_or(auth);
+        if mode.is_none() && !(r.all_of.is_empty() && r.any_of.is_empty()) {
+            errs.push(
+                format!("{path}.rules[{j}]"),
+                "scopes need a credential: this operation has `auth: none`",
+            );
+        }
+        if mode.is_none() && r.rate_limit.is_some() {
+            errs.push(
+                format!("{path}.rules[{j}].rate_limit"),
+                "limits are per consumer: this operation has `auth: none`",
+            );
+        }
+    }
+    if auth.is_none() && any.is_none() && !a.rules.is_empty() {
         errs.push(
             format!("{path}.rules"),
-            "scope rules need `auth: jwt` or `auth: api_key`",
+            "scope rules need `auth: jwt` or `auth: api_key` (on the API or on a rule)",
         );
     }
+    let identity = super::identity::api(a.identity.as_ref(), identity, &api_key_header, path, errs);
     let mut rules = Vec::new();
     for (j, r) in a.rules.iter().enumerate() {
         match Rule::new(&r.methods, &r.path, &r.all_of, &r.any_of) {
@@ -251,9 +299,11 @@ pub(super) fn api(
         api_key_header,
         audience,
         rules,
+        rule_auth,
         rule_limits,
         rate_limit: api_rate,
         scopes,
+        identity,
     })
 }
 

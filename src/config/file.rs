@@ -65,6 +65,11 @@ pub(crate) struct GatewayFile {
     pub store: Option<Lenient<StoreFile, DefaultKind<Sqlite>>>,
     /// Brute-force limits on client secrets and user passwords.
     pub limits: Option<Lenient<LimitsFile>>,
+    /// What the upstream receives about the caller (each API may override it).
+    pub identity: Option<Lenient<GatewayIdentityFile>>,
+    /// The decision endpoint for front proxies (nginx `auth_request`, Traefik, Envoy,
+    /// Caddy).
+    pub forward_auth: Option<Lenient<ForwardAuthFile>>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_yaml::Value>,
 }
@@ -270,4 +275,58 @@ pub enum StoreSync {
 pub(crate) struct DiscoveryFile {
     /// Which family the metadata advertises: `credential` (default) or `auth`.
     pub family: Option<Family>,
+}
+
+/// `identity:` of the gateway file: the defaults every API gets, and what only the
+/// gateway decides.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GatewayIdentityFile {
+    pub headers: Option<IdentityHeadersFile>,
+    /// Header name → claim path (`x-auth-roles: realm_access.roles`).
+    pub claims: Option<BTreeMap<String, String>>,
+    pub credential: Option<CredentialModeFile>,
+    /// Joins the items of an array claim (default `,`).
+    pub separator: Option<String>,
+    /// Incoming headers under these prefixes are removed on every route (default
+    /// `[x-auth-]`).
+    pub remove_prefixes: Option<Vec<String>>,
+    /// The longest a phantom token lives (default 5m).
+    pub phantom_lifetime: Option<DurationText>,
+}
+
+/// The header of each identity field.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IdentityHeadersFile {
+    pub subject: Option<HeaderChoice>,
+    pub client_id: Option<HeaderChoice>,
+    pub scope: Option<HeaderChoice>,
+    pub method: Option<HeaderChoice>,
+    pub issuer: Option<HeaderChoice>,
+    pub credential: Option<HeaderChoice>,
+}
+
+/// A header name, or `off` (or `false`) to leave the field out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum HeaderChoice {
+    Off(bool),
+    Name(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum CredentialModeFile {
+    Keep,
+    Strip,
+    Phantom,
+}
+
+/// `forward_auth:` of the gateway file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ForwardAuthFile {
+    /// `ip:port` of the decision listener (loopback unless front proxies run elsewhere).
+    pub listen: String,
 }

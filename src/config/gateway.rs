@@ -7,9 +7,9 @@ mod tokens;
 use super::errors::{Errors, Lenient, parse_yaml};
 use super::file::{CacheFile, DurationText, GatewayFile, ServerFile};
 use super::{
-    CacheSettings, Config, ConfigErrors, Family, LimitSettings, Listener, LogSettings,
-    ServerSettings, SigningKeySource, StoreSettings, TlsListener, TokenSettings, parse_duration,
-    resolve_path, upstreams,
+    CacheSettings, Config, ConfigErrors, Family, IdentitySettings, LimitSettings, Listener,
+    LogSettings, ServerSettings, SigningKeySource, StoreSettings, TlsListener, TokenSettings,
+    parse_duration, resolve_path, upstreams,
 };
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -37,7 +37,10 @@ pub(super) fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub(super) fn parse(
     path: &Path,
     text: &str,
-    upstreams: impl FnOnce(&Path) -> Result<upstreams::Catalog, Vec<super::errors::ConfigError>>,
+    upstreams: impl FnOnce(
+        &Path,
+        &IdentitySettings,
+    ) -> Result<upstreams::Catalog, Vec<super::errors::ConfigError>>,
 ) -> Result<Config, ConfigErrors> {
     let mut errs = Errors::new(path.display().to_string());
     let base_dir = path
@@ -52,7 +55,7 @@ pub(super) fn parse(
     let mut all = errs.into_vec();
 
     let catalog = match &parts.upstreams_file {
-        Some(p) => upstreams(p).unwrap_or_else(|mut e| {
+        Some(p) => upstreams(p, &parts.identity).unwrap_or_else(|mut e| {
             all.append(&mut e);
             upstreams::Catalog::default()
         }),
@@ -64,6 +67,8 @@ pub(super) fn parse(
     Ok(Config {
         listeners: parts.listeners,
         metrics_listen: parts.metrics_listen,
+        forward_auth_listen: parts.forward_auth_listen,
+        identity: parts.identity,
         issuer: parts.issuer,
         state_dir: parts.state_dir,
         server: parts.server,
@@ -87,6 +92,8 @@ pub(super) fn parse(
 struct Parts {
     listeners: Vec<Listener>,
     metrics_listen: Option<SocketAddr>,
+    forward_auth_listen: Option<SocketAddr>,
+    identity: IdentitySettings,
     issuer: String,
     state_dir: PathBuf,
     upstreams_file: Option<PathBuf>,
@@ -108,7 +115,7 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
     for key in file.unknown.keys() {
         errs.push(
             key,
-            "unknown key (expected one of listen, metrics, issuer, upstreams_file, state_dir, server, tokens, validation_cache, client_auth_cache, log, discovery, store, limits)",
+            "unknown key (expected one of listen, metrics, issuer, upstreams_file, state_dir, server, tokens, validation_cache, client_auth_cache, log, discovery, store, limits, identity, forward_auth)",
         );
     }
 
@@ -125,6 +132,19 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
     {
         errs.push("metrics.listen", format!("{m} is also a client listener"));
     }
+    let forward_auth_listen = file
+        .forward_auth
+        .and_then(|f| f.take("forward_auth", errs))
+        .and_then(|f| parse_addr(&f.listen, "forward_auth.listen", errs));
+    if let Some(a) = forward_auth_listen
+        && (listeners.iter().any(|l| l.addr == a) || metrics_listen == Some(a))
+    {
+        errs.push(
+            "forward_auth.listen",
+            format!("{a} is already a client or metrics listener: decisions get their own"),
+        );
+    }
+    let identity = super::identity::gateway(take(file.identity, "identity", errs), errs);
 
     let issuer = match file.issuer.and_then(|i| i.take("issuer", errs)) {
         Some(i) => validate_issuer(&i, errs),
@@ -238,6 +258,8 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
     Parts {
         listeners,
         metrics_listen,
+        forward_auth_listen,
+        identity,
         issuer,
         state_dir,
         upstreams_file,

@@ -340,3 +340,71 @@ fn the_store_section_takes_only_the_keys_of_its_kind() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn operations_and_identity_are_checked_at_their_key_paths() {
+    let errs = errors(
+        "upstreams_file: apis.yaml\nidentity: { headers: { subject: host, scope: off }, remove_prefixes: [x-], phantom_lifetime: 2s }\n",
+        r#"
+apis:
+  - name: a
+    prefix: /a
+    upstream: { servers: ["127.0.0.1:1"] }
+    auth: jwt
+    rules:
+      - { path: /a/docs, auth: none, all_of: [read] }
+      - { path: /a/open, auth: none }
+    identity: { claims: { x-roles: "realm..roles", x-api-key: sub }, headers: { client_id: x-roles } }
+  - name: b
+    prefix: /b
+    upstream: { servers: ["127.0.0.1:1"] }
+    auth: none
+    rules: [{ path: /b/w, auth: api_key, all_of: [write] }]
+"#,
+    );
+    assert!(
+        has(&errs, "identity.headers.subject", "gateway sets"),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, "identity.remove_prefixes[0]", "at least 3"),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, "identity.phantom_lifetime", "between"),
+        "{errs:?}"
+    );
+    assert!(has(&errs, "apis[0].rules[0]", "auth: none"), "{errs:?}");
+    assert!(
+        !errs.iter().any(|(p, _)| p.starts_with("apis[0].rules[1]")),
+        "a public operation without scopes is fine: {errs:?}"
+    );
+    assert!(
+        has(&errs, "apis[0].identity.claims.x-roles", "empty segment"),
+        "{errs:?}"
+    );
+    assert!(has(&errs, "apis[0].identity", "API-key header"), "{errs:?}");
+    // A protected operation under a public API is fine, and its scopes are checked.
+    assert!(
+        !errs.iter().any(|(p, _)| p.starts_with("apis[1]")),
+        "{errs:?}"
+    );
+    // Every API gets the gateway's identity unless it says otherwise.
+    let (_d, r) = load_pair(
+        "upstreams_file: apis.yaml\nidentity: { headers: { method: off }, credential: strip }\n",
+        "apis: [{ name: a, prefix: /a, upstream: { servers: [\"127.0.0.1:1\"] }, auth: jwt, identity: { credential: phantom } }, { name: b, prefix: /b, upstream: { servers: [\"127.0.0.1:1\"] }, auth: jwt }]\n",
+    );
+    let c = r.unwrap();
+    assert_eq!(c.apis[0].identity.credential, CredentialMode::Phantom);
+    assert_eq!(c.apis[1].identity.credential, CredentialMode::Strip);
+    assert!(c.apis[1].identity.headers.method.is_none());
+    assert_eq!(
+        c.apis[1]
+            .identity
+            .headers
+            .subject
+            .as_ref()
+            .map(|h| h.as_str()),
+        Some("x-auth-subject")
+    );
+}

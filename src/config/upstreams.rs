@@ -4,6 +4,7 @@
 use super::apis::{api, check_api_uniqueness};
 use super::clients::{Refs, credential, policy, products, user_pools};
 use super::errors::{ConfigError, Errors, Lenient, parse_yaml};
+use super::identity::IdentitySettings;
 use super::upstreams_file::UpstreamsFile;
 use super::{
     ApiConfig, AuthMode, CredentialConfig, IssuerConfig, PolicyConfig, TenantConfig, UserPoolConfig,
@@ -21,9 +22,9 @@ pub(super) struct Catalog {
     pub tenants: Vec<TenantConfig>,
 }
 
-pub(super) fn load(path: &Path) -> Result<Catalog, Vec<ConfigError>> {
+pub(super) fn load(path: &Path, identity: &IdentitySettings) -> Result<Catalog, Vec<ConfigError>> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(path, &text),
+        Ok(text) => parse(path, &text, identity),
         Err(e) => {
             let mut errs = Errors::new(path.display().to_string());
             errs.push("", format!("cannot read the upstreams file: {e}"));
@@ -33,8 +34,12 @@ pub(super) fn load(path: &Path) -> Result<Catalog, Vec<ConfigError>> {
 }
 
 /// Validate the text of the upstreams file at `path` (relative paths in it are resolved
-/// against its directory).
-pub(super) fn parse(path: &Path, text: &str) -> Result<Catalog, Vec<ConfigError>> {
+/// against its directory); its APIs' `identity:` goes over the gateway's.
+pub(super) fn parse(
+    path: &Path,
+    text: &str,
+    identity: &IdentitySettings,
+) -> Result<Catalog, Vec<ConfigError>> {
     let mut errs = Errors::new(path.display().to_string());
     let Some(file) = parse_yaml::<UpstreamsFile>(text, &mut errs) else {
         return Err(errs.into_vec());
@@ -56,15 +61,21 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Catalog, Vec<ConfigError>
         .iter()
         .map(|(_, a)| {
             let mut scratch = Errors::new("");
-            (
-                a.name.clone(),
-                super::apis::auth_mode(&a.auth, "", &mut scratch),
-            )
+            (a.name.clone(), super::apis::any_auth(a, &mut scratch))
         })
         .collect();
     let apis = parsed
         .into_iter()
-        .filter_map(|(path, a)| api(a, &path, base_dir, &issuer_names, &mut errs))
+        .filter_map(|(path, a)| {
+            api(
+                a,
+                &path,
+                base_dir,
+                &issuer_names,
+                &identity.defaults,
+                &mut errs,
+            )
+        })
         .collect::<Vec<_>>();
     check_api_uniqueness(&apis, &mut errs);
 

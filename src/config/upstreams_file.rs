@@ -3,7 +3,7 @@
 //! is given by validation (`upstreams`, `apis`, `clients`, `issuers`, `tenants`).
 
 use super::errors::Lenient;
-use super::file::DurationText;
+use super::file::{CredentialModeFile, DurationText, IdentityHeadersFile};
 use super::{GrantType, PolicyKind};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -208,6 +208,17 @@ pub(crate) struct ApiFile {
     /// Per-operation scope requirements, first match wins.
     #[serde(default)]
     pub rules: Vec<RuleFile>,
+    /// What its upstream receives about the caller, over the gateway's `identity:`.
+    pub identity: Option<ApiIdentityFile>,
+}
+
+/// An API's `identity:`: each key given replaces the gateway-wide one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApiIdentityFile {
+    pub headers: Option<IdentityHeadersFile>,
+    pub claims: Option<BTreeMap<String, String>>,
+    pub credential: Option<CredentialModeFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,6 +327,9 @@ pub(crate) struct RuleFile {
     pub any_of: Vec<String>,
     /// Requests per consumer to this operation, on top of the API's limit.
     pub rate_limit: Option<RateLimitFile>,
+    /// How this operation authenticates, instead of the API's `auth` (`none` makes it
+    /// public).
+    pub auth: Option<AuthFile>,
 }
 
 /// Token settings of a policy or credential.

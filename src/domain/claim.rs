@@ -65,6 +65,11 @@ impl ClaimPath {
         &self.text
     }
 
+    /// The names along the path.
+    pub fn segments(&self) -> &[Box<str>] {
+        &self.segments
+    }
+
     /// The value at this path in `claims`, if there is one.
     pub fn lookup<'v>(&self, claims: &'v Value) -> Option<&'v Value> {
         if self.segments.len() > 1

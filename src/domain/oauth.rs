@@ -84,3 +84,28 @@ pub enum TokenKind {
 
 /// The scopes of OpenID Connect itself, which any user may grant.
 pub const OIDC_SCOPES: [&str; 3] = ["openid", "profile", "email"];
+
+/// How a caller got in: the kind of credential that was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WayIn {
+    /// A JWT the gateway signed.
+    Jwt,
+    /// An opaque access token of the gateway.
+    Opaque,
+    /// An API key of a credential.
+    ApiKey,
+    /// A JWT of an external issuer.
+    External,
+}
+
+impl WayIn {
+    /// As the identity header and the access log say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WayIn::Jwt => "jwt",
+            WayIn::Opaque => "opaque",
+            WayIn::ApiKey => "api_key",
+            WayIn::External => "external",
+        }
+    }
+}

@@ -151,6 +151,9 @@ pub(super) fn signing_key(
     let header_b64 = B64.encode(header.to_string());
     let id_header = serde_json::json!({ "alg": alg.as_str(), "typ": "JWT", "kid": kid });
     let id_header_b64 = B64.encode(id_header.to_string());
+    let internal_header =
+        serde_json::json!({ "alg": alg.as_str(), "typ": super::INTERNAL_TYP, "kid": kid });
+    let internal_header_b64 = B64.encode(internal_header.to_string());
     Ok((
         SigningKey {
             kid,
@@ -158,6 +161,7 @@ pub(super) fn signing_key(
             key,
             header_b64,
             id_header_b64,
+            internal_header_b64,
             rng: SystemRandom::new(),
         },
         jwk,

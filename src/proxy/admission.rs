@@ -1,19 +1,89 @@
 //! The credential check of a protected API: the bearer token or API key, the issuer and
-//! scope rules, the client's ACL, the rate limit; and the RFC 6750 answer when it fails.
+//! scope rules, the client's ACL, the rate limit; the refusal when it fails, and who the
+//! caller is when it passes. The proxy and the forward-auth listener share it
+//! ([`Gatekeeper`]).
 
-use super::{Admission, Ctx, Gateway, respond};
 use crate::auth::bearer::{self, Presented};
-use crate::auth::ratelimit::Decision;
+use crate::auth::cache::TokenKey;
+use crate::auth::identity::IdentityValues;
+use crate::auth::phantom::{self, Phantoms};
+use crate::auth::ratelimit::{ConsumerKeys, Decision};
 use crate::auth::refusal::{Refusal, Scheme};
-use crate::auth::{self, CacheUse, Denial, Principal};
-use crate::catalog::Catalog;
+use crate::auth::{self, Authenticator, CacheUse, CheckContext, Denial, Principal};
+use crate::catalog::registry::ApiKey;
+use crate::catalog::{Catalog, Live};
+use crate::config::{AuthMode, CredentialMode};
 use crate::domain::clock::unix_now;
+use crate::domain::oauth::WayIn;
 use crate::domain::outcome::Outcome;
+use crate::metrics::Metrics;
 use crate::routes::Api;
 use http::HeaderValue;
 use pingora::http::RequestHeader;
-use pingora::prelude::*;
-use pingora::proxy::Session;
+use std::sync::Arc;
+
+/// What decides whether a request may reach a protected API: shared by the proxy and the
+/// forward-auth listener, so both decide alike and share one token cache.
+pub struct Gatekeeper {
+    pub catalog: Arc<Live>,
+    pub auth: Arc<Authenticator>,
+    pub consumers: ConsumerKeys,
+    pub metrics: Arc<Metrics>,
+    pub phantoms: Phantoms,
+}
+
+/// Who passed, and with what credential.
+#[derive(Clone)]
+pub enum Caller {
+    /// A bearer token; `key` finds what is kept beside it (its phantom).
+    Token { principal: Principal, key: TokenKey },
+    /// An API key; `key` as for a token (a prefix of the key's digest).
+    ApiKey { entry: Arc<ApiKey>, key: u128 },
+}
+
+impl Caller {
+    /// What the upstream is told.
+    pub fn identity(&self) -> &IdentityValues {
+        match self {
+            Caller::Token { principal, .. } => &principal.identity,
+            Caller::ApiKey { entry, .. } => &entry.identity,
+        }
+    }
+
+    pub fn way_in(&self) -> WayIn {
+        self.identity().way_in
+    }
+
+    pub fn client_id(&self) -> Option<&str> {
+        match self {
+            Caller::Token { principal, .. } => principal.client_id.as_deref(),
+            Caller::ApiKey { entry, .. } => Some(entry.client.id.as_str()),
+        }
+    }
+
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Caller::Token { principal, .. } => principal.sub.as_deref(),
+            Caller::ApiKey { entry, .. } => Some(entry.client.id.as_str()),
+        }
+    }
+
+    /// The external issuer's name, for an external token.
+    pub fn issuer(&self) -> Option<&str> {
+        match self {
+            Caller::Token { principal, .. } => principal.issuer.as_deref(),
+            Caller::ApiKey { .. } => None,
+        }
+    }
+}
+
+/// A request that may pass: who, the RateLimit headers to add to the answer, and the
+/// phantom token that replaces the credential (when the API wants one).
+pub struct Admitted {
+    pub caller: Caller,
+    pub limited: Option<(Decision, HeaderValue)>,
+    pub phantom: Option<HeaderValue>,
+}
 
 /// Why a request may not pass (cheap to make: the answer is built only if it is sent).
 enum Denied<'a> {
@@ -25,34 +95,44 @@ enum Denied<'a> {
 
 /// Who a request comes from, once its credential is accepted, and the rule that decided.
 struct Passed {
+    caller: Caller,
     /// The rate-limit key of the holder; `None` when the API has no limit to count it
     /// against (the key is a hash over the holder's names: not computed for nothing).
     consumer: Option<u64>,
     rule: Option<usize>,
 }
 
-impl Gateway {
-    /// Check the request's credential for `api`: it passes, or it has been answered.
-    pub(super) async fn check_credential(
+impl Gatekeeper {
+    /// Decide a request for `api`, whose operation takes the ways in of `mode`: admitted,
+    /// or the refusal to answer with.
+    pub async fn admit(
         &self,
-        session: &mut Session,
+        req: &RequestHeader,
         api: &Api,
+        mode: AuthMode,
         catalog: &Catalog,
-        ctx: &mut Ctx,
-    ) -> Result<Admission> {
-        let denied = match self.verdict(session.req_header(), api, catalog).await {
+    ) -> Result<Admitted, Refusal> {
+        let denied = match self.verdict(req, api, mode, catalog).await {
             Ok(passed) => match self.rate_limit(api, &passed) {
                 Ok(limited) => {
                     self.metrics.record_validation(Outcome::Ok);
-                    ctx.limited = limited;
-                    return Ok(Admission::Pass);
+                    let phantom = match api.identity.credential {
+                        CredentialMode::Phantom => {
+                            Some(self.phantom(&passed.caller, api, catalog)?)
+                        }
+                        CredentialMode::Keep | CredentialMode::Strip => None,
+                    };
+                    return Ok(Admitted {
+                        caller: passed.caller,
+                        limited,
+                        phantom,
+                    });
                 }
                 Err(d) => d,
             },
             Err(d) => d,
         };
-        let req = session.req_header();
-        let refusal = match denied {
+        Err(match denied {
             Denied::Limited(decision, policy) => {
                 api.series.count_rate_limited(&self.metrics, &api.name);
                 log::debug!(
@@ -72,7 +152,7 @@ impl Gateway {
                     api.name,
                     outcome.label()
                 );
-                let scheme = if api.auth.jwt {
+                let scheme = if mode.jwt {
                     Scheme::Bearer
                 } else {
                     Scheme::ApiKey {
@@ -81,9 +161,31 @@ impl Gateway {
                 };
                 Refusal::credential(outcome, required, scheme)
             }
+        })
+    }
+
+    /// The phantom token of `caller` for `api`; a request that should carry one and
+    /// cannot is refused, never sent with the client's credential instead.
+    fn phantom(
+        &self,
+        caller: &Caller,
+        api: &Api,
+        catalog: &Catalog,
+    ) -> Result<HeaderValue, Refusal> {
+        let (key, exp) = match caller {
+            Caller::Token { principal, key } => (*key, Some(principal.exp)),
+            Caller::ApiKey { key, .. } => (*key, None),
         };
-        respond::send_refusal(session, refusal).await?;
-        Ok(Admission::Answered)
+        let subject = phantom::Subject {
+            identity: caller.identity(),
+            exp,
+        };
+        self.phantoms
+            .authorization(key, &api.audience, &subject, &catalog.plan, unix_now())
+            .ok_or_else(|| {
+                log::error!("API {}: cannot sign a phantom token", api.name);
+                Refusal::proxy_failure(500)
+            })
     }
 
     /// Count the request against the API's and the operation's limits.
@@ -121,14 +223,15 @@ impl Gateway {
         &self,
         req: &RequestHeader,
         api: &'a Api,
+        mode: AuthMode,
         catalog: &Catalog,
     ) -> std::result::Result<Passed, Denied<'a>> {
-        if api.auth.api_key
+        if mode.api_key
             && let Some(key) = single_header(req, &api.api_key_header)
         {
             return self.api_key_verdict(key, req, api, catalog);
         }
-        if !api.auth.jwt {
+        if !mode.jwt {
             return Err(Denied::Credential(
                 if req.headers.contains_key(&api.api_key_header) {
                     Outcome::Malformed
@@ -145,16 +248,21 @@ impl Gateway {
         };
         // The token's characters are checked on a cache miss only (a hit is a token
         // that passed when it was verified).
-        let (result, cache) = self
+        let ctx = CheckContext {
+            now: unix_now(),
+            issuers: &catalog.issuers,
+            plan: &catalog.plan,
+        };
+        let checked = self
             .auth
-            .authenticate_checked(token, unix_now(), &catalog.issuers, bearer::is_b64token)
+            .authenticate_checked(token, &ctx, bearer::is_b64token)
             .await;
-        match cache {
+        match checked.cache {
             CacheUse::Hit => self.metrics.cache_hits.inc(),
             CacheUse::Miss => self.metrics.cache_misses.inc(),
             CacheUse::Skipped => {}
         }
-        let principal = result.map_err(|o| Denied::Credential(o, None))?;
+        let principal = checked.result.map_err(|o| Denied::Credential(o, None))?;
         let denied = |d| match d {
             Denial::WrongAudience => Denied::Credential(Outcome::WrongAudience, None),
             Denial::InsufficientScope { required } => {
@@ -169,10 +277,15 @@ impl Gateway {
             }
             let rule = auth::allowed_by_rules(&principal, &api.rules, &req.method, req.uri.path())
                 .map_err(denied)?;
+            let consumer = api
+                .rate_limited()
+                .then(|| self.external_consumer(&principal, issuer));
             return Ok(Passed {
-                consumer: api
-                    .rate_limited()
-                    .then(|| self.external_consumer(&principal, issuer)),
+                caller: Caller::Token {
+                    principal,
+                    key: checked.key,
+                },
+                consumer,
                 rule,
             });
         }
@@ -195,11 +308,16 @@ impl Gateway {
         ) {
             return Err(Denied::Credential(Outcome::NotPermitted, None));
         }
+        let consumer = api.rate_limited().then(|| {
+            self.consumers
+                .of(&["", principal.client_id.as_deref().unwrap_or_default()])
+        });
         Ok(Passed {
-            consumer: api.rate_limited().then(|| {
-                self.consumers
-                    .of(&["", principal.client_id.as_deref().unwrap_or_default()])
-            }),
+            caller: Caller::Token {
+                principal,
+                key: checked.key,
+            },
+            consumer,
             rule,
         })
     }
@@ -226,18 +344,25 @@ impl Gateway {
             return Err(Denied::Credential(Outcome::Malformed, None));
         }
         let digest = crate::store::digest_bytes(key);
-        let Some((client, _name)) = catalog.registry.api_key(&digest) else {
+        let Some(entry) = catalog.registry.api_key(&digest) else {
             return Err(Denied::Credential(Outcome::UnknownApiKey, None));
         };
+        let client = &entry.client;
         if !client.apis.contains(&*api.name) {
             return Err(Denied::Credential(Outcome::NotPermitted, None));
         }
         let rule = auth::scope_rule(&client.scope_set, &api.rules, &req.method, req.uri.path())
             .map_err(|required| Denied::Credential(Outcome::InsufficientScope, Some(required)))?;
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
         Ok(Passed {
             consumer: api
                 .rate_limited()
                 .then(|| self.consumers.of(&["", &client.id])),
+            caller: Caller::ApiKey {
+                entry: entry.clone(),
+                key: u128::from_le_bytes(first),
+            },
             rule,
         })
     }

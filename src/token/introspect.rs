@@ -145,8 +145,7 @@ impl TokenService {
                 .filter(|r| !self.auth.revocations().is_revoked(r.revocation_subject()))
                 .map(View::from_refresh));
         }
-        let issuers = self.catalog.load().issuers.clone();
-        match self.auth.authenticate(token, now, &issuers).await.0 {
+        match self.check_token(token, now, true).await {
             Ok(p) => Ok(View::from_principal(&p)),
             Err(Outcome::StoreUnavailable) => Err(OAuthError::new(
                 ErrorCode::TemporarilyUnavailable,

@@ -242,10 +242,8 @@ impl TokenService {
         };
         let catalog = self.catalog.current();
         let app = self
-            .auth
-            .authenticate(app_token, now, &crate::idp::Issuers::none())
+            .check_token(app_token, now, false)
             .await
-            .0
             .map_err(|_| unauthorized("Unauthorized"))?;
         let registry = &catalog.registry;
         let client = app

@@ -52,8 +52,7 @@ impl TokenService {
             _ => return Reply::from(Refusal::bearer_required()),
         };
         let now = unix_now();
-        let issuers = crate::idp::Issuers::none();
-        let principal = match self.auth.authenticate(token, now, &issuers).await.0 {
+        let principal = match self.check_token(token, now, false).await {
             Ok(p) => p,
             Err(crate::domain::outcome::Outcome::StoreUnavailable) => {
                 return challenge(

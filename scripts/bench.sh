@@ -9,6 +9,8 @@
 #   ./scripts/bench.sh --issuers       # protected route: external issuer's JWT vs own JWT
 #   ./scripts/bench.sh --store-growth  # opaque issuance and durable refresh after 2,000,000
 #                                      # stored tokens, old schema (--old BINARY) vs this one
+#   ./scripts/bench.sh --identity      # protected route with no / five identity headers /
+#                                      # a phantom token; forward auth behind nginx
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --bench
@@ -21,6 +23,10 @@ fi
 if [ "${1:-}" = "--issuers" ]; then    # an external issuer's tokens against tollgate's own
   shift
   exec python3 benches/load/issuers.py "$@"
+fi
+if [ "${1:-}" = "--identity" ]; then
+  shift
+  exec python3 benches/load/identity.py "$@"
 fi
 if [ "${1:-}" = "--store-growth" ]; then
   shift

@@ -4,7 +4,7 @@
 
 use crate::auth::identity::{ClaimPlan, SpoofGuard};
 use crate::auth::ratelimit::Limiter;
-use crate::config::{ApiConfig, AuthMode, CredentialMode, IdentityHeaders, IssuerRef};
+use crate::config::{ApiConfig, AuthMode, CredentialMode, IdentityConfig, IssuerRef};
 use crate::domain::scope::Rule;
 use crate::metrics::ApiSeries;
 use crate::upstream::{Pool, PoolError};
@@ -40,10 +40,61 @@ pub struct Api {
 
 /// What an API's upstream receives, ready for the request path.
 pub struct ApiIdentity {
-    pub headers: IdentityHeaders,
-    /// Claim headers, each with the position of its claim in the catalog's plan.
-    pub claims: Box<[(http::HeaderName, usize)]>,
+    /// The identity headers it sends, in a fixed order, each with what it carries.
+    pub headers: Box<[IdentityHeader]>,
     pub credential: CredentialMode,
+}
+
+/// What an identity header carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Subject,
+    ClientId,
+    Scope,
+    Method,
+    Issuer,
+    Credential,
+    /// The claim at this position of the catalog's plan.
+    Claim(usize),
+}
+
+/// One identity header: its name, as parsed and as written on the wire (made once: the
+/// request path does not title-case or copy it per request), and what it carries.
+pub struct IdentityHeader {
+    pub name: http::HeaderName,
+    pub wire: bytes::Bytes,
+    pub field: Field,
+}
+
+impl ApiIdentity {
+    fn new(c: &IdentityConfig, plan: &ClaimPlan) -> Self {
+        let h = &c.headers;
+        let fields = [
+            (&h.subject, Field::Subject),
+            (&h.client_id, Field::ClientId),
+            (&h.scope, Field::Scope),
+            (&h.method, Field::Method),
+            (&h.issuer, Field::Issuer),
+            (&h.credential, Field::Credential),
+        ]
+        .into_iter()
+        .filter_map(|(name, field)| Some((name.clone()?, field)));
+        let claims = c
+            .claims
+            .iter()
+            .filter_map(|(name, path)| Some((name.clone(), Field::Claim(plan.index_of(path)?))));
+        Self {
+            headers: fields
+                .chain(claims)
+                .map(|(name, field)| IdentityHeader {
+                    wire: bytes::Bytes::copy_from_slice(name.as_str().as_bytes()),
+                    name,
+                    field,
+                })
+                .collect(),
+            credential: c.credential,
+        }
+    }
 }
 
 impl Api {
@@ -165,16 +216,7 @@ impl RouteTable {
                 } else {
                     Box::default()
                 },
-                identity: ApiIdentity {
-                    headers: cfg.identity.headers.clone(),
-                    claims: cfg
-                        .identity
-                        .claims
-                        .iter()
-                        .filter_map(|(h, p)| plan.index_of(p).map(|i| (h.clone(), i)))
-                        .collect(),
-                    credential: cfg.identity.credential,
-                },
+                identity: ApiIdentity::new(&cfg.identity, plan),
                 guard: guard.clone(),
                 limit,
                 rule_limits,

@@ -6,13 +6,14 @@
 //! credential is refused before its phantom is looked up, so the phantom is never sent
 //! again.
 
+use super::cache::FoldKey;
 use super::identity::{ClaimPlan, IdentityValues};
 use crate::domain::clock::unix_now_ms;
 use crate::keys::{KeyRing, TokenTyp};
 use foldhash::fast::FixedState;
 use http::HeaderValue;
 use serde_json::{Map, Value};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,8 +37,9 @@ pub struct Phantoms {
     keys: Arc<KeyRing>,
     issuer: Box<str>,
     lifetime: Duration,
-    /// By (credential, audience).
-    minted: moka::sync::Cache<(u128, u64), Arc<Minted>>,
+    /// By (credential, audience). Both halves are already unpredictable hashes (a keyed
+    /// token hash or a key digest, and a seeded hash): folded, not hashed again.
+    minted: moka::sync::Cache<(u128, u64), Arc<Minted>, BuildHasherDefault<FoldKey>>,
     audience_hash: FixedState,
 }
 
@@ -53,7 +55,7 @@ impl Phantoms {
             minted: moka::sync::Cache::builder()
                 .max_capacity(KEPT)
                 .time_to_live(lifetime)
-                .build(),
+                .build_with_hasher(BuildHasherDefault::default()),
             audience_hash: FixedState::default(),
         }
     }

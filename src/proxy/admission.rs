@@ -112,13 +112,14 @@ impl Gatekeeper {
         mode: AuthMode,
         catalog: &Catalog,
     ) -> Result<Admitted, Refusal> {
-        let denied = match self.verdict(req, api, mode, catalog).await {
+        let now = unix_now();
+        let denied = match self.verdict(req, api, mode, catalog, now).await {
             Ok(passed) => match self.rate_limit(api, &passed) {
                 Ok(limited) => {
                     self.metrics.record_validation(Outcome::Ok);
                     let phantom = match api.identity.credential {
                         CredentialMode::Phantom => {
-                            Some(self.phantom(&passed.caller, api, catalog)?)
+                            Some(self.phantom(&passed.caller, api, catalog, now)?)
                         }
                         CredentialMode::Keep | CredentialMode::Strip => None,
                     };
@@ -171,6 +172,7 @@ impl Gatekeeper {
         caller: &Caller,
         api: &Api,
         catalog: &Catalog,
+        now: i64,
     ) -> Result<HeaderValue, Refusal> {
         let (key, exp) = match caller {
             Caller::Token { principal, key } => (*key, Some(principal.exp)),
@@ -181,7 +183,7 @@ impl Gatekeeper {
             exp,
         };
         self.phantoms
-            .authorization(key, &api.audience, &subject, &catalog.plan, unix_now())
+            .authorization(key, &api.audience, &subject, &catalog.plan, now)
             .ok_or_else(|| {
                 log::error!("API {}: cannot sign a phantom token", api.name);
                 Refusal::proxy_failure(500)
@@ -225,6 +227,7 @@ impl Gatekeeper {
         api: &'a Api,
         mode: AuthMode,
         catalog: &Catalog,
+        now: i64,
     ) -> std::result::Result<Passed, Denied<'a>> {
         if mode.api_key
             && let Some(key) = single_header(req, &api.api_key_header)
@@ -249,7 +252,7 @@ impl Gatekeeper {
         // The token's characters are checked on a cache miss only (a hit is a token
         // that passed when it was verified).
         let ctx = CheckContext {
-            now: unix_now(),
+            now,
             issuers: &catalog.issuers,
             plan: &catalog.plan,
         };

@@ -117,7 +117,7 @@ impl ForwardAuth {
         }
         let admitted = self.gate.admit(&original, api, mode, &catalog).await?;
         let mut headers: Vec<(HeaderName, HeaderValue)> = identity::headers(api, &admitted.caller)
-            .map(|(n, v)| (n.clone(), v.clone()))
+            .map(|(h, v)| (h.name.clone(), v.clone()))
             .collect();
         if let Some(p) = admitted.phantom {
             headers.push((AUTHORIZATION, p));

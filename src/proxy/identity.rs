@@ -5,37 +5,30 @@
 use super::admission::Caller;
 use crate::config::CredentialMode;
 use crate::domain::oauth::WayIn;
-use crate::routes::Api;
+use crate::routes::{Api, Field, IdentityHeader};
 use http::header::AUTHORIZATION;
 use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 
-/// Every identity header of `caller` for `api`, in a fixed order.
+/// Every identity header of `caller` for `api` that has a value, in a fixed order.
 pub fn headers<'a>(
     api: &'a Api,
     caller: &'a Caller,
-) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> {
+) -> impl Iterator<Item = (&'a IdentityHeader, &'a HeaderValue)> {
     let id = caller.identity();
-    let h = &api.identity.headers;
-    let fields = [
-        (&h.subject, id.subject.as_ref()),
-        (&h.client_id, id.client_id.as_ref()),
-        (&h.scope, id.scope.as_ref()),
-        (&h.issuer, id.issuer.as_ref()),
-        (&h.credential, id.credential.as_ref()),
-    ];
-    let claims = api.identity.claims.iter().filter_map(move |(name, i)| {
-        id.claims
-            .get(*i)
-            .and_then(Option::as_ref)
-            .map(|c| (name, &c.header))
-    });
-    fields
-        .into_iter()
-        .filter_map(|(name, value)| Some((name.as_ref()?, value?)))
-        .chain(claims)
-        .chain(h.method.as_ref().map(|name| (name, way_in(id.way_in))))
+    api.identity.headers.iter().filter_map(move |h| {
+        let value = match h.field {
+            Field::Subject => id.subject.as_ref(),
+            Field::ClientId => id.client_id.as_ref(),
+            Field::Scope => id.scope.as_ref(),
+            Field::Method => Some(way_in(id.way_in)),
+            Field::Issuer => id.issuer.as_ref(),
+            Field::Credential => id.credential.as_ref(),
+            Field::Claim(i) => id.claims.get(i).and_then(Option::as_ref).map(|c| &c.header),
+        };
+        Some((h, value?))
+    })
 }
 
 /// The value of the way-in header.
@@ -77,8 +70,8 @@ pub fn apply(
     caller: &Caller,
     phantom: Option<&HeaderValue>,
 ) -> Result<()> {
-    for (name, value) in headers(api, caller) {
-        req.insert_header(name.clone(), value.clone())?;
+    for (h, value) in headers(api, caller) {
+        req.insert_header(h.wire.clone(), value.clone())?;
     }
     let credential_header = match caller {
         Caller::Token { .. } => &AUTHORIZATION,

@@ -73,6 +73,10 @@ apis:
     upstream: {{ servers: ["{api}"] }}
     auth: jwt
     rules: [{{ methods: [GET], path: "/orders/**", all_of: [orders:read] }}]
+  - name: billing
+    prefix: /billing
+    upstream: {{ servers: ["{api}"] }}
+    auth: jwt
 user_pools:
   - name: staff
     users:
@@ -93,6 +97,14 @@ credentials:
     roles: [orders:read]
     user_pool: staff
     token: {{ refresh: true }}
+  - client_id: seed
+    client_name: Seed 002 app
+    token_endpoint_auth_method: none
+    grant_types: [authorization_code]
+    redirect_uris: ["http://127.0.0.1:{app_port}/callback"]
+    acl: [orders]
+    roles: [orders:read]
+    user_pool: staff
   - client_id: reports
     client_name: Reports
     client_secret_hash: "{reports}"
@@ -1003,6 +1015,112 @@ async fn the_code_needs_its_own_verifier_redirect_uri_client_and_endpoint() {
         claims_of(t["access_token"].as_str().unwrap())["aud"],
         "orders"
     );
+    b.quit().await;
+}
+
+/// Seed 002's steps as it writes them: the authorization request has no `redirect_uri`
+/// (the client registered one) and no `state`; the code is exchanged at the API's own token
+/// endpoint with `grant_type`, `code`, `code_verifier` and `client_id` only.
+#[tokio::test]
+async fn seed_002s_code_flow_runs_as_the_seed_writes_it() {
+    let env = Env::start().await;
+    let b = Browser::start().await;
+    // 1. Generate code verifier and challenge.
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    // 2. Redirect user to authorize endpoint:
+    //    GET /oauth2/v2/authorize?response_type=code&client_id={id}
+    //        &code_challenge={challenge}&code_challenge_method=S256
+    let url = format!(
+        "{}?response_type=code&client_id=seed&code_challenge={}&code_challenge_method=S256",
+        env.url("/oauth2/v2/authorize"),
+        challenge.as_str()
+    );
+    b.goto(&url).await;
+    sign_in(&b, "alice", PASSWORD).await;
+    wait_heading(&b, "Allow access?").await;
+    b.click_submit("Allow").await;
+    let back = arrival(&b, &env).await;
+    let code = param(&back, "code").unwrap();
+    assert_eq!(param(&back, "state"), None);
+    assert_eq!(param(&back, "iss").as_deref(), Some(env.gw.base.as_str()));
+
+    // 3. Exchange code for token: POST /{api}/oauth2/v2/token. At an API the client may
+    //    not call first: refused, and the code is not spent.
+    let exchange = |api: &str| {
+        env.http()
+            .post(env.url(&format!("/{api}/oauth2/v2/token")))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("code_verifier", verifier.secret().as_str()),
+                ("client_id", "seed"),
+            ])
+            .send()
+    };
+    let r = exchange("billing").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "unauthorized_client", "{body}");
+    let r = exchange("orders").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let access = t["access_token"].as_str().unwrap();
+    let c = claims_of(access);
+    assert_eq!(c["aud"], "orders");
+    assert_eq!(c["scope"], "orders:read");
+    assert_eq!(c["sub"], "alice");
+    assert_eq!(env.api(access).await, 200);
+    // Once only.
+    let r = exchange("orders").await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    // A code of an API's own authorization endpoint stays pinned to it: refused at the
+    // family's token endpoint without being spent, then redeemed where it belongs.
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let url = format!(
+        "{}?response_type=code&client_id=seed&code_challenge={}&code_challenge_method=S256",
+        env.url("/orders/oauth2/v2/authorize"),
+        challenge.as_str()
+    );
+    b.goto(&url).await;
+    let back = arrival(&b, &env).await;
+    let code = param(&back, "code").unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("code_verifier", verifier.secret().as_str()),
+        ("client_id", "seed"),
+    ];
+    let r = env
+        .http()
+        .post(env.url("/credential/jwt"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = env
+        .http()
+        .post(env.url("/orders/oauth2/v2/token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // An OpenID Connect request must name its redirect URI.
+    let (here, html) = page_of(
+        &b,
+        &format!(
+            "{}?response_type=code&client_id=seed&scope=openid&code_challenge={}&code_challenge_method=S256",
+            env.url("/oauth2/v2/authorize"),
+            challenge.as_str()
+        ),
+    )
+    .await;
+    assert_eq!(here.host_str(), Some("localhost"));
+    assert!(html.contains("Unknown return address"), "{html}");
+    env.assert_log_free_of(&[PASSWORD, &code, access, verifier.secret()]);
     b.quit().await;
 }
 

@@ -35,6 +35,11 @@ const LOGIN_PATH: &str = "/oauth2/v2/login";
 const STORE_UNAVAILABLE: &str = "the token store is unavailable; try again";
 const CONSENT_PATH: &str = "/oauth2/v2/consent";
 
+/// Records stored before a field existed named their redirect URI.
+fn named() -> bool {
+    true
+}
+
 fn family_code(f: Family) -> u8 {
     match f {
         Family::Auth => 1,
@@ -56,6 +61,9 @@ struct Flow {
     family: u8,
     client_id: ClientId,
     redirect_uri: String,
+    /// Whether the request named it (RFC 6749 §4.1.3: then the token request must too).
+    #[serde(default = "named")]
+    redirect_uri_given: bool,
     state: Option<String>,
     challenge: String,
     scope: Option<String>,
@@ -90,6 +98,9 @@ pub(super) struct Code {
     pub family: u8,
     pub client_id: ClientId,
     pub redirect_uri: String,
+    /// Whether the authorization request named it.
+    #[serde(default = "named")]
+    pub redirect_uri_given: bool,
     pub challenge: String,
     pub scopes: Vec<String>,
     pub audiences: Vec<String>,
@@ -175,15 +186,22 @@ impl TokenService {
                 );
             }
         };
-        let Some(redirect_uri) = form
-            .get("redirect_uri")
-            .filter(|r| redirect::matches(&client.browser.redirect_uris, r))
-        else {
-            return error_page(
-                400,
-                "Unknown return address",
-                "The application did not give a return address registered for it.",
-            );
+        // RFC 6749 §3.1.2.3: with exactly one registered, the request may leave it out;
+        // OpenID Connect requests must name it (Core §3.1.2.1).
+        let openid = form
+            .get("scope")
+            .is_some_and(|s| s.split(' ').any(|x| x == "openid"));
+        let given = form.get("redirect_uri");
+        let redirect_uri = match (given, client.browser.redirect_uris.as_slice()) {
+            (Some(r), registered) if redirect::matches(registered, r) => r,
+            (None, [only]) if !openid => only.as_str(),
+            _ => {
+                return error_page(
+                    400,
+                    "Unknown return address",
+                    "The application did not give a return address registered for it.",
+                );
+            }
         };
         let issuer = self.issuer_str();
         let back = Back {
@@ -282,6 +300,7 @@ impl TokenService {
             family: family_code(family),
             client_id: client.id.clone(),
             redirect_uri: redirect_uri.to_string(),
+            redirect_uri_given: given.is_some(),
             state: form.get("state").map(str::to_string),
             challenge: challenge.to_string(),
             scope: form.get("scope").map(str::to_string),

@@ -11,6 +11,7 @@ use super::userinfo::user_claims;
 use super::{TokenService, unavailable};
 use crate::catalog::registry::Client;
 use crate::domain::jose::Algorithm;
+use crate::domain::oauth::OIDC_SCOPES;
 use crate::keys::TokenTyp;
 use crate::store::{Consumed, Ephemeral, Revoke, digest};
 use crate::token::authorize::pkce;
@@ -20,6 +21,31 @@ use std::sync::Arc;
 
 fn invalid_grant(d: &'static str) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidGrant, d)
+}
+
+/// Whether `record` may be redeemed by `client` at the token endpoint `t`.
+fn redeemable_here(record: &Code, client: &Client, t: &Target<'_>) -> Result<(), OAuthError> {
+    if record.client_id != client.id || family_of(record.family) != t.family {
+        return Err(invalid_grant("the code was not issued to this client"));
+    }
+    match (&record.api, t.api) {
+        (Some(pinned), Some(here)) if *pinned == here.name => Ok(()),
+        (Some(_), _) => Err(invalid_grant(
+            "the code was issued for another API's token endpoint",
+        )),
+        (None, None) => Ok(()),
+        (None, Some(api)) => {
+            // The user's consent covered this API (its audience), and the client may call it.
+            if client.apis.contains(&api.name) && record.audiences.contains(&api.audience) {
+                Ok(())
+            } else {
+                Err(OAuthError::new(
+                    ErrorCode::UnauthorizedClient,
+                    "this client may not get tokens for this API",
+                ))
+            }
+        }
+    }
 }
 
 /// `at_hash` (OpenID Connect Core §3.1.3.6): the left half of the access token's hash
@@ -39,7 +65,12 @@ fn at_hash(alg: Algorithm, access_token: &str) -> String {
 
 impl TokenService {
     /// `grant_type=authorization_code`: one use of a code, by the client it was issued to,
-    /// with its redirect URI and the PKCE verifier of its challenge.
+    /// with its redirect URI (when the authorization request named one) and the PKCE
+    /// verifier of its challenge. A code of the family's authorization endpoint may be
+    /// redeemed at an API's own token endpoint (seed 002), for that API; a code of an
+    /// API's authorization endpoint only there. A request at an endpoint the code is not
+    /// for is refused before the code is spent: the client can still redeem it where it
+    /// belongs.
     pub(super) async fn authorization_code(
         &self,
         client: &Arc<Client>,
@@ -48,10 +79,18 @@ impl TokenService {
         now: i64,
     ) -> Result<Minted, OAuthError> {
         let code = form.require("code")?;
-        let redirect_uri = form.require("redirect_uri")?;
         let verifier = form
             .get("code_verifier")
             .ok_or_else(|| OAuthError::invalid_request("PKCE is required: send code_verifier"))?;
+        if let Some(raw) = self
+            .store
+            .get_ephemeral(Ephemeral::AuthCode, &digest(code), now)
+            .await
+            .map_err(unavailable)?
+            && let Ok(peeked) = serde_json::from_slice::<Code>(&raw)
+        {
+            redeemable_here(&peeked, client, t)?;
+        }
         let record = match self
             .store
             .consume_ephemeral(Ephemeral::AuthCode, &digest(code), now)
@@ -82,13 +121,21 @@ impl TokenService {
             Consumed::First(raw) => serde_json::from_slice::<Code>(&raw)
                 .map_err(|_| invalid_grant("unknown or expired code"))?,
         };
-        if record.client_id != client.id || family_of(record.family) != t.family {
-            return Err(invalid_grant("the code was not issued to this client"));
-        }
-        if record.redirect_uri != redirect_uri {
-            return Err(invalid_grant(
-                "redirect_uri differs from the authorization request",
-            ));
+        // Checked again on the record the store handed over (the peek above may have
+        // found nothing: an expired or replayed code).
+        redeemable_here(&record, client, t)?;
+        match form.get("redirect_uri") {
+            Some(r) if r != record.redirect_uri => {
+                return Err(invalid_grant(
+                    "redirect_uri differs from the authorization request",
+                ));
+            }
+            None if record.redirect_uri_given => {
+                return Err(OAuthError::invalid_request(
+                    "redirect_uri is required: the authorization request named one",
+                ));
+            }
+            _ => {}
         }
         if !pkce::is_valid_verifier(verifier)
             || !pkce::verifier_matches(verifier, &record.challenge)
@@ -97,16 +144,25 @@ impl TokenService {
                 "the code_verifier does not match the code_challenge",
             ));
         }
-        if record.api.as_deref() != t.api.map(|a| a.name.as_str()) {
-            return Err(invalid_grant(
-                "the code was issued for another token endpoint",
-            ));
-        }
+        // At an API's token endpoint, the token is that API's: its audience, and the
+        // scopes it declares (OpenID Connect's own kept for the ID token).
+        let (scopes, audiences) = match (t.api, &record.api) {
+            (Some(api), None) => (
+                record
+                    .scopes
+                    .iter()
+                    .filter(|s| api.scopes.contains(s) || OIDC_SCOPES.contains(&s.as_str()))
+                    .cloned()
+                    .collect(),
+                vec![api.audience.clone()],
+            ),
+            _ => (record.scopes.clone(), record.audiences.clone()),
+        };
         let mut minted = self.signer.mint(Issue {
             client,
             username: Some(&record.username),
-            scopes: &record.scopes,
-            audiences: &record.audiences,
+            scopes: &scopes,
+            audiences: &audiences,
             format: t.format,
             grant_id: &record.grant_id,
             with_refresh: true,

@@ -185,6 +185,7 @@ impl TokenService {
             family: flow.family,
             client_id: client.id.clone(),
             redirect_uri: flow.redirect_uri.clone(),
+            redirect_uri_given: flow.redirect_uri_given,
             challenge: flow.challenge.clone(),
             scopes,
             audiences,

@@ -4,7 +4,7 @@
 
 use crate::catalog::registry::Registry;
 use crate::config::Config;
-use crate::domain::clock::unix_now;
+use crate::domain::clock::{rfc3339, unix_now};
 use crate::domain::ids::ClientId;
 use crate::keys::ring::{self, RingError, Rotated};
 use crate::metrics::StoreMetrics;
@@ -44,12 +44,14 @@ fn connect(config: &Config) -> Result<(tokio::runtime::Runtime, Arc<dyn Store>),
     Ok((rt, store))
 }
 
+/// `t` as an RFC 3339 time and how far from now.
 fn time(t: i64) -> String {
     let now = unix_now();
+    let at = rfc3339(t);
     match t - now {
-        d if d > 0 => format!("{t} (in {})", span(d)),
-        d if d < 0 => format!("{t} ({} ago)", span(-d)),
-        _ => format!("{t} (now)"),
+        d if d > 0 => format!("{at} (in {})", span(d)),
+        d if d < 0 => format!("{at} ({} ago)", span(-d)),
+        _ => format!("{at} (now)"),
     }
 }
 
@@ -107,7 +109,12 @@ pub fn list_keys(config: &Config) -> Result<String, AdminError> {
     let (rt, store) = connect(config)?;
     let now = unix_now();
     let sealer = sealer(config).map_err(StartError::from)?;
-    let keys = rt.block_on(ring::list(&*store, &config.tokens, &sealer, now))?;
+    let Some(keys) = rt.block_on(ring::list(&*store, &config.tokens, &sealer))? else {
+        return Ok(
+            "the store holds no signing key set yet: a gateway creates one when it starts, and writes its own back if the store lost it\n"
+                .to_string(),
+        );
+    };
     let signing = keys
         .iter()
         .filter(|k| k.activate_at <= now && k.retire_at.is_none_or(|r| r > now))
@@ -124,12 +131,17 @@ pub fn list_keys(config: &Config) -> Result<String, AdminError> {
         } else {
             "published, verifying only"
         };
+        // A key that signs from the start of the set says so, not "from 1970".
+        let signs = if k.activate_at <= k.created_at {
+            format!("signs since it was created, {}", time(k.created_at))
+        } else {
+            format!("signs from {}", time(k.activate_at))
+        };
         let _ = writeln!(
             out,
-            "{}  {}  {state}; signs from {}; retires {}",
+            "{}  {}  {state}; {signs}; retires {}",
             k.kid,
             k.alg.as_str(),
-            time(k.activate_at),
             k.retire_at.map_or_else(|| "never".to_string(), time)
         );
     }

@@ -347,6 +347,10 @@ impl ServeHttp for MetricsApp {
         let mut resp = Response::new(body.as_bytes().to_vec());
         *resp.status_mut() = status;
         resp.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(body.len()),
+        );
+        resp.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("text/plain; charset=utf-8"),
         );

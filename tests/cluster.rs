@@ -379,7 +379,7 @@ async fn signing_keys_are_shared_and_rotate_across_nodes() {
         .split("signs from ")
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
-        .and_then(|t| t.parse().ok())
+        .and_then(parse_rfc3339)
         .unwrap_or_else(|| panic!("no activation time in: {said}"));
 
     // Published on every node before anything is signed with it.
@@ -563,4 +563,126 @@ async fn the_protected_route_makes_no_redis_call_on_a_cache_hit() {
         idle_span.0,
         idle_span.1
     );
+}
+
+/// `tollgate <args> -c <node's config>`: its exit status and output.
+fn command(gw: &Gateway, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(binary())
+        .args(args)
+        .arg("-c")
+        .arg(&gw.config_path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_signing_key_set_never_forks_when_redis_comes_back_empty() {
+    let mut redis = Redis::start();
+    let up = start_upstream().await;
+    let key = TestKey::generate();
+    let generated = "tokens:\n  signing_key: { algorithm: ES256 }\n";
+    let mut n = Vec::new();
+    for _ in 0..3 {
+        n.push(Gateway::start(spec(&redis, &up, Some(generated.into()), "15m"), &key).await);
+    }
+    let (before, _) = password_grant(&n[0]).await;
+    let first = jwks_kids(&n[0]).await;
+    assert_eq!(first, vec![kid(&before)]);
+
+    // Redis comes back with nothing, and before the nodes write their set back: `keys
+    // list` (it only reads), `keys rotate` (it never makes a set from nothing) and a new
+    // node start (it makes a set of its own, which the others must not adopt alone).
+    redis.restart();
+    let (ok, listed) = command(&n[1], &["keys", "list"]);
+    assert!(ok, "{listed}");
+    assert!(
+        listed.contains("no signing key set") || listed.contains(&first[0]),
+        "{listed}"
+    );
+    let (rotated, said) = command(&n[2], &["keys", "rotate"]);
+    assert!(rotated || said.contains("no signing key set"), "{said}");
+    n.push(Gateway::start(spec(&redis, &up, Some(generated.into()), "15m"), &key).await);
+
+    // Every node ends with one and the same key set, holding the key the tokens issued
+    // before were signed with; every node accepts every node's tokens.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut sets = Vec::new();
+        for gw in &n {
+            let mut k = jwks_kids(gw).await;
+            k.sort();
+            sets.push(k);
+        }
+        if sets.iter().all(|s| *s == sets[0]) && sets[0].contains(&first[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the key sets differ: {sets:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut tokens = vec![before];
+    for gw in &n {
+        tokens.push(password_grant(gw).await.0);
+    }
+    for gw in &n {
+        for t in &tokens {
+            assert_eq!(call(gw, "/orders/1", t).await, 200, "kid {}", kid(t));
+        }
+    }
+    // A node restarted now loads the same set.
+    n[0].kill();
+    n[0].spawn().await;
+    let mut again = jwks_kids(&n[0]).await;
+    again.sort();
+    let mut other = jwks_kids(&n[1]).await;
+    other.sort();
+    assert_eq!(again, other);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_start_quietly_and_log_one_outage_per_outage() {
+    let mut redis = Redis::start();
+    let up = start_upstream().await;
+    let key = TestKey::generate();
+    let n = nodes(3, &redis, &up, &key).await;
+    // Past the first blocking read of the revocation feed on every node: no failed store
+    // call (so `tollgate_store_up` never read 0) and no error logged.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for gw in &n {
+        let m = gw.metrics().await;
+        let errors: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("tollgate_store_errors_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(errors, 0.0, "{m}");
+        assert_eq!(gw.metric("tollgate_store_up").await, 1.0);
+        let log = gw.log();
+        assert!(
+            !log.contains("ERROR") && !log.contains("unavailable"),
+            "{log}"
+        );
+    }
+    // One real outage: one line when it starts, one when it ends, on every node.
+    redis.restart();
+    for gw in &n {
+        eventually("the node is back", || async {
+            gw.log().contains("is back after")
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for gw in &n {
+        let log = gw.log();
+        assert_eq!(log.matches(") unavailable:").count(), 1, "{log}");
+        assert_eq!(log.matches("is back after").count(), 1, "{log}");
+        assert_eq!(gw.metric("tollgate_store_up").await, 1.0);
+    }
 }

@@ -36,6 +36,10 @@ pub enum RingError {
     FromFile(PathBuf),
     #[error("the store's key set keeps changing; try again")]
     Contended,
+    #[error(
+        "the store holds no signing key set (a new store, or one that lost its data): a running gateway writes its own back within seconds; try again then"
+    )]
+    NoKeySet,
 }
 
 /// The key set document (JSON) as the store keeps it.
@@ -235,7 +239,11 @@ pub async fn rotate(
 ) -> Result<Rotated, RingError> {
     let (alg, _) = generated_source(settings)?;
     for _ in 0..5 {
-        let (version, mut doc, _) = ensure_doc(store, settings, sealer, now).await?;
+        // Never from nothing: a set generated here while the nodes are about to write
+        // theirs back would be one they do not hold.
+        let stored = store.key_set().await?.ok_or(RingError::NoKeySet)?;
+        let version = stored.version;
+        let (mut doc, _) = decode(&stored.doc, sealer)?;
         if let Some(pending) = doc.keys.iter().find(|k| k.activate_at > now) {
             return Ok(Rotated::AlreadyPending {
                 kid: pending.kid.clone(),
@@ -277,25 +285,64 @@ pub async fn rotate(
     Err(RingError::Contended)
 }
 
-/// Every key of the stored set.
+/// Every key of the stored set; `None` when the store holds none. Reads only: listing
+/// never creates a set.
 pub async fn list(
     store: &dyn Store,
     settings: &TokenSettings,
     sealer: &Sealer,
+) -> Result<Option<Vec<KeyStatus>>, RingError> {
+    generated_source(settings)?;
+    let Some(stored) = store.key_set().await? else {
+        return Ok(None);
+    };
+    let (doc, _) = decode(&stored.doc, sealer)?;
+    Ok(Some(
+        doc.keys
+            .into_iter()
+            .map(|k| KeyStatus {
+                kid: k.kid,
+                alg: k.alg,
+                created_at: k.created_at,
+                activate_at: k.activate_at,
+                retire_at: k.retire_at,
+            })
+            .collect(),
+    ))
+}
+
+/// What a key is, for comparing sets by content: its id, algorithm, times and a digest of
+/// the key itself (a configured kid may name two different keys).
+type KeyPrint = (Option<String>, &'static str, i64, Option<i64>, [u8; 32]);
+
+fn print_of(k: &GeneratedKey) -> KeyPrint {
+    (
+        k.kid.clone(),
+        k.alg.as_str(),
+        k.activate_at,
+        k.retire_at,
+        crate::store::digest_bytes(&k.der),
+    )
+}
+
+/// The set as content, in a fixed order.
+fn fingerprint(keys: &[GeneratedKey]) -> Vec<KeyPrint> {
+    let mut prints: Vec<KeyPrint> = keys.iter().map(print_of).collect();
+    prints.sort();
+    prints
+}
+
+/// The keys of `held` that may still have live tokens (not retired) and that `stored`
+/// lacks (no key of the same id and material).
+fn missing_from<'a>(
+    held: &'a [GeneratedKey],
+    stored: &[GeneratedKey],
     now: i64,
-) -> Result<Vec<KeyStatus>, RingError> {
-    let (_, doc, _) = ensure_doc(store, settings, sealer, now).await?;
-    Ok(doc
-        .keys
-        .into_iter()
-        .map(|k| KeyStatus {
-            kid: k.kid,
-            alg: k.alg,
-            created_at: k.created_at,
-            activate_at: k.activate_at,
-            retire_at: k.retire_at,
-        })
-        .collect())
+) -> Vec<&'a GeneratedKey> {
+    held.iter()
+        .filter(|k| k.retire_at.is_none_or(|r| r > now))
+        .filter(|k| !stored.iter().any(|s| s.kid == k.kid && s.der == k.der))
+        .collect()
 }
 
 impl KeyRing {
@@ -384,14 +431,46 @@ impl KeyRing {
                 store.replace_key_set(None, encode(&doc)?).await?;
                 return Ok(());
             }
-            Some(s) if s.version != version => {
-                let (_, keys) = decode(&s.doc, &generated.sealer)?;
-                self.install(&keys, s.version, now)?;
+            Some(s) => {
+                let (mut doc, stored) = decode(&s.doc, &generated.sealer)?;
+                // Never drop a key that may have signed live tokens: if the store's set
+                // lacks one this node holds (the store lost its data and someone made a
+                // new set meanwhile), merge it back for every node.
+                let missing = missing_from(&keys, &stored, now);
+                if !missing.is_empty() {
+                    log::warn!(
+                        "the store's signing key set lacks {} key(s) this node holds, whose tokens may still be live: merging them back",
+                        missing.len()
+                    );
+                    for k in &missing {
+                        let kid = k.kid.clone().unwrap_or_default();
+                        doc.keys.push(DocKey {
+                            private: generated.sealer.seal(&kid, &k.der)?,
+                            kid,
+                            alg: k.alg,
+                            created_at: now,
+                            activate_at: k.activate_at,
+                            retire_at: k.retire_at,
+                        });
+                    }
+                    // Compared on the version read: another writer meanwhile makes this a
+                    // no-op, and the next round merges again.
+                    if store
+                        .replace_key_set(Some(s.version), encode(&doc)?)
+                        .await?
+                    {
+                        let (_, merged) = decode(&encode(&doc)?, &generated.sealer)?;
+                        self.install(&merged, s.version + 1, now)?;
+                    }
+                } else if fingerprint(&stored) != fingerprint(&keys) {
+                    // Compared by content, not version: a store that lost its data counts
+                    // versions from 1 again.
+                    self.install(&stored, s.version, now)?;
+                } else if s.version != version || self.get().next_change().is_some_and(|t| t <= now)
+                {
+                    self.install(&keys, s.version, now)?;
+                }
             }
-            Some(_) if self.get().next_change().is_some_and(|t| t <= now) => {
-                self.install(&keys, version, now)?;
-            }
-            Some(_) => {}
         }
         if let Some(every) = self.settings.rotation.every {
             let newest = {

@@ -18,7 +18,7 @@ use crate::auth::refusal::Refusal;
 use crate::path;
 use crate::routes::host_without_port;
 use async_trait::async_trait;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::{HeaderName, HeaderValue, Method, Response, StatusCode, Uri};
 use pingora::apps::http_app::ServeHttp;
 use pingora::http::RequestHeader;
@@ -83,7 +83,11 @@ fn respond(
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Vec<u8>,
 ) -> Response<Vec<u8>> {
+    // A length, even 0: without one the front proxy reads to the end of the connection and
+    // cannot reuse it for the next decision.
+    let length = HeaderValue::from(body.len());
     let mut resp = Response::new(body);
+    resp.headers_mut().insert(CONTENT_LENGTH, length);
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (n, v) in headers {
         resp.headers_mut().append(n, v);

@@ -393,9 +393,12 @@ impl Store for RedisStore {
             let mut slot = feed.lock().await;
             let fresh = slot.is_none();
             if fresh {
+                // No response timeout of the connection's own: its first read may be a
+                // catch-up that does not wait and the next a blocking one; every read is
+                // bounded below by its own wait.
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(Some(wait + timeout));
+                    .set_response_timeout(None);
                 let conn = tokio::time::timeout(
                     timeout * 2,
                     client.get_multiplexed_async_connection_with_config(&config),

@@ -193,7 +193,21 @@ pub struct CacheSettings {
 #[derive(Debug, Clone, Copy)]
 pub struct LogSettings {
     pub level: log::LevelFilter,
-    pub access_log: bool,
+    pub access_log: AccessLog,
+    /// Request ids: taken from the client when valid, else made; sent upstream and back.
+    pub request_id: bool,
+    /// Start a `traceparent` for a request that has none.
+    pub start_traces: bool,
+}
+
+/// The access log's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    /// One line of `key=value` text per request.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// How a client's tokens are made.

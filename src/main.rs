@@ -166,7 +166,25 @@ fn init_logging(level: log::LevelFilter) {
     builder
         .filter_level(level.min(log::LevelFilter::Info))
         .filter_module("tollgate", level)
-        .format_timestamp_millis()
+        // The access log is on or off by `log.access_log`, whatever the level. The JSON
+        // one is one bare object per line, for log shippers; every other record keeps the
+        // usual `[time LEVEL target] message`.
+        .filter_module("access", log::LevelFilter::Info)
+        .filter_module("access_json", log::LevelFilter::Info)
+        .format(|buf, record| {
+            if record.target() == "access_json" {
+                writeln!(buf, "{}", record.args())
+            } else {
+                writeln!(
+                    buf,
+                    "[{} {:<5} {}] {}",
+                    buf.timestamp_millis(),
+                    record.level(),
+                    record.target(),
+                    record.args()
+                )
+            }
+        })
         .init();
 }
 

@@ -2,16 +2,19 @@
 //! Order in `request_filter`: path normalization, token-service paths, API route, then
 //! the credential check; everything that passes goes to the API's upstream pool.
 
+mod access_log;
 mod admission;
 pub mod forward_auth;
 mod identity;
 mod respond;
+mod trace;
 
 pub use admission::{Admitted, Caller, Gatekeeper};
 
 use crate::auth::ratelimit::Decision;
 use crate::auth::refusal::Refusal;
 use crate::catalog::Catalog;
+use crate::config::AccessLog;
 use crate::domain::endpoint::Endpoint;
 use crate::domain::endpoint::{API_AUTHORIZE_SUFFIX, API_TOKEN_SUFFIX};
 use crate::domain::ids::ApiName;
@@ -46,7 +49,11 @@ pub struct Gateway {
     pub gate: Arc<Gatekeeper>,
     pub tokens: TokenService,
     pub metrics: Arc<Metrics>,
-    pub access_log: bool,
+    pub access_log: AccessLog,
+    /// Request ids: taken or made, sent upstream and back.
+    pub request_ids: bool,
+    /// Start a `traceparent` for requests without one.
+    pub start_traces: bool,
     /// Request metrics of the token service and of requests no API matched.
     pub token_service_series: ApiSeries,
     pub unmatched_series: ApiSeries,
@@ -82,6 +89,10 @@ pub struct Ctx {
     caller: Option<Caller>,
     /// The phantom token that replaces the credential upstream.
     phantom: Option<HeaderValue>,
+    /// The request's id (when request ids are on).
+    request_id: Option<HeaderValue>,
+    /// The trace context started here (when the request came without one).
+    traceparent: Option<HeaderValue>,
 }
 
 impl Ctx {
@@ -109,6 +120,8 @@ impl ProxyHttp for Gateway {
             limited: None,
             caller: None,
             phantom: None,
+            request_id: None,
+            traceparent: None,
         }
     }
 
@@ -117,11 +130,17 @@ impl ProxyHttp for Gateway {
 
     /// `Ok(true)`: the request has been answered here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if self.request_ids {
+            ctx.request_id = Some(trace::request_id(session.req_header()));
+        }
+        if self.start_traces && !trace::has_traceparent(session.req_header()) {
+            ctx.traceparent = Some(trace::new_traceparent());
+        }
         if authorization_too_large(session.req_header()) {
-            respond::send_refusal(session, Refusal::header_too_large()).await?;
+            refuse(session, ctx, Refusal::header_too_large()).await?;
             return Ok(true);
         }
-        if normalize_path(session).await? == Admission::Answered {
+        if normalize_path(session, ctx).await? == Admission::Answered {
             return Ok(true);
         }
         let path = session.req_header().uri.path();
@@ -131,11 +150,13 @@ impl ProxyHttp for Gateway {
             drop(catalog);
             ctx.target = Target::TokenService;
             // Boxed: its state stays out of the future every proxied request allocates.
-            Box::pin(self.serve_token_endpoint(session, &endpoint)).await?;
+            Box::pin(self.serve_token_endpoint(session, &endpoint, ctx.request_id.as_ref()))
+                .await?;
             return Ok(true);
         }
         let Some(api) = catalog.routes.lookup(host, path) else {
-            respond::send_refusal(session, Refusal::no_route()).await?;
+            drop(catalog);
+            refuse(session, ctx, Refusal::no_route()).await?;
             return Ok(true);
         };
         let mode = api.auth_for(&session.req_header().method, path);
@@ -159,7 +180,7 @@ impl ProxyHttp for Gateway {
                 Ok(false)
             }
             Err(refusal) => {
-                respond::send_refusal(session, refusal).await?;
+                refuse(session, ctx, refusal).await?;
                 Ok(true)
             }
         }
@@ -176,6 +197,9 @@ impl ProxyHttp for Gateway {
             for (name, value) in decision.headers(policy) {
                 upstream_response.insert_header(name, value)?;
             }
+        }
+        if let Some(id) = &ctx.request_id {
+            upstream_response.insert_header(trace::X_REQUEST_ID_WIRE.clone(), id.clone())?;
         }
         Ok(())
     }
@@ -205,6 +229,12 @@ impl ProxyHttp for Gateway {
             identity::remove_forged(upstream_request, api);
             if let Some(caller) = &ctx.caller {
                 identity::apply(upstream_request, api, caller, ctx.phantom.as_ref())?;
+            }
+            if let Some(id) = &ctx.request_id {
+                upstream_request.insert_header(trace::X_REQUEST_ID_WIRE.clone(), id.clone())?;
+            }
+            if let Some(t) = &ctx.traceparent {
+                upstream_request.insert_header(trace::TRACEPARENT_WIRE.clone(), t.clone())?;
             }
         }
         ctx.upstream_sent = Some(Instant::now());
@@ -237,15 +267,13 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let status = respond::failure_status(e);
         if let Some(status) = status {
             // Pingora closes the client connection after a proxy failure: turning keep-alive
             // off first makes the response say `Connection: close`, so clients do not reuse it.
             session.as_downstream_mut().set_keepalive(None);
-            if let Err(write_error) =
-                respond::send_refusal(session, Refusal::proxy_failure(status)).await
-            {
+            if let Err(write_error) = refuse(session, ctx, Refusal::proxy_failure(status)).await {
                 log::debug!("could not send the error response: {write_error}");
             }
         }
@@ -274,33 +302,8 @@ impl ProxyHttp for Gateway {
             elapsed,
             ctx.upstream_time,
         );
-        if self.access_log {
-            let client = session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map_or_else(|| "-".to_string(), |a| a.ip().to_string());
-            let upstream = ctx
-                .upstream
-                .map_or_else(|| "-".to_string(), |a| a.to_string());
-            // Who called, never with what: no token, key or query string is logged.
-            let (via, client_id, subject) = match &ctx.caller {
-                Some(c) => (
-                    match c.issuer() {
-                        Some(iss) => format!("external:{}", loggable(iss)),
-                        None => c.way_in().as_str().to_string(),
-                    },
-                    loggable(c.client_id().unwrap_or("-")),
-                    loggable(c.subject().unwrap_or("-")),
-                ),
-                None => ("-".to_string(), "-".into(), "-".into()),
-            };
-            log::info!(
-                target: "access",
-                "{client} \"{} {}\" {status} {:.3}ms api={api} upstream={upstream} via={via} client={client_id} sub={subject}",
-                req.method,
-                req.uri.path(),
-                elapsed.as_secs_f64() * 1000.0,
-            );
+        if self.access_log != AccessLog::Off {
+            access_log::record(self.access_log, session, ctx, status, elapsed);
         }
     }
 
@@ -352,11 +355,24 @@ fn token_endpoint(catalog: &Catalog, host: Option<&str>, path: &str) -> Option<E
 }
 
 impl Gateway {
-    async fn serve_token_endpoint(&self, session: &mut Session, endpoint: &Endpoint) -> Result<()> {
+    async fn serve_token_endpoint(
+        &self,
+        session: &mut Session,
+        endpoint: &Endpoint,
+        request_id: Option<&HeaderValue>,
+    ) -> Result<()> {
         let body = if endpoint.reads_body() {
             match read_body(session, MAX_BODY).await? {
                 Some(b) => b,
-                None => return respond::send_refusal(session, Refusal::body_too_large()).await,
+                None => {
+                    let mut refusal = Refusal::body_too_large();
+                    if let Some(id) = request_id {
+                        refusal
+                            .headers
+                            .push((trace::X_REQUEST_ID.clone(), id.clone()));
+                    }
+                    return respond::send_refusal(session, refusal).await;
+                }
             }
         } else {
             Bytes::new()
@@ -403,7 +419,11 @@ impl Gateway {
                 },
             )
             .await;
-        respond::send(session, reply.status, reply.headers, reply.body).await
+        let mut headers = reply.headers;
+        if let Some(id) = request_id {
+            headers.push((trace::X_REQUEST_ID.clone(), id.clone()));
+        }
+        respond::send(session, reply.status, headers, reply.body).await
     }
 }
 
@@ -418,13 +438,23 @@ fn authorization_too_large(req: &RequestHeader) -> bool {
         > MAX_TOKEN_LEN + "Bearer ".len()
 }
 
+/// Answer with `refusal`, and the request's id.
+fn refuse<'a>(session: &'a mut Session, ctx: &Ctx, mut refusal: Refusal) -> respond::Sending<'a> {
+    if let Some(id) = &ctx.request_id {
+        refusal
+            .headers
+            .push((trace::X_REQUEST_ID.clone(), id.clone()));
+    }
+    respond::send_refusal(session, refusal)
+}
+
 /// Normalize the request path in place; a path it refuses is answered with 400.
-async fn normalize_path(session: &mut Session) -> Result<Admission> {
+async fn normalize_path(session: &mut Session, ctx: &Ctx) -> Result<Admission> {
     let rewritten = match path::normalize(session.req_header().uri.path()) {
         Ok(Cow::Borrowed(_)) => return Ok(Admission::Pass),
         Ok(Cow::Owned(p)) => p,
         Err(bad) => {
-            respond::send_refusal(session, Refusal::bad_request(bad.message())).await?;
+            refuse(session, ctx, Refusal::bad_request(bad.message())).await?;
             return Ok(Admission::Answered);
         }
     };
@@ -518,22 +548,6 @@ fn prepare_upstream_request(
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     )?;
     Ok(())
-}
-
-/// A name from a credential, safe in a log line: what could split or fake a field (spaces,
-/// quotes, control characters) becomes `_`. External issuers' subjects are the caller's to
-/// choose.
-fn loggable(s: &str) -> Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_whitespace() || c.is_control() || c == '"';
-    if s.chars().any(unsafe_char) {
-        Cow::Owned(
-            s.chars()
-                .map(|c| if unsafe_char(c) { '_' } else { c })
-                .collect(),
-        )
-    } else {
-        Cow::Borrowed(s)
-    }
 }
 
 /// `ip` as a header value, as `Display` writes it. An IPv4 address (what nearly every

@@ -300,6 +300,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         gate: gate.clone(),
         metrics,
         access_log: config.log.access_log,
+        request_ids: config.log.request_id,
+        start_traces: config.log.start_traces,
         token_service_series: ApiSeries::default(),
         unmatched_series: ApiSeries::default(),
     };

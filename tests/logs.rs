@@ -13,11 +13,59 @@ use oauth2::{ResourceOwnerPassword, ResourceOwnerUsername, StandardRevocableToke
 
 #[tokio::test]
 async fn no_secret_password_or_token_is_ever_logged() {
+    every_flow_and_no_secret_in_the_log("text").await;
+}
+
+#[tokio::test]
+async fn the_json_access_log_is_one_object_per_request_and_holds_no_secret() {
+    let (_up, _gw, log) = every_flow_and_no_secret_in_the_log("json").await;
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.len() >= 8, "{log}");
+    for l in &lines {
+        for field in [
+            "time",
+            "request_id",
+            "method",
+            "path",
+            "status",
+            "duration_ms",
+            "api",
+        ] {
+            assert!(l.get(field).is_some(), "no {field} in {l}");
+        }
+        assert!(!l["path"].as_str().unwrap().contains('?'), "{l}");
+        assert_eq!(l["request_id"].as_str().unwrap().len(), 32, "{l}");
+    }
+    // The proxied call that passed names its caller and upstream, never the token.
+    let passed = lines
+        .iter()
+        .find(|l| l["api"] == "orders" && l["status"] == 200 && l["sub"] == "alice")
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(passed["via"], "jwt");
+    assert_eq!(passed["client_id"], "reporting");
+    assert!(
+        passed["upstream"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(passed["bytes_out"].as_u64().unwrap() > 0);
+    // Token-service answers are logged too, with their own label.
+    assert!(lines.iter().any(|l| l["api"] == "(token_service)"));
+}
+
+/// Run every flow with the access log in `format` at the most verbose level, and search the
+/// whole log for the secrets that went through.
+async fn every_flow_and_no_secret_in_the_log(format: &str) -> (Upstream, Gateway, String) {
     let up = start_upstream().await;
     let key = TestKey::generate();
     let mut spec = GatewaySpec::new(catalog(&up));
     spec.https_issuer = true;
-    spec.extra = "log: { level: trace, access_log: true }\n".into();
+    spec.extra = format!("log: {{ level: trace, access_log: {format} }}\n");
     let gw = Gateway::start(spec, &key).await;
     let http = gw.client();
     let mut secrets: Vec<String> = [
@@ -161,4 +209,58 @@ async fn no_secret_password_or_token_is_ever_logged() {
             "a secret reached the metrics"
         );
     }
+    (up, gw, log)
+}
+
+#[tokio::test]
+async fn request_ids_and_traces_follow_the_request() {
+    let up = start_upstream().await;
+    let mut spec = GatewaySpec::new(format!(
+        "apis:\n  - {{ name: open, prefix: /open, upstream: {{ servers: [\"{}\"] }}, auth: none }}\n",
+        up.addr
+    ));
+    spec.extra = "log: { start_traces: true }\n".into();
+    let gw = Gateway::start(spec, &TestKey::generate()).await;
+    let get = |headers: Vec<(&'static str, String)>| {
+        let mut r = reqwest::Client::new().get(gw.url("/open/x"));
+        for (n, v) in headers {
+            r = r.header(n, v);
+        }
+        r.send()
+    };
+    // The client's id, when it is a sane one, goes upstream and comes back.
+    let r = get(vec![("x-request-id", "order-42.retry:1".into())])
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "order-42.retry:1");
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-request-id"], "order-42.retry:1");
+    // Anything else is replaced by one of the gateway's, the same upstream and back.
+    let r = get(vec![("x-request-id", "bad id\"".into())])
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(id.len(), 32);
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-request-id"], id.as_str());
+    // A trace context is passed on as it came, or started when there is none.
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let echo: serde_json::Value = get(vec![("traceparent", tp.into())])
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["headers"]["traceparent"], tp);
+    let echo: serde_json::Value = get(vec![]).await.unwrap().json().await.unwrap();
+    let started = echo["headers"]["traceparent"].as_str().unwrap();
+    assert!(started.starts_with("00-") && started.ends_with("-01") && started.len() == 55);
+    // Answers the gateway makes itself carry the id too.
+    let r = reqwest::get(gw.url("/nowhere")).await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-request-id"].len(), 32);
+    let r = reqwest::get(gw.url("/.well-known/jwks.json"))
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"].len(), 32);
 }

@@ -193,8 +193,14 @@ pub(crate) struct CacheFile {
 pub(crate) struct LogFile {
     /// `error`, `warn`, `info` (default), `debug` or `trace`.
     pub level: Option<String>,
-    /// One line per request (default true).
-    pub access_log: Option<bool>,
+    /// One line per request: `text` (default, also `true`), `json`, or `off` (`false`).
+    pub access_log: Option<AccessLogFile>,
+    /// Take a valid `X-Request-Id` from the client or make one, send it upstream and
+    /// back (default true).
+    pub request_id: Option<bool>,
+    /// Start a W3C `traceparent` for requests that come without one (default false; one
+    /// that comes is always passed on).
+    pub start_traces: Option<bool>,
 }
 
 /// `store:`, by its `kind`: the embedded SQLite file (the default when `kind` is left
@@ -329,4 +335,12 @@ pub(crate) enum CredentialModeFile {
 pub(crate) struct ForwardAuthFile {
     /// `ip:port` of the decision listener (loopback unless front proxies run elsewhere).
     pub listen: String,
+}
+
+/// `log.access_log`: a format, or a boolean (`true`: text).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum AccessLogFile {
+    On(bool),
+    Format(String),
 }

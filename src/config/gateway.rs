@@ -4,7 +4,9 @@
 mod store;
 mod tokens;
 
+use super::AccessLog;
 use super::errors::{Errors, Lenient, parse_yaml};
+use super::file::AccessLogFile;
 use super::file::{CacheFile, DurationText, GatewayFile, ServerFile};
 use super::{
     CacheSettings, Config, ConfigErrors, Family, IdentitySettings, LimitSettings, Listener,
@@ -209,9 +211,27 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
             log::LevelFilter::Info
         }
     };
+    let access_log = match &log_file.access_log {
+        None | Some(AccessLogFile::On(true)) => AccessLog::Text,
+        Some(AccessLogFile::On(false)) => AccessLog::Off,
+        Some(AccessLogFile::Format(f)) => match f.as_str() {
+            "text" => AccessLog::Text,
+            "json" => AccessLog::Json,
+            "off" => AccessLog::Off,
+            other => {
+                errs.push(
+                    "log.access_log",
+                    format!("`{other}` is not an access log format (text, json, off)"),
+                );
+                AccessLog::Text
+            }
+        },
+    };
     let log = LogSettings {
         level,
-        access_log: log_file.access_log.unwrap_or(true),
+        access_log,
+        request_id: log_file.request_id.unwrap_or(true),
+        start_traces: log_file.start_traces.unwrap_or(false),
     };
 
     let discovery_family = take(file.discovery, "discovery", errs)

@@ -47,7 +47,8 @@ fn an_empty_file_takes_every_default() {
     ));
     assert_eq!(c.validation_cache.max_entries, 100_000);
     assert_eq!(c.discovery_family, Family::Credential);
-    assert!(c.log.access_log);
+    assert_eq!(c.log.access_log, AccessLog::Text);
+    assert!(c.log.request_id && !c.log.start_traces);
     assert!(c.apis.is_empty());
 }
 

@@ -2,7 +2,7 @@
 # Install what a fresh Debian machine lacks to build and test tollgate. Pingora builds
 # zlib-ng with cmake; the vendored OpenSSL needs perl and make; the interop tests run
 # openid-client on Node.js, the cluster tests a redis-server, the browser tests Debian's
-# chromium and chromedriver, the forward-auth tests Debian's nginx (--test); the load
+# chromium and chromedriver, the forward-auth tests Debian's nginx, the monitoring tests promtool (--test); the load
 # harness compares with nginx and HAProxy (--bench). Safe to run again: it installs only
 # what is missing.
 set -euo pipefail
@@ -21,6 +21,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)           # browser tests, driven through
   command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver) # chromedriver (never a downloaded browser)
   [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need+=(nginx)  # a front proxy (forward auth)
+  command -v promtool >/dev/null 2>&1 || need+=(prometheus)        # promtool: the shipped alert rules
 fi
 
 if [ "${1:-}" = "--bench" ]; then

@@ -7,7 +7,10 @@
 //! rate limiters, and the reload itself.
 
 pub mod discovery;
+mod issuer_metrics;
 pub mod registry;
+
+pub use issuer_metrics::IssuerMetrics;
 
 use crate::auth::identity::{ClaimPlan, SpoofGuard};
 use crate::config::{self, Config};

@@ -7,7 +7,7 @@ use crate::auth::ratelimit::ConsumerKeys;
 use crate::auth::revocations::{Revocations, StateSync};
 use crate::auth::{Authenticator, Validator};
 use crate::catalog::registry::Registry;
-use crate::catalog::{Catalog, CatalogError, Live, Reloader};
+use crate::catalog::{Catalog, CatalogError, IssuerMetrics, Live, Reloader};
 use crate::config::{Config, StoreBackend};
 use crate::domain::clock::unix_now;
 use crate::keys::ring::RingError;
@@ -271,6 +271,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         .map_err(|source| StartError::Revocations { location, source })?;
     drop(startup);
     let catalog = Arc::new(Live::new(Catalog::build(&config, None)?));
+    prometheus::default_registry().register(Box::new(IssuerMetrics::new(catalog.clone())?))?;
     let auth = Arc::new(Authenticator::new(
         Validator::new(keys.clone(), &config.issuer, config.tokens.leeway),
         TokenCache::new(config.validation_cache),

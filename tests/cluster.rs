@@ -449,6 +449,11 @@ async fn redis_killed_then_restarted_costs_issuance_not_validation() {
         "https://gateway.cluster.test",
         serde_json::json!({"aud": "orders", "client_id": "reporting", "sub": "reporting"}),
     );
+    // Opaque tokens: one node 0 has checked (in its validation cache), one no node has.
+    let opaque_token = |v: Value| v["access_token"].as_str().unwrap().to_string();
+    let seen = opaque_token(issue_cc(&n[0]).await.1);
+    let unseen = opaque_token(issue_cc(&n[0]).await.1);
+    assert_eq!(call(&n[0], "/orders/1", &seen).await, 200);
     redis.kill();
     let (status, v) = issue_cc(&n[0]).await;
     assert_eq!(
@@ -470,6 +475,18 @@ async fn redis_killed_then_restarted_costs_issuance_not_validation() {
     assert_eq!(call(&n[0], "/orders/1", &cached).await, 200);
     assert_eq!(call(&n[1], "/orders/1", &fresh).await, 200);
     assert_eq!(call(&n[1], "/orders/1", &cached).await, 200);
+    // What the node has checked it still answers, in the proxy and in introspection alike;
+    // an opaque token it has not seen cannot be looked up: 503, never a wrong "inactive".
+    assert_eq!(call(&n[0], "/orders/1", &seen).await, 200);
+    let (status, v) = form(&n[0], "/credential/introspect", &[("token", &seen)]).await;
+    assert_eq!((status, &v["active"]), (200, &Value::Bool(true)), "{v}");
+    assert_eq!(call(&n[1], "/orders/1", &unseen).await, 503);
+    let (status, v) = form(&n[1], "/credential/introspect", &[("token", &unseen)]).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (503, Some("temporarily_unavailable")),
+        "{v}"
+    );
     eventually("tollgate_store_up drops", || async {
         n[1].metric("tollgate_store_up").await == 0.0
     })

@@ -806,8 +806,22 @@ async fn tenant_endpoints_answer_as_seed_003_says() {
     assert_eq!(generate(&gw, "user", creds, &with_id).await.0, 200);
     with_id["secret_id"] = json!("s9");
     assert_eq!(generate(&gw, "user", creds, &with_id).await.0, 401);
-    // 401: no or wrong credentials, or another client's.
-    assert_eq!(generate(&gw, "user", None, &body).await.0, 401);
+    // 401: no or wrong credentials, or another client's. A client that sends only the
+    // seed's JSON body is told how to authenticate.
+    let (status, v) = generate(&gw, "user", None, &body).await;
+    assert_eq!((status, v["error"].as_str()), (401, Some("invalid_client")));
+    let why = v["error_description"].as_str().unwrap();
+    assert!(
+        why.contains("HTTP Basic") && why.contains("secret_id"),
+        "{why}"
+    );
+    let r = reqwest::Client::new()
+        .post(gw.url("/auth/user/generateToken"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"tollgate\"");
     assert_eq!(
         generate(&gw, "user", Some(("acme-web", "nope")), &body)
             .await

@@ -127,7 +127,17 @@ impl IssuerSettings {
         if self.typ.as_deref() == Some("") {
             p.push("`typ` is empty".to_string());
         }
-        let r = &self.refresh;
+        p.extend(self.refresh.problems());
+        p
+    }
+}
+
+impl RefreshSettings {
+    /// Every problem with these settings (empty when they can run). The config file's own
+    /// checks report the same under each key's path; this guards settings made in code.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let r = self;
         if r.min_lifetime.is_zero() {
             p.push("the minimum key-set lifetime must be more than 0".to_string());
         }

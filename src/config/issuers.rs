@@ -2,6 +2,7 @@
 //! the settings the `idp` module runs on.
 
 use super::apis::{duration, is_valid_name};
+use super::duration::format_duration;
 use super::errors::Errors;
 use super::issuer::{IssuerSettings, KeySource, RefreshSettings, load_ca_file};
 use super::upstreams_file::IssuerFile;
@@ -20,6 +21,37 @@ fn claim(value: Option<&str>, path: String, errs: &mut Errors) -> Option<ClaimPa
             None
         }
     })
+}
+
+/// The key-set lifetimes must nest: 0 < `min_lifetime` <= `default_lifetime` <=
+/// `max_lifetime`. Raising one bound alone is the usual slip, so the message says which
+/// other key to set.
+fn lifetimes(r: &RefreshSettings, path: &str, errs: &mut Errors) {
+    let (min, max, default) = (
+        format_duration(r.min_lifetime),
+        format_duration(r.max_lifetime),
+        format_duration(r.default_lifetime),
+    );
+    if r.fetch_timeout.is_zero() {
+        errs.push(format!("{path}.keys.fetch_timeout"), "must be more than 0");
+    }
+    if r.min_lifetime.is_zero() {
+        errs.push(format!("{path}.keys.min_lifetime"), "must be more than 0");
+    } else if r.min_lifetime > r.max_lifetime {
+        errs.push(
+            format!("{path}.keys.min_lifetime"),
+            format!("{min} is longer than keys.max_lifetime ({max})"),
+        );
+    } else if r.default_lifetime < r.min_lifetime || r.default_lifetime > r.max_lifetime {
+        errs.push(
+            format!("{path}.keys.default_lifetime"),
+            format!(
+                "{default} (the lifetime of a key set whose response has no max-age) must lie \
+                 between keys.min_lifetime ({min}) and keys.max_lifetime ({max}): set \
+                 keys.default_lifetime too"
+            ),
+        );
+    }
 }
 
 pub(super) fn issuers(
@@ -108,6 +140,7 @@ pub(super) fn issuers(
                 "must be at least 1s",
             );
         }
+        lifetimes(&refresh, &path, errs);
         let ca_file = f.ca_file.as_deref().map(|c| resolve_path(base_dir, c));
         if let Some(c) = &ca_file
             && let Err(e) = load_ca_file(c)
@@ -144,8 +177,14 @@ pub(super) fn issuers(
             refresh,
             ca_file,
         };
-        // What makes the settings safe to run, under this issuer's key path.
-        for p in settings.problems() {
+        // What makes the settings safe to run, under this issuer's key path (the refresh
+        // settings' are reported above, each under its own key).
+        let refresh_problems = settings.refresh.problems();
+        for p in settings
+            .problems()
+            .into_iter()
+            .filter(|p| !refresh_problems.contains(p))
+        {
             errs.push(&path, format!("issuer `{}`: {p}", settings.name));
         }
         out.push(IssuerConfig {

@@ -409,3 +409,49 @@ apis:
         Some("x-auth-subject")
     );
 }
+
+#[test]
+fn issuer_key_lifetimes_must_nest_and_say_which_key_to_set() {
+    let issuer = |keys: &str| {
+        format!(
+            r#"
+issuers:
+  - {{ name: corp, issuer: "https://login.example.com", audiences: [t], keys: {keys} }}
+"#
+        )
+    };
+    let errs = errors(
+        "upstreams_file: apis.yaml\n",
+        &issuer("{ min_lifetime: 30m }"),
+    );
+    assert!(
+        has(
+            &errs,
+            "issuers[0].keys.default_lifetime",
+            "10m (the lifetime of a key set whose response has no max-age) must lie between keys.min_lifetime (30m) and keys.max_lifetime (1d): set keys.default_lifetime too"
+        ),
+        "{errs:?}"
+    );
+    assert_eq!(errs.len(), 1, "reported once: {errs:?}");
+    let errs = errors(
+        "upstreams_file: apis.yaml\n",
+        &issuer("{ min_lifetime: 2d, fetch_timeout: 0s }"),
+    );
+    assert!(
+        has(
+            &errs,
+            "issuers[0].keys.min_lifetime",
+            "2d is longer than keys.max_lifetime (1d)"
+        ),
+        "{errs:?}"
+    );
+    assert!(
+        has(&errs, "issuers[0].keys.fetch_timeout", "more than 0"),
+        "{errs:?}"
+    );
+    let (_d, r) = load_pair(
+        "upstreams_file: apis.yaml\n",
+        &issuer("{ min_lifetime: 30m, default_lifetime: 1h }"),
+    );
+    assert!(r.is_ok(), "{:?}", r.err());
+}

@@ -42,6 +42,22 @@ fn unauthorized(why: &'static str) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidClient, why)
 }
 
+/// generateToken's client authentication failed: 401 with a Basic challenge (RFC 6749
+/// §5.2), saying how to authenticate.
+fn basic_needed(why: &'static str) -> OAuthError {
+    let mut e = unauthorized(why);
+    e.basic_challenge = true;
+    e
+}
+
+const SEND_BASIC: &str = "authenticate the client with HTTP Basic: Authorization: Basic \
+     base64(client_id:secret), with the secret that secret_id names when it is given";
+const BASIC_OTHER_CLIENT: &str = "the HTTP Basic credentials name another client than client_id";
+const BASIC_FAILED: &str = "client authentication failed";
+const SEND_BEARER: &str = "send the application's access token (from /credential/jwt) as \
+     Authorization: Bearer <token>";
+const BEARER_INVALID: &str = "the application's access token is not valid";
+
 fn not_found(what: &'static str) -> OAuthError {
     OAuthError::new(ErrorCode::NotFound, what).with_status(404)
 }
@@ -172,18 +188,18 @@ impl TokenService {
         let authorization = req
             .authorization
             .map_err(|_| unauthorized("Authorization is sent more than once"))?
-            .ok_or_else(|| unauthorized("Unauthorized"))?;
+            .ok_or_else(|| basic_needed(SEND_BASIC))?;
         let presented =
             client_auth::presented_client(Some(authorization), &super::form::Form::default())
-                .map_err(|_| unauthorized("Unauthorized"))?;
+                .map_err(|_| basic_needed(SEND_BASIC))?;
         if client.id != presented.id.as_str() {
-            return Err(unauthorized("Unauthorized"));
+            return Err(basic_needed(BASIC_OTHER_CLIENT));
         }
         let secret = presented
             .secret
             .as_ref()
             .map(|s| s.expose().as_str())
-            .ok_or_else(|| unauthorized("Unauthorized"))?;
+            .ok_or_else(|| basic_needed(SEND_BASIC))?;
         let subject = Subject::Client(&presented.id);
         self.limiter
             .check(subject, req.client_ip)
@@ -209,7 +225,7 @@ impl TokenService {
         }
         if !verified {
             self.limiter.failed(subject, req.client_ip);
-            return Err(unauthorized("Unauthorized"));
+            return Err(basic_needed(BASIC_FAILED));
         }
         Ok((
             client,
@@ -234,36 +250,36 @@ impl TokenService {
             .authorization
             .map_err(|_| unauthorized("Authorization is sent more than once"))?
             .and_then(|a| std::str::from_utf8(a).ok())
-            .ok_or_else(|| unauthorized("Unauthorized"))?;
+            .ok_or_else(|| unauthorized(SEND_BEARER))?;
         let crate::auth::bearer::Presented::Token(app_token) =
             crate::auth::bearer::parse(authorization)
         else {
-            return Err(unauthorized("Unauthorized"));
+            return Err(unauthorized(SEND_BEARER));
         };
         let catalog = self.catalog.current();
         let app = self
             .check_token(app_token, now, false)
             .await
-            .map_err(|_| unauthorized("Unauthorized"))?;
+            .map_err(|_| unauthorized(BEARER_INVALID))?;
         let registry = &catalog.registry;
         let client = app
             .client_id
             .as_deref()
             .and_then(|id| registry.client(crate::domain::oauth::Family::Credential, id))
             .cloned()
-            .ok_or_else(|| unauthorized("Unauthorized"))?;
+            .ok_or_else(|| unauthorized("the caller is not a client of a tenant"))?;
         let Some((tenant_id, project_id)) = client.tenant.clone() else {
             return Err(unauthorized("the caller is not a client of a tenant"));
         };
         let tenant = registry
             .tenant(&tenant_id)
             .cloned()
-            .ok_or_else(|| unauthorized("Unauthorized"))?;
+            .ok_or_else(|| unauthorized("the caller's tenant is no longer configured"))?;
         let project = tenant
             .projects
             .get(&project_id)
             .cloned()
-            .ok_or_else(|| unauthorized("Unauthorized"))?;
+            .ok_or_else(|| unauthorized("the caller's project is no longer configured"))?;
         let iss = crate::idp::peek_issuer(&body.oidc_token)
             .ok_or_else(|| unauthorized("the OIDC token is not valid"))?;
         let issuer = catalog

@@ -23,7 +23,12 @@ static GENUINE: LazyLock<(String, String)> = LazyLock::new(|| {
         .signing()
         .sign_compact(claims.as_bytes())
         .expect("signing");
-    assert!(FIXTURE.validator.validate(&token, NOW).is_ok());
+    assert!(
+        FIXTURE
+            .validator
+            .validate(&token, NOW, &FIXTURE.plan)
+            .is_ok()
+    );
     let (input, signature) = token.rsplit_once('.').expect("three parts");
     (input.to_string(), signature.to_string())
 });
@@ -41,9 +46,20 @@ fuzz_target!(|data: &[u8]| {
         let _ = unverified.claims();
     }
     assert!(FIXTURE.validator.signed_claims(token).is_err());
-    assert!(FIXTURE.validator.validate(token, NOW).is_err());
+    assert!(
+        FIXTURE
+            .validator
+            .validate(token, NOW, &FIXTURE.plan)
+            .is_err()
+    );
 
     let (input, signature) = &*GENUINE;
     let spliced = format!("{input}.{token}");
-    assert!(token == signature || FIXTURE.validator.validate(&spliced, NOW).is_err());
+    assert!(
+        token == signature
+            || FIXTURE
+                .validator
+                .validate(&spliced, NOW, &FIXTURE.plan)
+                .is_err()
+    );
 });

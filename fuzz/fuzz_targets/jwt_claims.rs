@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(token) = FIXTURE.keys.get().signing().sign_compact(data) else {
         return;
     };
-    let Ok(principal) = FIXTURE.validator.validate(&token, NOW) else {
+    let Ok(principal) = FIXTURE.validator.validate(&token, NOW, &FIXTURE.plan) else {
         return;
     };
     // Accepted claims are a JSON object without repeated names, so any JSON reader agrees

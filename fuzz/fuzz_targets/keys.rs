@@ -1,12 +1,15 @@
 //! The validator the JWT targets run against: a freshly generated EdDSA key (the fastest to
-//! sign and verify, so more inputs per second), the issuer below, a minute of leeway.
+//! sign and verify, so more inputs per second), the issuer below, a minute of leeway, and
+//! identity headers that read two claims by path (so their extraction is fuzzed too).
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tollgate::auth::Validator;
+use tollgate::auth::identity::ClaimPlan;
 use tollgate::config::{SigningKeySource, TokenSettings};
-use tollgate::keys::{KeyRing, KeySet};
+use tollgate::domain::claim::ClaimPath;
 use tollgate::domain::jose::Algorithm;
+use tollgate::keys::{KeyRing, KeySet};
 
 pub const ISSUER: &str = "https://gw.example";
 pub const NOW: i64 = 1_900_000_000;
@@ -15,6 +18,7 @@ pub const LEEWAY: i64 = 60;
 pub struct Fixture {
     pub keys: Arc<KeyRing>,
     pub validator: Validator,
+    pub plan: ClaimPlan,
 }
 
 pub static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
@@ -39,5 +43,14 @@ pub static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         KeySet::load(&settings, Some(&der)).expect("key set"),
     ));
     let validator = Validator::new(keys.clone(), ISSUER, Duration::from_secs(LEEWAY as u64));
-    Fixture { keys, validator }
+    let paths = ["email", "realm_access.roles"]
+        .iter()
+        .map(|p| ClaimPath::parse(p).expect("claim path"))
+        .collect();
+    let plan = ClaimPlan::new(paths, ",");
+    Fixture {
+        keys,
+        validator,
+        plan,
+    }
 });

@@ -10,6 +10,7 @@ mod gateway;
 mod identity;
 mod issuer;
 mod issuers;
+mod pool;
 mod tenants;
 mod upstreams;
 mod upstreams_file;

@@ -144,14 +144,6 @@ impl RedisStore {
         }
     }
 
-    fn token_args(prefix: &str, maxlen: u64, tokens: &[(Digest, TokenRecord)]) -> Vec<Vec<u8>> {
-        let mut args: Vec<Vec<u8>> = vec![prefix.into(), maxlen.to_string().into()];
-        for (d, t) in tokens {
-            wire::push_token(&mut args, d, t);
-        }
-        args
-    }
-
     /// The stream's state, to tell whether a cursor can be followed.
     async fn feed_position(
         conn: &mut MultiplexedConnection,
@@ -280,7 +272,7 @@ impl Store for RedisStore {
         let maxlen = self.settings.feed_max_len;
         let stored = self
             .run("insert", move |mut c, s, prefix| async move {
-                let args = Self::token_args(&prefix, maxlen, &tokens);
+                let args = wire::token_args(&prefix, maxlen, &tokens);
                 let mut inv = s.insert.prepare_invoke();
                 for a in &args {
                     inv.arg(a.as_slice());

@@ -9,6 +9,20 @@ use ::redis::Value;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The arguments of the insert script: the key prefix, the stream's length bound, then each
+/// token's digest and fields.
+pub(super) fn token_args(
+    prefix: &str,
+    maxlen: u64,
+    tokens: &[(Digest, TokenRecord)],
+) -> Vec<Vec<u8>> {
+    let mut args: Vec<Vec<u8>> = vec![prefix.into(), maxlen.to_string().into()];
+    for (d, t) in tokens {
+        push_token(&mut args, d, t);
+    }
+    args
+}
+
 pub(super) fn hex(d: &Digest) -> String {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(64);

@@ -74,21 +74,6 @@ pub(super) fn is_valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-pub(super) fn duration(
-    value: Option<&str>,
-    path: String,
-    default: Duration,
-    errs: &mut Errors,
-) -> Duration {
-    match value {
-        None => default,
-        Some(v) => parse_duration(v).unwrap_or_else(|e| {
-            errs.push(path, e);
-            default
-        }),
-    }
-}
-
 /// The modes an API takes on any of its operations: its own `auth` and its rules'.
 pub(super) fn any_auth(a: &ApiFile, errs: &mut Errors) -> AuthMode {
     a.rules

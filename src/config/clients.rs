@@ -1,7 +1,8 @@
 //! Validation of the token service's clients: auth policies, credentials, the products that
 //! group APIs for credentials, and the user pools of the password grant.
 
-use super::apis::{duration, is_valid_name};
+use super::apis::is_valid_name;
+use super::errors::duration;
 mod browser;
 
 use super::errors::Errors;

@@ -188,6 +188,23 @@ pub(super) fn parse_yaml<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// A duration read from the file, or `default` when absent; a bad one is
+/// recorded under `path` and the default stands in.
+pub(super) fn duration(
+    value: Option<&str>,
+    path: String,
+    default: std::time::Duration,
+    errs: &mut Errors,
+) -> std::time::Duration {
+    match value {
+        None => default,
+        Some(v) => super::duration::parse_duration(v).unwrap_or_else(|e| {
+            errs.push(path, e);
+            default
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

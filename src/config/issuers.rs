@@ -1,9 +1,10 @@
 //! Validation of the external identity providers (`issuers:` in the upstreams file) into
 //! the settings the `idp` module runs on.
 
-use super::apis::{duration, is_valid_name};
+use super::apis::is_valid_name;
 use super::duration::format_duration;
 use super::errors::Errors;
+use super::errors::duration;
 use super::issuer::{IssuerSettings, KeySource, RefreshSettings, load_ca_file};
 use super::upstreams_file::IssuerFile;
 use super::{IssuerConfig, resolve_path};

@@ -1,8 +1,7 @@
 //! Validation of an API's upstream pool: its servers (resolved at load), timeouts, Host
 //! header, TLS and health check.
 
-use super::apis::duration;
-use super::errors::Errors;
+use super::errors::{Errors, duration};
 use super::file::DurationText;
 use super::upstreams_file::{HealthCheckFile, HostHeaderFile, UpstreamFile};
 use super::{

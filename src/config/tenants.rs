@@ -3,9 +3,10 @@
 //! Each tenant client is also a credential of the tenant's APIs, and each project's users
 //! a user pool, so tenant tokens are checked on every request like any other.
 
-use super::apis::{duration, is_valid_name};
+use super::apis::is_valid_name;
 use super::clients::{NAME_RULE, Refs, check_api_refs, check_scopes, is_valid_client_id};
 use super::errors::Errors;
+use super::errors::duration;
 use super::upstreams_file::TenantFile;
 use super::{
     ClientConfig, CredentialConfig, GrantType, ProjectConfig, TenantConfig, TenantUserConfig,

@@ -13,7 +13,7 @@ pub mod registry;
 pub use issuer_metrics::IssuerMetrics;
 
 use crate::auth::identity::{ClaimPlan, SpoofGuard};
-use crate::config::{self, Config};
+use crate::config::{self, Config, Declared};
 use crate::idp::{ExternalIssuer, Issuers, IssuersError};
 use crate::routes::{Api, RouteError, RouteTable};
 use arc_swap::ArcSwap;
@@ -44,6 +44,8 @@ pub enum ReloadError {
     Config(#[from] config::ConfigErrors),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error("{0}")]
+    Empties(String),
 }
 
 pub struct Catalog {
@@ -59,6 +61,8 @@ pub struct Catalog {
     pub plan: Arc<ClaimPlan>,
     /// The headers no client may send upstream.
     pub guard: Arc<SpoofGuard>,
+    /// What the upstreams file declared (a reload that empties it is refused).
+    pub declared: Declared,
 }
 
 /// The claim paths of every API's identity headers, in the order APIs name them.
@@ -102,6 +106,7 @@ impl Catalog {
             issuers,
             plan,
             guard,
+            declared: config.declared(),
         })
     }
 }
@@ -197,6 +202,9 @@ impl Reloader {
             );
         }
         let current = self.live.current();
+        if let Some(why) = config.empties(current.declared) {
+            return Err(ReloadError::Empties(why));
+        }
         let next = Arc::new(Catalog::build(&config, Some(&current))?);
         self.live.store(next.clone());
         Ok(next)

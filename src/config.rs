@@ -64,11 +64,59 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     /// The upstreams file these came from (reloaded on SIGHUP).
     pub upstreams_file: Option<PathBuf>,
+    /// The upstreams file says an empty catalog is meant (`allow_empty: true`).
+    pub allow_empty: bool,
+}
+
+/// What a configuration's upstreams file declares, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Declared {
+    pub apis: usize,
+    /// Clients: credentials (tenants' included) and auth policies.
+    pub credentials: usize,
 }
 
 impl Config {
     pub fn upstreams_file_path(&self) -> Option<&Path> {
         self.upstreams_file.as_deref()
+    }
+
+    pub fn declared(&self) -> Declared {
+        Declared {
+            apis: self.apis.len(),
+            credentials: self.credentials.len() + self.policies.len(),
+        }
+    }
+
+    /// Why running on this configuration instead of one that declared `before` would take
+    /// every API or every credential away, unless the file says that is meant: one bad
+    /// deploy step (an emptied file, a list cut off) must not turn every route into a 404 or
+    /// every client into a 401.
+    pub fn empties(&self, before: Declared) -> Option<String> {
+        if self.allow_empty {
+            return None;
+        }
+        let now = self.declared();
+        let mut lost = Vec::new();
+        if before.apis > 0 && now.apis == 0 {
+            lost.push(format!(
+                "every API ({} running, 0 in the file)",
+                before.apis
+            ));
+        }
+        if before.credentials > 0 && now.credentials == 0 {
+            lost.push(format!(
+                "every credential ({} running, 0 in the file)",
+                before.credentials
+            ));
+        }
+        (!lost.is_empty()).then(|| {
+            format!(
+                "the upstreams file would take away {}; if that is meant, write \
+                 `allow_empty: true` in it",
+                lost.join(" and ")
+            )
+        })
     }
 }
 
@@ -118,6 +166,9 @@ pub use upstreams_file::ConsentMode;
 pub struct Listener {
     pub addr: SocketAddr,
     pub tls: Option<TlsListener>,
+    /// A plain listener that also takes HTTP/2 with prior knowledge (h2c, as gRPC clients
+    /// without TLS speak it).
+    pub h2c: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -134,8 +185,10 @@ pub struct ServerSettings {
     pub work_stealing: bool,
     pub pid_file: PathBuf,
     pub upgrade_sock: PathBuf,
+    pub upgrade_timeout: Duration,
     pub user: Option<String>,
     pub group: Option<String>,
+    pub drain_time: Duration,
     pub grace_period: Option<Duration>,
     pub graceful_shutdown_timeout: Option<Duration>,
     pub upstream_keepalive_pool_size: usize,
@@ -312,6 +365,18 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub health_check: Option<HealthCheck>,
+    pub protocol: UpstreamProtocol,
+}
+
+/// The HTTP version spoken to an API's servers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS, agreed by ALPN.
+    H2,
+    /// HTTP/2 without TLS, by prior knowledge (RFC 9113 §3.3).
+    H2c,
 }
 
 #[derive(Debug, Clone)]

@@ -28,7 +28,8 @@ struct Cli {
     /// Take over the listening sockets of a running instance (graceful upgrade).
     #[arg(short = 'u', long = "upgrade")]
     upgrade: bool,
-    /// Run in the background (the pid file names the running process).
+    /// Run in the background; returns once the gateway serves (its pid in the pid file), or
+    /// fails with why it did not start.
     #[arg(short = 'd', long = "daemon")]
     daemon: bool,
     #[command(subcommand)]
@@ -80,7 +81,12 @@ enum KeysAction {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // Every path in the config is resolved against the config file's directory: made
+    // absolute here, they do not depend on where a background process runs.
+    if let Ok(absolute) = std::path::absolute(&cli.conf) {
+        cli.conf = absolute;
+    }
     if let Some(Command::HashSecret { generate }) = cli.command {
         return hash_secret(generate);
     }
@@ -142,16 +148,39 @@ fn main() -> ExitCode {
             }
         };
     }
+    if cli.daemon {
+        return daemonize(&cli, &cfg);
+    }
     init_logging(cfg.log.level);
     let opts = RunOptions {
         config_path: cli.conf.clone(),
         upgrade: cli.upgrade,
-        daemon: cli.daemon,
     };
     match server::run(cfg, opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
+            eprintln!("tollgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `-d`: the gateway runs as a background child; this command exits 0 once it serves, or
+/// 1 with why it did not.
+fn daemonize(cli: &Cli, cfg: &config::Config) -> ExitCode {
+    let mut args = vec!["-c".to_string(), cli.conf.to_string_lossy().into_owned()];
+    if cli.upgrade {
+        args.push("-u".into());
+    }
+    // Startup, then (in an upgrade) the wait for the old process's sockets.
+    let wait = cfg.server.upgrade_timeout + std::time::Duration::from_secs(30);
+    match server::daemon::spawn_and_wait(&args, &cfg.server.pid_file, wait) {
+        Ok(pid) => {
+            println!("tollgate: serving in the background (pid {pid})");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
             eprintln!("tollgate: {e}");
             ExitCode::FAILURE
         }

@@ -10,6 +10,7 @@ mod respond;
 mod trace;
 
 pub use admission::{Admitted, Caller, Gatekeeper};
+pub use respond::begin_draining;
 
 use crate::auth::ratelimit::Decision;
 use crate::auth::refusal::Refusal;
@@ -186,13 +187,15 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// The RateLimit headers of a rate-limited API, on the upstream's answer.
+    /// The RateLimit headers of a rate-limited API and the request id, on the upstream's
+    /// answer; `Connection: close` once draining.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        respond::close_if_draining(session);
         if let Some((decision, policy)) = &ctx.limited {
             for (name, value) in decision.headers(policy) {
                 upstream_response.insert_header(name, value)?;

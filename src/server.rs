@@ -23,14 +23,19 @@ use crate::store::{Store, StoreError};
 use crate::token::{SetupError, TokenService};
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
-use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub mod daemon;
+mod handover;
+pub mod listening;
 
 /// Command-line switches that reach Pingora, and the config file (reloaded on SIGHUP).
 #[derive(Debug, Clone, Default)]
@@ -38,8 +43,6 @@ pub struct RunOptions {
     pub config_path: std::path::PathBuf,
     /// Take the listening sockets over from a running instance (graceful upgrade).
     pub upgrade: bool,
-    /// Fork into the background.
-    pub daemon: bool,
 }
 
 /// Why the gateway cannot start (or `tollgate -t` fails beyond the config itself).
@@ -58,6 +61,10 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("state_dir {}: {problem}", path.display())]
+    StateDirAccess { path: PathBuf, problem: String },
+    #[error("server.user / server.group: {0}")]
+    Privileges(String),
     #[error("cannot create state_dir {}: {source}", path.display())]
     StateDir {
         path: PathBuf,
@@ -99,13 +106,49 @@ pub enum StartError {
     TokenService(#[from] SetupError),
 }
 
-/// Checks `tollgate -t` runs beyond the config itself: key files and TLS certificates load.
+/// Checks `tollgate -t` runs beyond the config itself, for what a start would fail on: key
+/// files and TLS certificates load, the state directory (and the SQLite store file) can be
+/// written, and every listen address can be bound, except those the running instance (the
+/// pid file's) holds, which an upgrade takes over.
 pub fn check(config: &Config) -> Result<(), StartError> {
     crate::keys::check_files(&config.tokens)?;
     for l in &config.listeners {
         if let Some(t) = &l.tls {
             tls_settings(t)?;
         }
+    }
+    check_state_dir(config)?;
+    let held = listening::held_by_running(&config.server.pid_file);
+    check_bindable(config, &held)
+}
+
+/// The state directory exists and is writable, or its nearest existing parent is (it is
+/// created at start); an existing store file is readable and writable.
+fn check_state_dir(config: &Config) -> Result<(), StartError> {
+    use nix::unistd::{AccessFlags, access};
+    let problem = |problem: String| StartError::StateDirAccess {
+        path: config.state_dir.clone(),
+        problem,
+    };
+    let rwx = AccessFlags::R_OK | AccessFlags::W_OK | AccessFlags::X_OK;
+    let existing = config.state_dir.ancestors().find(|p| p.exists());
+    match existing {
+        Some(dir) if dir == config.state_dir => {
+            access(dir, rwx).map_err(|e| problem(format!("not writable: {e}")))?;
+        }
+        Some(parent) => access(parent, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|e| {
+            problem(format!(
+                "does not exist and cannot be created in {}: {e}",
+                parent.display()
+            ))
+        })?,
+        None => return Err(problem("no parent directory exists".into())),
+    }
+    if let StoreBackend::Sqlite { file, .. } = &config.store.backend
+        && file.exists()
+    {
+        access(file.as_path(), AccessFlags::R_OK | AccessFlags::W_OK)
+            .map_err(|e| problem(format!("store file {} not writable: {e}", file.display())))?;
     }
     Ok(())
 }
@@ -125,37 +168,99 @@ fn tls_settings(t: &crate::config::TlsListener) -> Result<TlsSettings, StartErro
     Ok(settings)
 }
 
-fn server_conf(config: &Config, opts: &RunOptions) -> ServerConf {
+fn server_conf(config: &Config) -> ServerConf {
     let s = &config.server;
     ServerConf {
         threads: s.threads,
         work_stealing: s.work_stealing,
         pid_file: s.pid_file.to_string_lossy().into_owned(),
         upgrade_sock: s.upgrade_sock.to_string_lossy().into_owned(),
-        user: s.user.clone(),
-        group: s.group.clone(),
+        // A new process waits this long (one try a second) for the old one's sockets.
+        upgrade_sock_connect_accept_max_retries: Some(
+            usize::try_from(s.upgrade_timeout.as_secs()).unwrap_or(usize::MAX),
+        ),
         grace_period_seconds: s.grace_period.map(|d| d.as_secs()),
         graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout.map(|d| d.as_secs()),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
-        daemon: opts.daemon,
-        // Pingora's parent/child readiness signal races (the parent can miss or die of the
-        // child's SIGUSR1), so the parent returns right after forking, as nginx's does.
-        daemon_wait_for_ready: false,
+        // `tollgate -d` starts a child and waits for it to serve (server::daemon); user and
+        // group are switched at start (drop_privileges).
+        daemon: false,
         ..ServerConf::default()
     }
 }
 
-/// Fail early, with a clear message, when a listen address cannot be bound (Pingora would
-/// otherwise fail inside a service thread). Skipped on upgrade: the old process holds them.
-fn check_bindable(config: &Config) -> Result<(), StartError> {
-    let addrs = config
+/// Every address the gateway listens on.
+fn listen_addrs(config: &Config) -> Vec<SocketAddr> {
+    config
         .listeners
         .iter()
         .map(|l| l.addr)
         .chain(config.metrics_listen)
-        .chain(config.forward_auth_listen);
-    for addr in addrs {
-        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+        .chain(config.forward_auth_listen)
+        .collect()
+}
+
+/// Fail early, with a clear message, when a listen address cannot be bound (Pingora would
+/// otherwise fail inside a service thread); addresses in `held` (the running instance's,
+/// handed over in an upgrade) are not tried. An address in use is tried again shortly, in
+/// case another check bound it for an instant.
+fn check_bindable(config: &Config, held: &HashSet<SocketAddr>) -> Result<(), StartError> {
+    let mut failing = listening::unbindable(listen_addrs(config), held);
+    if failing
+        .iter()
+        .any(|(_, e)| e.kind() == std::io::ErrorKind::AddrInUse)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+        failing = listening::unbindable(failing.into_iter().map(|(a, _)| a), held);
+    }
+    match failing.into_iter().next() {
+        Some((addr, source)) => Err(StartError::Bind { addr, source }),
+        None => Ok(()),
+    }
+}
+
+/// Switch to `server.user` / `server.group` (both optional) before anything is created or
+/// bound, so the state the process writes is the user's. Needs starting as root.
+fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), StartError> {
+    use nix::unistd::{Group, Uid, User, initgroups, setgid, setgroups, setuid};
+    if user.is_none() && group.is_none() {
+        return Ok(());
+    }
+    let fail = |what: String| StartError::Privileges(what);
+    if !Uid::effective().is_root() {
+        return Err(fail(
+            "switching user needs tollgate to start as root".into(),
+        ));
+    }
+    let user = match user {
+        None => None,
+        Some(name) => Some(
+            User::from_name(name)
+                .map_err(|e| fail(format!("cannot look up user {name}: {e}")))?
+                .ok_or_else(|| fail(format!("no user {name}")))?,
+        ),
+    };
+    let gid = match (group, &user) {
+        (Some(name), _) => {
+            Group::from_name(name)
+                .map_err(|e| fail(format!("cannot look up group {name}: {e}")))?
+                .ok_or_else(|| fail(format!("no group {name}")))?
+                .gid
+        }
+        (None, Some(u)) => u.gid,
+        (None, None) => return Ok(()),
+    };
+    match &user {
+        Some(u) => {
+            let name = std::ffi::CString::new(u.name.as_str())
+                .map_err(|_| fail("the user name holds a NUL".into()))?;
+            initgroups(&name, gid).map_err(|e| fail(format!("initgroups: {e}")))?;
+        }
+        None => setgroups(&[gid]).map_err(|e| fail(format!("setgroups: {e}")))?,
+    }
+    setgid(gid).map_err(|e| fail(format!("setgid: {e}")))?;
+    if let Some(u) = user {
+        setuid(u.uid).map_err(|e| fail(format!("setuid: {e}")))?;
     }
     Ok(())
 }
@@ -210,9 +315,15 @@ pub fn sealer(config: &Config) -> Result<Sealer, SealError> {
     Sealer::new(config.store.key_encryption.as_ref().map(|k| k.expose()))
 }
 
-/// Build every part of the gateway and run until a shutdown signal. Returns only on a
-/// startup error.
+/// Build every part of the gateway and run until it has shut down.
+///
+/// Everything that can fail is done before a listening socket is taken: in an upgrade, a
+/// new process that cannot start leaves the old one serving.
 pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
+    drop_privileges(
+        config.server.user.as_deref(),
+        config.server.group.as_deref(),
+    )?;
     create_state_dir(&config)?;
     let metrics = Arc::new(Metrics::new(prometheus::default_registry())?);
     let store = open_store(&config, metrics.store.clone())?;
@@ -306,16 +417,20 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         token_service_series: ApiSeries::default(),
         unmatched_series: ApiSeries::default(),
     };
-    if !opts.upgrade {
-        check_bindable(&config)?;
-    }
+    // In an upgrade the old process (the pid file's) hands its addresses over; any other
+    // address must be free now, or the old one would be told to go for nothing.
+    let held = if opts.upgrade {
+        listening::held_by_running(&config.server.pid_file)
+    } else {
+        HashSet::new()
+    };
+    check_bindable(&config, &held)?;
 
     let opt = Opt {
         upgrade: opts.upgrade,
-        daemon: opts.daemon,
         ..Opt::default()
     };
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, &opts));
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config));
     // Bootstrap (taking the sockets over on upgrade) runs as a service, after
     // daemonizing; the listeners wait for it.
     let bootstrap = server.bootstrap_as_a_service();
@@ -327,6 +442,16 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         match &l.tls {
             None => proxy.add_tcp(&addr),
             Some(t) => proxy.add_tls_with_settings(&addr, None, tls_settings(t)?),
+        }
+    }
+    if config.listeners.iter().any(|l| l.h2c) {
+        // Plain connections that open with the HTTP/2 preface are served as h2c; others
+        // stay HTTP/1.1.
+        if let Some(app) = proxy.app_logic_mut() {
+            // (Non-exhaustive in Pingora: built from its default.)
+            let mut options = pingora::apps::HttpServerOptions::default();
+            options.h2c = true;
+            app.server_options = Some(options);
         }
     }
     server.add_service(proxy).add_dependency(&bootstrap);
@@ -357,6 +482,14 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         },
     ));
     server.add_service(background_service("tollgate state sync", state_sync));
+    server.add_service(background_service(
+        "tollgate ready",
+        handover::Ready {
+            addrs: listen_addrs(&config),
+            pid_file: config.server.pid_file.clone(),
+            timeout: config.server.upgrade_timeout,
+        },
+    ));
     log::info!(
         "tollgate listening on {}; issuer {}",
         config
@@ -367,5 +500,18 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
             .join(", "),
         config.issuer
     );
-    server.run_forever()
+    let handover = handover::Handover {
+        listeners: listen_addrs(&config)
+            .into_iter()
+            .map(|a| (a, a.to_string()))
+            .collect(),
+        upgrade_sock: config.server.upgrade_sock.clone(),
+        pid_file: config.server.pid_file.clone(),
+        timeout: config.server.upgrade_timeout,
+        drain_time: config.server.drain_time,
+    };
+    server.run(RunArgs {
+        shutdown_signal: Box::new(handover),
+    });
+    Ok(())
 }

@@ -2,12 +2,13 @@
 //! (pingora-load-balancing, run by the catalog's reloader), and the `HttpPeer` each request
 //! connects to, built once per server.
 
-use crate::config::{HealthCheckKind, HostHeader, UpstreamConfig};
+use crate::config::{HealthCheckKind, HostHeader, UpstreamConfig, UpstreamProtocol};
 use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::lb::health_check::{HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};
+use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -101,6 +102,13 @@ impl Pool {
         template.options.connection_timeout = Some(cfg.connect_timeout);
         template.options.read_timeout = Some(cfg.read_timeout);
         template.options.write_timeout = Some(cfg.write_timeout);
+        // HTTP/2 only, when asked: over TLS agreed by ALPN, without TLS by prior knowledge.
+        // Pingora multiplexes requests over its pooled HTTP/2 connections.
+        let alpn = match cfg.protocol {
+            UpstreamProtocol::Http1 => ALPN::H1,
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c => ALPN::H2,
+        };
+        template.options.alpn = alpn.clone();
         if let Some(t) = &cfg.tls {
             template.options.verify_cert = t.verify;
             template.options.verify_hostname = t.verify;
@@ -140,6 +148,8 @@ impl Pool {
                     check.req = req;
                     check.peer_template.options.connection_timeout = Some(hc.timeout);
                     check.peer_template.options.read_timeout = Some(hc.timeout);
+                    // The check speaks what requests speak.
+                    check.peer_template.options.alpn = alpn.clone();
                     if let Some(t) = &cfg.tls {
                         check.peer_template.sni = t.sni.clone();
                         check.peer_template.options.verify_cert = t.verify;

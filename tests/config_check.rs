@@ -72,6 +72,12 @@ apis:
     auth: none
     rules:
       - { path: /open/** }
+  - name: many
+    prefix: many
+    upstream: { servers: ["no-port-either"] }
+    auth: bogus
+    strip_prefix: maybe
+    colour: red
 policies:
   - name: p
     apis: [nope]
@@ -105,6 +111,12 @@ credentials:
         "apis[0].rules[0].all_of[0]",
         "apis[1].auth",
         "apis[2].upstream.host_header",
+        // One bad value does not hide the entry's other errors.
+        "apis[3].auth",
+        "apis[3].strip_prefix",
+        "apis[3].colour",
+        "apis[3].prefix",
+        "apis[3].upstream.servers[0]",
         "policies[0].apis[0]",
         "policies[0].client_secret_hash",
         "credentials[0].scopez",

@@ -25,7 +25,7 @@ fn self_signed(names: &[&str]) -> Cert {
 
 /// A gateway with a plain listener (for the harness) and a TLS listener on `tls_port`.
 async fn tls_gateway(cert: &Cert, tls_port: u16) -> Gateway {
-    let mut spec = GatewaySpec::new("");
+    let mut spec = GatewaySpec::new("allow_empty: true\n");
     spec.extra_listeners =
         format!("  - addr: 127.0.0.1:{tls_port}\n    tls: {{ cert: cert.pem, key: key.pem }}\n");
     spec.files = vec![

@@ -23,11 +23,21 @@ const RESERVED_PREFIXES: [&str; 5] = [
 pub(super) const TOLLGATE_ISSUER: &str = "tollgate";
 
 pub(super) fn auth_mode(a: &AuthFile, path: &str, errs: &mut Errors) -> AuthMode {
-    let words: Vec<AuthWord> = match a {
-        AuthFile::One(w) => vec![*w],
-        AuthFile::Many(list) => list.clone(),
+    let written: &[String] = match a {
+        AuthFile::One(w) => std::slice::from_ref(w),
+        AuthFile::Many(list) => list,
     };
-    if words.is_empty() {
+    let mut words = Vec::new();
+    for w in written {
+        match AuthWord::parse(w) {
+            Some(word) => words.push(word),
+            None => errs.push(
+                path,
+                format!("unknown auth mode `{w}` (expected none, jwt or api_key)"),
+            ),
+        }
+    }
+    if written.is_empty() {
         errs.push(path, "name at least one of none, jwt, api_key");
     }
     if words.contains(&AuthWord::None) && words.len() > 1 {

@@ -81,6 +81,8 @@ pub(crate) struct ListenFile {
     pub addr: String,
     /// Serve TLS on this listener.
     pub tls: Option<TlsListenFile>,
+    /// A plain listener also takes HTTP/2 with prior knowledge (h2c).
+    pub h2c: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,15 +110,22 @@ pub(crate) struct ServerFile {
     pub threads: Option<usize>,
     /// Let idle worker threads steal work from busy ones.
     pub work_stealing: Option<bool>,
-    /// PID file (written in daemon mode).
+    /// PID file, written once the process serves on every listener.
     pub pid_file: Option<String>,
     /// Unix socket over which listeners are handed to a new process on graceful upgrade.
     pub upgrade_sock: Option<String>,
-    /// User to switch to after binding (daemon mode).
+    /// How long an upgrade may take: the old process waits this long for a new one to take
+    /// its sockets and report serving (else it keeps serving), and the new one for the old.
+    pub upgrade_timeout: Option<DurationText>,
+    /// User to switch to at start, before anything is created (needs starting as root).
     pub user: Option<String>,
-    /// Group to switch to after binding (daemon mode).
+    /// Group to switch to at start (needs starting as root).
     pub group: Option<String>,
-    /// How long an old process keeps serving after a graceful upgrade or SIGTERM.
+    /// How long a stopping process (graceful upgrade or SIGTERM) goes on accepting, each
+    /// answer with `Connection: close`, so that clients move their keep-alive connections
+    /// before it stops accepting and closes the idle ones.
+    pub drain_time: Option<DurationText>,
+    /// How long in-flight requests have to finish once the process stops accepting.
     pub grace_period: Option<DurationText>,
     /// Hard limit for in-flight requests to finish once the grace period ends.
     pub graceful_shutdown_timeout: Option<DurationText>,

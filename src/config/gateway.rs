@@ -88,6 +88,7 @@ pub(super) fn parse(
         issuers: catalog.issuers,
         tenants: catalog.tenants,
         upstreams_file: parts.upstreams_file,
+        allow_empty: catalog.allow_empty,
     })
 }
 
@@ -314,7 +315,13 @@ fn listeners(
 ) -> Vec<Listener> {
     let Some(section) = section else {
         return parse_addr(DEFAULT_LISTEN, "listen", errs)
-            .map(|addr| vec![Listener { addr, tls: None }])
+            .map(|addr| {
+                vec![Listener {
+                    addr,
+                    tls: None,
+                    h2c: false,
+                }]
+            })
             .unwrap_or_default();
     };
     let Some(items) = section.take("listen", errs) else {
@@ -353,7 +360,22 @@ fn listeners(
                 http2: t.http2.unwrap_or(true),
             }
         });
-        out.push(Listener { addr, tls });
+        let h2c = l.h2c.unwrap_or(false);
+        if h2c && tls.is_some() {
+            errs.push(
+                format!("{path}.h2c"),
+                "h2c is HTTP/2 without TLS; a TLS listener offers HTTP/2 by ALPN (tls.http2)",
+            );
+        }
+        out.push(Listener { addr, tls, h2c });
+    }
+    // Pingora's h2c switch covers every plain listener of the proxy at once.
+    let plain: Vec<&Listener> = out.iter().filter(|l| l.tls.is_none()).collect();
+    if plain.iter().any(|l| l.h2c) && plain.iter().any(|l| !l.h2c) {
+        errs.push(
+            "listen",
+            "h2c must be the same on every plain listener (set `h2c: true` on all of them or none)",
+        );
     }
     out
 }
@@ -430,6 +452,21 @@ fn server(s: ServerFile, base_dir: &Path, state_dir: &Path, errs: &mut Errors) -
                 errs,
             )
         });
+    let upgrade_timeout = duration_or(
+        s.upgrade_timeout.as_ref().map(DurationText::as_str),
+        "server.upgrade_timeout",
+        Duration::from_secs(30),
+        errs,
+    );
+    if upgrade_timeout < Duration::from_secs(1) {
+        errs.push("server.upgrade_timeout", "must be at least 1s");
+    }
+    let drain_time = duration_or(
+        s.drain_time.as_ref().map(DurationText::as_str),
+        "server.drain_time",
+        Duration::from_secs(1),
+        errs,
+    );
     // systemd's RuntimeDirectory= (e.g. /run/tollgate) when set, else the state directory.
     let runtime_dir = std::env::var_os("RUNTIME_DIRECTORY")
         .map(PathBuf::from)
@@ -445,8 +482,10 @@ fn server(s: ServerFile, base_dir: &Path, state_dir: &Path, errs: &mut Errors) -
             .upgrade_sock
             .map(|p| resolve_path(base_dir, &p))
             .unwrap_or_else(|| runtime_dir.join("upgrade.sock")),
+        upgrade_timeout,
         user: s.user,
         group: s.group,
+        drain_time,
         grace_period,
         graceful_shutdown_timeout,
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size.unwrap_or(128),

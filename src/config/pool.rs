@@ -5,7 +5,8 @@ use super::errors::{Errors, duration};
 use super::file::DurationText;
 use super::upstreams_file::{HealthCheckFile, HostHeaderFile, UpstreamFile};
 use super::{
-    HealthCheck, HealthCheckKind, HostHeader, UpstreamConfig, UpstreamServer, UpstreamTls,
+    HealthCheck, HealthCheckKind, HostHeader, UpstreamConfig, UpstreamProtocol, UpstreamServer,
+    UpstreamTls,
 };
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -113,6 +114,36 @@ pub(super) fn upstream(
     let health_check = u
         .health_check
         .and_then(|h| health_check(h, &format!("{path}.health_check"), errs));
+    let protocol = match u.protocol.as_deref() {
+        None | Some("http1") => UpstreamProtocol::Http1,
+        Some("h2") => UpstreamProtocol::H2,
+        Some("h2c") => UpstreamProtocol::H2c,
+        Some(other) => {
+            errs.push(
+                format!("{path}.protocol"),
+                format!("unknown protocol `{other}` (expected http1, h2 or h2c)"),
+            );
+            ok = false;
+            UpstreamProtocol::Http1
+        }
+    };
+    match (protocol, tls.is_some()) {
+        (UpstreamProtocol::H2, false) => {
+            errs.push(
+                format!("{path}.protocol"),
+                "h2 is HTTP/2 over TLS: add `tls`, or use h2c for HTTP/2 without TLS",
+            );
+            ok = false;
+        }
+        (UpstreamProtocol::H2c, true) => {
+            errs.push(
+                format!("{path}.protocol"),
+                "h2c is HTTP/2 without TLS: use h2 with `tls`",
+            );
+            ok = false;
+        }
+        _ => {}
+    }
     ok.then_some(UpstreamConfig {
         servers,
         tls,
@@ -121,6 +152,7 @@ pub(super) fn upstream(
         read_timeout,
         write_timeout,
         health_check,
+        protocol,
     })
 }
 

@@ -56,7 +56,7 @@ fn an_empty_file_takes_every_default() {
 fn relative_paths_follow_the_config_file() {
     let (dir, r) = load_pair(
         "upstreams_file: apis.yaml\nstate_dir: st\nissuer: https://gw.example/\n",
-        "",
+        "allow_empty: true\n",
     );
     let c = r.unwrap();
     assert_eq!(c.state_dir, dir.path().join("st"));

@@ -20,6 +20,7 @@ pub(super) struct Catalog {
     pub user_pools: Vec<UserPoolConfig>,
     pub issuers: Vec<IssuerConfig>,
     pub tenants: Vec<TenantConfig>,
+    pub allow_empty: bool,
 }
 
 pub(super) fn load(path: &Path, identity: &IdentitySettings) -> Result<Catalog, Vec<ConfigError>> {
@@ -47,10 +48,33 @@ pub(super) fn parse(
     for key in file.unknown.keys() {
         errs.push(
             key,
-            "unknown key (expected one of apis, products, user_pools, policies, credentials, issuers, tenants)",
+            "unknown key (expected one of apis, products, user_pools, policies, credentials, issuers, tenants, allow_empty)",
         );
     }
     let base_dir = path.parent().unwrap_or(Path::new("."));
+    let allow_empty = file
+        .allow_empty
+        .and_then(|a| a.take("allow_empty", &mut errs))
+        .unwrap_or(false);
+    let declares_nothing = [
+        file.apis.is_none(),
+        file.policies.is_none(),
+        file.credentials.is_none(),
+        file.products.is_none(),
+        file.user_pools.is_none(),
+        file.issuers.is_none(),
+        file.tenants.is_none(),
+    ]
+    .iter()
+    .all(|absent| *absent);
+    if declares_nothing && !allow_empty {
+        errs.push(
+            "",
+            "the file declares nothing (no apis, credentials, policies, tenants or issuers): \
+             every request would be refused. A file emptied or cut short by a deploy step looks \
+             like this; if it is meant, write `allow_empty: true` in it",
+        );
+    }
     let issuers_parsed = list(file.issuers, "issuers", &mut errs);
     let issuer_names: HashSet<String> =
         issuers_parsed.iter().map(|(_, i)| i.name.clone()).collect();
@@ -141,6 +165,7 @@ pub(super) fn parse(
             user_pools,
             issuers,
             tenants: tenants.tenants,
+            allow_empty,
         })
     } else {
         Err(errs.into_vec())

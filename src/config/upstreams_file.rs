@@ -25,24 +25,38 @@ pub(crate) struct UpstreamsFile {
     pub issuers: Option<Lenient<Vec<Lenient<IssuerFile>>>>,
     /// The tenant directory of `/auth/{user,admin}/generateToken` and `oidcToken`.
     pub tenants: Option<Lenient<Vec<Lenient<TenantFile>>>>,
+    /// A file that declares nothing, or a reload that takes every API or every credential
+    /// away, is refused unless this says it is meant.
+    pub allow_empty: Option<Lenient<bool>>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_yaml::Value>,
 }
 
-/// `auth:` of an API: one mode or a list of them.
+/// `auth:` of an API: one mode or a list of them. The words are read in validation, so an
+/// unknown one is named there and does not hide the API's other errors.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum AuthFile {
-    One(AuthWord),
-    Many(Vec<AuthWord>),
+    One(String),
+    Many(Vec<String>),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AuthWord {
     None,
     Jwt,
     ApiKey,
+}
+
+impl AuthWord {
+    pub fn parse(word: &str) -> Option<Self> {
+        match word {
+            "none" => Some(Self::None),
+            "jwt" => Some(Self::Jwt),
+            "api_key" => Some(Self::ApiKey),
+            _ => None,
+        }
+    }
 }
 
 /// A request rate per consumer.
@@ -235,6 +249,8 @@ pub(crate) struct UpstreamFile {
     pub write_timeout: Option<DurationText>,
     /// Active health check; without it every server is always eligible.
     pub health_check: Option<HealthCheckFile>,
+    /// `http1` (default), `h2` (HTTP/2 over TLS) or `h2c` (HTTP/2 without TLS).
+    pub protocol: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

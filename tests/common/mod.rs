@@ -240,6 +240,8 @@ pub struct GatewaySpec {
     pub wrapper: Vec<String>,
     /// The `issuer` (default: this gateway's own URL). Nodes of a cluster share one.
     pub issuer: Option<String>,
+    /// The plain listener also takes HTTP/2 with prior knowledge (h2c).
+    pub h2c: bool,
 }
 
 impl GatewaySpec {
@@ -254,6 +256,7 @@ impl GatewaySpec {
             server: None,
             wrapper: Vec::new(),
             issuer: None,
+            h2c: false,
         }
     }
 }
@@ -335,8 +338,10 @@ impl Gateway {
         });
         let issuer = spec.issuer.clone().unwrap_or_else(|| base.clone());
         let conf = format!(
-            "listen:\n  - addr: 127.0.0.1:{port}\n{}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\nissuer: {issuer}\nupstreams_file: upstreams.yaml\nstate_dir: state\n{server}{tokens}\n{}\n",
-            extra_listeners, spec.extra
+            "listen:\n  - addr: 127.0.0.1:{port}\n{}{}\nmetrics:\n  listen: 127.0.0.1:{metrics_port}\nissuer: {issuer}\nupstreams_file: upstreams.yaml\nstate_dir: state\n{server}{tokens}\n{}\n",
+            if spec.h2c { "    h2c: true\n" } else { "" },
+            extra_listeners,
+            spec.extra
         );
         std::fs::write(&self.config_path, conf).unwrap();
         self.port = port;

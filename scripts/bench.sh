@@ -11,6 +11,7 @@
 #                                      # stored tokens, old schema (--old BINARY) vs this one
 #   ./scripts/bench.sh --identity      # protected route with no / five identity headers /
 #                                      # a phantom token; forward auth behind nginx
+#   ./scripts/bench.sh --grpc          # gRPC unary calls: direct vs through tollgate (h2c)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --bench
@@ -27,6 +28,11 @@ fi
 if [ "${1:-}" = "--identity" ]; then
   shift
   exec python3 benches/load/identity.py "$@"
+fi
+if [ "${1:-}" = "--grpc" ]; then
+  shift
+  npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
+  exec python3 benches/load/grpc.py "$@"
 fi
 if [ "${1:-}" = "--store-growth" ]; then
   shift

@@ -35,6 +35,9 @@ if [ "${1:-}" = "--bench" ]; then
   command -v python3 >/dev/null 2>&1 || need+=(python3)
   command -v taskset >/dev/null 2>&1 || need+=(util-linux)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)   # the cluster harness
+  command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)       # the gRPC harness
+  command -v node >/dev/null 2>&1 || need+=(nodejs)                 # its gRPC server
+  command -v npm >/dev/null 2>&1 || need+=(npm)
 fi
 
 if ((${#need[@]})); then

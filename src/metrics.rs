@@ -78,6 +78,8 @@ pub struct Metrics {
     pub token_errors: IntCounterVec,
     pub auth_throttled: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    /// argon2 runs: client secrets and user passwords the cache could not answer.
+    pub secret_verifications: IntCounter,
     pub store: StoreMetrics,
 }
 
@@ -218,6 +220,11 @@ impl Metrics {
                 ),
                 &["api"],
             )?,
+            secret_verifications: IntCounter::new(
+                "tollgate_secret_verifications_total",
+                "argon2 verifications of client secrets and user passwords (cache misses, \
+                 refreshes ahead of expiry, unknown ids); concurrent checks of one secret share one.",
+            )?,
             store: StoreMetrics::new(registry)?,
         };
         registry.register(Box::new(m.requests.clone()))?;
@@ -230,6 +237,7 @@ impl Metrics {
         registry.register(Box::new(m.token_errors.clone()))?;
         registry.register(Box::new(m.auth_throttled.clone()))?;
         registry.register(Box::new(m.rate_limited.clone()))?;
+        registry.register(Box::new(m.secret_verifications.clone()))?;
         Ok(m)
     }
 

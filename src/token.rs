@@ -204,7 +204,10 @@ impl TokenService {
             signer: Signer::new(keys.clone(), Arc::from(config.issuer.as_str())),
             keys,
             catalog,
-            secrets: SecretVerifier::new(config.client_auth_cache)?,
+            secrets: SecretVerifier::new(
+                config.client_auth_cache,
+                metrics.secret_verifications.clone(),
+            )?,
             limiter: AttemptLimiter::new(config.limits),
             store,
             auth,

@@ -485,7 +485,15 @@ async fn metrics_listener_serves_prometheus_text() {
     let (_up, gw, _key) = start().await;
     assert_eq!(get(&gw, "/public/x", None).await.status(), 200);
     assert_eq!(get(&gw, "/orders/x", None).await.status(), 401);
-    let text = gw.metrics().await;
+    // A request is counted as its handling ends, a moment after the client has the answer.
+    let mut text = gw.metrics().await;
+    for _ in 0..100 {
+        if text.contains("tollgate_requests_total{api=\"orders\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        text = gw.metrics().await;
+    }
     for name in [
         "tollgate_requests_total{api=\"public\",method=\"GET\",status=\"2xx\"}",
         "tollgate_requests_total{api=\"orders\",method=\"GET\",status=\"4xx\"}",

@@ -31,8 +31,13 @@ struct NodeServer {
 
 impl NodeServer {
     fn start(script: &str) -> Self {
+        Self::start_with(script, &[])
+    }
+
+    fn start_with(script: &str, args: &[&std::path::Path]) -> Self {
         let mut child = Command::new("node")
             .arg(scripts().join(script))
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -151,6 +156,12 @@ async fn grpc_calls_pass_a_protected_api_and_refusals_are_grpc_statuses() {
             .starts_with("Bearer"),
         "{r}"
     );
+    // The access log says which gRPC status the HTTP 200 carried.
+    assert!(
+        gw.wait_for_log("\"POST /echo.Echo/Say\" 200").await && gw.log().contains(" grpc=16"),
+        "{}",
+        gw.log()
+    );
     // A bad token: UNAUTHENTICATED with the reason.
     let r = call(&target, "Say", Some("not-a-token"), &["hi"]);
     assert_eq!(r["code"], 16, "{r}");
@@ -226,6 +237,43 @@ apis:
         "{}",
         gw.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn h2_over_tls_is_agreed_by_alpn_and_the_certificate_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = write_file(dir.path(), "cert.pem", &ck.cert.pem());
+    let key_file = write_file(dir.path(), "key.pem", &ck.key_pair.serialize_pem());
+    let h2 = NodeServer::start_with(
+        "h2only.mjs",
+        &[std::path::Path::new("--tls"), &cert, &key_file],
+    );
+    let text = format!(
+        r#"
+apis:
+  - name: rest
+    prefix: /rest
+    upstream: {{ servers: ["127.0.0.1:{port}"], protocol: h2, tls: {{ sni: localhost, ca_file: upstream-ca.pem }} }}
+    auth: none
+  - name: wrong-name
+    prefix: /wrong-name
+    upstream: {{ servers: ["127.0.0.1:{port}"], protocol: h2, tls: {{ sni: other.example, ca_file: upstream-ca.pem }} }}
+    auth: none
+"#,
+        port = h2.port
+    );
+    let mut spec = GatewaySpec::new(text);
+    spec.files = vec![("upstream-ca.pem".into(), ck.cert.pem())];
+    let gw = Gateway::start(spec, &TestKey::generate()).await;
+    let r = reqwest::get(gw.url("/rest/a")).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", gw.log());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["version"], "2.0", "{body}");
+    assert_eq!(body["path"], "/rest/a");
+    // A certificate for another name: refused, not spoken to.
+    let r = reqwest::get(gw.url("/wrong-name/a")).await.unwrap();
+    assert_eq!(r.status(), 502);
 }
 
 #[test]

@@ -37,13 +37,19 @@ pub(super) fn record(
     let api = ctx.api_label();
     let ms = elapsed.as_secs_f64() * 1000.0;
     let request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok());
+    // A gRPC answer in one headers frame (tollgate's refusals among them) carries its
+    // status there: HTTP 200 alone would hide a refused call.
+    let grpc_status = session
+        .response_written()
+        .and_then(|r| r.headers.get("grpc-status"))
+        .and_then(|v| v.to_str().ok());
     match format {
         AccessLog::Off => {}
         AccessLog::Text => {
             let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
             log::info!(
                 target: "access",
-                "{} \"{} {}\" {status} {ms:.3}ms api={api} upstream={} via={} client={} sub={} id={}",
+                "{} \"{} {}\" {status} {ms:.3}ms api={api} upstream={} via={} client={} sub={} id={}{}",
                 dash(client.as_deref()),
                 req.method,
                 req.uri.path(),
@@ -52,6 +58,7 @@ pub(super) fn record(
                 dash(client_id.as_deref()),
                 dash(subject.as_deref()),
                 dash(request_id),
+                grpc_status.map(|g| format!(" grpc={g}")).unwrap_or_default(),
             );
         }
         AccessLog::Json => {
@@ -78,6 +85,7 @@ pub(super) fn record(
                 json!(super::request_host(req).map(super::host_without_port)),
             );
             put("status", json!(status));
+            put("grpc_status", json!(grpc_status));
             put("bytes_in", json!(session.body_bytes_read()));
             put("bytes_out", json!(session.body_bytes_sent()));
             put("duration_ms", json!((ms * 1000.0).round() / 1000.0));

@@ -1,6 +1,9 @@
-//! Client secrets: argon2 hashes in the config, verification on blocking threads (bounded,
-//! so a flood of attempts cannot exhaust memory), and a short cache of successes so the
-//! hash cost is not paid on every token request. Failures are never cached.
+//! Client secrets and user passwords: argon2 hashes in the config, verification on blocking
+//! threads (bounded, so a flood of attempts cannot exhaust memory), and a short cache of
+//! successes so the hash cost is not paid on every token request. Failures are never
+//! cached. Concurrent checks of one secret share one verification (single flight), and a
+//! secret in use is verified again in the background before its entry expires, so a busy
+//! client never waits for argon2 at an expiry.
 
 use crate::config::CacheSettings;
 use crate::domain::secret::Secret;
@@ -8,7 +11,10 @@ use crate::domain::secret::{HashError, hash_secret};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use aws_lc_rs::hmac;
+use prometheus::IntCounter;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 fn verify_blocking(secret: &str, phc: &str) -> bool {
@@ -29,19 +35,62 @@ pub enum VerifierError {
     Hash(#[from] HashError),
 }
 
+/// A verified secret: when, and whether a refresh of it is under way.
+struct Verified {
+    at: Instant,
+    refreshing: AtomicBool,
+}
+
+impl Verified {
+    fn now() -> Arc<Self> {
+        Arc::new(Self {
+            at: Instant::now(),
+            refreshing: AtomicBool::new(false),
+        })
+    }
+}
+
+/// A secret that did not match: shared by the checks that waited on the same verification,
+/// and never cached.
+#[derive(Debug)]
+struct Mismatch;
+
+/// The part of the verifier a background refresh takes along.
+#[derive(Clone)]
+struct Hasher {
+    /// argon2 needs ~19 MiB per verification: at most this many run at once.
+    permits: Arc<Semaphore>,
+    runs: IntCounter,
+}
+
+impl Hasher {
+    async fn verify(&self, secret: &str, phc: Arc<str>) -> bool {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
+        };
+        self.runs.inc();
+        let secret = Secret::new(secret.to_string());
+        tokio::task::spawn_blocking(move || verify_blocking(secret.expose(), &phc))
+            .await
+            .unwrap_or(false)
+    }
+}
+
 /// Verifies client secrets against their hashes, remembering recent successes.
 pub struct SecretVerifier {
     /// Keyed digest of (client id, hash, secret) → verified. The secret itself is never stored.
-    cache: moka::sync::Cache<[u8; 32], ()>,
+    cache: moka::future::Cache<[u8; 32], Arc<Verified>>,
+    /// An entry this old is verified again in the background when used.
+    refresh_after: Duration,
     key: hmac::Key,
     /// Verified against when the client is unknown, so timing does not reveal which ids exist.
     dummy_hash: Arc<str>,
-    /// argon2 needs ~19 MiB per verification: at most this many run at once.
-    permits: Arc<Semaphore>,
+    hasher: Hasher,
 }
 
 impl SecretVerifier {
-    pub fn new(settings: CacheSettings) -> Result<Self, VerifierError> {
+    /// `runs` counts argon2 verifications.
+    pub fn new(settings: CacheSettings, runs: IntCounter) -> Result<Self, VerifierError> {
         let rng = aws_lc_rs::rand::SystemRandom::new();
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
             .map_err(|_| VerifierError::NoRandomness)?;
@@ -53,13 +102,17 @@ impl SecretVerifier {
         ))?;
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
-            cache: moka::sync::Cache::builder()
+            cache: moka::future::Cache::builder()
                 .max_capacity(settings.max_entries)
                 .time_to_live(settings.ttl)
                 .build(),
+            refresh_after: settings.ttl.mul_f64(0.75),
             key,
             dummy_hash: dummy_hash.into(),
-            permits: Arc::new(Semaphore::new(parallel)),
+            hasher: Hasher {
+                permits: Arc::new(Semaphore::new(parallel)),
+                runs,
+            },
         })
     }
 
@@ -82,26 +135,45 @@ impl SecretVerifier {
         secret: &str,
         hash: Option<&Secret<String>>,
     ) -> bool {
-        let known = hash.is_some();
-        let phc: Arc<str> = match hash {
-            Some(h) => Arc::from(h.expose().as_str()),
-            None => self.dummy_hash.clone(),
-        };
-        let key = self.cache_key(client_id, &phc, secret);
-        if known && self.cache.get(&key).is_some() {
-            return true;
-        }
-        let Ok(_permit) = self.permits.acquire().await else {
+        let Some(hash) = hash else {
+            self.hasher.verify(secret, self.dummy_hash.clone()).await;
             return false;
         };
-        let secret = Secret::new(secret.to_string());
-        let ok = tokio::task::spawn_blocking(move || verify_blocking(secret.expose(), &phc))
-            .await
-            .unwrap_or(false);
-        if ok && known {
-            self.cache.insert(key, ());
+        let phc: Arc<str> = Arc::from(hash.expose().as_str());
+        let key = self.cache_key(client_id, &phc, secret);
+        if let Some(hit) = self.cache.get(&key).await {
+            self.refresh_ahead(&hit, key, secret, &phc);
+            return true;
         }
-        ok && known
+        // The first check of this secret verifies; the others arriving meanwhile wait for
+        // its answer. Only a match is kept.
+        self.cache
+            .try_get_with(key, async {
+                if self.hasher.verify(secret, phc).await {
+                    Ok(Verified::now())
+                } else {
+                    Err(Mismatch)
+                }
+            })
+            .await
+            .is_ok()
+    }
+
+    /// An entry past `refresh_after` is verified again by one background task and replaced
+    /// with a fresh one, before it expires under a busy client.
+    fn refresh_ahead(&self, hit: &Verified, key: [u8; 32], secret: &str, phc: &Arc<str>) {
+        if hit.at.elapsed() < self.refresh_after || hit.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (cache, hasher, phc) = (self.cache.clone(), self.hasher.clone(), phc.clone());
+        let secret = Secret::new(secret.to_string());
+        tokio::spawn(async move {
+            if hasher.verify(secret.expose(), phc).await {
+                cache.insert(key, Verified::now()).await;
+            } else {
+                cache.invalidate(&key).await;
+            }
+        });
     }
 }
 
@@ -110,25 +182,106 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn verifier(ttl: Duration) -> SecretVerifier {
+        let runs = IntCounter::new("runs", "argon2 runs").unwrap();
+        SecretVerifier::new(
+            CacheSettings {
+                max_entries: 10,
+                ttl,
+            },
+            runs,
+        )
+        .unwrap()
+    }
+
+    fn runs(v: &SecretVerifier) -> u64 {
+        v.hasher.runs.get()
+    }
+
     #[tokio::test]
     async fn verifies_caches_success_and_never_failure() {
-        let v = SecretVerifier::new(CacheSettings {
-            max_entries: 10,
-            ttl: Duration::from_secs(60),
-        })
-        .unwrap();
+        let v = verifier(Duration::from_secs(60));
         let hash = Secret::new(hash_secret("right").unwrap());
         assert!(!v.verify("c", "wrong", Some(&hash)).await);
+        assert!(!v.verify("c", "wrong", Some(&hash)).await);
+        assert_eq!(runs(&v), 2, "a mismatch is verified every time");
+        v.cache.run_pending_tasks().await;
         assert_eq!(v.cache.entry_count(), 0);
         assert!(v.verify("c", "right", Some(&hash)).await);
-        v.cache.run_pending_tasks();
-        assert_eq!(v.cache.entry_count(), 1);
         assert!(v.verify("c", "right", Some(&hash)).await);
+        assert_eq!(runs(&v), 3, "a match is verified once");
         // The cached success is bound to the client id and the hash.
         assert!(!v.verify("other", "right", None).await);
         let rotated = Secret::new(hash_secret("new").unwrap());
         assert!(!v.verify("c", "right", Some(&rotated)).await);
-        // An unknown client never verifies, even with the dummy hash's own input.
+        // An unknown client never verifies, even with the dummy hash's own input, and costs
+        // an argon2 run like a known one.
+        let before = runs(&v);
         assert!(!v.verify("ghost", "", None).await);
+        assert_eq!(runs(&v), before + 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_checks_of_one_secret_share_one_verification() {
+        let v = Arc::new(verifier(Duration::from_secs(60)));
+        let hash = Arc::new(Secret::new(hash_secret("right").unwrap()));
+        let checks: Vec<_> = (0..64)
+            .map(|_| {
+                let (v, hash) = (v.clone(), hash.clone());
+                tokio::spawn(async move { v.verify("c", "right", Some(&hash)).await })
+            })
+            .collect();
+        for c in checks {
+            assert!(c.await.unwrap());
+        }
+        assert_eq!(runs(&v), 1);
+        // Wrong secrets share too, and are still refused, each caller told so.
+        let checks: Vec<_> = (0..16)
+            .map(|_| {
+                let (v, hash) = (v.clone(), hash.clone());
+                tokio::spawn(async move { v.verify("c", "wrong", Some(&hash)).await })
+            })
+            .collect();
+        for c in checks {
+            assert!(!c.await.unwrap());
+        }
+        assert!(runs(&v) >= 2);
+        assert!(!v.verify("c", "wrong", Some(&hash)).await);
+    }
+
+    #[tokio::test]
+    async fn a_secret_in_use_is_verified_again_before_its_entry_expires() {
+        let ttl = Duration::from_secs(3);
+        let v = verifier(ttl);
+        let hash = Secret::new(hash_secret("right").unwrap());
+        assert!(v.verify("c", "right", Some(&hash)).await);
+        assert_eq!(runs(&v), 1);
+        let key = v.cache_key("c", hash.expose(), "right");
+        let first = v.cache.get(&key).await.unwrap().at;
+        // Past three quarters of its life, a use answers from the cache and starts one
+        // background verification that replaces the entry.
+        tokio::time::sleep(ttl.mul_f64(0.8)).await;
+        assert!(v.verify("c", "right", Some(&hash)).await);
+        assert!(v.verify("c", "right", Some(&hash)).await);
+        let mut refreshed = None;
+        for _ in 0..500 {
+            refreshed = v
+                .cache
+                .get(&key)
+                .await
+                .map(|e| e.at)
+                .filter(|at| *at > first);
+            if refreshed.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(refreshed.is_some(), "the entry was not refreshed");
+        assert_eq!(runs(&v), 2, "one refresh");
+        // Past the first entry's expiry, the refreshed one answers: no verification waited on.
+        let until = first + ttl + Duration::from_millis(100);
+        tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+        assert!(v.verify("c", "right", Some(&hash)).await);
+        assert_eq!(runs(&v), 2);
     }
 }

@@ -520,14 +520,21 @@ impl Gateway {
 
     /// The value of one sample line of the metrics text, e.g.
     /// `tollgate_token_validations_total{outcome="ok"}`.
+    /// A series not exported yet is waited for a moment: a request is counted as its
+    /// handling ends, just after the client has its answer. Absent, it reads 0.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = self.metrics().await;
-        text.lines()
-            .find_map(|l| {
+        for _ in 0..25 {
+            let text = self.metrics().await;
+            let value = text.lines().find_map(|l| {
                 l.strip_prefix(series)
                     .and_then(|rest| rest.trim().parse().ok())
-            })
-            .unwrap_or(0.0)
+            });
+            if let Some(v) = value {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        0.0
     }
 }
 

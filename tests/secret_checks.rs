@@ -1,0 +1,71 @@
+//! Client-secret checks under a burst, against the real gateway: when a client's cached
+//! success has expired, 64 concurrent token requests share one argon2 verification
+//! (`tollgate_secret_verifications_total`), and every one of them gets its token.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const RUNS: &str = "tollgate_secret_verifications_total";
+
+fn catalog(up: &Upstream) -> String {
+    format!(
+        r#"
+apis:
+  - {{ name: orders, prefix: /orders, upstream: {{ servers: ["{}"] }}, auth: jwt }}
+credentials:
+  - {{ client_id: busy, client_secret_hash: "{}", acl: [orders] }}
+"#,
+        up.addr,
+        cheap_hash("busy-secret")
+    )
+}
+
+async fn burst(gw: &Gateway, n: usize, secret: &str) -> Vec<u16> {
+    let client = reqwest::Client::new();
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            let req = client
+                .post(gw.url("/credential/jwt"))
+                .basic_auth("busy", Some(secret))
+                .form(&[("grant_type", "client_credentials")]);
+            tokio::spawn(async move { req.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for c in calls {
+        out.push(c.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_after_the_cache_expires_runs_one_verification() {
+    let up = start_upstream().await;
+    let mut spec = GatewaySpec::new(catalog(&up));
+    spec.extra = "client_auth_cache: { max_entries: 100, ttl: 2s }\n".into();
+    let gw = Gateway::start(spec, &TestKey::generate()).await;
+
+    assert_eq!(burst(&gw, 1, "busy-secret").await, [200]);
+    let first = gw.metric(RUNS).await;
+    assert_eq!(first, 1.0);
+    // Left unused past its ttl, the entry expires (a use past 3/4 of it would refresh it).
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let statuses = burst(&gw, 64, "busy-secret").await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        gw.metric(RUNS).await,
+        first + 1.0,
+        "64 checks, one argon2 run"
+    );
+
+    // A wrong secret is never remembered as right: each burst of wrong ones is refused
+    // whole, and the right one still works from its entry.
+    let statuses = burst(&gw, 5, "wrong-secret").await;
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(burst(&gw, 1, "busy-secret").await, [200]);
+}

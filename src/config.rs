@@ -126,6 +126,10 @@ pub struct LimitSettings {
     pub window: Duration,
     pub per_account: u32,
     pub per_ip: u32,
+    /// argon2 verifications run at once.
+    pub hash_concurrency: usize,
+    /// Checks that may wait for one; past that the token endpoints shed load (503).
+    pub hash_queue: usize,
 }
 
 /// Where durable state lives.

@@ -42,7 +42,7 @@ use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE}
 use http::{HeaderName, HeaderValue, Method};
 use issue::Signer;
 use limits::{AttemptLimiter, Subject, Throttled};
-use secret::SecretVerifier;
+use secret::{Busy, SecretVerifier};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -206,6 +206,7 @@ impl TokenService {
             catalog,
             secrets: SecretVerifier::new(
                 config.client_auth_cache,
+                &config.limits,
                 metrics.secret_verifications.clone(),
             )?,
             limiter: AttemptLimiter::new(config.limits),
@@ -373,18 +374,23 @@ impl TokenService {
                 for (id, hash) in &c.secrets {
                     let cache_id =
                         format!("{}\u{0}{}", presented.id, id.as_deref().unwrap_or_default());
-                    if self.secrets.verify(&cache_id, secret, Some(hash)).await {
+                    if self
+                        .secrets
+                        .verify(&cache_id, secret, Some(hash))
+                        .await
+                        .map_err(shed)?
+                    {
                         ok = true;
                         break;
                     }
                 }
                 ok
             }
-            _ => {
-                self.secrets
-                    .verify(&presented.id, secret, client.map(|c| &c.secret_hash))
-                    .await
-            }
+            _ => self
+                .secrets
+                .verify(&presented.id, secret, client.map(|c| &c.secret_hash))
+                .await
+                .map_err(shed)?,
         };
         match client {
             Some(c) if verified => Ok(c.clone()),
@@ -432,6 +438,17 @@ impl TokenService {
         e.retry_after = Some(t.retry_after_secs);
         e
     }
+}
+
+/// The answer when too many secret checks wait for argon2: the request is shed, with a
+/// hint when to come back, rather than queued without bound.
+fn shed(_: Busy) -> OAuthError {
+    let mut e = OAuthError::new(
+        ErrorCode::TemporarilyUnavailable,
+        "too many credential checks are waiting; retry shortly",
+    );
+    e.retry_after = Some(1);
+    e
 }
 
 fn method_not_allowed() -> OAuthError {

@@ -69,3 +69,46 @@ async fn a_burst_after_the_cache_expires_runs_one_verification() {
     assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
     assert_eq!(burst(&gw, 1, "busy-secret").await, [200]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn past_the_hashing_queue_token_requests_are_shed_with_503() {
+    let up = start_upstream().await;
+    let mut spec = GatewaySpec::new(catalog(&up));
+    // One verification at a time and none waiting: a second concurrent check is shed.
+    spec.extra = "limits: { hash_concurrency: 1, hash_queue: 0 }\n".into();
+    let gw = Gateway::start(spec, &TestKey::generate()).await;
+    let client = reqwest::Client::new();
+    // 32 unknown client ids at once (each costs an argon2 run like a known one).
+    let calls: Vec<_> = (0..32)
+        .map(|i| {
+            let req = client
+                .post(gw.url("/credential/jwt"))
+                .basic_auth(format!("nobody-{i}"), Some("guess"))
+                .form(&[("grant_type", "client_credentials")]);
+            tokio::spawn(async move {
+                let r = req.send().await.unwrap();
+                let status = r.status().as_u16();
+                let retry = r.headers().get("retry-after").cloned();
+                let body: serde_json::Value = r.json().await.unwrap();
+                (status, retry, body)
+            })
+        })
+        .collect();
+    let mut shed = 0;
+    for c in calls {
+        let (status, retry, body) = c.await.unwrap();
+        match status {
+            401 => assert_eq!(body["error"], "invalid_client", "{body}"),
+            503 => {
+                shed += 1;
+                assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+                assert_eq!(retry.unwrap(), "1");
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(shed >= 1, "no request was shed");
+    assert!(gw.metric(RUNS).await < 32.0, "shed checks run no argon2");
+    // The queue drained, a real client is served.
+    assert_eq!(burst(&gw, 1, "busy-secret").await, [200]);
+}

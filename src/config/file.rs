@@ -276,6 +276,12 @@ pub(crate) struct LimitsFile {
     pub failed_auth_per_account: Option<u32>,
     /// Failed attempts one client address may make per window, whatever the account.
     pub failed_auth_per_ip: Option<u32>,
+    /// argon2 verifications run at once (default: one core fewer than the machine has,
+    /// at least one), so hashing never takes every core from proxying.
+    pub hash_concurrency: Option<usize>,
+    /// Secret and password checks that may wait for a verification; past that the token
+    /// endpoints answer 503 temporarily_unavailable with Retry-After (default 64).
+    pub hash_queue: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -260,7 +260,14 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
         ),
         per_account: limits_file.failed_auth_per_account.unwrap_or(10),
         per_ip: limits_file.failed_auth_per_ip.unwrap_or(100),
+        hash_concurrency: limits_file.hash_concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+        }),
+        hash_queue: limits_file.hash_queue.unwrap_or(64),
     };
+    if limits_file.hash_concurrency == Some(0) {
+        errs.push("limits.hash_concurrency", "must be at least 1");
+    }
     for (key, v) in [
         (
             "failed_auth_per_account",

@@ -268,7 +268,8 @@ impl TokenService {
         let verified = self
             .secrets
             .verify(&cache_id, password, user.map(|u| &u.password_hash))
-            .await;
+            .await
+            .map_err(super::shed)?;
         let user = match user {
             Some(u) if verified => u,
             _ => {

@@ -99,6 +99,8 @@ mod tests {
             window: Duration::from_secs(60),
             per_account,
             per_ip,
+            hash_concurrency: 1,
+            hash_queue: 0,
         })
     }
 

@@ -5,7 +5,7 @@
 //! secret in use is verified again in the background before its entry expires, so a busy
 //! client never waits for argon2 at an expiry.
 
-use crate::config::CacheSettings;
+use crate::config::{CacheSettings, LimitSettings};
 use crate::domain::secret::Secret;
 use crate::domain::secret::{HashError, hash_secret};
 use argon2::Argon2;
@@ -13,7 +13,7 @@ use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use aws_lc_rs::hmac;
 use prometheus::IntCounter;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -50,29 +50,52 @@ impl Verified {
     }
 }
 
-/// A secret that did not match: shared by the checks that waited on the same verification,
-/// and never cached.
+/// Why a check has no answer: the hashing queue is full, so it was not run. The token
+/// endpoints shed the request (503 with Retry-After) instead of queueing without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many secret checks are waiting")]
+pub struct Busy;
+
+/// How a verification ended without a match: shared by the checks that waited on it, and
+/// never cached.
 #[derive(Debug)]
-struct Mismatch;
+enum NoMatch {
+    Mismatch,
+    Busy,
+}
 
 /// The part of the verifier a background refresh takes along.
 #[derive(Clone)]
 struct Hasher {
-    /// argon2 needs ~19 MiB per verification: at most this many run at once.
+    /// argon2 needs ~19 MiB per verification, and a core: at most this many run at once.
     permits: Arc<Semaphore>,
+    /// Checks waiting for a permit, and how many may.
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
     runs: IntCounter,
 }
 
 impl Hasher {
-    async fn verify(&self, secret: &str, phc: Arc<str>) -> bool {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return false;
+    async fn verify(&self, secret: &str, phc: Arc<str>) -> Result<bool, Busy> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                    return Err(Busy);
+                }
+                let p = self.permits.clone().acquire_owned().await;
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                p.map_err(|_| Busy)?
+            }
         };
         self.runs.inc();
         let secret = Secret::new(secret.to_string());
-        tokio::task::spawn_blocking(move || verify_blocking(secret.expose(), &phc))
+        let ok = tokio::task::spawn_blocking(move || verify_blocking(secret.expose(), &phc))
             .await
-            .unwrap_or(false)
+            .unwrap_or(false);
+        drop(permit);
+        Ok(ok)
     }
 }
 
@@ -89,8 +112,12 @@ pub struct SecretVerifier {
 }
 
 impl SecretVerifier {
-    /// `runs` counts argon2 verifications.
-    pub fn new(settings: CacheSettings, runs: IntCounter) -> Result<Self, VerifierError> {
+    /// `runs` counts argon2 verifications; `limits` bounds them and their queue.
+    pub fn new(
+        settings: CacheSettings,
+        limits: &LimitSettings,
+        runs: IntCounter,
+    ) -> Result<Self, VerifierError> {
         let rng = aws_lc_rs::rand::SystemRandom::new();
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
             .map_err(|_| VerifierError::NoRandomness)?;
@@ -100,7 +127,6 @@ impl SecretVerifier {
             &base64::engine::general_purpose::STANDARD,
             random,
         ))?;
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             cache: moka::future::Cache::builder()
                 .max_capacity(settings.max_entries)
@@ -110,7 +136,9 @@ impl SecretVerifier {
             key,
             dummy_hash: dummy_hash.into(),
             hasher: Hasher {
-                permits: Arc::new(Semaphore::new(parallel)),
+                permits: Arc::new(Semaphore::new(limits.hash_concurrency.max(1))),
+                waiting: Arc::new(AtomicUsize::new(0)),
+                max_waiting: limits.hash_queue,
                 runs,
             },
         })
@@ -127,36 +155,43 @@ impl SecretVerifier {
         out
     }
 
-    /// True when `secret` matches `hash`. `hash` is `None` for an unknown client: the
-    /// same work is done and the answer is false.
+    /// Whether `secret` matches `hash`. `hash` is `None` for an unknown client: the
+    /// same work is done and the answer is false. `Busy` when the hashing queue is full.
     pub async fn verify(
         &self,
         client_id: &str,
         secret: &str,
         hash: Option<&Secret<String>>,
-    ) -> bool {
+    ) -> Result<bool, Busy> {
         let Some(hash) = hash else {
-            self.hasher.verify(secret, self.dummy_hash.clone()).await;
-            return false;
+            self.hasher.verify(secret, self.dummy_hash.clone()).await?;
+            return Ok(false);
         };
         let phc: Arc<str> = Arc::from(hash.expose().as_str());
         let key = self.cache_key(client_id, &phc, secret);
         if let Some(hit) = self.cache.get(&key).await {
             self.refresh_ahead(&hit, key, secret, &phc);
-            return true;
+            return Ok(true);
         }
         // The first check of this secret verifies; the others arriving meanwhile wait for
         // its answer. Only a match is kept.
-        self.cache
+        let answer = self
+            .cache
             .try_get_with(key, async {
-                if self.hasher.verify(secret, phc).await {
-                    Ok(Verified::now())
-                } else {
-                    Err(Mismatch)
+                match self.hasher.verify(secret, phc).await {
+                    Ok(true) => Ok(Verified::now()),
+                    Ok(false) => Err(NoMatch::Mismatch),
+                    Err(Busy) => Err(NoMatch::Busy),
                 }
             })
-            .await
-            .is_ok()
+            .await;
+        match answer {
+            Ok(_) => Ok(true),
+            Err(e) => match *e {
+                NoMatch::Mismatch => Ok(false),
+                NoMatch::Busy => Err(Busy),
+            },
+        }
     }
 
     /// An entry past `refresh_after` is verified again by one background task and replaced
@@ -168,10 +203,11 @@ impl SecretVerifier {
         let (cache, hasher, phc) = (self.cache.clone(), self.hasher.clone(), phc.clone());
         let secret = Secret::new(secret.to_string());
         tokio::spawn(async move {
-            if hasher.verify(secret.expose(), phc).await {
-                cache.insert(key, Verified::now()).await;
-            } else {
-                cache.invalidate(&key).await;
+            match hasher.verify(secret.expose(), phc).await {
+                Ok(true) => cache.insert(key, Verified::now()).await,
+                Ok(false) => cache.invalidate(&key).await,
+                // Shed like any check: the entry lives out its ttl.
+                Err(Busy) => {}
             }
         });
     }
@@ -184,11 +220,19 @@ mod tests {
 
     fn verifier(ttl: Duration) -> SecretVerifier {
         let runs = IntCounter::new("runs", "argon2 runs").unwrap();
+        let limits = LimitSettings {
+            window: Duration::from_secs(60),
+            per_account: 10,
+            per_ip: 10,
+            hash_concurrency: 2,
+            hash_queue: 64,
+        };
         SecretVerifier::new(
             CacheSettings {
                 max_entries: 10,
                 ttl,
             },
+            &limits,
             runs,
         )
         .unwrap()
@@ -202,22 +246,22 @@ mod tests {
     async fn verifies_caches_success_and_never_failure() {
         let v = verifier(Duration::from_secs(60));
         let hash = Secret::new(hash_secret("right").unwrap());
-        assert!(!v.verify("c", "wrong", Some(&hash)).await);
-        assert!(!v.verify("c", "wrong", Some(&hash)).await);
+        assert!(!v.verify("c", "wrong", Some(&hash)).await.unwrap());
+        assert!(!v.verify("c", "wrong", Some(&hash)).await.unwrap());
         assert_eq!(runs(&v), 2, "a mismatch is verified every time");
         v.cache.run_pending_tasks().await;
         assert_eq!(v.cache.entry_count(), 0);
-        assert!(v.verify("c", "right", Some(&hash)).await);
-        assert!(v.verify("c", "right", Some(&hash)).await);
+        assert!(v.verify("c", "right", Some(&hash)).await.unwrap());
+        assert!(v.verify("c", "right", Some(&hash)).await.unwrap());
         assert_eq!(runs(&v), 3, "a match is verified once");
         // The cached success is bound to the client id and the hash.
-        assert!(!v.verify("other", "right", None).await);
+        assert!(!v.verify("other", "right", None).await.unwrap());
         let rotated = Secret::new(hash_secret("new").unwrap());
-        assert!(!v.verify("c", "right", Some(&rotated)).await);
+        assert!(!v.verify("c", "right", Some(&rotated)).await.unwrap());
         // An unknown client never verifies, even with the dummy hash's own input, and costs
         // an argon2 run like a known one.
         let before = runs(&v);
-        assert!(!v.verify("ghost", "", None).await);
+        assert!(!v.verify("ghost", "", None).await.unwrap());
         assert_eq!(runs(&v), before + 1);
     }
 
@@ -228,7 +272,7 @@ mod tests {
         let checks: Vec<_> = (0..64)
             .map(|_| {
                 let (v, hash) = (v.clone(), hash.clone());
-                tokio::spawn(async move { v.verify("c", "right", Some(&hash)).await })
+                tokio::spawn(async move { v.verify("c", "right", Some(&hash)).await.unwrap() })
             })
             .collect();
         for c in checks {
@@ -239,14 +283,14 @@ mod tests {
         let checks: Vec<_> = (0..16)
             .map(|_| {
                 let (v, hash) = (v.clone(), hash.clone());
-                tokio::spawn(async move { v.verify("c", "wrong", Some(&hash)).await })
+                tokio::spawn(async move { v.verify("c", "wrong", Some(&hash)).await.unwrap() })
             })
             .collect();
         for c in checks {
             assert!(!c.await.unwrap());
         }
         assert!(runs(&v) >= 2);
-        assert!(!v.verify("c", "wrong", Some(&hash)).await);
+        assert!(!v.verify("c", "wrong", Some(&hash)).await.unwrap());
     }
 
     #[tokio::test]
@@ -254,15 +298,15 @@ mod tests {
         let ttl = Duration::from_secs(3);
         let v = verifier(ttl);
         let hash = Secret::new(hash_secret("right").unwrap());
-        assert!(v.verify("c", "right", Some(&hash)).await);
+        assert!(v.verify("c", "right", Some(&hash)).await.unwrap());
         assert_eq!(runs(&v), 1);
         let key = v.cache_key("c", hash.expose(), "right");
         let first = v.cache.get(&key).await.unwrap().at;
         // Past three quarters of its life, a use answers from the cache and starts one
         // background verification that replaces the entry.
         tokio::time::sleep(ttl.mul_f64(0.8)).await;
-        assert!(v.verify("c", "right", Some(&hash)).await);
-        assert!(v.verify("c", "right", Some(&hash)).await);
+        assert!(v.verify("c", "right", Some(&hash)).await.unwrap());
+        assert!(v.verify("c", "right", Some(&hash)).await.unwrap());
         let mut refreshed = None;
         for _ in 0..500 {
             refreshed = v
@@ -281,7 +325,7 @@ mod tests {
         // Past the first entry's expiry, the refreshed one answers: no verification waited on.
         let until = first + ttl + Duration::from_millis(100);
         tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
-        assert!(v.verify("c", "right", Some(&hash)).await);
+        assert!(v.verify("c", "right", Some(&hash)).await.unwrap());
         assert_eq!(runs(&v), 2);
     }
 }

@@ -214,14 +214,22 @@ impl TokenService {
         let mut verified = false;
         for (id, hash) in &candidates {
             let cache_id = format!("{}\u{0}{}", client.id, id.as_deref().unwrap_or_default());
-            if self.secrets.verify(&cache_id, secret, Some(hash)).await {
+            if self
+                .secrets
+                .verify(&cache_id, secret, Some(hash))
+                .await
+                .map_err(super::shed)?
+            {
                 verified = true;
                 break;
             }
         }
         if candidates.is_empty() {
             // An unknown secret id costs the same as a wrong secret.
-            self.secrets.verify(&client.id, secret, None).await;
+            self.secrets
+                .verify(&client.id, secret, None)
+                .await
+                .map_err(super::shed)?;
         }
         if !verified {
             self.limiter.failed(subject, req.client_ip);

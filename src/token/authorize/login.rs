@@ -56,11 +56,24 @@ impl TokenService {
         }
         let user = pool.users.get(username);
         let cache_id = format!("user\u{0}{}\u{0}{username}", pool.name);
-        let verified = !password.is_empty()
-            && self
+        let verified = if password.is_empty() {
+            false
+        } else {
+            match self
                 .secrets
                 .verify(&cache_id, password, user.map(|u| &u.password_hash))
-                .await;
+                .await
+            {
+                Ok(v) => v,
+                Err(_) => {
+                    return error_page(
+                        503,
+                        "Busy",
+                        "Too many sign-ins are being checked. Try again in a moment.",
+                    );
+                }
+            }
+        };
         let Some(user) = user.filter(|_| verified) else {
             self.limiter.failed(subject, req.client_ip);
             log::debug!("login: refused a password for client {}", client.id);

@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// Concurrent HTTP/2 streams tollgate opens on one upstream connection.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
+
 /// One API's servers and how to reach them.
 pub struct Pool {
     /// Consulted only when the pool has health checks (it knows which servers are up).
@@ -109,6 +112,12 @@ impl Pool {
             UpstreamProtocol::H2 | UpstreamProtocol::H2c => ALPN::H2,
         };
         template.options.alpn = alpn.clone();
+        if cfg.protocol != UpstreamProtocol::Http1 {
+            // Calls share connections: up to 100 streams each (the floor RFC 9113 §6.5.2
+            // recommends servers allow; a server announcing fewer is obeyed). Pingora's
+            // default is one stream per connection, a connection per concurrent call.
+            template.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+        }
         if let Some(t) = &cfg.tls {
             template.options.verify_cert = t.verify;
             template.options.verify_hostname = t.verify;

@@ -12,6 +12,8 @@
 #   ./scripts/bench.sh --identity      # protected route with no / five identity headers /
 #                                      # a phantom token; forward auth behind nginx
 #   ./scripts/bench.sh --grpc          # gRPC unary calls: direct vs through tollgate (h2c)
+#   ./scripts/bench.sh --stampede      # a busy client across client-secret cache expiries
+#                                      # (--old BINARY to compare with a previous build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --bench
@@ -33,6 +35,10 @@ if [ "${1:-}" = "--grpc" ]; then
   shift
   npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
   exec python3 benches/load/grpc.py "$@"
+fi
+if [ "${1:-}" = "--stampede" ]; then
+  shift
+  exec python3 benches/load/stampede.py "$@"
 fi
 if [ "${1:-}" = "--store-growth" ]; then
   shift

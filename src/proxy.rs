@@ -212,7 +212,13 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "no API selected");
         };
         ctx.tries += 1;
-        match api.pool.select() {
+        // A retry goes to another server than the one that just failed.
+        let server = if ctx.tries > 1 {
+            api.pool.select_other(ctx.upstream)
+        } else {
+            api.pool.select()
+        };
+        match server {
             Some(server) => {
                 ctx.upstream = Some(server.addr);
                 Ok(server.peer())

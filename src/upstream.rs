@@ -229,6 +229,19 @@ impl Pool {
         self.servers.iter().find(|s| s.addr == addr)
     }
 
+    /// The next server other than `tried` (a retry after it failed), when another is up;
+    /// else whatever `select` gives.
+    pub fn select_other(&self, tried: Option<SocketAddr>) -> Option<&Server> {
+        let mut pick = self.select();
+        for _ in 1..self.servers.len() {
+            match pick {
+                Some(s) if Some(s.addr) == tried => pick = self.select(),
+                _ => break,
+            }
+        }
+        pick
+    }
+
     /// The load balancer, when it has health checks to run.
     pub fn health_checked_lb(&self) -> Option<Arc<LoadBalancer<RoundRobin>>> {
         self.health_checked.then(|| self.lb.clone())

@@ -386,11 +386,15 @@ impl TokenService {
                 }
                 ok
             }
-            _ => self
+            Some(c) => self
                 .secrets
-                .verify(&presented.id, secret, client.map(|c| &c.secret_hash))
+                .verify(&presented.id, secret, Some(&c.secret_hash))
                 .await
                 .map_err(shed)?,
+            // Client ids are public (RFC 6749 §2.2: "not a secret"), so refusing an unknown
+            // one at once reveals nothing the id does not: no argon2 run for a flood of
+            // made-up ids. (Usernames are not public: an unknown user still costs one.)
+            None => false,
         };
         match client {
             Some(c) if verified => Ok(c.clone()),

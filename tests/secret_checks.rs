@@ -18,10 +18,11 @@ fn catalog(up: &Upstream) -> String {
 apis:
   - {{ name: orders, prefix: /orders, upstream: {{ servers: ["{}"] }}, auth: jwt }}
 credentials:
-  - {{ client_id: busy, client_secret_hash: "{}", acl: [orders] }}
+  - {{ client_id: busy, client_secret_hash: "{h}", acl: [orders] }}
+  - {{ client_id: calm, client_secret_hash: "{h}", acl: [orders] }}
 "#,
         up.addr,
-        cheap_hash("busy-secret")
+        h = cheap_hash("busy-secret")
     )
 }
 
@@ -78,12 +79,13 @@ async fn past_the_hashing_queue_token_requests_are_shed_with_503() {
     spec.extra = "limits: { hash_concurrency: 1, hash_queue: 0 }\n".into();
     let gw = Gateway::start(spec, &TestKey::generate()).await;
     let client = reqwest::Client::new();
-    // 32 unknown client ids at once (each costs an argon2 run like a known one).
+    // 32 wrong secrets for one client at once (each a different check, each an argon2 run;
+    // the brute-force limit counts failures after the check, so all 32 are checked).
     let calls: Vec<_> = (0..32)
         .map(|i| {
             let req = client
                 .post(gw.url("/credential/jwt"))
-                .basic_auth(format!("nobody-{i}"), Some("guess"))
+                .basic_auth("busy", Some(format!("guess-{i}")))
                 .form(&[("grant_type", "client_credentials")]);
             tokio::spawn(async move {
                 let r = req.send().await.unwrap();
@@ -108,7 +110,49 @@ async fn past_the_hashing_queue_token_requests_are_shed_with_503() {
         }
     }
     assert!(shed >= 1, "no request was shed");
-    assert!(gw.metric(RUNS).await < 32.0, "shed checks run no argon2");
-    // The queue drained, a real client is served.
-    assert_eq!(burst(&gw, 1, "busy-secret").await, [200]);
+    let runs = gw.metric(RUNS).await;
+    assert!(runs < 32.0, "shed checks run no argon2: {runs}");
+    // The queue drained, another client is served.
+    let r = client
+        .post(gw.url("/credential/jwt"))
+        .basic_auth("calm", Some("busy-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_client_id_is_refused_without_an_argon2_run() {
+    let up = start_upstream().await;
+    let gw = Gateway::start(GatewaySpec::new(catalog(&up)), &TestKey::generate()).await;
+    let client = reqwest::Client::new();
+    for i in 0..20 {
+        let r = client
+            .post(gw.url("/credential/jwt"))
+            .basic_auth(format!("made-up-{i}"), Some("guess"))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_client");
+    }
+    assert_eq!(
+        gw.metric(RUNS).await,
+        0.0,
+        "client ids are public: no hashing"
+    );
+    // A known client with a wrong secret costs one.
+    let r = client
+        .post(gw.url("/credential/jwt"))
+        .basic_auth("busy", Some("guess"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(gw.metric(RUNS).await, 1.0);
 }

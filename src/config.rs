@@ -193,6 +193,9 @@ pub struct ServerSettings {
     pub user: Option<String>,
     pub group: Option<String>,
     pub drain_time: Duration,
+    /// Header fields a request may have, and their bytes in all (else 431).
+    pub max_request_headers: usize,
+    pub max_request_header_bytes: usize,
     pub grace_period: Option<Duration>,
     pub graceful_shutdown_timeout: Option<Duration>,
     pub upstream_keepalive_pool_size: usize,

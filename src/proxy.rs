@@ -5,11 +5,13 @@
 mod access_log;
 mod admission;
 pub mod forward_auth;
+mod header_limits;
 mod identity;
 mod respond;
 mod trace;
 
 pub use admission::{Admitted, Caller, Gatekeeper};
+pub use header_limits::HeaderLimits;
 pub use respond::begin_draining;
 
 use crate::auth::ratelimit::Decision;
@@ -19,7 +21,6 @@ use crate::config::AccessLog;
 use crate::domain::endpoint::Endpoint;
 use crate::domain::endpoint::{API_AUTHORIZE_SUFFIX, API_TOKEN_SUFFIX};
 use crate::domain::ids::ApiName;
-use crate::domain::jose::MAX_TOKEN_LEN;
 use crate::metrics::{self, ApiSeries, Metrics};
 use crate::path;
 use crate::routes::{Api, host_without_port};
@@ -53,6 +54,8 @@ pub struct Gateway {
     pub access_log: AccessLog,
     /// Request ids: taken or made, sent upstream and back.
     pub request_ids: bool,
+    /// Bounds on a request's header fields.
+    pub header_limits: HeaderLimits,
     /// Start a `traceparent` for requests without one.
     pub start_traces: bool,
     /// Request metrics of the token service and of requests no API matched.
@@ -137,8 +140,8 @@ impl ProxyHttp for Gateway {
         if self.start_traces && !trace::has_traceparent(session.req_header()) {
             ctx.traceparent = Some(trace::new_traceparent());
         }
-        if authorization_too_large(session.req_header()) {
-            refuse(session, ctx, Refusal::header_too_large()).await?;
+        if let Some(refusal) = self.header_limits.check(session.req_header()) {
+            refuse(session, ctx, refusal).await?;
             return Ok(true);
         }
         if normalize_path(session, ctx).await? == Admission::Answered {
@@ -434,17 +437,6 @@ impl Gateway {
         }
         respond::send(session, reply.status, headers, reply.body).await
     }
-}
-
-/// No token is longer than [`MAX_TOKEN_LEN`]: a longer `Authorization` is refused before
-/// anything parses it (431, RFC 6585 §5).
-fn authorization_too_large(req: &RequestHeader) -> bool {
-    req.headers
-        .get_all(AUTHORIZATION)
-        .iter()
-        .map(|v| v.len())
-        .sum::<usize>()
-        > MAX_TOKEN_LEN + "Bearer ".len()
 }
 
 /// Answer with `refusal`, and the request's id.

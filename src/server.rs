@@ -413,6 +413,10 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         metrics,
         access_log: config.log.access_log,
         request_ids: config.log.request_id,
+        header_limits: crate::proxy::HeaderLimits {
+            count: config.server.max_request_headers,
+            bytes: config.server.max_request_header_bytes,
+        },
         start_traces: config.log.start_traces,
         token_service_series: ApiSeries::default(),
         unmatched_series: ApiSeries::default(),

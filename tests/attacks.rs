@@ -353,6 +353,44 @@ async fn an_oversized_authorization_header_is_refused_early() {
 }
 
 #[tokio::test]
+async fn too_many_or_too_large_header_fields_are_431() {
+    let s = setup().await;
+    let client = reqwest::Client::new();
+    let t = access_token(&s.gw, "/credential/jwt", "reader", "reader-secret").await;
+    let send = |extra: Vec<(String, String)>| {
+        let mut req = client.get(s.gw.url("/orders/1")).bearer_auth(&t);
+        for (k, v) in extra {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    // 100 fields in all is the default bound: a request with 120 is refused.
+    let many: Vec<_> = (0..120)
+        .map(|i| (format!("x-f{i}"), "1".to_string()))
+        .collect();
+    let r = send(many).await.unwrap();
+    assert_eq!(r.status(), 431);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "request_header_fields_too_large");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("header fields")
+    );
+    // 60 KiB in all: 8 fields of 8 KiB are too much, though each is fine on its own.
+    let big: Vec<_> = (0..8)
+        .map(|i| (format!("x-b{i}"), "v".repeat(8 * 1024)))
+        .collect();
+    assert_eq!(send(big).await.unwrap().status(), 431);
+    // Within both bounds: served.
+    let fine: Vec<_> = (0..20)
+        .map(|i| (format!("x-f{i}"), "v".repeat(1024)))
+        .collect();
+    assert_eq!(send(fine).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
 async fn malformed_base64url_or_json_is_refused() {
     let s = setup().await;
     let h = b64(&json!({"alg": "ES256", "kid": "test-key"}));

@@ -125,6 +125,10 @@ pub(crate) struct ServerFile {
     /// answer with `Connection: close`, so that clients move their keep-alive connections
     /// before it stops accepting and closes the idle ones.
     pub drain_time: Option<DurationText>,
+    /// Header fields a request may carry (default 100); more answers 431.
+    pub max_request_headers: Option<usize>,
+    /// Bytes a request's header fields may take in all (default 60 KiB); more answers 431.
+    pub max_request_header_bytes: Option<usize>,
     /// How long in-flight requests have to finish once the process stops accepting.
     pub grace_period: Option<DurationText>,
     /// Hard limit for in-flight requests to finish once the grace period ends.

@@ -474,6 +474,13 @@ fn server(s: ServerFile, base_dir: &Path, state_dir: &Path, errs: &mut Errors) -
         Duration::from_secs(1),
         errs,
     );
+    // Below these, ordinary clients (a browser's cookies, a JWT) would be refused.
+    if s.max_request_headers.is_some_and(|n| n < 16) {
+        errs.push("server.max_request_headers", "must be at least 16");
+    }
+    if s.max_request_header_bytes.is_some_and(|n| n < 16 * 1024) {
+        errs.push("server.max_request_header_bytes", "must be at least 16384");
+    }
     // systemd's RuntimeDirectory= (e.g. /run/tollgate) when set, else the state directory.
     let runtime_dir = std::env::var_os("RUNTIME_DIRECTORY")
         .map(PathBuf::from)
@@ -493,6 +500,8 @@ fn server(s: ServerFile, base_dir: &Path, state_dir: &Path, errs: &mut Errors) -
         user: s.user,
         group: s.group,
         drain_time,
+        max_request_headers: s.max_request_headers.unwrap_or(100),
+        max_request_header_bytes: s.max_request_header_bytes.unwrap_or(60 * 1024),
         grace_period,
         graceful_shutdown_timeout,
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size.unwrap_or(128),

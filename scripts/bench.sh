@@ -12,6 +12,8 @@
 #   ./scripts/bench.sh --identity      # protected route with no / five identity headers /
 #                                      # a phantom token; forward auth behind nginx
 #   ./scripts/bench.sh --grpc          # gRPC unary calls: direct vs through tollgate (h2c)
+#   ./scripts/bench.sh --flood         # the protected route and a client's issuance during a
+#                                      # flood of wrong secrets (1,000 ids, 200 addresses)
 #   ./scripts/bench.sh --stampede      # a busy client across client-secret cache expiries
 #                                      # (--old BINARY to compare with a previous build)
 set -euo pipefail
@@ -35,6 +37,10 @@ if [ "${1:-}" = "--grpc" ]; then
   shift
   npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
   exec python3 benches/load/grpc.py "$@"
+fi
+if [ "${1:-}" = "--flood" ]; then
+  shift
+  exec python3 benches/load/flood.py "$@"
 fi
 if [ "${1:-}" = "--stampede" ]; then
   shift

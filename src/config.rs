@@ -130,6 +130,9 @@ pub struct LimitSettings {
     pub hash_concurrency: usize,
     /// Checks that may wait for one; past that the token endpoints shed load (503).
     pub hash_queue: usize,
+    /// The share of a core each verification slot may keep busy (its permit rests after
+    /// each run so that hashing never takes more).
+    pub hash_cpu_share: f64,
 }
 
 /// Where durable state lives.

@@ -286,6 +286,9 @@ pub(crate) struct LimitsFile {
     /// Secret and password checks that may wait for a verification; past that the token
     /// endpoints answer 503 temporarily_unavailable with Retry-After (default 64).
     pub hash_queue: Option<usize>,
+    /// The share of a core one argon2 slot may keep busy, 0.05 to 1 (default 1 with two
+    /// cores or more, where one is left to proxying; 0.25 on one core).
+    pub hash_cpu_share: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -264,7 +264,16 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
             std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
         }),
         hash_queue: limits_file.hash_queue.unwrap_or(64),
+        hash_cpu_share: limits_file.hash_cpu_share.unwrap_or_else(|| {
+            match std::thread::available_parallelism().map_or(1, |n| n.get()) {
+                1 => 0.25,
+                _ => 1.0,
+            }
+        }),
     };
+    if !(0.05..=1.0).contains(&limits.hash_cpu_share) {
+        errs.push("limits.hash_cpu_share", "must lie between 0.05 and 1");
+    }
     if limits_file.hash_concurrency == Some(0) {
         errs.push("limits.hash_concurrency", "must be at least 1");
     }

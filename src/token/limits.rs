@@ -101,6 +101,7 @@ mod tests {
             per_ip,
             hash_concurrency: 1,
             hash_queue: 0,
+            hash_cpu_share: 1.0,
         })
     }
 

@@ -72,6 +72,9 @@ struct Hasher {
     /// Checks waiting for a permit, and how many may.
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
+    /// After a run of d, its slot rests d × this: a slot keeps at most
+    /// `hash_cpu_share` of a core busy.
+    rest_factor: f64,
     runs: IntCounter,
 }
 
@@ -91,10 +94,19 @@ impl Hasher {
         };
         self.runs.inc();
         let secret = Secret::new(secret.to_string());
+        let started = Instant::now();
         let ok = tokio::task::spawn_blocking(move || verify_blocking(secret.expose(), &phc))
             .await
             .unwrap_or(false);
-        drop(permit);
+        if self.rest_factor > 0.0 {
+            // The caller has its answer now; the slot rests before the next check may use
+            // it (a flood's attempts wait or are shed meanwhile).
+            let rest = started.elapsed().mul_f64(self.rest_factor);
+            tokio::spawn(async move {
+                tokio::time::sleep(rest).await;
+                drop(permit);
+            });
+        }
         Ok(ok)
     }
 }
@@ -139,6 +151,7 @@ impl SecretVerifier {
                 permits: Arc::new(Semaphore::new(limits.hash_concurrency.max(1))),
                 waiting: Arc::new(AtomicUsize::new(0)),
                 max_waiting: limits.hash_queue,
+                rest_factor: 1.0 / limits.hash_cpu_share.clamp(0.05, 1.0) - 1.0,
                 runs,
             },
         })
@@ -226,6 +239,7 @@ mod tests {
             per_ip: 10,
             hash_concurrency: 2,
             hash_queue: 64,
+            hash_cpu_share: 1.0,
         };
         SecretVerifier::new(
             CacheSettings {

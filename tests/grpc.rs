@@ -8,11 +8,11 @@
 
 mod common;
 
+use common::node::NodeServer;
 use common::*;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 fn scripts() -> PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
@@ -21,42 +21,6 @@ fn scripts() -> PathBuf {
         "run `npm ci --prefix tests/interop` (scripts/test.sh does)"
     );
     dir.join("grpc")
-}
-
-/// A Node server from `tests/interop/grpc`, stopped when dropped.
-struct NodeServer {
-    child: Child,
-    port: u16,
-}
-
-impl NodeServer {
-    fn start(script: &str) -> Self {
-        Self::start_with(script, &[])
-    }
-
-    fn start_with(script: &str, args: &[&std::path::Path]) -> Self {
-        let mut child = Command::new("node")
-            .arg(scripts().join(script))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line:?}"));
-        let port = u16::try_from(v["port"].as_u64().unwrap()).unwrap();
-        Self { child, port }
-    }
-}
-
-impl Drop for NodeServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// One call through `target` by the Node client; its JSON outcome.
@@ -104,7 +68,7 @@ async fn gateway(upstream_port: u16, key: &TestKey) -> Gateway {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grpc_calls_pass_a_protected_api_and_refusals_are_grpc_statuses() {
-    let echo = NodeServer::start("server.mjs");
+    let echo = NodeServer::start("grpc/server.mjs", &[] as &[&str]);
     let key = TestKey::generate();
     let gw = gateway(echo.port, &key).await;
     let target = format!("127.0.0.1:{}", gw.port);
@@ -185,7 +149,7 @@ async fn grpc_calls_pass_a_protected_api_and_refusals_are_grpc_statuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rate_limited_grpc_call_is_resource_exhausted() {
-    let echo = NodeServer::start("server.mjs");
+    let echo = NodeServer::start("grpc/server.mjs", &[] as &[&str]);
     let key = TestKey::generate();
     let mut spec = GatewaySpec::new(catalog(echo.port, "").replace(
         "    auth: jwt\n",
@@ -203,7 +167,7 @@ async fn a_rate_limited_grpc_call_is_resource_exhausted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_http1_client_reaches_an_h2c_only_server_and_health_checks_speak_h2c() {
-    let h2 = NodeServer::start("h2only.mjs");
+    let h2 = NodeServer::start("grpc/h2only.mjs", &[] as &[&str]);
     let dead = free_port();
     // Two servers: one that speaks only HTTP/2, and a port nobody listens on. The HTTP
     // check takes the dead one out; had it spoken HTTP/1.1 it would take both out, and
@@ -245,8 +209,8 @@ async fn h2_over_tls_is_agreed_by_alpn_and_the_certificate_verified() {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert = write_file(dir.path(), "cert.pem", &ck.cert.pem());
     let key_file = write_file(dir.path(), "key.pem", &ck.key_pair.serialize_pem());
-    let h2 = NodeServer::start_with(
-        "h2only.mjs",
+    let h2 = NodeServer::start(
+        "grpc/h2only.mjs",
         &[std::path::Path::new("--tls"), &cert, &key_file],
     );
     let text = format!(

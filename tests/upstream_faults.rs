@@ -8,47 +8,13 @@
 
 mod common;
 
+use common::node::NodeServer;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// A Node upstream, killed (SIGKILL) when dropped.
-struct NodeUpstream {
-    child: Child,
-    port: u16,
-}
-
-impl NodeUpstream {
-    fn start(name: &str, port: u16) -> Self {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/http/server.mjs");
-        let mut child = Command::new("node")
-            .arg(script)
-            .args([name, &port.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line:?}"));
-        let port = u16::try_from(v["port"].as_u64().unwrap()).unwrap();
-        Self { child, port }
-    }
-}
-
-impl Drop for NodeUpstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Outcomes of a paced load: status (0: no answer) → count, and answers per server.
 #[derive(Default)]
@@ -84,8 +50,8 @@ async fn paced_load(url: String, stop: Arc<AtomicBool>, tally: Arc<Mutex<Tally>>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_killed_mid_load_is_taken_out_and_comes_back() {
-    let a = NodeUpstream::start("a", 0);
-    let b = NodeUpstream::start("b", 0);
+    let a = NodeServer::start("http/server.mjs", &["a".to_string(), 0.to_string()]);
+    let b = NodeServer::start("http/server.mjs", &["b".to_string(), 0.to_string()]);
     let a_port = a.port;
     let spec = GatewaySpec::new(format!(
         r#"
@@ -168,7 +134,7 @@ apis:
     );
 
     // Back on its port: the health check puts it back in the rotation.
-    let a = NodeUpstream::start("a", a_port);
+    let a = NodeServer::start("http/server.mjs", &["a".to_string(), a_port.to_string()]);
     let mut back = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;

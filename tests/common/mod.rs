@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod nginx;
+pub mod node;
 pub mod oauth;
 pub mod redis;
 

@@ -3,6 +3,7 @@
 #
 #   fuzz/run.sh [seconds per target] [target ...]      # default: 600 s, every target
 #   JOBS=1 fuzz/run.sh 60 jwt form
+#   RUNS=10000000 fuzz/run.sh 86400                    # stop each target at 10 M inputs
 #
 # Needs the nightly toolchain and cargo-fuzz (installed here when missing). The working
 # corpus grows in fuzz/corpus/<target> (not committed); fuzz/seeds/<target> is the small
@@ -14,6 +15,9 @@ cd "$(dirname "$0")"
 secs="${1:-600}"
 shift || true
 jobs="${JOBS:-2}"
+# With RUNS set, a target stops after that many inputs (or the time, whichever comes first).
+runs=()
+if [ -n "${RUNS:-}" ]; then runs=("-runs=$RUNS"); fi
 
 if ! rustup toolchain list | grep -q '^nightly'; then
     rustup toolchain install nightly --profile minimal
@@ -40,7 +44,7 @@ run_one() {
     # either, so a hit is a real leak or blow-up.
     if cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
-        "${dict[@]}" >"logs/$t.log" 2>&1; then
+        "${runs[@]}" "${dict[@]}" >"logs/$t.log" 2>&1; then
         echo "ok"
     else
         echo "FAILED"
@@ -65,9 +69,9 @@ printf '%-14s %-7s %12s %10s %8s\n' target result executions exec/s corpus
 for t in "${names[@]}"; do
     r="$(cat "logs/$t.status")"
     [ "$r" = ok ] || status=1
-    runs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' || echo '?')"
+    execs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' || echo '?')"
     speed="$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' || echo '?')"
     corpus="$(find "corpus/$t" -type f | wc -l)"
-    printf '%-14s %-7s %12s %10s %8s\n' "$t" "$r" "$runs" "$speed" "$corpus"
+    printf '%-14s %-7s %12s %10s %8s\n' "$t" "$r" "$execs" "$speed" "$corpus"
 done
 exit "$status"

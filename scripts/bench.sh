@@ -16,6 +16,8 @@
 #                                      # flood of wrong secrets (1,000 ids, 200 addresses)
 #   ./scripts/bench.sh --stampede      # a busy client across client-secret cache expiries
 #                                      # (--old BINARY to compare with a previous build)
+#   ./scripts/bench.sh --soak          # 30 min mixed load (issue, refresh, introspect, revoke,
+#                                      # protected route, SIGHUP every minute): RSS, fds, store
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --bench
@@ -45,6 +47,10 @@ fi
 if [ "${1:-}" = "--stampede" ]; then
   shift
   exec python3 benches/load/stampede.py "$@"
+fi
+if [ "${1:-}" = "--soak" ]; then       # --minutes 30 --sample 10 --reload-every 60 --rate 300
+  shift
+  exec python3 benches/load/soak.py "$@"
 fi
 if [ "${1:-}" = "--store-growth" ]; then
   shift

@@ -386,6 +386,11 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// Tokens held by the validation cache (for `tollgate_cache_entries`).
+    pub fn cached_tokens(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
     pub fn new(
         validator: Validator,
         cache: TokenCache,

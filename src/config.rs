@@ -176,6 +176,8 @@ pub struct Listener {
     /// A plain listener that also takes HTTP/2 with prior knowledge (h2c, as gRPC clients
     /// without TLS speak it).
     pub h2c: bool,
+    /// Client connections open at once; one more is closed at once.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +185,17 @@ pub struct TlsListener {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub http2: bool,
+}
+
+/// Deadlines for clients that send slowly (`server.client_header_timeout`,
+/// `server.client_body_timeout`, `server.client_body_min_rate`, `server.keepalive_timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct SlowClientLimits {
+    pub header: Duration,
+    pub body: Duration,
+    /// Bytes per second that earn a body one more second; 0: the whole body within `body`.
+    pub body_min_rate: u64,
+    pub keepalive: Duration,
 }
 
 /// Pingora process settings.
@@ -199,6 +212,8 @@ pub struct ServerSettings {
     /// Header fields a request may have, and their bytes in all (else 431).
     pub max_request_headers: usize,
     pub max_request_header_bytes: usize,
+    /// Deadlines for slow clients (header, body and its minimum rate, keep-alive idle).
+    pub slow_clients: SlowClientLimits,
     pub grace_period: Option<Duration>,
     pub graceful_shutdown_timeout: Option<Duration>,
     pub upstream_keepalive_pool_size: usize,

@@ -7,8 +7,11 @@ use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use pingora_prometheus::PrometheusHttpApp;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -363,6 +366,44 @@ impl ServeHttp for MetricsApp {
             http::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         resp
+    }
+}
+
+/// A reader of one in-memory cache's size.
+pub type SizeReader = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// `tollgate_cache_entries{cache}`: the entries each in-memory cache holds, read at scrape
+/// time (each is bounded by its configured capacity).
+pub struct CacheSizes {
+    gauge: IntGaugeVec,
+    readers: Vec<(&'static str, SizeReader)>,
+}
+
+impl CacheSizes {
+    pub fn new(readers: Vec<(&'static str, SizeReader)>) -> Result<Self, prometheus::Error> {
+        let gauge = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_cache_entries",
+                "Entries held by each in-memory cache (validation: validated tokens; secrets: \
+                 verified client secrets and passwords; revocations: the revocation set).",
+            ),
+            &["cache"],
+        )?;
+        Ok(Self { gauge, readers })
+    }
+}
+
+impl Collector for CacheSizes {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        for (name, read) in &self.readers {
+            let n = i64::try_from(read()).unwrap_or(i64::MAX);
+            self.gauge.with_label_values(&[name]).set(n);
+        }
+        self.gauge.collect()
     }
 }
 

@@ -8,6 +8,7 @@ pub mod forward_auth;
 mod header_limits;
 mod identity;
 mod respond;
+pub mod slow_clients;
 mod trace;
 
 pub use admission::{Admitted, Caller, Gatekeeper};
@@ -28,7 +29,7 @@ use crate::token::form::MAX_BODY;
 use crate::token::{TokenRequest, TokenService};
 use crate::upstream::HostRewrite;
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::InvalidHeaderValue;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{HeaderValue, Uri};
@@ -134,6 +135,7 @@ impl ProxyHttp for Gateway {
 
     /// `Ok(true)`: the request has been answered here.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        slow_clients::request_started(session);
         if self.request_ids {
             ctx.request_id = Some(trace::request_id(session.req_header()));
         }
@@ -317,6 +319,20 @@ impl ProxyHttp for Gateway {
         if self.access_log != AccessLog::Off {
             access_log::record(self.access_log, session, ctx, status, elapsed);
         }
+        slow_clients::request_finished(session);
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        if end_of_stream {
+            slow_clients::body_done(session);
+        }
+        Ok(())
     }
 
     /// A client that went away is not a gateway error: keep it out of the error log.
@@ -374,10 +390,11 @@ impl Gateway {
         request_id: Option<&HeaderValue>,
     ) -> Result<()> {
         let body = if endpoint.reads_body() {
-            match read_body(session, MAX_BODY).await? {
-                Some(b) => b,
-                None => {
-                    let mut refusal = Refusal::body_too_large();
+            match slow_clients::read_body(session, MAX_BODY).await? {
+                Ok(b) => b,
+                Err(mut refusal) => {
+                    // The connection is not read further.
+                    session.as_downstream_mut().set_keepalive(None);
                     if let Some(id) = request_id {
                         refusal
                             .headers
@@ -481,18 +498,6 @@ fn request_host(req: &RequestHeader) -> Option<&str> {
         .get(HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
-}
-
-/// Read the whole request body; `None` when it exceeds `limit`.
-async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Bytes>> {
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        if buf.len() + chunk.len() > limit {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Some(buf.freeze()))
 }
 
 /// Path (prefix stripped), Host, and the X-Forwarded-* headers of the upstream request.

@@ -1,6 +1,7 @@
 //! Wiring: build the gateway from a validated config and run it as Pingora services
 //! (the proxy with its listeners, the metrics listener, the health checks).
 
+use self::connections::{ConnectionMetrics, Guarded};
 use crate::auth::cache::TokenCache;
 use crate::auth::phantom::Phantoms;
 use crate::auth::ratelimit::ConsumerKeys;
@@ -13,7 +14,7 @@ use crate::domain::clock::unix_now;
 use crate::keys::ring::RingError;
 use crate::keys::seal::{SealError, Sealer};
 use crate::keys::{KeyError, KeyRing};
-use crate::metrics::{ApiSeries, Metrics, MetricsApp, StoreMetrics};
+use crate::metrics::{ApiSeries, CacheSizes, Metrics, MetricsApp, SizeReader, StoreMetrics};
 use crate::proxy::forward_auth::ForwardAuth;
 use crate::proxy::{Gatekeeper, Gateway};
 use crate::store::instrumented::Instrumented;
@@ -33,6 +34,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod connections;
 pub mod daemon;
 mod handover;
 pub mod listening;
@@ -387,7 +389,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         Validator::new(keys.clone(), &config.issuer, config.tokens.leeway),
         TokenCache::new(config.validation_cache),
         store.clone(),
-        revocations,
+        revocations.clone(),
     ));
     let gate = Arc::new(Gatekeeper {
         catalog: catalog.clone(),
@@ -400,6 +402,16 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
             config.identity.phantom_lifetime,
         ),
     });
+    let mut cache_readers: Vec<(&'static str, SizeReader)> = vec![
+        ("validation", {
+            let auth = auth.clone();
+            Box::new(move || auth.cached_tokens())
+        }),
+        ("revocations", {
+            let revocations = revocations.clone();
+            Box::new(move || revocations.len() as u64)
+        }),
+    ];
     let gateway = Gateway {
         tokens: TokenService::new(
             &config,
@@ -421,6 +433,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         token_service_series: ApiSeries::default(),
         unmatched_series: ApiSeries::default(),
     };
+    cache_readers.push(("secrets", Box::new(gateway.tokens.secret_cache_size())));
+    prometheus::default_registry().register(Box::new(CacheSizes::new(cache_readers)?))?;
     // In an upgrade the old process (the pid file's) hands its addresses over; any other
     // address must be free now, or the old one would be told to go for nothing.
     let held = if opts.upgrade {
@@ -439,23 +453,26 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
     // daemonizing; the listeners wait for it.
     let bootstrap = server.bootstrap_as_a_service();
 
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "tollgate");
+    let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
+    if config.listeners.iter().any(|l| l.h2c) {
+        // Plain connections that open with the HTTP/2 preface are served as h2c; others
+        // stay HTTP/1.1. (Non-exhaustive in Pingora: built from its default.)
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
+    let guarded = Guarded::new(
+        app,
+        &config.listeners,
+        config.server.slow_clients,
+        &ConnectionMetrics::new(prometheus::default_registry())?,
+    );
+    let mut proxy = Service::new("tollgate".into(), guarded);
     for l in &config.listeners {
         let addr = l.addr.to_string();
         match &l.tls {
             None => proxy.add_tcp(&addr),
             Some(t) => proxy.add_tls_with_settings(&addr, None, tls_settings(t)?),
-        }
-    }
-    if config.listeners.iter().any(|l| l.h2c) {
-        // Plain connections that open with the HTTP/2 preface are served as h2c; others
-        // stay HTTP/1.1.
-        if let Some(app) = proxy.app_logic_mut() {
-            // (Non-exhaustive in Pingora: built from its default.)
-            let mut options = pingora::apps::HttpServerOptions::default();
-            options.h2c = true;
-            app.server_options = Some(options);
         }
     }
     server.add_service(proxy).add_dependency(&bootstrap);

@@ -164,6 +164,13 @@ pub struct ServiceSettings {
 }
 
 /// Issues, refreshes, introspects and revokes tokens; serves discovery and JWKS.
+impl TokenService {
+    /// See [`SecretVerifier::size_reader`].
+    pub fn secret_cache_size(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        self.secrets.size_reader()
+    }
+}
+
 pub struct TokenService {
     keys: Arc<KeyRing>,
     signer: Signer,

@@ -156,3 +156,43 @@ async fn an_unknown_client_id_is_refused_without_an_argon2_run() {
     assert_eq!(r.status(), 401);
     assert_eq!(gw.metric(RUNS).await, 1.0);
 }
+
+#[tokio::test]
+async fn cache_sizes_are_exported_and_stay_within_their_bounds() {
+    let up = start_upstream().await;
+    let mut spec = GatewaySpec::new(catalog(&up));
+    spec.extra = "validation_cache: { max_entries: 4, ttl: 60s }\n".into();
+    let gw = Gateway::start(spec, &TestKey::generate()).await;
+    let client = gw.client();
+    // Ten tokens (of two clients) presented once each: more than the cache may hold.
+    for i in 0..10 {
+        let id = if i % 2 == 0 { "busy" } else { "calm" };
+        let token = access_token(&gw, "/credential/jwt", id, "busy-secret").await;
+        let r = client
+            .get(gw.url("/orders/1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let validation = gw
+        .metric("tollgate_cache_entries{cache=\"validation\"}")
+        .await;
+    assert!((1.0..=4.0).contains(&validation), "{validation}");
+    // Two clients' secrets verified (moka's count follows its inserts shortly).
+    let mut secrets = 0.0;
+    for _ in 0..50 {
+        secrets = gw.metric("tollgate_cache_entries{cache=\"secrets\"}").await;
+        if secrets == 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(secrets, 2.0);
+    assert_eq!(
+        gw.metric("tollgate_cache_entries{cache=\"revocations\"}")
+            .await,
+        0.0
+    );
+}

@@ -121,6 +121,11 @@ impl Refusal {
         Self::new(413, "invalid_request", "the request body is too large")
     }
 
+    /// A token-endpoint body that came slower than `server.client_body_min_rate` allows.
+    pub fn body_too_slow() -> Self {
+        Self::new(408, "invalid_request", "the request body came too slowly")
+    }
+
     /// The answer to a request whose proxying failed with `status` (502, 504, 408, 400,
     /// 500, or a status the proxy chose).
     pub fn proxy_failure(status: u16) -> Self {

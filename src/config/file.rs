@@ -83,6 +83,9 @@ pub(crate) struct ListenFile {
     pub tls: Option<TlsListenFile>,
     /// A plain listener also takes HTTP/2 with prior knowledge (h2c).
     pub h2c: Option<bool>,
+    /// Client connections open at once on this listener (default 10,000); one more is
+    /// closed at once.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +132,17 @@ pub(crate) struct ServerFile {
     pub max_request_headers: Option<usize>,
     /// Bytes a request's header fields may take in all (default 60 KiB); more answers 431.
     pub max_request_header_bytes: Option<usize>,
+    /// The whole request header must arrive within this (default 20s), from accept for a
+    /// connection's first request, from its first byte for later ones; else it is closed.
+    pub client_header_timeout: Option<DurationText>,
+    /// A request body has this long from the end of its header (default 20s), plus one
+    /// second for every `client_body_min_rate` bytes received; else it is closed.
+    pub client_body_timeout: Option<DurationText>,
+    /// Bytes per second a slow body must keep up (default 500; 0: the whole body within
+    /// `client_body_timeout`).
+    pub client_body_min_rate: Option<u64>,
+    /// How long a keep-alive connection may wait for its next request (default 75s).
+    pub keepalive_timeout: Option<DurationText>,
     /// How long in-flight requests have to finish once the process stops accepting.
     pub grace_period: Option<DurationText>,
     /// Hard limit for in-flight requests to finish once the grace period ends.

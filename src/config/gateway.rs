@@ -10,8 +10,8 @@ use super::file::AccessLogFile;
 use super::file::{CacheFile, DurationText, GatewayFile, ServerFile};
 use super::{
     CacheSettings, Config, ConfigErrors, Family, IdentitySettings, LimitSettings, Listener,
-    LogSettings, ServerSettings, SigningKeySource, StoreSettings, TlsListener, TokenSettings,
-    parse_duration, resolve_path, upstreams,
+    LogSettings, ServerSettings, SigningKeySource, SlowClientLimits, StoreSettings, TlsListener,
+    TokenSettings, parse_duration, resolve_path, upstreams,
 };
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -324,6 +324,10 @@ fn parse_addr(text: &str, path: &str, errs: &mut Errors) -> Option<SocketAddr> {
     }
 }
 
+/// Client connections per listener (`listen[].max_connections`), well under the fd limit
+/// the systemd unit sets.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
 fn listeners(
     section: Option<Lenient<Vec<Lenient<super::file::ListenFile>>>>,
     base_dir: &Path,
@@ -336,6 +340,7 @@ fn listeners(
                     addr,
                     tls: None,
                     h2c: false,
+                    max_connections: DEFAULT_MAX_CONNECTIONS,
                 }]
             })
             .unwrap_or_default();
@@ -383,7 +388,16 @@ fn listeners(
                 "h2c is HTTP/2 without TLS; a TLS listener offers HTTP/2 by ALPN (tls.http2)",
             );
         }
-        out.push(Listener { addr, tls, h2c });
+        let max_connections = l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            errs.push(format!("{path}.max_connections"), "must be at least 1");
+        }
+        out.push(Listener {
+            addr,
+            tls,
+            h2c,
+            max_connections,
+        });
     }
     // Pingora's h2c switch covers every plain listener of the proxy at once.
     let plain: Vec<&Listener> = out.iter().filter(|l| l.tls.is_none()).collect();
@@ -490,6 +504,36 @@ fn server(s: ServerFile, base_dir: &Path, state_dir: &Path, errs: &mut Errors) -
     if s.max_request_header_bytes.is_some_and(|n| n < 16 * 1024) {
         errs.push("server.max_request_header_bytes", "must be at least 16384");
     }
+    let slow_clients = SlowClientLimits {
+        header: duration_or(
+            s.client_header_timeout.as_ref().map(DurationText::as_str),
+            "server.client_header_timeout",
+            Duration::from_secs(20),
+            errs,
+        ),
+        body: duration_or(
+            s.client_body_timeout.as_ref().map(DurationText::as_str),
+            "server.client_body_timeout",
+            Duration::from_secs(20),
+            errs,
+        ),
+        body_min_rate: s.client_body_min_rate.unwrap_or(500),
+        keepalive: duration_or(
+            s.keepalive_timeout.as_ref().map(DurationText::as_str),
+            "server.keepalive_timeout",
+            Duration::from_secs(75),
+            errs,
+        ),
+    };
+    for (key, d) in [
+        ("server.client_header_timeout", slow_clients.header),
+        ("server.client_body_timeout", slow_clients.body),
+        ("server.keepalive_timeout", slow_clients.keepalive),
+    ] {
+        if d < Duration::from_secs(1) {
+            errs.push(key, "must be at least 1s");
+        }
+    }
     // systemd's RuntimeDirectory= (e.g. /run/tollgate) when set, else the state directory.
     let runtime_dir = std::env::var_os("RUNTIME_DIRECTORY")
         .map(PathBuf::from)
@@ -511,6 +555,7 @@ fn server(s: ServerFile, base_dir: &Path, state_dir: &Path, errs: &mut Errors) -
         drain_time,
         max_request_headers: s.max_request_headers.unwrap_or(100),
         max_request_header_bytes: s.max_request_header_bytes.unwrap_or(60 * 1024),
+        slow_clients,
         grace_period,
         graceful_shutdown_timeout,
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size.unwrap_or(128),

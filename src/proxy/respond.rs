@@ -1,6 +1,7 @@
 //! Writing the responses the gateway makes itself: its own endpoints' replies and
 //! refusals ([`Refusal`]), and the status of an upstream failure.
 
+use super::slow_clients;
 use crate::auth::refusal::Refusal;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -150,6 +151,8 @@ pub fn failure_status(e: &Error) -> Option<u16> {
         _ => match e.esource() {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
+                // A body cut by its deadline: the client is still there to be told.
+                ErrorType::ReadError if slow_clients::timed_out(e) => 408,
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
                     return None;
                 }

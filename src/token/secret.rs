@@ -124,6 +124,15 @@ pub struct SecretVerifier {
 }
 
 impl SecretVerifier {
+    /// A reader of how many verified secrets are cached (for `tollgate_cache_entries`).
+    /// Counted by walking the live entries (at most `client_auth_cache.max_entries`, once
+    /// per scrape): moka's own count trails until its maintenance runs, which an async
+    /// cache does only from an async caller.
+    pub fn size_reader(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let cache = self.cache.clone();
+        move || cache.iter().count() as u64
+    }
+
     /// `runs` counts argon2 verifications; `limits` bounds them and their queue.
     pub fn new(
         settings: CacheSettings,

@@ -391,6 +391,8 @@ pub struct UpstreamConfig {
     pub write_timeout: Duration,
     pub health_check: Option<HealthCheck>,
     pub protocol: UpstreamProtocol,
+    /// Further servers tried after a connect failure (at most one per other server).
+    pub retries: usize,
 }
 
 /// The HTTP version spoken to an API's servers.

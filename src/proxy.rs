@@ -272,9 +272,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        // Try the next server of the pool, once each.
+        // Try another server of the pool, up to `upstream.retries` of them.
         if let Target::Api(api) = &ctx.target
-            && ctx.tries < api.pool.size
+            && ctx.tries <= api.pool.retries
         {
             e.set_retry(true);
         }

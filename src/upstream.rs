@@ -27,6 +27,8 @@ pub struct Pool {
     next: AtomicUsize,
     pub host_header: HostRewrite,
     pub size: usize,
+    /// Further servers a request may try after a connect failure (`upstream.retries`).
+    pub retries: usize,
     health_checked: bool,
 }
 
@@ -207,6 +209,7 @@ impl Pool {
             next: AtomicUsize::new(0),
             host_header,
             size: addrs.len(),
+            retries: cfg.retries,
             health_checked: cfg.health_check.is_some(),
         })
     }

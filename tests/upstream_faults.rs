@@ -169,3 +169,41 @@ apis:
     assert!(!before.statuses.contains_key(&0), "{:?}", before.statuses);
     drop(a);
 }
+
+#[tokio::test]
+async fn connect_failures_try_other_servers_up_to_the_configured_retries() {
+    let up = start_upstream().await;
+    let dead = free_port(); // nothing listens: every connect is refused
+    let spec = GatewaySpec::new(format!(
+        r#"
+apis:
+  - {{ name: each, prefix: /each, upstream: {{ servers: ["127.0.0.1:{dead}", "{a}"] }}, auth: none }}
+  - {{ name: none, prefix: /none, upstream: {{ servers: ["127.0.0.1:{dead}", "{a}"], retries: 0 }}, auth: none }}
+  - {{ name: many, prefix: /many, upstream: {{ servers: ["127.0.0.1:{dead}", "{a}"], retries: 5 }}, auth: none }}
+"#,
+        a = up.addr
+    ));
+    let gw = Gateway::start(spec, &TestKey::generate()).await;
+    let client = gw.client();
+    // Round robin alternates the two servers: half the requests meet the dead one first.
+    let mut statuses = std::collections::BTreeMap::<(&str, u16), u32>::new();
+    for api in ["each", "none", "many"] {
+        for i in 0..10 {
+            let r = client
+                .get(gw.url(&format!("/{api}/{i}")))
+                .send()
+                .await
+                .unwrap();
+            *statuses.entry((api, r.status().as_u16())).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        statuses.into_iter().collect::<Vec<_>>(),
+        [
+            (("each", 200), 10),
+            (("many", 200), 10), // at most one retry each: there is one other server
+            (("none", 200), 5),
+            (("none", 502), 5),
+        ]
+    );
+}

@@ -604,8 +604,8 @@ def proc_stats(pid):
 
 
 METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-# Series that would tell cache sizes, store size or reloads, should the gateway export them
-# (it exports none of these as of this script: they are recorded as soon as they exist).
+# Series that tell cache sizes (tollgate_cache_entries{cache=validation|secrets|revocations}),
+# store size or reloads: recorded whenever the gateway exports them.
 SIZE_SERIES = re.compile(r"^tollgate_\w*(cache|store|reload|revocation)\w*$")
 KNOWN_SERIES = re.compile(r"^tollgate_(validation_cache_(hits|misses)_total|store_up|"
                           r"store_errors_total|store_operation_duration_seconds\w*)$")

@@ -144,7 +144,12 @@ pub(super) fn upstream(
         }
         _ => {}
     }
+    // A retry goes to a server not tried yet, so there are at most as many as other
+    // servers (as with nginx's proxy_next_upstream_tries); a name may resolve to more.
+    let others = servers.len().saturating_sub(1);
+    let retries = u.retries.map_or(others, |n| n.min(others));
     ok.then_some(UpstreamConfig {
+        retries,
         servers,
         tls,
         host_header,

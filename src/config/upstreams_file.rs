@@ -251,6 +251,9 @@ pub(crate) struct UpstreamFile {
     pub health_check: Option<HealthCheckFile>,
     /// `http1` (default), `h2` (HTTP/2 over TLS) or `h2c` (HTTP/2 without TLS).
     pub protocol: Option<String>,
+    /// How many other servers a request whose connection could not be made tries next
+    /// (default and most: each other server once; 0: none).
+    pub retries: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

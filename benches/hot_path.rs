@@ -52,6 +52,7 @@ fn api_config(i: usize) -> ApiConfig {
             read_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             health_check: None,
+            retries: 0,
             protocol: Default::default(),
         },
         auth: AuthMode::JWT,

@@ -18,6 +18,8 @@
 #                                      # (--old BINARY to compare with a previous build)
 #   ./scripts/bench.sh --soak          # 30 min mixed load (issue, refresh, introspect, revoke,
 #                                      # protected route, SIGHUP every minute): RSS, fds, store
+#   ./scripts/bench.sh --slow          # a normal client's p99 (protected route, issuance) alone
+#                                      # and during 1,000 slowloris + 100 slow uploads
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --bench
@@ -51,6 +53,10 @@ fi
 if [ "${1:-}" = "--soak" ]; then       # --minutes 30 --sample 10 --reload-every 60 --rate 300
   shift
   exec python3 benches/load/soak.py "$@"
+fi
+if [ "${1:-}" = "--slow" ]; then       # --rounds 2 --duration 10 --slowloris 1000 --uploads 100
+  shift
+  exec python3 benches/load/slow.py "$@"
 fi
 if [ "${1:-}" = "--store-growth" ]; then
   shift

@@ -213,8 +213,41 @@ fn init_logging(level: log::LevelFilter) {
                     record.args()
                 )
             }
-        })
-        .init();
+        });
+    let logger = builder.build();
+    let max = logger.filter();
+    if log::set_boxed_logger(Box::new(QuietClientFailures(logger))).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+/// Pingora logs each client that goes away or is timed out while its request header is
+/// read as an ERROR (`Fail to proxy: Downstream …`), where nginx logs such a client at
+/// info. Under a slowloris flood that is a line per connection: the attacker would set the
+/// log's volume. Those records are dropped (as below the `info` cap for dependencies);
+/// `tollgate_client_timeouts_total` counts the slow ones.
+struct QuietClientFailures(env_logger::Logger);
+
+impl log::Log for QuietClientFailures {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let client_failure = record.level() == log::Level::Error
+            && record.target().starts_with("pingora_proxy")
+            && record
+                .args()
+                .to_string()
+                .starts_with("Fail to proxy: Downstream");
+        if !client_failure {
+            self.0.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
 }
 
 fn api_key(generate: bool) -> ExitCode {

@@ -283,7 +283,9 @@ impl ProxyHttp for Gateway {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let status = respond::failure_status(e);
-        if let Some(status) = status {
+        // (An upstream may have answered before the request body failed: it stands.)
+        let answered = session.response_written().is_some();
+        if let Some(status) = status.filter(|_| !answered) {
             // Pingora closes the client connection after a proxy failure: turning keep-alive
             // off first makes the response say `Connection: close`, so clients do not reuse it.
             session.as_downstream_mut().set_keepalive(None);

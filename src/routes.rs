@@ -298,6 +298,7 @@ mod tests {
                 read_timeout: Duration::from_secs(1),
                 write_timeout: Duration::from_secs(1),
                 health_check: None,
+                retries: 0,
                 protocol: Default::default(),
             },
             auth: AuthMode::NONE,

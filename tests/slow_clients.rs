@@ -238,6 +238,10 @@ async fn slowloris_and_slow_uploads_are_closed_while_a_normal_client_is_served()
             .await,
         100.0
     );
+    // Counted, not logged a line each: the attacker does not set the log's volume.
+    let log = gw.log();
+    assert!(!log.contains("too slow"), "{log}");
+    assert!(!log.contains("Fail to proxy: Downstream"), "{log}");
 }
 
 #[tokio::test]
@@ -285,6 +289,18 @@ async fn deadlines_count_from_accept_extend_with_a_good_body_and_end_idle_connec
             .await,
         1.0
     );
+
+    // A client that goes away mid-body at a token endpoint is no server error.
+    let mut gone = TcpStream::connect(&addr).await.unwrap();
+    gone.write_all(
+        b"POST /credential/jwt HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\ngrant_type",
+    )
+    .await
+    .unwrap();
+    drop(gone);
+    let series = "tollgate_requests_total{api=\"(token_service)\",method=\"POST\",status=";
+    assert_eq!(gw.metric(&format!("{series}\"none\"}}")).await, 1.0);
+    assert_eq!(gw.metric(&format!("{series}\"5xx\"}}")).await, 0.0);
 
     // The second request of a keep-alive connection: its header deadline starts at its
     // first byte, so a slow one is closed and counted.
@@ -365,4 +381,44 @@ async fn a_listener_at_its_connection_cap_closes_the_next_connection() {
         .await
         .unwrap();
     assert_eq!(read_response(&mut c).await.0, 200);
+}
+
+#[tokio::test]
+async fn an_upstream_answer_before_a_slow_body_is_not_followed_by_a_408() {
+    // An upstream that answers as soon as it has the request header.
+    let early = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let early_addr = early.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = early.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf).await;
+                let _ = c
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+                    .await;
+                // Then read (and drop) whatever body comes.
+                while matches!(c.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let key = TestKey::generate();
+    let mut spec = GatewaySpec::new(format!(
+        "apis:\n  - {{ name: early, prefix: /early, upstream: {{ servers: [\"{early_addr}\"] }}, auth: none }}\n"
+    ));
+    spec.server = Some(
+        "server:\n  threads: 2\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n  client_body_timeout: 1s\n".into(),
+    );
+    let gw = Gateway::start(spec, &key).await;
+    let got = trickle(
+        format!("127.0.0.1:{}", gw.port),
+        b"POST /early/x HTTP/1.1\r\nHost: gw\r\nContent-Length: 1000\r\n\r\n".to_vec(),
+        vec![b'a'; 100],
+        Duration::from_millis(250),
+    )
+    .await
+    .expect("closed by the body deadline");
+    let got = String::from_utf8_lossy(&got).into_owned();
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(!got.contains("408"), "{got}");
+    assert!(!gw.log().contains("already sent"), "{}", gw.log());
 }

@@ -315,7 +315,11 @@ pub(crate) async fn read_body(
             Ok(Some(chunk)) => chunk,
             Ok(None) => return Ok(Ok(buf.freeze())),
             Err(e) if timed_out(&e) => return Ok(Err(Refusal::body_too_slow())),
-            Err(e) => return Err(e),
+            // The client went away: its failure, not the gateway's (no 500, no error log).
+            Err(mut e) => {
+                e.as_down();
+                return Err(e);
+            }
         };
         if buf.len() + chunk.len() > limit {
             return Ok(Err(Refusal::body_too_large()));

@@ -102,7 +102,7 @@ pub(crate) struct TlsListenFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MetricsFile {
-    /// `ip:port` of the metrics listener; omit the section to serve no metrics.
+    /// `ip:port` of the metrics listener (without the section: `127.0.0.1:9090`).
     pub listen: String,
 }
 

@@ -22,6 +22,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver) # chromedriver (never a downloaded browser)
   [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need+=(nginx)  # a front proxy (forward auth)
   command -v promtool >/dev/null 2>&1 || need+=(prometheus)        # promtool: the shipped alert rules
+  command -v python3 >/dev/null 2>&1 || need+=(python3)          # the docs tests: the quick start's demo upstream
 fi
 
 if [ "${1:-}" = "--bench" ]; then

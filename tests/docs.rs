@@ -238,7 +238,11 @@ impl Shipped {
                     && (got.starts_with("HTTP/1.1 200") || got.starts_with("HTTP/1.0 200"))
             })
         };
-        while !(ready(s.port, "/.well-known/jwks.json") && ready(s.demo, "/")) {
+        // Serving once the pid file is written (`tollgate -t` then knows the listeners
+        // are this instance's).
+        let pid_file = s.dir.path().join("state/tollgate.pid");
+        while !(pid_file.exists() && ready(s.port, "/.well-known/jwks.json") && ready(s.demo, "/"))
+        {
             assert!(
                 started.elapsed() < Duration::from_secs(60),
                 "the shipped config did not start:\n{}",
@@ -259,16 +263,34 @@ impl Shipped {
             .replace("localhost:8080", &format!("localhost:{}", self.port))
             .replace("127.0.0.1:9090", &format!("127.0.0.1:{}", self.metrics))
             .replace("127.0.0.1:9000", &format!("127.0.0.1:{}", self.demo))
+            .replace("/etc/tollgate/tollgate.yaml", &self.config())
+            .replace("conf/tollgate.yaml", &self.config())
+    }
+
+    fn config(&self) -> String {
+        self.dir.path().join("tollgate.yaml").display().to_string()
     }
 }
 
 /// One page's run blocks as a bash script: commands with an expectation have their output
 /// captured between markers, so it can be checked here.
 fn script(blocks: &[&Block], shipped: &Shipped) -> (String, Vec<(String, String, Expect)>) {
-    let mut out = String::from("set -e -o pipefail\ncd \"$TOLLGATE_ROOT\"\n");
+    // (What a command prints on stderr is part of what the page shows.)
+    let mut out = String::from("set -e -o pipefail\nexec 2>&1\ncd \"$TOLLGATE_ROOT\"\n");
     let mut expects = Vec::new();
     for b in blocks {
         let text = shipped.localize(&b.text);
+        // A block whose output the page shows: all it prints is captured.
+        let whole = b.output.as_ref().map(|want| {
+            let id = expects.len();
+            out.push_str(&format!("printf '@@begin {id}@@\\n'\n"));
+            expects.push((
+                b.at(),
+                "(the block)".to_string(),
+                Expect::Output(want.clone()),
+            ));
+            id
+        });
         let lines: Vec<&str> = text.lines().collect();
         let mut i = 0;
         while i < lines.len() {
@@ -298,6 +320,9 @@ fn script(blocks: &[&Block], shipped: &Shipped) -> (String, Vec<(String, String,
                     out.push('\n');
                 }
             }
+        }
+        if let Some(id) = whole {
+            out.push_str(&format!("printf '\\n@@end {id}@@\\n'\n"));
         }
     }
     (out, expects)
@@ -360,6 +385,8 @@ fn run_bash(script: &str) -> std::process::Output {
         .arg("-c")
         .arg(script)
         .env("TOLLGATE_ROOT", root())
+        // `tollgate` as the pages call it: the binary under test.
+        .env("PATH", path_with_binary())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -377,6 +404,11 @@ fn run_bash(script: &str) -> std::process::Output {
     let _ = tx.send(());
     guard.join().unwrap();
     output
+}
+
+fn path_with_binary() -> String {
+    let dir = Path::new(binary()).parent().unwrap().display().to_string();
+    format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
 }
 
 fn captured(stdout: &str, id: usize) -> Option<&str> {
@@ -492,4 +524,16 @@ fn the_checks_themselves_tell_right_from_wrong() {
     assert!(markdown::check(&expect, r#"{"active": true, "scope": "demo:read", "x": 1}"#).is_ok());
     assert!(markdown::check(&expect, r#"{"active":false}"#).is_err());
     assert_eq!(markdown::expectation("a token with every scope"), None);
+
+    // Output as a page shows it: volatile values masked, the words kept.
+    let page = Expect::Output(
+        "published key `fyzkXMJFoMGm5iRNCK7ELr3JzJKAfrCI0aJSdUstDzc` in JWKS; it signs from \
+         2026-12-06T13:54:45Z (in 10m0s)\n"
+            .into(),
+    );
+    let now = "published key `Qq3kYyFz0Ws9oYgS8lLwq1bA4mJ3c2r9xHq0pZ7vN1E` in JWKS; it signs from \
+               2027-01-31T02:05:00Z (in 3s)";
+    assert!(markdown::check(&page, now).is_ok());
+    assert!(markdown::check(&page, &now.replace("published", "added")).is_err());
+    assert!(markdown::check(&page, &format!("{now}\nand one more line")).is_err());
 }

@@ -24,6 +24,10 @@ pub struct Block {
     pub lang: String,
     pub marker: Marker,
     pub text: String,
+    /// 1-based line of the closing fence.
+    pub end: usize,
+    /// A ```text block right after this one (within two lines): what it prints.
+    pub output: Option<String>,
 }
 
 impl Block {
@@ -82,8 +86,81 @@ pub fn blocks(page: &Path, text: &str) -> Vec<Block> {
                 .checked_sub(1)
                 .map_or(Marker::None, |p| marker(lines[p])),
             text: body.join("\n"),
+            end: i + 1,
+            output: None,
         });
         i += 1;
+    }
+    for k in 1..out.len() {
+        if out[k].lang == "text" && out[k].line <= out[k - 1].end + 2 {
+            out[k - 1].output = Some(out[k].text.clone());
+        }
+    }
+    out
+}
+
+/// Output with its volatile parts masked, line by line: base64url ids and anything with a
+/// `/` in it (paths, hashes) become `<id>`, durations (`2m22s`, `10ms`) `<dur>`, other
+/// digit runs `#`, so timestamps and counts compare by shape.
+pub fn mask(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|line| {
+            line.split(' ')
+                .map(mask_word)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim_end()
+                .to_string()
+        })
+        .collect()
+}
+
+fn mask_word(word: &str) -> String {
+    let id =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '$' | '=' | ',' | '.');
+    let core = word.trim_matches(|c: char| !id(c) && c != '/');
+    if core.contains('/') || (core.len() >= 20 && core.chars().all(id)) {
+        return word.replacen(core, "<id>", 1);
+    }
+    let mut out = String::new();
+    let chars: Vec<char> = word.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        // A duration: digits and units, repeated (2m22s, 10ms, 1h30m).
+        let mut j = i;
+        let mut units = 0;
+        loop {
+            let d = j;
+            while j < chars.len() && chars[j].is_ascii_digit() {
+                j += 1;
+            }
+            let u = j;
+            while j < chars.len() && matches!(chars[j], 'd' | 'h' | 'm' | 's') {
+                j += 1;
+            }
+            if j == u || j == d {
+                j = u;
+                break;
+            }
+            units += 1;
+            if j >= chars.len() || !chars[j].is_ascii_digit() {
+                break;
+            }
+        }
+        if units > 0 {
+            out.push_str("<dur>");
+        } else {
+            while j < chars.len() && chars[j].is_ascii_digit() {
+                j += 1;
+            }
+            out.push('#');
+        }
+        i = j;
     }
     out
 }
@@ -194,6 +271,8 @@ pub enum Expect {
     Status(u16),
     /// `"key":value` pairs, each to be found in the (space-free) output.
     Json(Vec<String>),
+    /// A whole block's output, as the ```text block after it shows it (masked).
+    Output(String),
 }
 
 pub fn expectation(comment: &str) -> Option<Expect> {
@@ -263,6 +342,20 @@ pub fn check(expect: &Expect, output: &str) -> Result<(), String> {
                 None => Err(format!(
                     "no status in the output (use curl -i, or -w '%{{http_code}}\\n'); the page says {want}"
                 )),
+            }
+        }
+        Expect::Output(want) => {
+            let got: Vec<&str> = output.lines().filter(|l| !l.starts_with("@@")).collect();
+            let got = mask(got.join("\n").trim_matches('\n'));
+            let want = mask(want.trim_matches('\n'));
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the output differs from the page (masked)\n--- page\n{}\n--- command\n{}",
+                    want.join("\n"),
+                    got.join("\n")
+                ))
             }
         }
         Expect::Json(pairs) => {

@@ -15,7 +15,9 @@ struct Shape {
 
 pub struct Keys {
     /// Every key path, a map's keys as `*`.
-    paths: Vec<Vec<String>>,
+    pub paths: Vec<Vec<String>>,
+    /// How many of `paths` are tollgate.yaml's (the rest are the upstreams file's).
+    pub gateway_paths: usize,
     top: HashSet<String>,
     names: HashSet<String>,
 }
@@ -177,9 +179,13 @@ pub fn known() -> Keys {
     );
     let shapes = shapes(&src);
     let mut paths = Vec::new();
+    let mut gateway_paths = 0;
     for root in ["GatewayFile", "UpstreamsFile"] {
         assert!(shapes.contains_key(root), "no struct {root} in src/config");
         walk(&shapes, root, &mut Vec::new(), &mut paths);
+        if root == "GatewayFile" {
+            gateway_paths = paths.len();
+        }
     }
     let top = paths
         .iter()
@@ -187,7 +193,12 @@ pub fn known() -> Keys {
         .map(|p| p[0].clone())
         .collect();
     let names = paths.iter().flatten().cloned().collect();
-    Keys { paths, top, names }
+    Keys {
+        paths,
+        gateway_paths,
+        top,
+        names,
+    }
 }
 
 fn matches(path: &[String], segs: &[&str]) -> bool {

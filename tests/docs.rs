@@ -157,85 +157,11 @@ fn metrics_and_config_keys_named_in_the_docs_exist() {
 }
 
 /// docs/configuration.md lists every key of both files: a key added to the config structs
-/// without its row fails here. A row names a key by its whole path, or by its path within
-/// the `### \`section\`` it is under.
+/// without its row fails here.
 #[test]
 fn the_configuration_reference_lists_every_key() {
     let text = std::fs::read_to_string(root().join("docs/configuration.md")).unwrap();
-    // (part: 0 tollgate.yaml, 1 the upstreams file; section; key) of each table row.
-    let mut rows = Vec::new();
-    let (mut part, mut sections) = (None, Vec::<String>::new());
-    for line in text.lines() {
-        if let Some(h) = line.strip_prefix("## ") {
-            part = if h.contains("tollgate.yaml") {
-                Some(0)
-            } else if h.contains("upstreams file") {
-                Some(1)
-            } else {
-                None
-            };
-            sections.clear();
-        } else if let Some(h) = line.strip_prefix("### ") {
-            // Every name in backticks: `policies` and `credentials`.
-            sections = h
-                .split('`')
-                .skip(1)
-                .step_by(2)
-                .map(str::to_string)
-                .collect();
-        } else if let (Some(p), true) = (part, line.starts_with("| `")) {
-            // `| `a`, `b` | {x, y} | …`: keys a and b, and with a `{x, y}` type their
-            // keys a.x, a.y, b.x, b.y.
-            let cells: Vec<&str> = line.split('|').collect();
-            let names: Vec<String> = cells[1]
-                .split('`')
-                .skip(1)
-                .step_by(2)
-                .map(|k| k.replace("[]", ""))
-                .collect();
-            let inner: Vec<String> = cells
-                .get(2)
-                .and_then(|t| t.split_once('{'))
-                .and_then(|(_, t)| t.split_once('}'))
-                .map(|(t, _)| t.split(',').map(|k| k.trim().to_string()).collect())
-                .unwrap_or_default();
-            let mut keys = names.clone();
-            for n in &names {
-                keys.extend(inner.iter().map(|k| format!("{n}.{k}")));
-            }
-            for s in sections.iter().cloned().chain([String::new()]) {
-                for k in &keys {
-                    rows.push((p, s.clone(), k.clone()));
-                }
-            }
-        }
-    }
-    let keys = config_keys::known();
-    let mut missing = Vec::new();
-    for (i, path) in keys.paths.iter().enumerate() {
-        // A map of keys is documented by its keys' rows.
-        let parent = keys
-            .paths
-            .iter()
-            .any(|p| p.len() > path.len() && p.starts_with(path));
-        if parent {
-            continue;
-        }
-        let part = usize::from(i >= keys.gateway_paths);
-        let full = path.join(".").replace(".*", "");
-        let documented = rows.iter().any(|(p, section, key)| {
-            *p == part
-                && (full == *key
-                    || (!section.is_empty()
-                        && full.starts_with(&format!("{section}."))
-                        && (full.ends_with(&format!(".{key}"))
-                            || full == format!("{section}.{key}")))
-                    || (key.contains('.') && full.ends_with(&format!(".{key}"))))
-        });
-        if !documented {
-            missing.push(format!("{} {full}", ["tollgate.yaml", "upstreams"][part]));
-        }
-    }
+    let missing = config_keys::known().undocumented(&text);
     assert!(
         missing.is_empty(),
         "docs/configuration.md has no row for:\n{}",

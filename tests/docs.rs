@@ -69,6 +69,12 @@ fn every_shell_block_is_marked_and_every_link_resolves() {
                 errors.push(format!("{}: `not run` needs its reason", b.at()))
             }
             (Marker::Run, false) => errors.push(format!("{}: only sh blocks run", b.at())),
+            (Marker::None, false) if b.lang == "yaml" => errors.push(format!(
+                "{}: a YAML block needs <!-- check: tollgate.yaml|upstreams --> or <!-- not checked: REASON -->",
+                b.at()
+            )),
+            (Marker::NotChecked(reason), _) if reason.is_empty() || b.lang != "yaml" => errors
+                .push(format!("{}: `not checked` goes on a YAML block, with its reason", b.at())),
             (Marker::Check(what), _)
                 if b.lang != "yaml" || !["tollgate.yaml", "upstreams"].contains(&what.as_str()) =>
             {

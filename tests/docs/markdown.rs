@@ -13,6 +13,8 @@ pub enum Marker {
     NotRun(String),
     /// `<!-- check: tollgate.yaml -->` or `<!-- check: upstreams -->`.
     Check(String),
+    /// `<!-- not checked: REASON -->`: YAML that is not tollgate's, or not on its own.
+    NotChecked(String),
     None,
 }
 
@@ -53,6 +55,8 @@ fn marker(line: &str) -> Marker {
         Marker::Run
     } else if let Some(reason) = inner.strip_prefix("not run:") {
         Marker::NotRun(reason.trim().to_string())
+    } else if let Some(reason) = inner.strip_prefix("not checked:") {
+        Marker::NotChecked(reason.trim().to_string())
     } else if let Some(what) = inner.strip_prefix("check:") {
         Marker::Check(what.trim().to_string())
     } else {

@@ -422,3 +422,41 @@ async fn an_upstream_answer_before_a_slow_body_is_not_followed_by_a_408() {
     assert!(!got.contains("408"), "{got}");
     assert!(!gw.log().contains("already sent"), "{}", gw.log());
 }
+
+#[tokio::test]
+async fn a_busy_keep_alive_connection_outlives_every_deadline() {
+    // Each request's body comes in the same segment as its header, so the gateway reads
+    // nothing between one request's start and its end: its deadlines must still restart.
+    let (_up, gw) = start(
+        "  client_header_timeout: 1s\n  client_body_timeout: 1s\n  keepalive_timeout: 1s\n",
+        String::new(),
+    )
+    .await;
+    let mut conn = TcpStream::connect(format!("127.0.0.1:{}", gw.port))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut served = 0;
+    // Three times the longest deadline, on one connection.
+    // The token endpoint: answered by the gateway itself, with no read of the client while
+    // it answers (a proxied request's connection is watched during its response).
+    let basic = "cmVhZGVyOnJlYWRlci1zZWNyZXQ="; // reader:reader-secret
+    let request = format!(
+        "POST /credential/jwt HTTP/1.1\r\nHost: gw\r\nAuthorization: Basic {basic}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 29\r\n\r\n\
+         grant_type=client_credentials"
+    );
+    while started.elapsed() < Duration::from_secs(3) {
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let (status, body) = read_response(&mut conn).await;
+        assert_eq!(status, 200, "request {served}: {body}");
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served >= 10, "{served}");
+    assert_eq!(
+        gw.metric("tollgate_client_timeouts_total{phase=\"header\"}")
+            .await,
+        0.0
+    );
+}

@@ -39,7 +39,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -65,9 +65,14 @@ pub struct GuardedStream {
     inner: Stream,
     limits: SlowClientLimits,
     counters: Arc<TimeoutCounters>,
-    /// Written by the proxy (through `&self`), read on every poll.
-    phase: AtomicU8,
-    /// The phase `deadline` was set for.
+    /// Written by the proxy (through `&self`), read on every poll: the phase in the low
+    /// byte, above it a count of the proxy's changes, so that a change is seen even when
+    /// the phase comes back to the one last seen (a keep-alive request whose body came
+    /// with its header is read with no poll in between).
+    phase: AtomicU64,
+    /// The `phase` value `deadline` was set for.
+    seen: u64,
+    /// Its phase.
     timed_phase: u8,
     /// When the current phase's time runs out (`None`: not timed).
     deadline: Option<Instant>,
@@ -86,7 +91,8 @@ impl GuardedStream {
             inner,
             limits,
             counters,
-            phase: AtomicU8::new(FIRST_HEADER),
+            phase: AtomicU64::new(u64::from(FIRST_HEADER)),
+            seen: u64::from(FIRST_HEADER),
             timed_phase: FIRST_HEADER,
             deadline: Some(now + limits.header),
             header_started: false,
@@ -96,12 +102,21 @@ impl GuardedStream {
         }
     }
 
+    /// The proxy's change of phase (it alone writes, from the connection's task).
+    fn set(&self, phase: u8) {
+        let count = (self.phase.load(Ordering::Relaxed) >> 8) + 1;
+        self.phase
+            .store((count << 8) | u64::from(phase), Ordering::Relaxed);
+    }
+
     /// Take up the phase the proxy set since the last read, with its deadline.
     fn enter_phase(&mut self, now: Instant) {
-        let phase = self.phase.load(Ordering::Relaxed);
-        if phase == self.timed_phase {
+        let state = self.phase.load(Ordering::Relaxed);
+        if state == self.seen {
             return;
         }
+        self.seen = state;
+        let phase = (state & 0xff) as u8;
         self.timed_phase = phase;
         self.deadline = match phase {
             NEXT_HEADER => {
@@ -347,21 +362,20 @@ fn guard(session: &Session) -> Option<&GuardedStream> {
 pub(crate) fn request_started(session: &mut Session) {
     let body = !session.as_downstream_mut().is_body_empty();
     if let Some(g) = guard(session) {
-        g.phase
-            .store(if body { BODY } else { RESPONSE }, Ordering::Relaxed);
+        g.set(if body { BODY } else { RESPONSE });
     }
 }
 
 /// The request body has been read to its end.
 pub(crate) fn body_done(session: &Session) {
     if let Some(g) = guard(session) {
-        g.phase.store(RESPONSE, Ordering::Relaxed);
+        g.set(RESPONSE);
     }
 }
 
 /// The exchange is over: the connection waits for its next request.
 pub(crate) fn request_finished(session: &Session) {
     if let Some(g) = guard(session) {
-        g.phase.store(NEXT_HEADER, Ordering::Relaxed);
+        g.set(NEXT_HEADER);
     }
 }

@@ -105,11 +105,13 @@ pub fn blocks(page: &Path, text: &str) -> Vec<Block> {
 
 /// Output with its volatile parts masked, line by line: base64url ids and anything with a
 /// `/` in it (paths, hashes) become `<id>`, durations (`2m22s`, `10ms`) `<dur>`, other
-/// digit runs `#`, so timestamps and counts compare by shape.
+/// digit runs `#`, so timestamps and counts compare by shape. An age under a second, which
+/// `keys list` prints as `(now)`, reads as `(0s ago)`.
 pub fn mask(text: &str) -> Vec<String> {
     text.lines()
         .map(|line| {
-            line.split(' ')
+            line.replace("(now)", "(0s ago)")
+                .split(' ')
                 .map(mask_word)
                 .collect::<Vec<_>>()
                 .join(" ")

@@ -18,7 +18,6 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -74,8 +73,7 @@ def run(args, procs):
 
     harness.es256_key()
     tollgate_a = os.path.join(builds["A"], "tollgate")
-    secret_hash = subprocess.run([tollgate_a, "hash-secret"], input=harness.SECRET,
-                                 capture_output=True, text=True, check=True).stdout.strip()
+    secret_hash = harness.bench_secret_hash(tollgate_a)
     upstreams = harness.write("upstreams.yaml", harness.tollgate_upstreams(up, secret_hash))
 
     def bare(ab):

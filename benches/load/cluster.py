@@ -202,15 +202,13 @@ def run(args, procs):
     ports = {k: h.free_port() for k in ("up", "redis", "a", "am", "b", "bm", "c", "cm",
                                          "sq", "sqm")}
     h.write("upstream.conf", h.nginx_upstream_conf(ports["up"]))
-    procs.append(h.Proc("upstream", ["nginx", "-p", h.WORK, "-e", "stderr", "-c",
-                                     os.path.join(h.WORK, "upstream.conf")], h.LOAD_CPU))
+    h.start_nginx_upstream(procs)
     h.wait_http(ports["up"])
     redis = h.Proc("redis", redis_args(ports["redis"]), h.LOAD_CPU)
     procs.append(redis)
     wait_redis(ports["redis"])
 
-    secret_hash = subprocess.run([h.TOLLGATE, "hash-secret"], input=h.SECRET,
-                                 capture_output=True, text=True, check=True).stdout.strip()
+    secret_hash = h.bench_secret_hash()
     upstreams = h.write("upstreams.yaml", h.tollgate_upstreams(ports["up"], secret_hash))
     node_ports = []
     for n in ("a", "b", "c"):

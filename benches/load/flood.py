@@ -18,7 +18,6 @@ import collections
 import http.client
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -117,12 +116,10 @@ def main():
 def run(args, procs):
     ports = {k: h.free_port() for k in ("up", "tg", "tgm")}
     h.write("upstream.conf", h.nginx_upstream_conf(ports["up"]))
-    procs.append(h.Proc("upstream", ["nginx", "-p", h.WORK, "-e", "stderr", "-c",
-                                     os.path.join(h.WORK, "upstream.conf")], h.LOAD_CPU))
+    h.start_nginx_upstream(procs)
     h.wait_http(ports["up"])
     h.es256_key()
-    secret_hash = subprocess.run([h.TOLLGATE, "hash-secret"], input=h.SECRET,
-                                 capture_output=True, text=True, check=True).stdout.strip()
+    secret_hash = h.bench_secret_hash()
     upstreams_file = h.write("upstreams.yaml", upstreams(ports["up"], secret_hash))
     conf = h.write("tollgate.yaml", h.tollgate_conf("tollgate", ports["tg"], ports["tgm"],
                                                     upstreams_file))

@@ -107,8 +107,7 @@ def run(args, procs):
     server = start_server(procs)
     ports = {k: h.free_port() for k in ("tg", "tgm")}
     h.es256_key()
-    secret_hash = subprocess.run([h.TOLLGATE, "hash-secret"], input=h.SECRET,
-                                 capture_output=True, text=True, check=True).stdout.strip()
+    secret_hash = h.bench_secret_hash()
     upstreams_file = h.write("upstreams.yaml", upstreams(server, secret_hash))
     conf = h.tollgate_conf("tollgate", ports["tg"], ports["tgm"], upstreams_file).replace(
         f"  - addr: 127.0.0.1:{ports['tg']}\n", f"  - addr: 127.0.0.1:{ports['tg']}\n    h2c: true\n")

@@ -197,6 +197,33 @@ backend app
 """
 
 
+def bench_secret_hash(binary=None):
+    """The argon2id hash of the bench client's secret, made by the gateway itself."""
+    return subprocess.run([binary or TOLLGATE, "hash-secret"], input=SECRET,
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def start_nginx_upstream(procs):
+    """The nginx upstream of WORK/upstream.conf, on the load core, added to `procs`."""
+    procs.append(Proc("upstream", ["nginx", "-p", WORK, "-e", "stderr", "-c",
+                                   os.path.join(WORK, "upstream.conf")], LOAD_CPU))
+
+
+METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+
+
+def scrape_metrics(metrics_port):
+    """Every series of the gateway's Prometheus text, by full series name."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                  timeout=5).read().decode()
+    series = {}
+    for line in text.splitlines():
+        m = METRIC_LINE.match(line)
+        if m:
+            series[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return series
+
+
 def tollgate_conf(name, port, metrics_port, upstreams_file):
     state = os.path.join(WORK, f"{name}-state")
     os.makedirs(state, exist_ok=True)
@@ -447,13 +474,11 @@ def run(args, procs):
     up = ports["upstream"]
 
     write("upstream.conf", nginx_upstream_conf(up))
-    procs.append(Proc("upstream", ["nginx", "-p", WORK, "-e", "stderr", "-c",
-                                   os.path.join(WORK, "upstream.conf")], LOAD_CPU))
+    start_nginx_upstream(procs)
     wait_http(up)
 
     _, pub = es256_key()
-    secret_hash = subprocess.run([TOLLGATE, "hash-secret"], input=SECRET, capture_output=True,
-                                 text=True, check=True).stdout.strip()
+    secret_hash = bench_secret_hash()
 
     write("nginx.conf", nginx_proxy_conf(ports["nginx"], up, "nginx"))
     procs.append(Proc("nginx", ["nginx", "-p", WORK, "-e", "stderr", "-c",

@@ -15,7 +15,6 @@ the upstream on core 1.
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -111,12 +110,10 @@ def run(args, procs):
     ports = {k: h.free_port() for k in ("up", "tg", "tgm", "fa", "direct", "front")}
     up = ports["up"]
     h.write("upstream.conf", h.nginx_upstream_conf(up))
-    procs.append(h.Proc("upstream", ["nginx", "-p", h.WORK, "-e", "stderr", "-c",
-                                     os.path.join(h.WORK, "upstream.conf")], h.LOAD_CPU))
+    h.start_nginx_upstream(procs)
     h.wait_http(up)
     h.es256_key()
-    secret_hash = subprocess.run([h.TOLLGATE, "hash-secret"], input=h.SECRET,
-                                 capture_output=True, text=True, check=True).stdout.strip()
+    secret_hash = h.bench_secret_hash()
     upstreams_file = h.write("upstreams.yaml", upstreams(up, secret_hash))
     conf = h.write("tollgate.yaml", h.tollgate_conf("tollgate", ports["tg"], ports["tgm"],
                                                     upstreams_file)

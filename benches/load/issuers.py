@@ -80,8 +80,7 @@ def main():
 def run(args, procs):
     ports = {k: h.free_port() for k in ("up", "jwks", "tg", "tgm")}
     h.write("upstream.conf", h.nginx_upstream_conf(ports["up"]))
-    procs.append(h.Proc("upstream", ["nginx", "-p", h.WORK, "-e", "stderr", "-c",
-                                     os.path.join(h.WORK, "upstream.conf")], h.LOAD_CPU))
+    h.start_nginx_upstream(procs)
     h.wait_http(ports["up"])
     # The external issuer: its key, its JWKS on loopback.
     idp_key = os.path.join(h.WORK, "idp-key.pem")
@@ -99,8 +98,7 @@ def run(args, procs):
     h.wait_http(ports["jwks"], "/jwks.json")
 
     h.es256_key()
-    secret_hash = subprocess.run([h.TOLLGATE, "hash-secret"], input=h.SECRET,
-                                 capture_output=True, text=True, check=True).stdout.strip()
+    secret_hash = h.bench_secret_hash()
     upstreams = h.tollgate_upstreams(ports["up"], secret_hash)
     upstreams = upstreams.replace(
         "auth: jwt, rules:", "auth: jwt, issuers: [tollgate, idp], rules:")

@@ -53,7 +53,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -281,20 +280,12 @@ def upstream_conf(port):
                                   f"http://127.0.0.1:{port}/uploaded; }}\n{location}", 1)
 
 
-METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-
-
 def gateway_metrics(metrics_port):
     """The slow-client series of the gateway, by full series name."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
-                                  timeout=5).read().decode()
-    out = {}
-    for line in text.splitlines():
-        m = METRIC_LINE.match(line)
-        if m and m.group(1) in ("tollgate_client_timeouts_total", "tollgate_connections",
-                                "tollgate_connections_refused_total"):
-            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    return out
+    wanted = ("tollgate_client_timeouts_total", "tollgate_connections",
+              "tollgate_connections_refused_total")
+    return {k: v for k, v in h.scrape_metrics(metrics_port).items()
+            if k.split("{")[0] in wanted}
 
 
 def series(metrics, name, **labels):
@@ -484,12 +475,10 @@ def run(args, procs):
     os.makedirs(os.path.join(h.WORK, "nginx-tmp"), exist_ok=True)
     ports = {k: h.free_port() for k in ("up", "tg", "tgm")}
     h.write("upstream.conf", upstream_conf(ports["up"]))
-    procs.append(h.Proc("upstream", ["nginx", "-p", h.WORK, "-e", "stderr", "-c",
-                                     os.path.join(h.WORK, "upstream.conf")], h.LOAD_CPU))
+    h.start_nginx_upstream(procs)
     h.wait_http(ports["up"])
     h.es256_key()
-    secret_hash = subprocess.run([h.TOLLGATE, "hash-secret"], input=h.SECRET,
-                                 capture_output=True, text=True, check=True).stdout.strip()
+    secret_hash = h.bench_secret_hash()
     upstreams_file = h.write("upstreams.yaml", h.tollgate_upstreams(ports["up"], secret_hash))
     conf = h.write("tollgate.yaml", gateway_conf(ports["tg"], ports["tgm"], upstreams_file))
     gw = h.Proc("tollgate", [h.TOLLGATE, "-c", conf], h.PROXY_CPU)

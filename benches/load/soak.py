@@ -63,7 +63,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -603,23 +602,11 @@ def proc_stats(pid):
             "fd_other": kinds["fd_other"]}
 
 
-METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 # Series that tell cache sizes (tollgate_cache_entries{cache=validation|secrets|revocations}),
 # store size or reloads: recorded whenever the gateway exports them.
 SIZE_SERIES = re.compile(r"^tollgate_\w*(cache|store|reload|revocation)\w*$")
 KNOWN_SERIES = re.compile(r"^tollgate_(validation_cache_(hits|misses)_total|store_up|"
                           r"store_errors_total|store_operation_duration_seconds\w*)$")
-
-
-def scrape(metrics_port):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
-                                  timeout=5).read().decode()
-    series = {}
-    for line in text.splitlines():
-        m = METRIC_LINE.match(line)
-        if m:
-            series[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    return series
 
 
 def metric_sum(series, name, **labels):
@@ -679,7 +666,7 @@ def take_sample(t0, gw, metrics_port, db, counts, pools, ledger, reloader):
     s = {"t": round(time.monotonic() - t0, 1),
          "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     s.update(proc_stats(gw.p.pid))
-    series = scrape(metrics_port)
+    series = h.scrape_metrics(metrics_port)
     s["gw_requests"] = metric_sum(series, "tollgate_requests_total")
     s["gw_5xx"] = metric_sum(series, "tollgate_requests_total", status="5xx")
     s["gw_tokens_issued"] = metric_sum(series, "tollgate_tokens_issued_total")
@@ -1094,8 +1081,7 @@ def run(args, procs, stop):
     os.makedirs(os.path.join(h.WORK, "nginx-tmp"), exist_ok=True)
     ports = {k: h.free_port() for k in ("up", "tg", "tgm")}
     h.write("upstream.conf", h.nginx_upstream_conf(ports["up"]))
-    procs.append(h.Proc("upstream", ["nginx", "-p", h.WORK, "-e", "stderr", "-c",
-                                     os.path.join(h.WORK, "upstream.conf")], h.LOAD_CPU))
+    h.start_nginx_upstream(procs)
     h.wait_http(ports["up"])
     secret_hash = subprocess.run([h.TOLLGATE, "hash-secret"], input=SECRET,
                                  capture_output=True, text=True, check=True).stdout.strip()
@@ -1175,7 +1161,7 @@ def run(args, procs, stop):
     requests, errors, by = counts.snapshot()
     final_metrics = None
     if gw.alive():
-        series = scrape(ports["tgm"])
+        series = h.scrape_metrics(ports["tgm"])
         final_metrics = {
             "gw_5xx": metric_sum(series, "tollgate_requests_total", status="5xx"),
             "gw_tokens_issued": metric_sum(series, "tollgate_tokens_issued_total"),

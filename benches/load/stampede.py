@@ -17,7 +17,6 @@ import base64
 import os
 import re
 import statistics
-import subprocess
 import sys
 import urllib.request
 
@@ -82,8 +81,7 @@ def main():
     args = ap.parse_args()
     os.makedirs(h.WORK, exist_ok=True)
     h.es256_key()
-    secret_hash = subprocess.run([args.new, "hash-secret"], input=h.SECRET,
-                                 capture_output=True, text=True, check=True).stdout.strip()
+    secret_hash = h.bench_secret_hash(args.new)
     upstreams_file = h.write("upstreams.yaml", upstreams(secret_hash))
     binaries = [("new", args.new)] + ([("old", args.old)] if args.old else [])
     results = {name: [] for name, _ in binaries}

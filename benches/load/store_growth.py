@@ -123,12 +123,10 @@ def gateway_conf(name, upstreams, ports):
 def run(args, procs):
     up = h.free_port()
     h.write("upstream.conf", h.nginx_upstream_conf(up))
-    procs.append(h.Proc("upstream", ["nginx", "-p", h.WORK, "-e", "stderr", "-c",
-                                     os.path.join(h.WORK, "upstream.conf")], h.LOAD_CPU))
+    h.start_nginx_upstream(procs)
     h.wait_http(up)
     h.es256_key()
-    secret_hash = subprocess.run([h.TOLLGATE, "hash-secret"], input=h.SECRET,
-                                 capture_output=True, text=True, check=True).stdout.strip()
+    secret_hash = h.bench_secret_hash()
     upstreams = h.write("upstreams.yaml", h.tollgate_upstreams(up, secret_hash))
 
     sides = [("new", h.TOLLGATE), ("fresh", h.TOLLGATE)]

@@ -102,12 +102,12 @@ impl Refusal {
         Self::new(400, "bad_request", description)
     }
 
-    /// An `Authorization` header longer than any token (RFC 6585 §5).
     /// Header fields past the configured count or size (431, RFC 6585 §5).
     pub fn headers_too_large(description: String) -> Self {
         Self::new(431, "request_header_fields_too_large", description)
     }
 
+    /// An `Authorization` header longer than any token (RFC 6585 §5).
     pub fn header_too_large() -> Self {
         Self::new(
             431,

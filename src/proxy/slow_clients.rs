@@ -109,12 +109,8 @@ impl GuardedStream {
             .store((count << 8) | u64::from(phase), Ordering::Relaxed);
     }
 
-    /// Take up the phase the proxy set since the last read, with its deadline.
-    fn enter_phase(&mut self, now: Instant) {
-        let state = self.phase.load(Ordering::Relaxed);
-        if state == self.seen {
-            return;
-        }
+    /// Take up the phase `state` the proxy set since the last read, with its deadline.
+    fn enter_phase(&mut self, state: u64, now: Instant) {
         self.seen = state;
         let phase = (state & 0xff) as u8;
         self.timed_phase = phase;
@@ -173,8 +169,15 @@ impl AsyncRead for GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let state = this.phase.load(Ordering::Relaxed);
+        if state == this.seen && this.deadline.is_none() {
+            // Untimed (the response is being produced): no clock read, nothing to count.
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
         let now = Instant::now();
-        this.enter_phase(now);
+        if state != this.seen {
+            this.enter_phase(state, now);
+        }
         if let Some(deadline) = this.deadline
             && now >= deadline
         {

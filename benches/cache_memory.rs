@@ -144,6 +144,7 @@ fn main() {
                 now,
                 subject: None,
                 tenant: None,
+                cnf: None,
             })
             .expect("mint");
         block_on(auth.authenticate(&minted.access_token, &CheckContext::own_tokens(now)))

@@ -58,6 +58,7 @@ fn api_config(i: usize) -> ApiConfig {
         auth: AuthMode::JWT,
         issuers: vec![tollgate::config::IssuerRef::Tollgate],
         api_key_header: http::HeaderName::from_static("x-api-key"),
+        dpop_required: false,
         audience: format!("svc-{i}"),
         rules: vec![],
         rule_auth: vec![],
@@ -110,6 +111,7 @@ fn issue<'a>(client: &'a Client, format: Format, now: i64) -> Issue<'a> {
         now,
         subject: None,
         tenant: None,
+        cnf: None,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod ratelimit;
 pub mod refusal;
 pub mod revocations;
 
+use crate::domain::cnf::Confirmation;
 use crate::domain::oauth::{TokenKind, WayIn};
 use crate::domain::outcome::Outcome;
 use crate::domain::scope::{self, Rule, ScopeDecision, Scopes};
@@ -72,6 +73,8 @@ pub struct Principal {
     pub iat: Option<i64>,
     pub jti: Option<CompactString>,
     pub grant_id: Option<CompactString>,
+    /// What the token is bound to: a DPoP key or a client certificate.
+    pub cnf: Option<Confirmation>,
 }
 
 impl std::ops::Deref for Principal {
@@ -97,6 +100,11 @@ impl Principal {
     /// The principal of an external issuer's validated token. It carries no `jti` or grant:
     /// the gateway's revocations name only its own tokens.
     pub fn from_external(t: ExternalToken, plan: &ClaimPlan) -> Self {
+        let cnf = t.claims.get("cnf").and_then(|c| {
+            let c = c.as_object()?;
+            c.iter()
+                .find_map(|(m, v)| Confirmation::from_member(m, v.as_str()?))
+        });
         let identity = IdentityValues::new(
             Who {
                 way_in: WayIn::External,
@@ -123,6 +131,7 @@ impl Principal {
             iat: t.iat,
             jti: None,
             grant_id: None,
+            cnf,
         }
     }
 
@@ -166,6 +175,7 @@ impl Principal {
             iat: Some(r.issued_at),
             jti: Some(CompactString::new(&r.jti)),
             grant_id: Some(CompactString::new(&r.grant_id)),
+            cnf: r.cnf,
         }
     }
 }
@@ -327,6 +337,7 @@ impl Validator {
             iat: claims.iat,
             jti: claims.jti.map(CompactString::new),
             grant_id: claims.gid.map(CompactString::new),
+            cnf: claims.cnf,
         })
     }
 }

@@ -3,6 +3,7 @@
 
 mod apis;
 mod clients;
+mod dpop;
 mod duration;
 mod errors;
 mod file;
@@ -21,6 +22,7 @@ pub use issuer::{
 };
 pub use tenants::pool_name as tenant_pool_name;
 
+pub use dpop::{DpopSettings, ReplayScope};
 pub use duration::{DurationError, parse_duration};
 pub use errors::{ConfigError, ConfigErrors};
 
@@ -56,6 +58,8 @@ pub struct Config {
     pub discovery_family: Family,
     pub store: StoreSettings,
     pub limits: LimitSettings,
+    /// How DPoP proofs are checked.
+    pub dpop: DpopSettings,
     pub apis: Vec<ApiConfig>,
     pub policies: Vec<PolicyConfig>,
     pub credentials: Vec<CredentialConfig>,
@@ -303,6 +307,9 @@ pub struct TokenPolicy {
     /// Formats the client may get.
     pub jwt: bool,
     pub opaque: bool,
+    /// `dpop_bound_access_tokens` (RFC 9449 §5.2): every token request must carry a
+    /// DPoP proof.
+    pub dpop_bound: bool,
 }
 
 impl TokenPolicy {
@@ -370,6 +377,8 @@ pub struct ApiConfig {
     pub api_key_header: http::HeaderName,
     pub audience: String,
     pub rules: Vec<Rule>,
+    /// Only DPoP-bound tokens, each with its proof (`dpop: required`).
+    pub dpop_required: bool,
     /// Per-operation ways in, one per rule: `None` takes the API's `auth`.
     pub rule_auth: Vec<Option<AuthMode>>,
     /// Per-operation limits, one per rule.

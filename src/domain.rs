@@ -6,9 +6,11 @@
 
 pub mod claim;
 pub mod clock;
+pub mod cnf;
 pub mod endpoint;
 pub mod ids;
 pub mod jose;
+pub mod jwk;
 pub mod net;
 pub mod oauth;
 pub mod outcome;

@@ -2,11 +2,12 @@
 //! one JSON object each, no duplicate keys, no `crit`, a safe `kid`) and the claims
 //! tollgate writes when it issues a token.
 
+use crate::domain::cnf::Confirmation;
 use crate::domain::jose::is_valid_kid;
 mod issued;
 mod strict;
 
-pub use issued::{AudienceOut, IssuedClaims, TenantClaims};
+pub use issued::{AudienceOut, CnfOut, IssuedClaims, TenantClaims};
 
 use crate::domain::jose::{JwsAlg, MAX_TOKEN_LEN};
 use crate::domain::scope::Scopes;
@@ -183,6 +184,28 @@ pub struct Claims {
     pub username: Option<String>,
     /// The grant the token belongs to (revoking it revokes the token).
     pub gid: Option<String>,
+    /// What a sender-constrained token is bound to (`cnf.jkt` or `cnf["x5t#S256"]`).
+    pub cnf: Option<Confirmation>,
+}
+
+/// `cnf` as read: the members tollgate enforces (RFC 9449 §6.1, RFC 8705 §3.1).
+#[derive(Deserialize)]
+struct CnfIn {
+    jkt: Option<String>,
+    #[serde(rename = "x5t#S256")]
+    x5t_s256: Option<String>,
+}
+
+impl CnfIn {
+    /// A `cnf` that names neither, or one not a SHA-256, binds to nothing tollgate can
+    /// check: such a token is refused as malformed rather than passed as a bearer token.
+    fn confirmation(self) -> Option<Option<Confirmation>> {
+        match (self.jkt, self.x5t_s256) {
+            (Some(j), None) => Confirmation::from_member("jkt", &j).map(Some),
+            (None, Some(x)) => Confirmation::from_member("x5t#S256", &x).map(Some),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -243,6 +266,12 @@ impl<'de> Deserialize<'de> for Claims {
                         "client_id" => c.client_id = Some(map.next_value()?),
                         "username" => c.username = Some(map.next_value()?),
                         "gid" => c.gid = Some(map.next_value()?),
+                        "cnf" => {
+                            c.cnf = map
+                                .next_value::<CnfIn>()?
+                                .confirmation()
+                                .ok_or_else(|| de::Error::custom("unusable cnf"))?;
+                        }
                         "scope" => scope = Some(map.next_value::<StringOrList>()?.into_vec()),
                         "scp" => scp = Some(map.next_value::<StringOrList>()?.into_vec()),
                         _ => {

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod domain;
+pub mod dpop;
 pub mod idp;
 pub mod jwt;
 pub mod keys;

@@ -83,6 +83,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// argon2 runs: client secrets and user passwords the cache could not answer.
     pub secret_verifications: IntCounter,
+    /// DPoP proofs checked, by where (`token`, `api`) and result.
+    pub dpop_proofs: IntCounterVec,
     pub store: StoreMetrics,
 }
 
@@ -202,6 +204,13 @@ impl Metrics {
                 ),
                 &["endpoint", "grant"],
             )?,
+            dpop_proofs: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_dpop_proofs_total",
+                    "DPoP proofs checked, by where (token endpoint or API) and result (ok, invalid, nonce, replayed, unavailable).",
+                ),
+                &["at", "result"],
+            )?,
             token_errors: IntCounterVec::new(
                 Opts::new(
                     "tollgate_token_endpoint_errors_total",
@@ -241,6 +250,7 @@ impl Metrics {
         registry.register(Box::new(m.auth_throttled.clone()))?;
         registry.register(Box::new(m.rate_limited.clone()))?;
         registry.register(Box::new(m.secret_verifications.clone()))?;
+        registry.register(Box::new(m.dpop_proofs.clone()))?;
         Ok(m)
     }
 

@@ -8,7 +8,9 @@ pub mod forward_auth;
 mod header_limits;
 mod identity;
 mod respond;
+pub mod sender;
 pub mod slow_clients;
+mod token_endpoint;
 mod trace;
 
 pub use admission::{Admitted, Caller, Gatekeeper};
@@ -17,21 +19,16 @@ pub use respond::begin_draining;
 
 use crate::auth::ratelimit::Decision;
 use crate::auth::refusal::Refusal;
-use crate::catalog::Catalog;
 use crate::config::AccessLog;
-use crate::domain::endpoint::Endpoint;
-use crate::domain::endpoint::{API_AUTHORIZE_SUFFIX, API_TOKEN_SUFFIX};
-use crate::domain::ids::ApiName;
 use crate::metrics::{self, ApiSeries, Metrics};
 use crate::path;
 use crate::routes::{Api, host_without_port};
-use crate::token::form::MAX_BODY;
-use crate::token::{TokenRequest, TokenService};
+use crate::token::TokenService;
 use crate::upstream::HostRewrite;
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::header::HOST;
 use http::header::InvalidHeaderValue;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{HeaderValue, Uri};
 use pingora::http::RequestHeader;
 use pingora::modules::http::HttpModules;
@@ -152,7 +149,7 @@ impl ProxyHttp for Gateway {
         let path = session.req_header().uri.path();
         let host = request_host(session.req_header()).map(host_without_port);
         let catalog = self.gate.catalog.load();
-        if let Some(endpoint) = token_endpoint(&catalog, host, path) {
+        if let Some(endpoint) = token_endpoint::token_endpoint(&catalog, host, path) {
             drop(catalog);
             ctx.target = Target::TokenService;
             // Boxed: its state stays out of the future every proxied request allocates.
@@ -175,7 +172,13 @@ impl ProxyHttp for Gateway {
         let catalog = arc_swap::Guard::into_inner(catalog);
         let verdict = self
             .gate
-            .admit(session.req_header(), &api, mode, &catalog)
+            .admit(
+                session.req_header(),
+                &api,
+                mode,
+                &catalog,
+                sender::Channel::of(session.digest()),
+            )
             .await;
         ctx.target = Target::Api(api);
         match verdict {
@@ -359,105 +362,6 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// The token-service endpoint at `path`: a fixed path, or `<api prefix>/oauth2/v2/token`
-/// of an API that accepts the gateway's tokens.
-fn token_endpoint(catalog: &Catalog, host: Option<&str>, path: &str) -> Option<Endpoint> {
-    if let Some(e) = Endpoint::for_path(path) {
-        return Some(e);
-    }
-    let (prefix, authorize) = match path.strip_suffix(API_TOKEN_SUFFIX) {
-        Some(p) => (p, false),
-        None => (path.strip_suffix(API_AUTHORIZE_SUFFIX)?, true),
-    };
-    let prefix = if prefix.is_empty() { "/" } else { prefix };
-    let api = catalog
-        .routes
-        .lookup(host, prefix)
-        .filter(|api| &*api.prefix == prefix && api.auth.jwt && api.own_tokens)?;
-    Some(if authorize {
-        Endpoint::Authorize {
-            family: crate::domain::oauth::Family::Credential,
-            api: Some(ApiName::new(&*api.name)),
-        }
-    } else {
-        Endpoint::ApiToken(ApiName::new(&*api.name))
-    })
-}
-
-impl Gateway {
-    async fn serve_token_endpoint(
-        &self,
-        session: &mut Session,
-        endpoint: &Endpoint,
-        request_id: Option<&HeaderValue>,
-    ) -> Result<()> {
-        let body = if endpoint.reads_body() {
-            match slow_clients::read_body(session, MAX_BODY).await? {
-                Ok(b) => b,
-                Err(mut refusal) => {
-                    // The connection is not read further.
-                    session.as_downstream_mut().set_keepalive(None);
-                    if let Some(id) = request_id {
-                        refusal
-                            .headers
-                            .push((trace::X_REQUEST_ID.clone(), id.clone()));
-                    }
-                    return respond::send_refusal(session, refusal).await;
-                }
-            }
-        } else {
-            Bytes::new()
-        };
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let req = session.req_header();
-        let cookies: Vec<&str> = req
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let cookie = match cookies.as_slice() {
-            [] => None,
-            [one] => Some(std::borrow::Cow::Borrowed(*one)),
-            many => Some(std::borrow::Cow::Owned(many.join("; "))),
-        };
-        let mut authorizations = req.headers.get_all(AUTHORIZATION).iter();
-        let authorization = match (authorizations.next(), authorizations.next()) {
-            (_, Some(_)) => Err(()),
-            (first, None) => Ok(first.map(HeaderValue::as_bytes)),
-        };
-        let reply = self
-            .tokens
-            .handle(
-                endpoint,
-                TokenRequest {
-                    method: &req.method,
-                    content_type: req.headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes),
-                    authorization,
-                    query: req.uri.query(),
-                    body: &body,
-                    client_ip: session
-                        .client_addr()
-                        .and_then(|a| a.as_inet())
-                        .map(|a| a.ip()),
-                    cookie: cookie.as_deref(),
-                    origin: req
-                        .headers
-                        .get(http::header::ORIGIN)
-                        .map(HeaderValue::as_bytes),
-                    fetch_site: req.headers.get("sec-fetch-site").map(HeaderValue::as_bytes),
-                    tls,
-                },
-            )
-            .await;
-        let mut headers = reply.headers;
-        if let Some(id) = request_id {
-            headers.push((trace::X_REQUEST_ID.clone(), id.clone()));
-        }
-        respond::send(session, reply.status, headers, reply.body).await
-    }
-}
-
 /// Answer with `refusal`, and the request's id.
 fn refuse<'a>(session: &'a mut Session, ctx: &Ctx, mut refusal: Refusal) -> respond::Sending<'a> {
     if let Some(id) = &ctx.request_id {
@@ -495,7 +399,7 @@ fn with_path(uri: &Uri, path: &str) -> Result<Uri> {
         .or_err(ErrorType::InternalError, "cannot rebuild the request URI")
 }
 
-fn request_host(req: &RequestHeader) -> Option<&str> {
+pub(crate) fn request_host(req: &RequestHeader) -> Option<&str> {
     req.headers
         .get(HOST)
         .and_then(|h| h.to_str().ok())

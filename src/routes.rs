@@ -24,6 +24,8 @@ pub struct Api {
     pub api_key_header: http::HeaderName,
     pub audience: Box<str>,
     pub rules: Box<[Rule]>,
+    /// Only DPoP-bound tokens pass (`dpop: required`).
+    pub dpop_required: bool,
     /// Each rule's own `auth`, when one of them has one (else empty: the API's applies).
     pub rule_auth: Box<[Option<AuthMode>]>,
     /// What its upstream receives about the caller.
@@ -211,6 +213,7 @@ impl RouteTable {
                 api_key_header: cfg.api_key_header.clone(),
                 audience: cfg.audience.as_str().into(),
                 rules: cfg.rules.clone().into(),
+                dpop_required: cfg.dpop_required,
                 rule_auth: if cfg.rule_auth.iter().any(Option::is_some) {
                     cfg.rule_auth.clone().into()
                 } else {
@@ -306,6 +309,7 @@ mod tests {
             api_key_header: http::HeaderName::from_static("x-api-key"),
             audience: name.into(),
             rules: vec![],
+            dpop_required: false,
             rule_auth: vec![],
             identity: crate::config::IdentitySettings::default().defaults,
             rule_limits: vec![],

@@ -391,11 +391,20 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         store.clone(),
         revocations.clone(),
     ));
+    let dpop = Arc::new(crate::dpop::Dpop::new(
+        config.dpop.clone(),
+        config.tokens.leeway,
+        &config.issuer,
+        config.store.key_encryption.as_ref().map(|k| k.expose()),
+        store.clone(),
+        metrics.dpop_proofs.clone(),
+    ));
     let gate = Arc::new(Gatekeeper {
         catalog: catalog.clone(),
         auth: auth.clone(),
         consumers: ConsumerKeys::default(),
         metrics: metrics.clone(),
+        dpop: dpop.clone(),
         phantoms: Phantoms::new(
             keys.clone(),
             &config.issuer,
@@ -403,6 +412,10 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         ),
     });
     let mut cache_readers: Vec<(&'static str, SizeReader)> = vec![
+        ("dpop_replay", {
+            let dpop = dpop.clone();
+            Box::new(move || dpop.remembered() as u64)
+        }),
         ("validation", {
             let auth = auth.clone();
             Box::new(move || auth.cached_tokens())
@@ -420,6 +433,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
             store,
             auth.clone(),
             metrics.clone(),
+            dpop,
         )?,
         gate: gate.clone(),
         metrics,

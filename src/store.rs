@@ -52,6 +52,8 @@ pub struct TokenRecord {
     /// Refresh tokens: when they were exchanged.
     pub used_at: Option<i64>,
     pub revoked: bool,
+    /// What the token is bound to (RFC 9449 `jkt`, RFC 8705 `x5t#S256`).
+    pub cnf: Option<crate::domain::cnf::Confirmation>,
 }
 
 impl TokenRecord {
@@ -257,6 +259,8 @@ pub enum Ephemeral {
     Session,
     /// Subject-token ids already exchanged (RFC 8693 replay), by digest of `iss` + `jti`.
     UsedSubjectToken,
+    /// DPoP proof ids already used (RFC 9449 §11.1), by digest of key thumbprint + `jti`.
+    DpopProof,
 }
 
 impl Ephemeral {
@@ -266,6 +270,7 @@ impl Ephemeral {
             Ephemeral::LoginFlow => 2,
             Ephemeral::Session => 3,
             Ephemeral::UsedSubjectToken => 4,
+            Ephemeral::DpopProof => 5,
         }
     }
 
@@ -275,6 +280,7 @@ impl Ephemeral {
             Ephemeral::LoginFlow => "flow",
             Ephemeral::Session => "session",
             Ephemeral::UsedSubjectToken => "subject",
+            Ephemeral::DpopProof => "dpop",
         }
     }
 }
@@ -421,6 +427,18 @@ pub trait Store: Send + Sync {
         value: Vec<u8>,
         expires_at: i64,
     ) -> Result<bool, StoreError>;
+
+    /// Remember `key` until `expires_at` unless it is remembered already; whether it was
+    /// new. One write: Redis answers it with one `SET NX PXAT`.
+    async fn remember_once(
+        &self,
+        kind: Ephemeral,
+        key: Digest,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        self.claim_ephemeral(kind, key, Vec::new(), expires_at)
+            .await
+    }
 
     /// The record under the key, if it has not expired.
     async fn get_ephemeral(

@@ -19,6 +19,7 @@ mod grants;
 mod introspect;
 pub mod issue;
 pub mod limits;
+mod proof;
 mod revoke;
 pub mod secret;
 mod tenant;
@@ -46,6 +47,9 @@ use secret::{Busy, SecretVerifier};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `DPoP-Nonce` (RFC 9449 §8): the nonce the next proof must carry.
+pub static DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
+
 /// What the proxy passes in: the parts of the request the token service looks at.
 pub struct TokenRequest<'a> {
     pub method: &'a Method,
@@ -63,6 +67,11 @@ pub struct TokenRequest<'a> {
     pub fetch_site: Option<&'a [u8]>,
     /// Whether the request came over TLS.
     pub tls: bool,
+    /// The `DPoP` proof; `Err` when the header was sent more than once or is not text.
+    pub dpop: Result<Option<&'a str>, crate::dpop::NotOneProof>,
+    /// `Host` (or `:authority`) and path: the URL a DPoP proof's `htu` must name.
+    pub host: Option<&'a str>,
+    pub path: &'a str,
 }
 
 /// A complete response.
@@ -125,6 +134,11 @@ impl Reply {
             r.headers
                 .push((http::header::RETRY_AFTER, HeaderValue::from(secs)));
         }
+        if let Some(nonce) = &e.dpop_nonce
+            && let Ok(v) = HeaderValue::from_str(nonce)
+        {
+            r.headers.push((DPOP_NONCE.clone(), v));
+        }
         if e.basic_challenge && e.status() == 401 {
             r.headers.push((
                 WWW_AUTHENTICATE,
@@ -181,6 +195,7 @@ pub struct TokenService {
     auth: Arc<Authenticator>,
     metrics: Arc<Metrics>,
     settings: ServiceSettings,
+    dpop: Arc<crate::dpop::Dpop>,
 }
 
 /// How a request's parameters arrived.
@@ -206,6 +221,7 @@ impl TokenService {
         store: Arc<dyn Store>,
         auth: Arc<Authenticator>,
         metrics: Arc<Metrics>,
+        dpop: Arc<crate::dpop::Dpop>,
     ) -> Result<Self, SetupError> {
         Ok(Self {
             signer: Signer::new(keys.clone(), Arc::from(config.issuer.as_str())),
@@ -220,6 +236,7 @@ impl TokenService {
             store,
             auth,
             metrics,
+            dpop,
             settings: ServiceSettings {
                 refresh_grace: config.tokens.refresh_grace_period,
                 public_cache: HeaderValue::from_str(&format!(

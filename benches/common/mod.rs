@@ -71,6 +71,7 @@ pub fn client(jwt: bool, opaque: bool, lifetime: Duration) -> Client {
             allow_url_parameters: false,
             jwt,
             opaque,
+            dpop_bound: false,
         },
         lifetime,
         scope_set: tollgate::domain::scope::Scopes::from_space_separated(

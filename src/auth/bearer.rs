@@ -12,6 +12,8 @@ pub enum Presented<'a> {
     Missing,
     /// A syntactically acceptable token.
     Token(&'a str),
+    /// A token under the `DPoP` scheme (RFC 9449 §7.1): it must come with its proof.
+    Dpop(&'a str),
     /// Several headers, another scheme, or characters no token can contain.
     Malformed,
 }
@@ -19,7 +21,7 @@ pub enum Presented<'a> {
 /// Find the access token in the request headers.
 pub fn extract(headers: &HeaderMap) -> Presented<'_> {
     match extract_unchecked(headers) {
-        Presented::Token(t) if !is_b64token(t) => Presented::Malformed,
+        Presented::Token(t) | Presented::Dpop(t) if !is_b64token(t) => Presented::Malformed,
         presented => presented,
     }
 }
@@ -48,7 +50,7 @@ pub fn extract_unchecked(headers: &HeaderMap) -> Presented<'_> {
 /// Parse one `Authorization` value.
 pub fn parse(text: &str) -> Presented<'_> {
     match parse_scheme(text) {
-        Presented::Token(t) if !is_b64token(t) => Presented::Malformed,
+        Presented::Token(t) | Presented::Dpop(t) if !is_b64token(t) => Presented::Malformed,
         presented => presented,
     }
 }
@@ -62,9 +64,14 @@ fn parse_scheme(text: &str) -> Presented<'_> {
         Some(i) if text[..i].eq_ignore_ascii_case("bearer") => {
             text[i..].trim_start_matches([' ', '\t'])
         }
+        Some(i) if text[..i].eq_ignore_ascii_case("dpop") => {
+            return Presented::Dpop(text[i..].trim_start_matches([' ', '\t']));
+        }
         Some(_) => return Presented::Malformed,
         None if text.is_empty() => return Presented::Missing,
-        None if text.eq_ignore_ascii_case("bearer") => return Presented::Malformed,
+        None if text.eq_ignore_ascii_case("bearer") || text.eq_ignore_ascii_case("dpop") => {
+            return Presented::Malformed;
+        }
         None => text,
     };
     Presented::Token(token)
@@ -125,6 +132,15 @@ mod tests {
         assert_eq!(parse("tok\"en"), Presented::Malformed);
         assert_eq!(parse(&"a".repeat(MAX_TOKEN_LEN + 1)), Presented::Malformed);
         assert_eq!(parse(""), Presented::Missing);
+    }
+
+    #[test]
+    fn dpop_scheme_tokens() {
+        assert_eq!(parse("DPoP abc.def.ghi"), Presented::Dpop("abc.def.ghi"));
+        assert_eq!(parse("dpop  abc"), Presented::Dpop("abc"));
+        assert_eq!(parse("DPoP"), Presented::Malformed);
+        assert_eq!(parse("DPoP a b"), Presented::Malformed);
+        assert_eq!(parse("DPoP a\"b"), Presented::Malformed);
     }
 
     #[test]

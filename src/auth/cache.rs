@@ -149,6 +149,7 @@ mod tests {
             iat: None,
             jti: None,
             grant_id: None,
+            cnf: None,
         }
     }
 

@@ -20,6 +20,8 @@ pub enum Scheme<'a> {
     Bearer,
     /// An API key, in the named header (an API that takes only API keys).
     ApiKey { header: &'a str },
+    /// `Authorization: DPoP` with a proof (RFC 9449 §7.1), signed with one of `algs`.
+    Dpop { algs: &'a str },
 }
 
 /// A complete refusal: status, headers and the JSON body's code and description.
@@ -62,6 +64,7 @@ impl Refusal {
                 "the token store is unavailable; try again",
             ),
             Outcome::UnknownApiKey => ("invalid_api_key", "the API key is not valid"),
+            Outcome::DpopProof | Outcome::DpopNonce => (dpop_error(outcome), outcome.description()),
             _ => ("invalid_token", "a valid access token is required"),
         };
         let mut r = Self::new(status, code, description);
@@ -179,6 +182,15 @@ impl Refusal {
     }
 }
 
+/// RFC 9449 §7.1 and §9: the error codes of a refused proof.
+fn dpop_error(outcome: Outcome) -> &'static str {
+    if outcome == Outcome::DpopNonce {
+        "use_dpop_nonce"
+    } else {
+        "invalid_dpop_proof"
+    }
+}
+
 /// The RFC 6750 §3 challenge for a refused credential: status and `WWW-Authenticate`.
 /// An API-key API answers with the same statuses and a scheme that names its header.
 pub fn challenge(
@@ -189,10 +201,19 @@ pub fn challenge(
     let head = match scheme {
         Scheme::Bearer => format!("Bearer {REALM}"),
         Scheme::ApiKey { header } => format!("ApiKey {REALM}, header=\"{header}\""),
+        Scheme::Dpop { algs } => format!("DPoP {REALM}, algs=\"{algs}\""),
     };
     match outcome {
         Outcome::Ok | Outcome::Missing => (401, head),
         Outcome::StoreUnavailable => (503, head),
+        Outcome::DpopProof | Outcome::DpopNonce => (
+            401,
+            format!(
+                "{head}, error=\"{}\", error_description=\"{}\"",
+                dpop_error(outcome),
+                outcome.description()
+            ),
+        ),
         Outcome::InsufficientScope => (
             403,
             format!(

@@ -401,6 +401,7 @@ fn opaque_record(jti: &str, expires_at: Option<i64>) -> TokenRecord {
         expires_at,
         used_at: None,
         revoked: false,
+        cnf: None,
     }
 }
 

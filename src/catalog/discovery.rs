@@ -46,6 +46,13 @@ fn common(config: &Config, registry: &Registry) -> Map<String, Value> {
         "scopes_supported": scopes,
         "userinfo_endpoint": format!("{issuer}{USERINFO_PATH}"),
         "end_session_endpoint": format!("{issuer}{LOGOUT_PATH}"),
+        // RFC 9449 §5.1: the algorithms DPoP proofs may be signed with.
+        "dpop_signing_alg_values_supported": config
+            .dpop
+            .algorithms
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>(),
     });
     match doc {
         Value::Object(m) => m,

@@ -3,7 +3,7 @@
 
 use super::errors::Errors;
 use super::identity::IdentityConfig;
-use super::upstreams_file::{ApiFile, AuthFile, AuthWord, RateLimitFile};
+use super::upstreams_file::{ApiFile, AuthFile, AuthWord, DpopMode, RateLimitFile};
 use super::{ApiConfig, AuthMode, IssuerRef, RateLimit, parse_duration};
 use crate::domain::scope::{Rule, is_valid_scope_token};
 use std::collections::HashSet;
@@ -236,6 +236,10 @@ pub(super) fn api(
             "scope rules need `auth: jwt` or `auth: api_key` (on the API or on a rule)",
         );
     }
+    let dpop_required = a.dpop == Some(DpopMode::Required);
+    if dpop_required && !any.jwt {
+        errs.push(format!("{path}.dpop"), "`dpop: required` needs `auth: jwt`");
+    }
     let identity = super::identity::api(a.identity.as_ref(), identity, &api_key_header, path, errs);
     let mut rules = Vec::new();
     for (j, r) in a.rules.iter().enumerate() {
@@ -287,6 +291,7 @@ pub(super) fn api(
         api_key_header,
         audience,
         rules,
+        dpop_required,
         rule_auth,
         rule_limits,
         rate_limit: api_rate,

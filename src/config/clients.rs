@@ -174,6 +174,7 @@ struct ClientFields {
     api_keys: Vec<ApiKeyFile>,
     exchange: Option<ExchangeFile>,
     browser: BrowserFields,
+    dpop_bound: bool,
 }
 
 fn client(
@@ -200,7 +201,8 @@ fn client(
         errs.push(format!("{path}.client_secret_hash"), e);
     }
     check_scopes(&f.scopes, path, f.scopes_key, errs);
-    let token = token_policy(f.token, f.kind_formats, &format!("{path}.token"), errs);
+    let mut token = token_policy(f.token, f.kind_formats, &format!("{path}.token"), errs);
+    token.dpop_bound = f.dpop_bound;
 
     let mut grant_types = if f.grant_types.is_empty() {
         vec![GrantType::ClientCredentials]
@@ -395,6 +397,7 @@ fn token_policy(
         allow_url_parameters: t.allow_url_parameters,
         jwt,
         opaque,
+        dpop_bound: false,
     }
 }
 
@@ -429,6 +432,7 @@ pub(super) fn policy(
             }),
             api_keys: Vec::new(),
             exchange: None,
+            dpop_bound: p.dpop_bound_access_tokens,
             browser: BrowserFields {
                 redirect_uris: p.redirect_uris,
                 post_logout_redirect_uris: p.post_logout_redirect_uris,
@@ -494,6 +498,7 @@ pub(super) fn credential(
             kind_formats: None,
             api_keys: c.api_keys,
             exchange: c.token_exchange,
+            dpop_bound: c.dpop_bound_access_tokens,
             browser: BrowserFields {
                 redirect_uris: c.redirect_uris,
                 post_logout_redirect_uris: c.post_logout_redirect_uris,

@@ -70,6 +70,8 @@ pub(crate) struct GatewayFile {
     /// The decision endpoint for front proxies (nginx `auth_request`, Traefik, Envoy,
     /// Caddy).
     pub forward_auth: Option<Lenient<ForwardAuthFile>>,
+    /// Sender-constrained tokens with DPoP proofs (RFC 9449).
+    pub dpop: Option<Lenient<DpopFile>>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_yaml::Value>,
 }
@@ -379,4 +381,45 @@ pub(crate) struct ForwardAuthFile {
 pub(crate) enum AccessLogFile {
     On(bool),
     Format(String),
+}
+
+/// `dpop:` of the gateway file: how DPoP proofs (RFC 9449) are checked, at the token
+/// endpoints and at the proxy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DpopFile {
+    /// The JWS algorithms a proof may be signed with (default `[ES256, EdDSA]`; asymmetric
+    /// ones only).
+    pub algorithms: Option<Vec<String>>,
+    /// How old a proof's `iat` may be (default 60s); `tokens.leeway` is allowed into the
+    /// future.
+    pub proof_max_age: Option<DurationText>,
+    /// Where used proof ids are remembered: `per_node` (default, in memory) or `cluster`
+    /// (the store: one write per proof, refused on every node).
+    pub replay: Option<ReplayScope>,
+    /// Proof ids one node remembers at most (default 1,000,000); past that, new proofs
+    /// are refused until old ones age out.
+    pub replay_cache_entries: Option<usize>,
+    /// Require the server's nonce in proofs (RFC 9449 §8, §9).
+    pub nonce: Option<DpopNonceFile>,
+}
+
+/// `dpop.nonce`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DpopNonceFile {
+    /// At the token endpoints (default false).
+    pub token_endpoints: Option<bool>,
+    /// At protected APIs (default false).
+    pub resources: Option<bool>,
+    /// How long a nonce is accepted (default 5m); a new one is handed out each half of it.
+    pub lifetime: Option<DurationText>,
+}
+
+/// Where used DPoP proof ids are remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayScope {
+    PerNode,
+    Cluster,
 }

@@ -81,6 +81,7 @@ pub(super) fn parse(
         discovery_family: parts.discovery_family,
         store: parts.store,
         limits: parts.limits,
+        dpop: parts.dpop,
         apis: catalog.apis,
         policies: catalog.policies,
         credentials: catalog.credentials,
@@ -108,6 +109,7 @@ struct Parts {
     discovery_family: Family,
     store: StoreSettings,
     limits: LimitSettings,
+    dpop: super::DpopSettings,
 }
 
 fn take<T: Default, K>(section: Option<Lenient<T, K>>, path: &str, errs: &mut Errors) -> T {
@@ -118,7 +120,7 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
     for key in file.unknown.keys() {
         errs.push(
             key,
-            "unknown key (expected one of listen, metrics, issuer, upstreams_file, state_dir, server, tokens, validation_cache, client_auth_cache, log, discovery, store, limits, identity, forward_auth)",
+            "unknown key (expected one of listen, metrics, issuer, upstreams_file, state_dir, server, tokens, validation_cache, client_auth_cache, log, discovery, store, limits, identity, forward_auth, dpop)",
         );
     }
 
@@ -292,6 +294,7 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
         errs.push("limits.failed_auth_window", "must be at least 1s");
     }
 
+    let dpop = super::dpop::settings(take(file.dpop, "dpop", errs), duration_or, errs);
     Parts {
         listeners,
         metrics_listen,
@@ -308,6 +311,7 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
         discovery_family,
         store,
         limits,
+        dpop,
     }
 }
 

@@ -198,6 +198,7 @@ pub(super) fn tenants(
                             allow_url_parameters: false,
                             jwt: true,
                             opaque: false,
+                            dpop_bound: false,
                         },
                         secrets,
                         api_keys: Vec::new(),

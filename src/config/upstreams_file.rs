@@ -224,6 +224,17 @@ pub(crate) struct ApiFile {
     pub rules: Vec<RuleFile>,
     /// What its upstream receives about the caller, over the gateway's `identity:`.
     pub identity: Option<ApiIdentityFile>,
+    /// `allowed` (default: bearer tokens pass, DPoP-bound ones need their proof) or
+    /// `required` (only DPoP-bound tokens with a proof, RFC 9449).
+    pub dpop: Option<DpopMode>,
+}
+
+/// Whether an API takes bearer tokens beside DPoP-bound ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DpopMode {
+    Allowed,
+    Required,
 }
 
 /// An API's `identity:`: each key given replaces the gateway-wide one.
@@ -421,6 +432,10 @@ pub(crate) struct PolicyFile {
     pub token_endpoint_auth_method: Option<AuthMethodFile>,
     /// The name the login and consent pages show (default: the client id).
     pub client_name: Option<String>,
+    /// Every token request must carry a DPoP proof (RFC 9449 §5.2); its tokens are all
+    /// DPoP-bound.
+    #[serde(default)]
+    pub dpop_bound_access_tokens: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -467,6 +482,10 @@ pub(crate) struct CredentialFile {
     pub token_endpoint_auth_method: Option<AuthMethodFile>,
     /// The name the login and consent pages show (default: the client id).
     pub client_name: Option<String>,
+    /// Every token request must carry a DPoP proof (RFC 9449 §5.2); its tokens are all
+    /// DPoP-bound.
+    #[serde(default)]
+    pub dpop_bound_access_tokens: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

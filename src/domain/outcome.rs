@@ -28,10 +28,19 @@ pub enum Outcome {
     /// A token of the wrong type: an ID token, or an external token without the `typ`
     /// its issuer requires (RFC 9068, RFC 8725 §3.11).
     WrongType,
+    /// A DPoP proof that is missing where the token is DPoP-bound, malformed, signed by
+    /// another key, for another request or token, too old, or replayed (RFC 9449 §7.1).
+    DpopProof,
+    /// The proof lacks the server's current nonce (RFC 9449 §9): the answer carries one.
+    DpopNonce,
+    /// A sender-constrained token presented without its constraint: a DPoP-bound token
+    /// as `Bearer` (RFC 9449 §7.2), a certificate-bound one over a connection without
+    /// that certificate (RFC 8705 §3), or a bearer token where the API requires DPoP.
+    NotSenderConstrained,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 16] = [
+    pub const ALL: [Outcome; 19] = [
         Outcome::Ok,
         Outcome::Missing,
         Outcome::Malformed,
@@ -48,6 +57,9 @@ impl Outcome {
         Outcome::StoreUnavailable,
         Outcome::UnknownApiKey,
         Outcome::WrongType,
+        Outcome::DpopProof,
+        Outcome::DpopNonce,
+        Outcome::NotSenderConstrained,
     ];
 
     pub fn label(self) -> &'static str {
@@ -68,6 +80,9 @@ impl Outcome {
             Outcome::StoreUnavailable => "store_unavailable",
             Outcome::UnknownApiKey => "unknown_api_key",
             Outcome::WrongType => "wrong_type",
+            Outcome::DpopProof => "dpop_proof",
+            Outcome::DpopNonce => "dpop_nonce",
+            Outcome::NotSenderConstrained => "not_sender_constrained",
         }
     }
 
@@ -89,6 +104,11 @@ impl Outcome {
             Outcome::StoreUnavailable => "The token store is unavailable",
             Outcome::UnknownApiKey => "The API key is not known",
             Outcome::WrongType => "The token is not an access token",
+            Outcome::DpopProof => "The DPoP proof is missing or invalid for this request",
+            Outcome::DpopNonce => "The DPoP proof must carry the nonce the server provides",
+            Outcome::NotSenderConstrained => {
+                "The access token is not presented with the key or certificate it is bound to"
+            }
         }
     }
 }

@@ -4,24 +4,13 @@
 
 use crate::domain::jose::JwsAlg;
 use crate::domain::jose::is_valid_kid;
-use aws_lc_rs::encoding::AsDer as _;
-use aws_lc_rs::rsa::PublicKeyComponents;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED, ED25519, ParsedPublicKey,
-    RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_2048_8192_SHA384, RSA_PKCS1_2048_8192_SHA512,
-    RSA_PSS_2048_8192_SHA256, RSA_PSS_2048_8192_SHA384, RSA_PSS_2048_8192_SHA512,
-    VerificationAlgorithm,
-};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use crate::domain::jwk::{KeyProblem, PublicMembers};
+use aws_lc_rs::signature::ParsedPublicKey;
 use serde::Deserialize;
 
 /// The most keys kept from one set: a kid-less token is tried against each key of its
 /// algorithm, so the set's size bounds the work one token can cause.
 pub(super) const MAX_KEYS: usize = 64;
-
-/// The smallest RSA modulus accepted (RFC 8725 §3.5, NIST SP 800-131A).
-const MIN_RSA_BITS: usize = 2048;
 
 /// One usable key.
 struct Key {
@@ -69,22 +58,8 @@ enum Unusable {
     AlgorithmMismatch { alg: &'static str, kty: String },
     #[error("usable with none of the allowed algorithms")]
     NoAllowedAlgorithm,
-    #[error("an RSA key of {0} bits (at least {MIN_RSA_BITS} are needed)")]
-    RsaTooShort(usize),
-    #[error("cannot encode the RSA public key")]
-    RsaEncoding,
-    #[error("an Ed25519 `x` must be 32 bytes")]
-    Ed25519Length,
-    #[error("curve `{0}` is not one tollgate verifies")]
-    UnknownCurve(String),
-    #[error("key type `{0}` is not one tollgate verifies")]
-    UnknownKeyType(String),
-    #[error("EC coordinates must be {0} bytes each")]
-    EcLength(usize),
-    #[error("`{0}` is missing")]
-    Missing(&'static str),
-    #[error("`{0}` is not base64url")]
-    NotBase64(&'static str),
+    #[error(transparent)]
+    Key(#[from] KeyProblem),
 }
 
 /// A parsed JWKS and what was skipped in it (for the debug log).
@@ -211,7 +186,15 @@ impl Jwk {
             }
             None => None,
         };
-        let (algs, material) = self.material()?;
+        let (algs, material) = PublicMembers {
+            kty: &self.kty,
+            crv: self.crv.as_deref(),
+            n: self.n.as_deref(),
+            e: self.e.as_deref(),
+            x: self.x.as_deref(),
+            y: self.y.as_deref(),
+        }
+        .material()?;
         let mut verifiers = Vec::new();
         for &(alg, verification) in algs {
             if named.is_some_and(|n| n != alg) || !allowed.contains(&alg) {
@@ -238,77 +221,4 @@ impl Jwk {
             verifiers,
         })
     }
-
-    /// The algorithms this kind of key verifies, and its public key in the form
-    /// `ParsedPublicKey` takes.
-    fn material(&self) -> Result<(&'static [Algorithm], Vec<u8>), Unusable> {
-        match (self.kty.as_str(), self.crv.as_deref()) {
-            ("RSA", _) => {
-                let n = strip_zeros(decode(self.n.as_deref(), "n")?);
-                let e = strip_zeros(decode(self.e.as_deref(), "e")?);
-                let bits = n
-                    .first()
-                    .map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
-                if bits < MIN_RSA_BITS {
-                    return Err(Unusable::RsaTooShort(bits));
-                }
-                let der = PublicKeyComponents { n, e }
-                    .as_der()
-                    .map_err(|_| Unusable::RsaEncoding)?;
-                Ok((RSA, der.as_ref().to_vec()))
-            }
-            ("EC", Some("P-256")) => Ok((P256, self.ec_point(32)?)),
-            ("EC", Some("P-384")) => Ok((P384, self.ec_point(48)?)),
-            ("OKP", Some("Ed25519")) => {
-                let x = decode(self.x.as_deref(), "x")?;
-                if x.len() != 32 {
-                    return Err(Unusable::Ed25519Length);
-                }
-                Ok((ED, x))
-            }
-            ("EC" | "OKP", crv) => Err(Unusable::UnknownCurve(crv.unwrap_or("(none)").to_string())),
-            (kty, _) => Err(Unusable::UnknownKeyType(kty.to_string())),
-        }
-    }
-
-    /// The uncompressed SEC1 point `04 || x || y`, each coordinate exactly `len` bytes.
-    fn ec_point(&self, len: usize) -> Result<Vec<u8>, Unusable> {
-        let x = decode(self.x.as_deref(), "x")?;
-        let y = decode(self.y.as_deref(), "y")?;
-        if x.len() != len || y.len() != len {
-            return Err(Unusable::EcLength(len));
-        }
-        let mut point = Vec::with_capacity(1 + 2 * len);
-        point.push(4);
-        point.extend(x);
-        point.extend(y);
-        Ok(point)
-    }
-}
-
-type Algorithm = (JwsAlg, &'static dyn VerificationAlgorithm);
-
-const RSA: &[Algorithm] = &[
-    (JwsAlg::RS256, &RSA_PKCS1_2048_8192_SHA256),
-    (JwsAlg::RS384, &RSA_PKCS1_2048_8192_SHA384),
-    (JwsAlg::RS512, &RSA_PKCS1_2048_8192_SHA512),
-    (JwsAlg::PS256, &RSA_PSS_2048_8192_SHA256),
-    (JwsAlg::PS384, &RSA_PSS_2048_8192_SHA384),
-    (JwsAlg::PS512, &RSA_PSS_2048_8192_SHA512),
-];
-const P256: &[Algorithm] = &[(JwsAlg::ES256, &ECDSA_P256_SHA256_FIXED)];
-const P384: &[Algorithm] = &[(JwsAlg::ES384, &ECDSA_P384_SHA384_FIXED)];
-const ED: &[Algorithm] = &[(JwsAlg::EdDSA, &ED25519)];
-
-/// A base64url member, padded or not (some providers pad).
-fn decode(value: Option<&str>, member: &'static str) -> Result<Vec<u8>, Unusable> {
-    let value = value.ok_or(Unusable::Missing(member))?;
-    B64.decode(value.trim_end_matches('='))
-        .map_err(|_| Unusable::NotBase64(member))
-}
-
-fn strip_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
-    let zeros = bytes.iter().take_while(|&&b| b == 0).count();
-    bytes.drain(..zeros);
-    bytes
 }

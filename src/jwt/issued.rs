@@ -1,5 +1,6 @@
 //! The claims of the tokens tollgate issues, as they are written (serialized once per token).
 
+use crate::domain::cnf::Confirmation;
 use serde::Serialize;
 
 /// `aud` as written: a string for one audience, an array for several (RFC 7519 §4.1.3).
@@ -39,6 +40,23 @@ pub struct IssuedClaims<'a> {
     /// Tenant tokens (seed 003): who in the tenant directory they are for.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<&'a TenantClaims>,
+    /// What a sender-constrained token is bound to (RFC 7800 `cnf`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<CnfOut>,
+}
+
+/// `cnf` as written: `{"jkt": ...}` (RFC 9449 §6.1) or `{"x5t#S256": ...}` (RFC 8705
+/// §3.1).
+#[derive(Debug)]
+pub struct CnfOut(pub Confirmation);
+
+impl Serialize for CnfOut {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry(self.0.member(), &self.0.value())?;
+        m.end()
+    }
 }
 
 /// The tenant part of a tenant token: the user's tenant, project and directory entry.

@@ -3,6 +3,7 @@
 //! caller is when it passes. The proxy and the forward-auth listener share it
 //! ([`Gatekeeper`]).
 
+use super::sender::{self, Channel};
 use crate::auth::bearer::{self, Presented};
 use crate::auth::cache::TokenKey;
 use crate::auth::identity::IdentityValues;
@@ -30,6 +31,8 @@ pub struct Gatekeeper {
     pub consumers: ConsumerKeys,
     pub metrics: Arc<Metrics>,
     pub phantoms: Phantoms,
+    /// DPoP proofs of bound tokens.
+    pub dpop: Arc<crate::dpop::Dpop>,
 }
 
 /// Who passed, and with what credential.
@@ -111,9 +114,10 @@ impl Gatekeeper {
         api: &Api,
         mode: AuthMode,
         catalog: &Catalog,
+        channel: Channel,
     ) -> Result<Admitted, Refusal> {
         let now = unix_now();
-        let denied = match self.verdict(req, api, mode, catalog, now).await {
+        let denied = match self.verdict(req, api, mode, catalog, channel, now).await {
             Ok(passed) => match self.rate_limit(api, &passed) {
                 Ok(limited) => {
                     self.metrics.record_validation(Outcome::Ok);
@@ -153,14 +157,29 @@ impl Gatekeeper {
                     api.name,
                     outcome.label()
                 );
-                let scheme = if mode.jwt {
+                let dpop = matches!(
+                    outcome,
+                    Outcome::DpopProof | Outcome::DpopNonce | Outcome::NotSenderConstrained
+                ) || api.dpop_required
+                    || matches!(bearer::extract_unchecked(&req.headers), Presented::Dpop(_));
+                let scheme = if mode.jwt && dpop {
+                    Scheme::Dpop {
+                        algs: self.dpop.algs(),
+                    }
+                } else if mode.jwt {
                     Scheme::Bearer
                 } else {
                     Scheme::ApiKey {
                         header: api.api_key_header.as_str(),
                     }
                 };
-                Refusal::credential(outcome, required, scheme)
+                let mut refusal = Refusal::credential(outcome, required, scheme);
+                if outcome == Outcome::DpopNonce
+                    && let Ok(v) = HeaderValue::from_str(&self.dpop.nonce(now))
+                {
+                    refusal.headers.push((crate::token::DPOP_NONCE.clone(), v));
+                }
+                refusal
             }
         })
     }
@@ -227,6 +246,7 @@ impl Gatekeeper {
         api: &'a Api,
         mode: AuthMode,
         catalog: &Catalog,
+        channel: Channel,
         now: i64,
     ) -> std::result::Result<Passed, Denied<'a>> {
         if mode.api_key
@@ -244,10 +264,11 @@ impl Gatekeeper {
                 None,
             ));
         }
-        let token = match bearer::extract_unchecked(&req.headers) {
+        let (token, dpop_scheme) = match bearer::extract_unchecked(&req.headers) {
             Presented::Missing => return Err(Denied::Credential(Outcome::Missing, None)),
             Presented::Malformed => return Err(Denied::Credential(Outcome::Malformed, None)),
-            Presented::Token(t) => t,
+            Presented::Token(t) => (t, false),
+            Presented::Dpop(t) => (t, true),
         };
         // The token's characters are checked on a cache miss only (a hit is a token
         // that passed when it was verified).
@@ -266,6 +287,17 @@ impl Gatekeeper {
             CacheUse::Skipped => {}
         }
         let principal = checked.result.map_err(|o| Denied::Credential(o, None))?;
+        sender::check(
+            &self.dpop,
+            &principal,
+            token,
+            dpop_scheme,
+            req,
+            api,
+            channel,
+        )
+        .await
+        .map_err(|o| Denied::Credential(o, None))?;
         let denied = |d| match d {
             Denial::WrongAudience => Denied::Credential(Outcome::WrongAudience, None),
             Denial::InsufficientScope { required } => {

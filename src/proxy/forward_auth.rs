@@ -119,7 +119,18 @@ impl ForwardAuth {
             // A public operation: nothing to vouch for.
             return Ok(Vec::new());
         }
-        let admitted = self.gate.admit(&original, api, mode, &catalog).await?;
+        // The front proxy terminated the client's connection: its scheme is what it says.
+        let channel = match first(req, &["x-forwarded-proto"]) {
+            Some(p) if p.eq_ignore_ascii_case("https") => super::sender::Channel {
+                scheme: "https",
+                client_cert: None,
+            },
+            _ => super::sender::Channel::PLAIN,
+        };
+        let admitted = self
+            .gate
+            .admit(&original, api, mode, &catalog, channel)
+            .await?;
         let mut headers: Vec<(HeaderName, HeaderValue)> = identity::headers(api, &admitted.caller)
             .map(|(h, v)| (h.name.clone(), v.clone()))
             .collect();

@@ -204,6 +204,19 @@ impl<S: Store> Store for Instrumented<S> {
         .await
     }
 
+    async fn remember_once(
+        &self,
+        kind: Ephemeral,
+        key: Digest,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        self.observe(
+            StoreOp::Ephemeral,
+            self.inner.remember_once(kind, key, expires_at),
+        )
+        .await
+    }
+
     async fn get_ephemeral(
         &self,
         kind: Ephemeral,

@@ -539,6 +539,26 @@ impl Store for RedisStore {
         .map(|n| n == 1)
     }
 
+    async fn remember_once(
+        &self,
+        kind: Ephemeral,
+        key: Digest,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        self.run("remember_once", move |mut c, _, prefix| async move {
+            ::redis::cmd("SET")
+                .arg(wire::ephemeral_key(&prefix, kind, &key))
+                .arg(1)
+                .arg("NX")
+                .arg("PXAT")
+                .arg(expires_at.saturating_mul(1000))
+                .query_async::<Option<String>>(&mut c)
+                .await
+        })
+        .await
+        .map(|set| set.is_some())
+    }
+
     async fn get_ephemeral(
         &self,
         kind: Ephemeral,

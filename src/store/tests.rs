@@ -25,6 +25,7 @@ fn record(kind: TokenKind, jti: &str, grant: &str, expires_at: Option<i64>) -> T
         expires_at,
         used_at: None,
         revoked: false,
+        cnf: None,
     }
 }
 

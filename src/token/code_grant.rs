@@ -169,6 +169,7 @@ impl TokenService {
             now,
             subject: None,
             tenant: None,
+            cnf: t.cnf,
         })?;
         self.persist(&mut minted).await?;
         if record.scopes.iter().any(|s| s == "openid") {

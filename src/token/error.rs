@@ -29,6 +29,10 @@ pub enum ErrorCode {
     ConsentRequired,
     /// OpenID Connect: request objects (`request=`) are not supported.
     RequestNotSupported,
+    /// RFC 9449 §5: the DPoP proof is missing (where required) or invalid.
+    InvalidDpopProof,
+    /// RFC 9449 §8: the proof must carry the nonce sent in `DPoP-Nonce`.
+    UseDpopNonce,
 }
 
 impl ErrorCode {
@@ -49,6 +53,8 @@ impl ErrorCode {
             ErrorCode::LoginRequired => "login_required",
             ErrorCode::ConsentRequired => "consent_required",
             ErrorCode::RequestNotSupported => "request_not_supported",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
         }
     }
 
@@ -73,6 +79,8 @@ pub struct OAuthError {
     pub basic_challenge: bool,
     /// Seconds to announce in `Retry-After`.
     pub retry_after: Option<u64>,
+    /// A `DPoP-Nonce` to send along (RFC 9449 §8).
+    pub dpop_nonce: Option<String>,
 }
 
 impl OAuthError {
@@ -83,6 +91,7 @@ impl OAuthError {
             status: None,
             basic_challenge: false,
             retry_after: None,
+            dpop_nonce: None,
         }
     }
 

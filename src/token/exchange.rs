@@ -191,6 +191,7 @@ impl TokenService {
                 None => Some(&ext.subject),
             },
             tenant: None,
+            cnf: t.cnf,
         })?;
         self.persist(&mut minted).await?;
         minted.issued_token_type = Some(ACCESS_TOKEN_TYPE);

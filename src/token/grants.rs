@@ -9,6 +9,7 @@ use super::{Reply, SecretRule, TokenRequest, TokenService, Via, method_not_allow
 use crate::catalog::registry::{ApiInfo, Client};
 use crate::domain::clock::unix_now;
 use crate::domain::clock::unix_now_ms;
+use crate::domain::cnf::Confirmation;
 use crate::domain::oauth::TokenKind;
 use crate::domain::oauth::{Family, Format, GrantType};
 use crate::opaque;
@@ -23,6 +24,8 @@ pub(super) struct Target<'a> {
     pub api: Option<&'a ApiInfo>,
     pub grants: &'static [GrantType],
     pub label: &'static str,
+    /// The DPoP key the request proved: the issued tokens are bound to it.
+    pub cnf: Option<Confirmation>,
 }
 
 const ALL_GRANTS: &[GrantType] = &GrantType::ALL;
@@ -51,6 +54,7 @@ impl TokenService {
                 api: None,
                 grants: ALL_GRANTS,
                 label,
+                cnf: None,
             },
             req,
         )
@@ -71,6 +75,7 @@ impl TokenService {
                 api: None,
                 grants: &[GrantType::RefreshToken],
                 label,
+                cnf: None,
             },
             req,
         )
@@ -98,14 +103,19 @@ impl TokenService {
                     GrantType::AuthorizationCode,
                 ],
                 label: "api_token",
+                cnf: None,
             },
             req,
         )
         .await
     }
 
-    async fn issue(&self, t: Target<'_>, req: &TokenRequest<'_>) -> Result<Reply, OAuthError> {
+    async fn issue(&self, mut t: Target<'_>, req: &TokenRequest<'_>) -> Result<Reply, OAuthError> {
         let (form, via) = Self::params(req)?;
+        let now = unix_now();
+        // The proof first: it is cheap to check, and a nonce challenge should not wait
+        // for the client's secret to be checked.
+        t.cnf = self.proven_key(req, now).await?;
         let presented = Self::presented(req, &form)?;
         if via == Via::Url
             && !self
@@ -133,6 +143,7 @@ impl TokenService {
         let client = self
             .authenticate(t.family, &presented, rule, req.client_ip)
             .await?;
+        Self::require_proof(&client, t.cnf)?;
         if !client.grant_types.contains(&grant) {
             return Err(OAuthError::new(
                 ErrorCode::UnauthorizedClient,
@@ -148,7 +159,6 @@ impl TokenService {
                 },
             ));
         }
-        let now = unix_now();
         let minted = match grant {
             GrantType::ClientCredentials => {
                 self.client_credentials(&client, &form, &t, now).await?
@@ -179,7 +189,13 @@ impl TokenService {
                 "no"
             },
         );
-        Ok(Reply::no_store(200, minted.body()))
+        let mut reply = Reply::no_store(200, minted.body());
+        if let Some(nonce) = self.fresh_nonce(now)
+            && let Ok(v) = http::HeaderValue::from_str(&nonce)
+        {
+            reply.headers.push((super::DPOP_NONCE.clone(), v));
+        }
+        Ok(reply)
     }
 
     pub(super) async fn persist(&self, minted: &mut Minted) -> Result<(), OAuthError> {
@@ -234,6 +250,7 @@ impl TokenService {
             now,
             subject: None,
             tenant: None,
+            cnf: t.cnf,
         })?;
         self.persist(&mut minted).await?;
         Ok(minted)
@@ -298,6 +315,7 @@ impl TokenService {
             now,
             subject: None,
             tenant: None,
+            cnf: t.cnf,
         })?;
         self.persist(&mut minted).await?;
         Ok(minted)
@@ -325,6 +343,14 @@ impl TokenService {
         if record.client_id != client.id || record.family != t.family {
             return Err(invalid_grant(
                 "the refresh token was not issued to this client",
+            ));
+        }
+        // A public client's refresh token is bound to its DPoP key (RFC 9449 §5).
+        if let Some(bound) = record.cnf
+            && t.cnf != Some(bound)
+        {
+            return Err(super::proof::invalid_proof(
+                "this refresh token is bound to a DPoP key: send a proof of that key",
             ));
         }
         if !record.is_live(now)
@@ -383,6 +409,7 @@ impl TokenService {
             now,
             subject: None,
             tenant: None,
+            cnf: t.cnf,
         })?;
         let successors = std::mem::take(&mut minted.records);
         let reuse_until = self.remember_until(client, now);

@@ -25,6 +25,7 @@ struct View {
     exp: Option<i64>,
     iat: Option<i64>,
     jti: Option<Jti>,
+    cnf: Option<crate::domain::cnf::Confirmation>,
 }
 
 impl View {
@@ -39,6 +40,7 @@ impl View {
             exp: (p.exp != i64::MAX).then_some(p.exp),
             iat: p.iat,
             jti: p.jti.as_deref().map(Jti::new),
+            cnf: p.cnf,
         })
     }
 
@@ -56,6 +58,7 @@ impl View {
             exp: r.expires_at,
             iat: Some(r.issued_at),
             jti: Some(r.jti),
+            cnf: r.cnf,
         }
     }
 }
@@ -115,7 +118,13 @@ impl TokenService {
             "client_id": v.client_id,
             "sub": v.sub,
             "iss": self.issuer(),
-            "token_type": if v.refresh { "refresh_token" } else { "Bearer" },
+            // RFC 9449 §6.2: a DPoP-bound access token introspects as `DPoP` with its
+            // `cnf`; a certificate-bound one keeps `Bearer` (RFC 8705 §3.2).
+            "token_type": match (v.refresh, v.cnf) {
+                (true, _) => "refresh_token",
+                (false, Some(crate::domain::cnf::Confirmation::Jkt(_))) => "DPoP",
+                (false, _) => "Bearer",
+            },
             "aud": match v.audiences.as_slice() {
                 [one] => Value::String(one.clone()),
                 many => json!(many),
@@ -132,6 +141,9 @@ impl TokenService {
         }
         if let Some(j) = v.jti {
             body["jti"] = j.as_str().into();
+        }
+        if let Some(c) = v.cnf {
+            body["cnf"] = c.to_json();
         }
         body
     }

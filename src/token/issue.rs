@@ -3,11 +3,12 @@
 
 use super::error::{ErrorCode, OAuthError};
 use crate::catalog::registry::Client;
+use crate::domain::cnf::Confirmation;
 use crate::domain::ids::{GrantId, Jti};
 use crate::domain::oauth::Format;
 use crate::domain::oauth::TokenKind;
 use crate::domain::scope::is_valid_scope_token;
-use crate::jwt::{AudienceOut, IssuedClaims, TenantClaims};
+use crate::jwt::{AudienceOut, CnfOut, IssuedClaims, TenantClaims};
 use crate::keys::KeyRing;
 use crate::opaque;
 use crate::store::{Digest, TokenRecord, digest};
@@ -90,6 +91,9 @@ pub struct Issue<'a> {
     pub subject: Option<&'a str>,
     /// Tenant tokens: their directory claims.
     pub tenant: Option<&'a TenantClaims>,
+    /// What the access token is bound to (DPoP key, client certificate). A public
+    /// client's refresh token is bound to the same DPoP key (RFC 9449 §5).
+    pub cnf: Option<Confirmation>,
 }
 
 /// Minted tokens, and the records to store before the client may have them.
@@ -103,6 +107,8 @@ pub struct Minted {
     pub scope: String,
     pub refresh_token: Option<String>,
     pub records: Vec<(Digest, TokenRecord)>,
+    /// `DPoP` for a DPoP-bound access token (RFC 9449 §5), else `Bearer`.
+    pub token_type: &'static str,
 }
 
 impl Minted {
@@ -110,7 +116,7 @@ impl Minted {
     pub fn body(&self) -> String {
         let mut body = serde_json::json!({
             "access_token": self.access_token,
-            "token_type": "Bearer",
+            "token_type": self.token_type,
         });
         if let Some(e) = self.expires_in {
             body["expires_in"] = e.into();
@@ -148,7 +154,7 @@ impl Signer {
         let scope = i.scopes.join(" ");
         let jti = random_id().ok_or_else(no_randomness)?;
         let mut records = Vec::new();
-        let record = |kind, jti: String, format, expires_at| TokenRecord {
+        let record = |kind, jti: String, format, expires_at, cnf| TokenRecord {
             kind,
             jti: Jti::new(jti),
             grant_id: GrantId::new(i.grant_id),
@@ -162,6 +168,7 @@ impl Signer {
             expires_at,
             used_at: None,
             revoked: false,
+            cnf,
         };
         let access_token =
             match i.format {
@@ -179,6 +186,7 @@ impl Signer {
                         username: i.username,
                         gid: i.grant_id,
                         tenant: i.tenant,
+                        cnf: i.cnf.map(CnfOut),
                     };
                     let json = serde_json::to_vec(&claims).map_err(|_| {
                         OAuthError::new(ErrorCode::ServerError, "cannot encode the token")
@@ -191,7 +199,7 @@ impl Signer {
                     let token = opaque::generate(opaque::Kind::Access).ok_or_else(no_randomness)?;
                     records.push((
                         digest(&token),
-                        record(TokenKind::Access, jti, Format::Opaque, exp),
+                        record(TokenKind::Access, jti, Format::Opaque, exp, i.cnf),
                     ));
                     token
                 }
@@ -201,9 +209,15 @@ impl Signer {
                 let token = opaque::generate(opaque::Kind::Refresh).ok_or_else(no_randomness)?;
                 let rjti = random_id().ok_or_else(no_randomness)?;
                 let expires = i.now.saturating_add(refresh_lifetime.as_secs() as i64);
+                // A confidential client proves itself at every refresh; a public one
+                // proves the key its refresh token is bound to (RFC 9449 §5).
+                let public = i.client.public || i.client.browser.public;
+                let bound = i
+                    .cnf
+                    .filter(|c| public && matches!(c, Confirmation::Jkt(_)));
                 records.push((
                     digest(&token),
-                    record(TokenKind::Refresh, rjti, i.format, Some(expires)),
+                    record(TokenKind::Refresh, rjti, i.format, Some(expires), bound),
                 ));
                 Some(token)
             }
@@ -217,6 +231,10 @@ impl Signer {
             scope,
             refresh_token,
             records,
+            token_type: match i.cnf {
+                Some(Confirmation::Jkt(_)) => "DPoP",
+                _ => "Bearer",
+            },
         })
     }
 }

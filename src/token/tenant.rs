@@ -136,6 +136,7 @@ impl TokenService {
                 now,
                 subject: None,
                 tenant: Some(&claims),
+                cnf: None,
             })
             .map_err(|_| failed())?;
         self.metrics

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod dpop;
 pub mod nginx;
 pub mod node;
 pub mod oauth;

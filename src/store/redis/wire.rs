@@ -52,6 +52,9 @@ struct Wire {
     /// 1 JWT, 2 opaque.
     format: u8,
     iat: i64,
+    /// `jkt:<b64>` or `x5t#S256:<b64>` for a sender-constrained token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cnf: Option<String>,
 }
 
 /// Append one token's six script arguments: hex, kind, record, grant, expiry, used at.
@@ -72,6 +75,7 @@ pub(super) fn push_token(args: &mut Vec<Vec<u8>>, d: &Digest, t: &TokenRecord) {
             Format::Opaque => 2,
         },
         iat: t.issued_at,
+        cnf: t.cnf.map(|c| c.to_stored()),
     };
     args.push(hex(d).into_bytes());
     args.push(match t.kind {
@@ -143,6 +147,10 @@ pub(super) fn record_from_fields(f: &[Option<Vec<u8>>]) -> Result<Option<TokenRe
         expires_at: number(exp),
         used_at: number(used),
         revoked: text(revoked) == Some("1"),
+        cnf: wire
+            .cnf
+            .as_deref()
+            .and_then(crate::domain::cnf::Confirmation::from_stored),
     }))
 }
 

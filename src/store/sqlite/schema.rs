@@ -5,6 +5,8 @@ use rusqlite::Connection;
 
 /// The schema version this code writes (`PRAGMA user_version`). 3: tokens in issue order
 /// (`id`), found through the in-memory digest index (`index`); 2 kept them keyed by digest.
+/// Columns added since (`tokens.cnf`) are nullable and added where missing, without a new
+/// version: a previous release still opens the file (a rollback keeps working).
 const SCHEMA_VERSION: i64 = 3;
 
 /// The token table's columns after `id`, as version 2 had them too.
@@ -29,7 +31,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     issued_at INTEGER NOT NULL,
     expires_at INTEGER,
     used_at INTEGER,
-    revoked INTEGER NOT NULL DEFAULT 0
+    revoked INTEGER NOT NULL DEFAULT 0,
+    cnf TEXT
 );
 ";
 
@@ -82,6 +85,12 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             .exists([])?;
         if !has_column {
             conn.execute_batch("ALTER TABLE revocations ADD COLUMN issued_before INTEGER")?;
+        }
+        let has_cnf = conn
+            .prepare("SELECT 1 FROM pragma_table_info('tokens') WHERE name = 'cnf'")?
+            .exists([])?;
+        if !has_cnf {
+            conn.execute_batch("ALTER TABLE tokens ADD COLUMN cnf TEXT")?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
     })();

@@ -38,8 +38,8 @@ pub(super) fn insert(
 ) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO tokens (digest, kind, jti, grant_id, client_id, family, username, scope,
-            audience, format, issued_at, expires_at, used_at, revoked)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            audience, format, issued_at, expires_at, used_at, revoked, cnf)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
     for (digest, t) in tokens {
         // A digest is stored at most once (the table no longer has it as its key). The
@@ -68,6 +68,7 @@ pub(super) fn insert(
             t.expires_at,
             t.used_at,
             t.revoked,
+            t.cnf.map(|c| c.to_stored()),
         ])?;
         index.add(digest, tx.last_insert_rowid());
     }
@@ -76,7 +77,7 @@ pub(super) fn insert(
 
 pub(super) const SELECT_TOKEN: &str =
     "SELECT kind, jti, grant_id, client_id, family, username, scope, audience,
-    format, issued_at, expires_at, used_at, revoked, digest FROM tokens WHERE id = ?1";
+    format, issued_at, expires_at, used_at, revoked, digest, cnf FROM tokens WHERE id = ?1";
 
 pub(super) fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     let audience: String = row.get(7)?;
@@ -110,6 +111,10 @@ pub(super) fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRe
         expires_at: row.get(10)?,
         used_at: row.get(11)?,
         revoked: row.get(12)?,
+        cnf: row
+            .get::<_, Option<String>>(14)?
+            .as_deref()
+            .and_then(crate::domain::cnf::Confirmation::from_stored),
     })
 }
 

@@ -1,0 +1,74 @@
+//! DPoP at the token endpoints (RFC 9449 §5): the proof a token request carries, whose key
+//! the issued tokens are bound to; clients registered with `dpop_bound_access_tokens`
+//! must send one. Refusals are RFC 9449 §5 / §8 errors: `invalid_dpop_proof`, and
+//! `use_dpop_nonce` with a fresh `DPoP-Nonce`.
+
+use super::error::{ErrorCode, OAuthError};
+use super::{TokenRequest, TokenService};
+use crate::catalog::registry::Client;
+use crate::domain::cnf::Confirmation;
+use crate::dpop::{Expect, Refused};
+
+pub(super) fn invalid_proof(description: &'static str) -> OAuthError {
+    OAuthError::new(ErrorCode::InvalidDpopProof, description)
+}
+
+impl TokenService {
+    /// Check the request's DPoP proof, if it sent one: the thumbprint of its key.
+    pub(super) async fn proven_key(
+        &self,
+        req: &TokenRequest<'_>,
+        now: i64,
+    ) -> Result<Option<Confirmation>, OAuthError> {
+        let proof = req
+            .dpop
+            .map_err(|_| invalid_proof("send exactly one DPoP header"))?;
+        let Some(proof) = proof else {
+            return Ok(None);
+        };
+        let expect = Expect {
+            method: req.method.as_str(),
+            scheme: if req.tls { "https" } else { "http" },
+            host: req.host,
+            path: req.path,
+            token: None,
+            nonce: self.dpop.settings().nonce_at_token_endpoints,
+        };
+        match self.dpop.check(proof, &expect, now, "token").await {
+            Ok(jkt) => Ok(Some(Confirmation::Jkt(jkt))),
+            Err(Refused::Nonce) => {
+                let mut e = OAuthError::new(ErrorCode::UseDpopNonce, Refused::Nonce.description());
+                e.dpop_nonce = Some(self.dpop.nonce(now));
+                Err(e)
+            }
+            Err(Refused::Unavailable) => Err(OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                Refused::Unavailable.description(),
+            )),
+            Err(r) => Err(invalid_proof(r.description())),
+        }
+    }
+
+    /// A client registered with `dpop_bound_access_tokens` gets no token without a proof
+    /// (RFC 9449 §5.2).
+    pub(super) fn require_proof(
+        client: &Client,
+        proven: Option<Confirmation>,
+    ) -> Result<(), OAuthError> {
+        if client.token.dpop_bound && proven.is_none() {
+            return Err(invalid_proof(
+                "this client must send a DPoP proof with every token request",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `DPoP-Nonce` to send with an answer, when proofs at the token endpoints must
+    /// carry one (RFC 9449 §8: the server may hand out the next nonce at any time).
+    pub(super) fn fresh_nonce(&self, now: i64) -> Option<String> {
+        self.dpop
+            .settings()
+            .nonce_at_token_endpoints
+            .then(|| self.dpop.nonce(now))
+    }
+}

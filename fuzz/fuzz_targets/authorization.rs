@@ -18,7 +18,7 @@ fn b64token(t: &str) -> bool {
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data)
-        && let Presented::Token(t) = parse(text)
+        && let Presented::Token(t) | Presented::Dpop(t) = parse(text)
     {
         assert!(b64token(t), "{t:?}");
         assert!(text.contains(t));

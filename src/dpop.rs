@@ -8,6 +8,7 @@
 //! remembered per node in memory, or in the store for the whole cluster (one write per
 //! proof), for as long as the proof could be accepted.
 
+pub mod client;
 pub mod nonce;
 pub mod proof;
 pub mod replay;

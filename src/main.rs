@@ -55,6 +55,11 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// DPoP (RFC 9449) from the client's side: a key, and proofs made with it.
+    Dpop {
+        #[command(subcommand)]
+        action: DpopAction,
+    },
     /// Revoke every token of a client or a user issued until now, on every node.
     Revoke {
         /// The client whose tokens to revoke (a leaked secret, a compromised app).
@@ -63,6 +68,37 @@ enum Command {
         /// The user whose tokens to revoke (a stolen password, someone who left).
         #[arg(long)]
         user: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DpopAction {
+    /// Print a new P-256 private key (PKCS#8 PEM) for DPoP proofs.
+    Key,
+    /// Print the RFC 7638 thumbprint of a key: the `cnf.jkt` of the tokens bound to it.
+    Thumbprint {
+        /// The key's PEM file.
+        #[arg(long)]
+        key: std::path::PathBuf,
+    },
+    /// Print a DPoP proof for a request (a fresh one per line with --count).
+    Proof {
+        /// The key's PEM file (`tollgate dpop key` makes one).
+        #[arg(long)]
+        key: std::path::PathBuf,
+        /// The access token the proof goes with, at an API (its hash becomes `ath`).
+        #[arg(long)]
+        token: Option<String>,
+        /// The server's nonce (from a `DPoP-Nonce` header).
+        #[arg(long)]
+        nonce: Option<String>,
+        /// How many proofs to print, one per line (load tests: each is single-use).
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// The request method: POST for a token request.
+        method: String,
+        /// The request URL, as the client calls it.
+        url: String,
     },
 }
 
@@ -93,6 +129,9 @@ fn main() -> ExitCode {
     if let Some(Command::ApiKey { generate }) = cli.command {
         return api_key(generate);
     }
+    if let Some(Command::Dpop { action }) = cli.command {
+        return dpop(action);
+    }
     let cfg = match config::load(&cli.conf) {
         Ok(c) => c,
         Err(errors) => {
@@ -122,7 +161,9 @@ fn main() -> ExitCode {
                     (None, None) => return ExitCode::FAILURE,
                 },
             ),
-            Command::HashSecret { .. } | Command::ApiKey { .. } => return ExitCode::FAILURE,
+            Command::HashSecret { .. } | Command::ApiKey { .. } | Command::Dpop { .. } => {
+                return ExitCode::FAILURE;
+            }
         };
         return match result {
             Ok(text) => {
@@ -328,6 +369,50 @@ fn hash_secret(generate: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("tollgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tollgate dpop …`: needs no configuration.
+fn dpop(action: DpopAction) -> ExitCode {
+    use std::io::Write as _;
+    use tollgate::dpop::client::{ClientKey, generate_key};
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: {e}", path.display()))
+            .and_then(|text| {
+                ClientKey::from_pem(&text).map_err(|e| format!("{}: {e}", path.display()))
+            })
+    };
+    let result = match action {
+        DpopAction::Key => generate_key()
+            .map(|pem| print!("{pem}"))
+            .map_err(|e| e.to_string()),
+        DpopAction::Thumbprint { key } => read(&key).map(|k| println!("{}", k.jkt)),
+        DpopAction::Proof {
+            key,
+            token,
+            nonce,
+            count,
+            method,
+            url,
+        } => read(&key).and_then(|k| {
+            let now = tollgate::domain::clock::unix_now();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for _ in 0..count {
+                let proof = k
+                    .proof(&method, &url, token.as_deref(), nonce.as_deref(), now)
+                    .map_err(|e| e.to_string())?;
+                writeln!(out, "{proof}").map_err(|e| e.to_string())?;
+            }
+            out.flush().map_err(|e| e.to_string())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollgate dpop: {e}");
             ExitCode::FAILURE
         }
     }

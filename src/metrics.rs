@@ -251,6 +251,12 @@ impl Metrics {
         registry.register(Box::new(m.rate_limited.clone()))?;
         registry.register(Box::new(m.secret_verifications.clone()))?;
         registry.register(Box::new(m.dpop_proofs.clone()))?;
+        // Every series from zero, so that a rate over the first proofs is not lost.
+        for at in ["token", "api"] {
+            for result in ["ok", "invalid", "nonce", "replayed", "unavailable"] {
+                m.dpop_proofs.with_label_values(&[at, result]);
+            }
+        }
         Ok(m)
     }
 
@@ -395,7 +401,8 @@ impl CacheSizes {
             Opts::new(
                 "tollgate_cache_entries",
                 "Entries held by each in-memory cache (validation: validated tokens; secrets: \
-                 verified client secrets and passwords; revocations: the revocation set).",
+                 verified client secrets and passwords; revocations: the revocation set; \
+                 dpop_replay: DPoP proof ids remembered).",
             ),
             &["cache"],
         )?;

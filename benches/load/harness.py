@@ -43,7 +43,8 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LOAD = os.path.join(ROOT, "benches", "load")
 WORK = os.path.join(ROOT, "target", "bench")
-TOLLGATE = os.path.join(ROOT, "target", "release", "tollgate")
+# TOLLGATE_BIN: another build of the gateway (one built outside target/, say).
+TOLLGATE = os.environ.get("TOLLGATE_BIN") or os.path.join(ROOT, "target", "release", "tollgate")
 BARE = os.path.join(ROOT, "target", "release", "examples", "bare")
 PROXY_CPU = "0"
 LOAD_CPU = "1"

@@ -7,6 +7,9 @@
 #   ./scripts/bench.sh --cluster       # Redis: throughput against SQLite, revocation
 #                                      # propagation across 3 nodes, Redis killed mid-load
 #   ./scripts/bench.sh --issuers       # protected route: external issuer's JWT vs own JWT
+#   ./scripts/bench.sh --dpop          # protected route: DPoP (fresh proof per request) vs
+#                                      # cached / fresh bearer JWT, issuance with and without
+#                                      # a proof, replay per_node vs cluster (Redis); callgrind
 #   ./scripts/bench.sh --store-growth  # opaque issuance and durable refresh after 2,000,000
 #                                      # stored tokens, old schema (--old BINARY) vs this one
 #   ./scripts/bench.sh --identity      # protected route with no / five identity headers /
@@ -32,6 +35,10 @@ fi
 if [ "${1:-}" = "--issuers" ]; then    # an external issuer's tokens against tollgate's own
   shift
   exec python3 benches/load/issuers.py "$@"
+fi
+if [ "${1:-}" = "--dpop" ]; then       # DPoP against bearer tokens; --rounds 2 --duration 8
+  shift
+  exec python3 benches/load/dpop.py "$@"
 fi
 if [ "${1:-}" = "--identity" ]; then
   shift

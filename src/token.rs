@@ -286,6 +286,7 @@ impl TokenService {
                 let discovery = self.catalog.load().discovery.clone();
                 return self.document(req.method, &discovery);
             }
+            Endpoint::ResourceMetadata(api) => return self.resource_metadata(req.method, api),
             Endpoint::Unknown => return Reply::not_found(),
             Endpoint::Token { family, format } => self.token(*family, *format, req).await,
             Endpoint::Regenerate(family) => self.regenerate(*family, req).await,

@@ -253,6 +253,22 @@ async fn tokens_are_bound_at_issuance_and_pass_the_proxy_only_with_their_proof()
         meta["dpop_signing_alg_values_supported"],
         json!(["ES256", "EdDSA"])
     );
+    // Each API's RFC 9728 document says whether it requires DPoP.
+    for (api, required) in [("vault", true), ("orders", false)] {
+        let url = gw.url(&format!("/.well-known/oauth-protected-resource/{api}"));
+        let doc: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        assert_eq!(doc["resource"], gw.url(&format!("/{api}")), "{doc}");
+        assert_eq!(doc["authorization_servers"], json!([gw.url("")]), "{doc}");
+        assert_eq!(doc["dpop_bound_access_tokens_required"], required, "{doc}");
+        assert_eq!(
+            doc["dpop_signing_alg_values_supported"],
+            json!(["ES256", "EdDSA"])
+        );
+    }
+    let r = reqwest::get(gw.url("/.well-known/oauth-protected-resource/nothing"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
     assert!(
         gw.metric("tollgate_dpop_proofs_total{at=\"api\",result=\"ok\"}")
             .await

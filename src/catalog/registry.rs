@@ -79,6 +79,10 @@ pub struct ApiInfo {
     pub name: String,
     pub audience: String,
     pub scopes: Vec<String>,
+    /// Its path prefix: the resource a protected-resource document names.
+    pub prefix: String,
+    /// `dpop: required`.
+    pub dpop_required: bool,
 }
 
 /// A tenant of the seed-003 endpoints.
@@ -163,6 +167,8 @@ impl Registry {
                         name: a.name.clone(),
                         audience: a.audience.clone(),
                         scopes: a.scopes.clone(),
+                        prefix: a.prefix.clone(),
+                        dpop_required: a.dpop_required,
                     },
                 )
             })

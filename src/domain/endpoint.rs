@@ -19,6 +19,8 @@ pub fn authorize_path(family: Family) -> &'static str {
 
 pub const USERINFO_PATH: &str = "/userinfo";
 pub const LOGOUT_PATH: &str = "/oauth2/v2/logout";
+/// RFC 9728 §3: an API's metadata is here, followed by the API's prefix.
+pub const RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -59,6 +61,9 @@ pub enum Endpoint {
     OidcDiscovery,
     Jwks,
     Discovery,
+    /// RFC 9728 protected-resource metadata of an API (its name):
+    /// `/.well-known/oauth-protected-resource<api prefix>`.
+    ResourceMetadata(ApiName),
     /// Under a reserved prefix but not an endpoint.
     Unknown,
 }
@@ -182,6 +187,7 @@ impl Endpoint {
             } => "/auth/admin/oidcToken",
             Endpoint::Jwks => "jwks",
             Endpoint::Discovery => "discovery",
+            Endpoint::ResourceMetadata(_) => "protected_resource",
             Endpoint::Unknown => "unknown",
         }
     }
@@ -190,7 +196,11 @@ impl Endpoint {
     pub fn reads_body(&self) -> bool {
         !matches!(
             self,
-            Endpoint::Jwks | Endpoint::Discovery | Endpoint::OidcDiscovery | Endpoint::Unknown
+            Endpoint::Jwks
+                | Endpoint::Discovery
+                | Endpoint::OidcDiscovery
+                | Endpoint::ResourceMetadata(_)
+                | Endpoint::Unknown
         )
     }
 }

@@ -4,7 +4,7 @@
 use super::{Gateway, request_host, respond, slow_clients, trace};
 use crate::catalog::Catalog;
 use crate::domain::endpoint::Endpoint;
-use crate::domain::endpoint::{API_AUTHORIZE_SUFFIX, API_TOKEN_SUFFIX};
+use crate::domain::endpoint::{API_AUTHORIZE_SUFFIX, API_TOKEN_SUFFIX, RESOURCE_METADATA_PATH};
 use crate::domain::ids::ApiName;
 use crate::token::TokenRequest;
 use crate::token::form::MAX_BODY;
@@ -21,6 +21,20 @@ pub(super) fn token_endpoint(
     host: Option<&str>,
     path: &str,
 ) -> Option<Endpoint> {
+    if let Some(prefix) = path.strip_prefix(RESOURCE_METADATA_PATH)
+        && prefix.starts_with('/')
+    {
+        // An API that takes tokens: its RFC 9728 document (RFC 9449 §5.1 members).
+        return Some(
+            catalog
+                .routes
+                .lookup(host, prefix)
+                .filter(|api| &*api.prefix == prefix && api.auth.jwt)
+                .map_or(Endpoint::Unknown, |api| {
+                    Endpoint::ResourceMetadata(ApiName::new(&*api.name))
+                }),
+        );
+    }
     if let Some(e) = Endpoint::for_path(path) {
         return Some(e);
     }

@@ -4,7 +4,7 @@
 //! `use_dpop_nonce` with a fresh `DPoP-Nonce`.
 
 use super::error::{ErrorCode, OAuthError};
-use super::{TokenRequest, TokenService};
+use super::{Reply, TokenRequest, TokenService};
 use crate::catalog::registry::Client;
 use crate::domain::cnf::Confirmation;
 use crate::dpop::{Expect, Refused};
@@ -61,6 +61,24 @@ impl TokenService {
             ));
         }
         Ok(())
+    }
+
+    /// RFC 9728 metadata of a protected API, with the DPoP members of RFC 9449 §5.1.
+    pub(super) fn resource_metadata(&self, method: &http::Method, api: &str) -> Reply {
+        let registry = self.registry();
+        let Some(info) = registry.api(api) else {
+            return Reply::not_found();
+        };
+        let issuer = self.auth.validator().issuer();
+        let doc = serde_json::json!({
+            "resource": format!("{issuer}{}", info.prefix),
+            "authorization_servers": [issuer],
+            "bearer_methods_supported": ["header"],
+            "scopes_supported": info.scopes,
+            "dpop_signing_alg_values_supported": self.dpop.algs().split(' ').collect::<Vec<_>>(),
+            "dpop_bound_access_tokens_required": info.dpop_required,
+        });
+        self.document(method, &bytes::Bytes::from(doc.to_string()))
     }
 
     /// The `DPoP-Nonce` to send with an answer, when proofs at the token endpoints must

@@ -226,7 +226,7 @@ impl Dpop {
         {
             return Err(Refused::Nonce);
         }
-        self.first_use(&key.jkt, &claims.jti, iat.max(now)).await?;
+        self.first_use(&key.jkt, &claims.jti, now).await?;
         Ok(key.jkt)
     }
 
@@ -258,11 +258,12 @@ impl Dpop {
             || self.issuer_origin.as_deref() == Some(proof_origin.as_str())
     }
 
-    /// Remember the proof id until the proof could no longer be accepted; `Replayed` if
-    /// it was seen before.
-    async fn first_use(&self, jkt: &[u8; 32], jti: &str, from: i64) -> Result<(), Refused> {
+    /// Remember the proof id until the proof could no longer be accepted (its `iat` is at
+    /// most `leeway` ahead of `now`, and it is accepted `proof_max_age` after that);
+    /// `Replayed` if it was seen before.
+    async fn first_use(&self, jkt: &[u8; 32], jti: &str, now: i64) -> Result<(), Refused> {
         match self.settings.replay {
-            ReplayScope::PerNode => match self.replay.remember(jkt, jti, from) {
+            ReplayScope::PerNode => match self.replay.remember(jkt, jti, now) {
                 Seen::First => Ok(()),
                 Seen::Again | Seen::Full => Err(Refused::Replayed),
             },
@@ -271,7 +272,7 @@ impl Dpop {
                 id.push_str(&B64.encode(jkt));
                 id.push('.');
                 id.push_str(jti);
-                let until = from
+                let until = now
                     .saturating_add(self.settings.proof_max_age.as_secs() as i64)
                     .saturating_add(self.leeway);
                 match self

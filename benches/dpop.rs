@@ -46,12 +46,14 @@ fn dpop(c: &mut Criterion) {
         metrics,
     );
     let key = ClientKey::from_pem(&generate_key().unwrap()).unwrap();
+    // Hashed once per token, when it is validated.
+    let ath = proof::token_hash(TOKEN);
     let expect = Expect {
         method: "GET",
         scheme: "http",
         host: Some("127.0.0.1:8080"),
         path: "/orders/1",
-        token: Some(TOKEN),
+        ath: Some(&ath),
         nonce: false,
     };
     let fresh = || {

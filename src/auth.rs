@@ -75,6 +75,9 @@ pub struct Principal {
     pub grant_id: Option<CompactString>,
     /// What the token is bound to: a DPoP key or a client certificate.
     pub cnf: Option<Confirmation>,
+    /// For a DPoP-bound token, the `ath` its proofs must carry: hashed once, when the
+    /// token is validated, not on every request.
+    pub ath: Option<Arc<str>>,
 }
 
 impl std::ops::Deref for Principal {
@@ -132,6 +135,7 @@ impl Principal {
             jti: None,
             grant_id: None,
             cnf,
+            ath: None,
         }
     }
 
@@ -176,6 +180,7 @@ impl Principal {
             jti: Some(CompactString::new(&r.jti)),
             grant_id: Some(CompactString::new(&r.grant_id)),
             cnf: r.cnf,
+            ath: None,
         }
     }
 }
@@ -338,6 +343,7 @@ impl Validator {
             jti: claims.jti.map(CompactString::new),
             grant_id: claims.gid.map(CompactString::new),
             cnf: claims.cnf,
+            ath: None,
         })
     }
 }
@@ -455,6 +461,9 @@ impl Authenticator {
                     None => Box::pin(self.jwt(token, ctx)).await,
                 };
                 let result = result.map(|mut p| {
+                    if matches!(p.cnf, Some(Confirmation::Jkt(_))) {
+                        p.ath = Some(crate::domain::cnf::token_hash(token).into());
+                    }
                     if p.exp > now {
                         p.holder = self.holders.intern(p.holder);
                         self.cache.insert(key, p.clone());

@@ -19,8 +19,8 @@ use crate::store::{Ephemeral, Store, digest};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use nonce::Nonces;
-use prometheus::IntCounterVec;
-use proof::{ProofKey, origin, split_htu};
+use prometheus::{IntCounter, IntCounterVec};
+use proof::{Origin, ProofKey, split_htu};
 use replay::{ReplayWindow, Seen};
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -45,6 +45,9 @@ pub struct NotOneProof;
 /// `DPoP`: the request header that carries the proof.
 pub static PROOF_HEADER: http::HeaderName = http::HeaderName::from_static("dpop");
 
+/// The `result` label of `tollgate_dpop_proofs_total`.
+pub const RESULTS: [&str; 5] = ["ok", "invalid", "nonce", "replayed", "unavailable"];
+
 /// Distinct proof headers (client keys) whose parsed key is kept.
 const KEY_CACHE: u64 = 10_000;
 
@@ -58,8 +61,9 @@ pub struct Expect<'a> {
     pub host: Option<&'a str>,
     /// The request path, without the query.
     pub path: &'a str,
-    /// At a protected API: the access token the proof must name (`ath`).
-    pub token: Option<&'a str>,
+    /// At a protected API: the `ath` the proof must carry, the base64url SHA-256 of the
+    /// access token (computed once per token and cached with its validation).
+    pub ath: Option<&'a str>,
     /// The proof must carry the server's current nonce.
     pub nonce: bool,
 }
@@ -89,12 +93,13 @@ impl Refused {
         }
     }
 
-    fn label(self) -> &'static str {
+    /// Its place in [`RESULTS`].
+    fn index(self) -> usize {
         match self {
-            Refused::Invalid(_) => "invalid",
-            Refused::Nonce => "nonce",
-            Refused::Replayed => "replayed",
-            Refused::Unavailable => "unavailable",
+            Refused::Invalid(_) => 1,
+            Refused::Nonce => 2,
+            Refused::Replayed => 3,
+            Refused::Unavailable => 4,
         }
     }
 }
@@ -109,12 +114,13 @@ pub struct Dpop {
     replay: ReplayWindow,
     nonces: Nonces,
     store: Arc<dyn Store>,
-    /// The issuer's origin: the public URL clients build `htu` from behind a front proxy.
-    issuer_origin: Option<String>,
+    /// The issuer's scheme and authority: the public URL clients build `htu` from behind
+    /// a front proxy.
+    issuer_origin: Option<(String, String)>,
     /// `algs` of the DPoP challenge: the accepted algorithms, space-separated.
     algs: String,
-    /// `tollgate_dpop_proofs_total{at, result}`.
-    counter: IntCounterVec,
+    /// `tollgate_dpop_proofs_total{at, result}`, resolved once: `[token, api]` × results.
+    counters: [[IntCounter; RESULTS.len()]; 2],
 }
 
 impl Dpop {
@@ -136,13 +142,16 @@ impl Dpop {
                 .map(|a| a.as_str())
                 .collect::<Vec<_>>()
                 .join(" "),
-            issuer_origin: split_htu(issuer).map(|(o, _)| o),
+            issuer_origin: split_htu(issuer)
+                .map(|(o, _)| (o.scheme().to_string(), o.authority().to_string())),
             settings,
             leeway: leeway.as_secs() as i64,
             keys: moka::sync::Cache::new(KEY_CACHE),
             hasher: std::hash::RandomState::new(),
             store,
-            counter,
+            counters: [0, 1].map(|at| {
+                RESULTS.map(|result| counter.with_label_values(&[["token", "api"][at], result]))
+            }),
         }
     }
 
@@ -179,11 +188,11 @@ impl Dpop {
         at: &'static str,
     ) -> Result<[u8; 32], Refused> {
         let result = self.verify(proof, e, now).await;
-        let label = match result {
-            Ok(_) => "ok",
-            Err(r) => r.label(),
+        let i = match result {
+            Ok(_) => 0,
+            Err(r) => r.index(),
         };
-        self.counter.with_label_values(&[at, label]).inc();
+        self.counters[usize::from(at == "api")][i].inc();
         result
     }
 
@@ -193,7 +202,8 @@ impl Dpop {
         if !key.verify(parts.signing_input, &parts.signature) {
             return Err(Refused::Invalid("the DPoP proof's signature is invalid"));
         }
-        let claims = proof::parse_claims(parts.claims).map_err(Refused::Invalid)?;
+        let json = proof::decode_claims(parts.claims).map_err(Refused::Invalid)?;
+        let claims = proof::parse_claims(&json).map_err(Refused::Invalid)?;
         if claims.htm != e.method {
             return Err(Refused::Invalid("the DPoP proof is for another method"));
         }
@@ -211,8 +221,8 @@ impl Dpop {
         if iat > now.saturating_add(self.leeway) {
             return Err(Refused::Invalid("the DPoP proof's iat is in the future"));
         }
-        if let Some(token) = e.token
-            && claims.ath.as_deref() != Some(proof::token_hash(token).as_str())
+        if let Some(ath) = e.ath
+            && claims.ath.as_deref() != Some(ath)
         {
             return Err(Refused::Invalid(
                 "the DPoP proof's ath is not the hash of this access token",
@@ -254,8 +264,12 @@ impl Dpop {
         if proof_path != e.path {
             return false;
         }
-        e.host.is_some_and(|h| origin(e.scheme, h) == proof_origin)
-            || self.issuer_origin.as_deref() == Some(proof_origin.as_str())
+        e.host
+            .is_some_and(|h| Origin::new(e.scheme, h).same(&proof_origin))
+            || self
+                .issuer_origin
+                .as_ref()
+                .is_some_and(|(s, a)| Origin::new(s, a).same(&proof_origin))
     }
 
     /// Remember the proof id until the proof could no longer be accepted (its `iat` is at

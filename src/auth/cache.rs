@@ -150,6 +150,7 @@ mod tests {
             jti: None,
             grant_id: None,
             cnf: None,
+            ath: None,
         }
     }
 

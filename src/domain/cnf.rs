@@ -6,6 +6,15 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
+/// `ath` (RFC 9449 §4.2): the base64url SHA-256 of an access token, which a proof sent
+/// with the token must carry.
+pub fn token_hash(token: &str) -> String {
+    B64.encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        token.as_bytes(),
+    ))
+}
+
 /// What a bound token is bound to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Confirmation {

@@ -12,6 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+use std::borrow::Cow;
 
 /// Longest proof read: a proof with an RSA-4096 key is about 1.5 KiB.
 pub const MAX_PROOF_LEN: usize = 4096;
@@ -180,22 +181,31 @@ pub fn parse_header(header_b64: &str, allowed: &[JwsAlg]) -> Result<ProofKey, In
     })
 }
 
-/// The claims of a proof (RFC 9449 §4.2). Repeated members are refused by the parser.
+/// The claims of a proof (RFC 9449 §4.2), borrowed from the decoded JSON where it has no
+/// escapes. Repeated members are refused by the parser.
 #[derive(Debug, Deserialize)]
-pub struct Claims {
-    pub jti: String,
-    pub htm: String,
-    pub htu: String,
+pub struct Claims<'a> {
+    #[serde(borrow)]
+    pub jti: Cow<'a, str>,
+    #[serde(borrow)]
+    pub htm: Cow<'a, str>,
+    #[serde(borrow)]
+    pub htu: Cow<'a, str>,
     pub iat: serde_json::Number,
-    pub ath: Option<String>,
-    pub nonce: Option<String>,
+    #[serde(borrow, default)]
+    pub ath: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub nonce: Option<Cow<'a, str>>,
 }
 
-pub fn parse_claims(claims_b64: &str) -> Result<Claims, Invalid> {
-    let json = B64
-        .decode(claims_b64)
-        .map_err(|_| "the DPoP proof claims are not base64url")?;
-    let c: Claims = serde_json::from_slice(&json)
+/// The claims' JSON.
+pub fn decode_claims(claims_b64: &str) -> Result<Vec<u8>, Invalid> {
+    B64.decode(claims_b64)
+        .map_err(|_| "the DPoP proof claims are not base64url")
+}
+
+pub fn parse_claims(json: &[u8]) -> Result<Claims<'_>, Invalid> {
+    let c: Claims = serde_json::from_slice(json)
         .map_err(|_| "the DPoP proof must carry jti, htm, htu and iat, once each")?;
     if c.jti.is_empty() || c.jti.len() > MAX_JTI_LEN {
         return Err("the DPoP proof's jti is empty or too long");
@@ -203,35 +213,115 @@ pub fn parse_claims(claims_b64: &str) -> Result<Claims, Invalid> {
     Ok(c)
 }
 
-/// `ath`: base64url SHA-256 of the access token (RFC 9449 §4.2).
-pub fn token_hash(token: &str) -> String {
-    B64.encode(digest(&SHA256, token.as_bytes()))
+pub use crate::domain::cnf::token_hash;
+
+/// An origin as written, compared without case and without the scheme's default port
+/// (RFC 3986 §6.2.2-6.2.3), with no copy made.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    scheme: &'a str,
+    /// `host[:port]`, the default port left out.
+    authority: &'a str,
+}
+
+impl<'a> Origin<'a> {
+    pub fn new(scheme: &'a str, authority: &'a str) -> Self {
+        let authority = match authority.rsplit_once(':') {
+            Some((host, "80")) if scheme.eq_ignore_ascii_case("http") => host,
+            Some((host, "443")) if scheme.eq_ignore_ascii_case("https") => host,
+            _ => authority,
+        };
+        Self { scheme, authority }
+    }
+
+    pub fn same(&self, other: &Origin<'_>) -> bool {
+        self.scheme.eq_ignore_ascii_case(other.scheme)
+            && self.authority.eq_ignore_ascii_case(other.authority)
+    }
+
+    pub fn scheme(&self) -> &'a str {
+        self.scheme
+    }
+
+    pub fn authority(&self) -> &'a str {
+        self.authority
+    }
 }
 
 /// The parts of an `htu` that are compared (RFC 9449 §4.3 check 9: without query and
-/// fragment, after RFC 3986 §6.2.2-6.2.3 normalization): the lower-case origin without a
-/// default port, and the path (`/` when empty).
-pub fn split_htu(htu: &str) -> Option<(String, &str)> {
+/// fragment): its origin, and its path (`/` when empty).
+pub fn split_htu(htu: &str) -> Option<(Origin<'_>, &str)> {
     let (scheme, rest) = htu.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
     let end = rest.find(['?', '#']).unwrap_or(rest.len());
     let rest = &rest[..end];
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    if authority.is_empty() || authority.contains('@') {
+    if scheme.is_empty() || authority.is_empty() || authority.contains('@') {
         return None;
     }
-    Some((origin(&scheme, authority), path))
+    Some((Origin::new(scheme, authority), path))
 }
 
-/// `scheme://host[:port]`, lower case, without the scheme's default port.
-pub fn origin(scheme: &str, authority: &str) -> String {
-    let authority = authority.to_ascii_lowercase();
-    let bare = match (scheme, authority.rsplit_once(':')) {
-        ("http", Some((host, "80"))) | ("https", Some((host, "443"))) => host,
-        _ => authority.as_str(),
-    };
-    format!("{scheme}://{bare}")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn htu_is_compared_by_origin_without_case_or_default_port_and_by_path() {
+        let (o, path) = split_htu("HTTPS://Api.Example:443/orders/1?x=1#top").unwrap();
+        assert_eq!(path, "/orders/1");
+        assert!(o.same(&Origin::new("https", "api.example")));
+        assert!(!o.same(&Origin::new("http", "api.example")));
+        assert!(!o.same(&Origin::new("https", "api.example:8443")));
+        let (o, path) = split_htu("http://127.0.0.1:80").unwrap();
+        assert_eq!(path, "/");
+        assert!(o.same(&Origin::new("http", "127.0.0.1")));
+        assert!(Origin::new("http", "[::1]:80").same(&Origin::new("HTTP", "[::1]")));
+        for bad in [
+            "no-scheme/x",
+            "://host/x",
+            "http:///x",
+            "http://user@host/x",
+        ] {
+            assert!(split_htu(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn headers_without_a_usable_public_key_are_refused() {
+        let h = |v: serde_json::Value| B64.encode(v.to_string());
+        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256",
+            "x": B64.encode([1u8; 32]), "y": B64.encode([2u8; 32])});
+        let es = [JwsAlg::ES256];
+        for (header, why) in [
+            (
+                serde_json::json!({"typ": "dpop+jwt", "alg": "ES256"}),
+                "no jwk",
+            ),
+            (
+                serde_json::json!({"typ": "JWT", "alg": "ES256", "jwk": jwk}),
+                "typ",
+            ),
+            (
+                serde_json::json!({"typ": "dpop+jwt", "alg": "HS256", "jwk": jwk}),
+                "HMAC",
+            ),
+            (
+                serde_json::json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk}),
+                "not allowed",
+            ),
+            (
+                serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk, "crit": ["x"]}),
+                "crit",
+            ),
+        ] {
+            assert!(parse_header(&h(header), &es).is_err(), "{why}");
+        }
+        // Not a point on the curve.
+        let header = serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk});
+        assert!(parse_header(&h(header), &es).is_err());
+        assert!(parse_header("!!", &es).is_err());
+    }
 }

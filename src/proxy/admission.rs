@@ -287,17 +287,9 @@ impl Gatekeeper {
             CacheUse::Skipped => {}
         }
         let principal = checked.result.map_err(|o| Denied::Credential(o, None))?;
-        sender::check(
-            &self.dpop,
-            &principal,
-            token,
-            dpop_scheme,
-            req,
-            api,
-            channel,
-        )
-        .await
-        .map_err(|o| Denied::Credential(o, None))?;
+        sender::check(&self.dpop, &principal, dpop_scheme, req, api, channel)
+            .await
+            .map_err(|o| Denied::Credential(o, None))?;
         let denied = |d| match d {
             Denial::WrongAudience => Denied::Credential(Outcome::WrongAudience, None),
             Denial::InsufficientScope { required } => {

@@ -42,7 +42,6 @@ impl Channel {
 pub async fn check(
     dpop: &Dpop,
     principal: &Principal,
-    token: &str,
     dpop_scheme: bool,
     req: &RequestHeader,
     api: &Api,
@@ -71,7 +70,7 @@ pub async fn check(
                 scheme: channel.scheme,
                 host: crate::proxy::request_host(req),
                 path: req.uri.path(),
-                token: Some(token),
+                ath: Some(principal.ath.as_deref().unwrap_or_default()),
                 nonce: dpop.settings().nonce_at_resources,
             };
             let now = crate::domain::clock::unix_now();

@@ -31,7 +31,7 @@ impl TokenService {
             scheme: if req.tls { "https" } else { "http" },
             host: req.host,
             path: req.path,
-            token: None,
+            ath: None,
             nonce: self.dpop.settings().nonce_at_token_endpoints,
         };
         match self.dpop.check(proof, &expect, now, "token").await {

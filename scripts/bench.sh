@@ -38,6 +38,8 @@ if [ "${1:-}" = "--issuers" ]; then    # an external issuer's tokens against tol
 fi
 if [ "${1:-}" = "--dpop" ]; then       # DPoP against bearer tokens; --rounds 2 --duration 8
   shift
+  # The fresh-bearer scenario signs its tokens with the `cryptography` package.
+  python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet cryptography
   exec python3 benches/load/dpop.py "$@"
 fi
 if [ "${1:-}" = "--identity" ]; then

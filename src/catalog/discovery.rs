@@ -70,7 +70,10 @@ fn common(config: &Config, registry: &Registry) -> Map<String, Value> {
     };
     if certs.any {
         // RFC 8705 §3.3: tokens may be bound to the client certificate.
-        m.insert("tls_client_certificate_bound_access_tokens".into(), true.into());
+        m.insert(
+            "tls_client_certificate_bound_access_tokens".into(),
+            true.into(),
+        );
     }
     if let Some(base) = &config.mtls_endpoint_base {
         // RFC 8705 §5: where the endpoints that take certificates are reached.

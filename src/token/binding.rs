@@ -20,14 +20,12 @@ pub(super) fn certificate_client(
     cert: Option<&ClientCertificate>,
 ) -> Result<Arc<Client>, OAuthError> {
     if presented.secret.is_some() {
-        return Err(presented.rejected(
-            "this client authenticates with its TLS client certificate, not a secret",
-        ));
+        return Err(presented
+            .rejected("this client authenticates with its TLS client certificate, not a secret"));
     }
     let Some(cert) = cert else {
-        return Err(presented.rejected(
-            "this client authenticates with a TLS client certificate: connect with it",
-        ));
+        return Err(presented
+            .rejected("this client authenticates with a TLS client certificate: connect with it"));
     };
     if !auth.accepts(cert) {
         log::debug!(
@@ -37,9 +35,9 @@ pub(super) fn certificate_client(
             cert.chain_verified,
             auth.method()
         );
-        return Err(presented.rejected(
-            "the TLS client certificate does not authenticate this client",
-        ));
+        return Err(
+            presented.rejected("the TLS client certificate does not authenticate this client")
+        );
     }
     Ok(client.clone())
 }

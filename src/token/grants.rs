@@ -141,9 +141,7 @@ impl TokenService {
                 SecretRule::PublicAllowed
             }
         };
-        let client = self
-            .authenticate(t.family, &presented, rule, req)
-            .await?;
+        let client = self.authenticate(t.family, &presented, rule, req).await?;
         t.cnf = super::binding::binding(&client, proven, req.client_cert)?;
         if !client.grant_types.contains(&grant) {
             return Err(OAuthError::new(

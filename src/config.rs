@@ -11,6 +11,7 @@ mod gateway;
 mod identity;
 mod issuer;
 mod issuers;
+mod listen;
 mod pool;
 mod tenants;
 mod upstreams;
@@ -25,6 +26,7 @@ pub use tenants::pool_name as tenant_pool_name;
 pub use dpop::{DpopSettings, ReplayScope};
 pub use duration::{DurationError, parse_duration};
 pub use errors::{ConfigError, ConfigErrors};
+pub use listen::{ClientCertMode, ClientCertSupport, Listener, TlsListener};
 
 use crate::domain::jose::Algorithm;
 use crate::domain::oauth::{Family, Format, GrantType, PolicyKind};
@@ -56,6 +58,9 @@ pub struct Config {
     pub log: LogSettings,
     /// The family whose endpoints the discovery document advertises.
     pub discovery_family: Family,
+    /// `discovery.mtls_endpoint_base`: where the mTLS listener is reached, when the issuer
+    /// URL is not it (RFC 8705 §5 `mtls_endpoint_aliases`).
+    pub mtls_endpoint_base: Option<String>,
     pub store: StoreSettings,
     pub limits: LimitSettings,
     /// How DPoP proofs are checked.
@@ -172,24 +177,6 @@ pub struct RedisSettings {
 
 pub use file::StoreSync;
 pub use upstreams_file::ConsentMode;
-
-#[derive(Debug, Clone)]
-pub struct Listener {
-    pub addr: SocketAddr,
-    pub tls: Option<TlsListener>,
-    /// A plain listener that also takes HTTP/2 with prior knowledge (h2c, as gRPC clients
-    /// without TLS speak it).
-    pub h2c: bool,
-    /// Client connections open at once; one more is closed at once.
-    pub max_connections: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct TlsListener {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub http2: bool,
-}
 
 /// Deadlines for clients that send slowly (`server.client_header_timeout`,
 /// `server.client_body_timeout`, `server.client_body_min_rate`, `server.keepalive_timeout`).
@@ -310,6 +297,9 @@ pub struct TokenPolicy {
     /// `dpop_bound_access_tokens` (RFC 9449 §5.2): every token request must carry a
     /// DPoP proof.
     pub dpop_bound: bool,
+    /// `tls_client_certificate_bound_access_tokens` (RFC 8705 §3): every token request
+    /// comes with a client certificate, and its tokens are bound to it.
+    pub certificate_bound: bool,
 }
 
 impl TokenPolicy {
@@ -474,6 +464,9 @@ pub struct ClientConfig {
     pub tenant: Option<(String, String)>,
     /// The authorization code flow.
     pub browser: BrowserClient,
+    /// `tls_client_auth` or `self_signed_tls_client_auth` (RFC 8705 §2): it authenticates
+    /// with its TLS client certificate, not a secret.
+    pub certificate_auth: Option<crate::domain::certificate::CertificateAuth>,
 }
 
 /// What the authorization code flow needs of a client.

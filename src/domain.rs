@@ -4,6 +4,7 @@
 //! so every other module may use it (`tests/layers.rs` checks that the layers point one
 //! way).
 
+pub mod certificate;
 pub mod claim;
 pub mod clock;
 pub mod cnf;

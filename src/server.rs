@@ -38,6 +38,7 @@ mod connections;
 pub mod daemon;
 mod handover;
 pub mod listening;
+pub mod tls;
 
 /// Command-line switches that reach Pingora, and the config file (reloaded on SIGHUP).
 #[derive(Debug, Clone, Default)]
@@ -52,12 +53,8 @@ pub struct RunOptions {
 pub enum StartError {
     #[error(transparent)]
     Keys(#[from] KeyError),
-    #[error("TLS certificate {} / key {}: {source}", cert.display(), key.display())]
-    Tls {
-        cert: PathBuf,
-        key: PathBuf,
-        source: Box<pingora::Error>,
-    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -156,18 +153,7 @@ fn check_state_dir(config: &Config) -> Result<(), StartError> {
 }
 
 fn tls_settings(t: &crate::config::TlsListener) -> Result<TlsSettings, StartError> {
-    let mut settings =
-        TlsSettings::intermediate(&t.cert.to_string_lossy(), &t.key.to_string_lossy()).map_err(
-            |source| StartError::Tls {
-                cert: t.cert.clone(),
-                key: t.key.clone(),
-                source,
-            },
-        )?;
-    if t.http2 {
-        settings.enable_h2();
-    }
-    Ok(settings)
+    Ok(tls::settings(t)?)
 }
 
 fn server_conf(config: &Config) -> ServerConf {

@@ -9,6 +9,7 @@
 //! endpoints) and `authorize` (the browser flow). Discovery and JWKS are served here.
 
 pub mod authorize;
+mod binding;
 pub mod client_auth;
 mod code_grant;
 mod cors;
@@ -72,6 +73,8 @@ pub struct TokenRequest<'a> {
     /// `Host` (or `:authority`) and path: the URL a DPoP proof's `htu` must name.
     pub host: Option<&'a str>,
     pub path: &'a str,
+    /// The client certificate of the TLS connection, on a listener that asks for one.
+    pub client_cert: Option<&'a crate::domain::certificate::ClientCertificate>,
 }
 
 /// A complete response.
@@ -363,10 +366,16 @@ impl TokenService {
         family: Family,
         presented: &PresentedClient,
         rule: SecretRule,
-        ip: Option<std::net::IpAddr>,
+        req: &TokenRequest<'_>,
     ) -> Result<Arc<Client>, OAuthError> {
+        let ip = req.client_ip;
         let registry = self.registry();
         let client = registry.client(family, &presented.id);
+        if let Some(c) = client
+            && let Some(auth) = &c.certificate_auth
+        {
+            return binding::certificate_client(c, auth, presented, req.client_cert);
+        }
         let secret = presented.secret.as_ref().map(|s| s.expose().as_str());
         if let Some(c) = client
             && rule == SecretRule::PublicAllowed

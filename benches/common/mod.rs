@@ -72,6 +72,7 @@ pub fn client(jwt: bool, opaque: bool, lifetime: Duration) -> Client {
             jwt,
             opaque,
             dpop_bound: false,
+            certificate_bound: false,
         },
         lifetime,
         scope_set: tollgate::domain::scope::Scopes::from_space_separated(
@@ -81,5 +82,6 @@ pub fn client(jwt: bool, opaque: bool, lifetime: Duration) -> Client {
         exchange_issuers: Vec::new(),
         tenant: None,
         browser: Default::default(),
+        certificate_auth: None,
     }
 }

@@ -2,7 +2,7 @@
 //! Discovery 1.0 (`/.well-known/openid-configuration`), built with each catalog.
 
 use crate::catalog::registry::Registry;
-use crate::config::{Config, SigningKeySource};
+use crate::config::{ClientCertSupport, Config, SigningKeySource};
 use crate::domain::endpoint::{LOGOUT_PATH, USERINFO_PATH, authorize_path};
 use crate::domain::oauth::OIDC_SCOPES;
 use bytes::Bytes;
@@ -20,6 +20,17 @@ fn common(config: &Config, registry: &Registry) -> Map<String, Value> {
         // RFC 8414 §2: "none" where some client authenticates with no secret.
         auth_methods.push("none");
     }
+    // RFC 8705 §2: the certificate methods where a listener asks for certificates
+    // (`tls_client_auth` needs one that verifies chains against a `client_ca`).
+    let certs = ClientCertSupport::of(&config.listeners);
+    let mut confidential = vec!["client_secret_basic", "client_secret_post"];
+    if certs.with_ca {
+        confidential.push("tls_client_auth");
+    }
+    if certs.any {
+        confidential.push("self_signed_tls_client_auth");
+    }
+    auth_methods.extend(confidential.iter().skip(2));
     let mut scopes = registry.all_scopes();
     for s in OIDC_SCOPES {
         if !scopes.iter().any(|x| x == s) {
@@ -41,7 +52,7 @@ fn common(config: &Config, registry: &Registry) -> Map<String, Value> {
         "token_endpoint_auth_methods_supported": auth_methods,
         // Introspection and revocation need a confidential client (RFC 7662 §2.1); a
         // public client revokes its own tokens by client_id alone (RFC 7009 §2.1).
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": confidential,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "scopes_supported": scopes,
         "userinfo_endpoint": format!("{issuer}{USERINFO_PATH}"),
@@ -54,10 +65,36 @@ fn common(config: &Config, registry: &Registry) -> Map<String, Value> {
             .map(|a| a.as_str())
             .collect::<Vec<_>>(),
     });
-    match doc {
-        Value::Object(m) => m,
-        _ => Map::new(),
+    let Value::Object(mut m) = doc else {
+        return Map::new();
+    };
+    if certs.any {
+        // RFC 8705 §3.3: tokens may be bound to the client certificate.
+        m.insert(
+            "tls_client_certificate_bound_access_tokens".into(),
+            true.into(),
+        );
     }
+    if let Some(base) = &config.mtls_endpoint_base {
+        // RFC 8705 §5: where the endpoints that take certificates are reached.
+        let alias = |key: &str| {
+            m.get(key)
+                .and_then(Value::as_str)
+                .and_then(|url| url.strip_prefix(issuer.as_str()))
+                .map(|path| (key.to_string(), Value::from(format!("{base}{path}"))))
+        };
+        let aliases: Map<String, Value> = [
+            "token_endpoint",
+            "introspection_endpoint",
+            "revocation_endpoint",
+            "userinfo_endpoint",
+        ]
+        .into_iter()
+        .filter_map(alias)
+        .collect();
+        m.insert("mtls_endpoint_aliases".into(), Value::Object(aliases));
+    }
+    m
 }
 
 /// RFC 8414 metadata.

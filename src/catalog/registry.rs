@@ -47,6 +47,8 @@ pub struct Client {
     pub tenant: Option<(String, String)>,
     /// The authorization code flow: redirect URIs, origins, consent, public or not.
     pub browser: crate::config::BrowserClient,
+    /// It authenticates with its TLS client certificate (RFC 8705 §2), not a secret.
+    pub certificate_auth: Option<crate::domain::certificate::CertificateAuth>,
 }
 
 impl Client {
@@ -240,6 +242,7 @@ impl Registry {
                 exchange_issuers: c.exchange_issuers.clone(),
                 tenant: c.tenant.clone(),
                 browser: c.browser.clone(),
+                certificate_auth: c.certificate_auth.clone(),
             })
         };
         let credential: FastMap<String, Arc<Client>> = config

@@ -4,6 +4,7 @@
 use super::apis::is_valid_name;
 use super::errors::duration;
 mod browser;
+mod mtls;
 
 use super::errors::Errors;
 use super::upstreams_file::{
@@ -17,6 +18,7 @@ use super::{
 use crate::domain::scope::is_valid_scope_token;
 use crate::domain::secret::Secret;
 use browser::{BrowserFields, browser_client};
+use mtls::{CertificateFields, certificate_auth};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -31,6 +33,8 @@ pub(super) struct Refs<'a> {
     pub pools: &'a HashSet<String>,
     /// External issuers' names.
     pub issuers: &'a HashSet<String>,
+    /// Relative paths (pinned certificates) are resolved against it.
+    pub base_dir: &'a std::path::Path,
 }
 
 pub(super) const NAME_RULE: &str = "a name is 1-64 characters of A-Z a-z 0-9 - _ .";
@@ -175,6 +179,8 @@ struct ClientFields {
     exchange: Option<ExchangeFile>,
     browser: BrowserFields,
     dpop_bound: bool,
+    certificate: CertificateFields,
+    certificate_bound: bool,
 }
 
 fn client(
@@ -203,6 +209,26 @@ fn client(
     check_scopes(&f.scopes, path, f.scopes_key, errs);
     let mut token = token_policy(f.token, f.kind_formats, &format!("{path}.token"), errs);
     token.dpop_bound = f.dpop_bound;
+    token.certificate_bound = f.certificate_bound;
+    if f.dpop_bound && f.certificate_bound {
+        errs.push(
+            format!("{path}.tls_client_certificate_bound_access_tokens"),
+            "a client's tokens are bound to a DPoP key or to its certificate, not both \
+             (dpop_bound_access_tokens is set)",
+        );
+    }
+    let certificate_auth = certificate_auth(
+        f.certificate,
+        &mtls::Context {
+            method: f.browser.auth_method,
+            has_secret: f.hash.is_some(),
+            public: f.public,
+            path,
+            base_dir: refs.base_dir,
+        },
+        errs,
+    );
+    let authenticates = f.hash.is_some() || certificate_auth.is_some();
 
     let mut grant_types = if f.grant_types.is_empty() {
         vec![GrantType::ClientCredentials]
@@ -292,7 +318,7 @@ fn client(
         f.browser,
         &f.client_id,
         &grant_types,
-        f.hash.is_some(),
+        authenticates,
         path,
         errs,
     );
@@ -316,6 +342,7 @@ fn client(
         api_keys,
         exchange_issuers,
         tenant: None,
+        certificate_auth,
     }
 }
 
@@ -398,6 +425,7 @@ fn token_policy(
         jwt,
         opaque,
         dpop_bound: false,
+        certificate_bound: false,
     }
 }
 
@@ -433,6 +461,15 @@ pub(super) fn policy(
             api_keys: Vec::new(),
             exchange: None,
             dpop_bound: p.dpop_bound_access_tokens,
+            certificate: CertificateFields {
+                subject_dn: p.tls_client_auth_subject_dn,
+                san_dns: p.tls_client_auth_san_dns,
+                san_uri: p.tls_client_auth_san_uri,
+                san_ip: p.tls_client_auth_san_ip,
+                san_email: p.tls_client_auth_san_email,
+                pins: p.tls_client_certificates,
+            },
+            certificate_bound: p.tls_client_certificate_bound_access_tokens,
             browser: BrowserFields {
                 redirect_uris: p.redirect_uris,
                 post_logout_redirect_uris: p.post_logout_redirect_uris,
@@ -499,6 +536,15 @@ pub(super) fn credential(
             api_keys: c.api_keys,
             exchange: c.token_exchange,
             dpop_bound: c.dpop_bound_access_tokens,
+            certificate: CertificateFields {
+                subject_dn: c.tls_client_auth_subject_dn,
+                san_dns: c.tls_client_auth_san_dns,
+                san_uri: c.tls_client_auth_san_uri,
+                san_ip: c.tls_client_auth_san_ip,
+                san_email: c.tls_client_auth_san_email,
+                pins: c.tls_client_certificates,
+            },
+            certificate_bound: c.tls_client_certificate_bound_access_tokens,
             browser: BrowserFields {
                 redirect_uris: c.redirect_uris,
                 post_logout_redirect_uris: c.post_logout_redirect_uris,

@@ -99,6 +99,18 @@ pub(crate) struct TlsListenFile {
     pub key: String,
     /// Offer HTTP/2 by ALPN (default true).
     pub http2: Option<bool>,
+    /// Ask clients for a certificate (RFC 8705): `off` (default), `request`, `require`.
+    pub client_certificates: Option<ClientCertificatesFile>,
+    /// PEM CA certificates that `tls_client_auth` clients' certificates chain to.
+    pub client_ca: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ClientCertificatesFile {
+    Off,
+    Request,
+    Require,
 }
 
 #[derive(Debug, Deserialize)]
@@ -319,6 +331,9 @@ pub enum StoreSync {
 pub(crate) struct DiscoveryFile {
     /// Which family the metadata advertises: `credential` (default) or `auth`.
     pub family: Option<Family>,
+    /// The base URL of the listener that asks for client certificates, when clients
+    /// reach the issuer elsewhere: advertised as `mtls_endpoint_aliases` (RFC 8705 §5).
+    pub mtls_endpoint_base: Option<String>,
 }
 
 /// `identity:` of the gateway file: the defaults every API gets, and what only the

@@ -1,6 +1,7 @@
 //! Validation of the gateway file (`tollgate.yaml`): listeners, process settings, keys,
 //! caches, logging. Hands the upstreams file to `apis`.
 
+mod listeners;
 mod store;
 mod tokens;
 
@@ -9,10 +10,11 @@ use super::errors::{Errors, Lenient, parse_yaml};
 use super::file::AccessLogFile;
 use super::file::{CacheFile, DurationText, GatewayFile, ServerFile};
 use super::{
-    CacheSettings, Config, ConfigErrors, Family, IdentitySettings, LimitSettings, Listener,
-    LogSettings, ServerSettings, SigningKeySource, SlowClientLimits, StoreSettings, TlsListener,
-    TokenSettings, parse_duration, resolve_path, upstreams,
+    CacheSettings, ClientCertSupport, Config, ConfigErrors, Family, IdentitySettings,
+    LimitSettings, Listener, LogSettings, ServerSettings, SigningKeySource, SlowClientLimits,
+    StoreSettings, TokenSettings, parse_duration, resolve_path, upstreams,
 };
+use listeners::{certificate_clients, listeners};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -63,6 +65,13 @@ pub(super) fn parse(
         }),
         None => upstreams::Catalog::default(),
     };
+    if let Some(p) = &parts.upstreams_file {
+        all.extend(certificate_clients(
+            &catalog,
+            ClientCertSupport::of(&parts.listeners),
+            p,
+        ));
+    }
     if !all.is_empty() {
         return Err(ConfigErrors(all));
     }
@@ -79,6 +88,7 @@ pub(super) fn parse(
         client_auth_cache: parts.client_auth_cache,
         log: parts.log,
         discovery_family: parts.discovery_family,
+        mtls_endpoint_base: parts.mtls_endpoint_base,
         store: parts.store,
         limits: parts.limits,
         dpop: parts.dpop,
@@ -107,6 +117,7 @@ struct Parts {
     client_auth_cache: CacheSettings,
     log: LogSettings,
     discovery_family: Family,
+    mtls_endpoint_base: Option<String>,
     store: StoreSettings,
     limits: LimitSettings,
     dpop: super::DpopSettings,
@@ -237,9 +248,13 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
         start_traces: log_file.start_traces.unwrap_or(false),
     };
 
-    let discovery_family = take(file.discovery, "discovery", errs)
-        .family
-        .unwrap_or(Family::Credential);
+    let discovery = take(file.discovery, "discovery", errs);
+    let discovery_family = discovery.family.unwrap_or(Family::Credential);
+    let mtls_endpoint_base = listeners::mtls_endpoint_base(
+        discovery.mtls_endpoint_base,
+        ClientCertSupport::of(&listeners),
+        errs,
+    );
 
     let store = store(
         take(file.store, "store", errs),
@@ -309,6 +324,7 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
         client_auth_cache,
         log,
         discovery_family,
+        mtls_endpoint_base,
         store,
         limits,
         dpop,
@@ -326,92 +342,6 @@ fn parse_addr(text: &str, path: &str, errs: &mut Errors) -> Option<SocketAddr> {
             None
         }
     }
-}
-
-/// Client connections per listener (`listen[].max_connections`), well under the fd limit
-/// the systemd unit sets.
-const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-
-fn listeners(
-    section: Option<Lenient<Vec<Lenient<super::file::ListenFile>>>>,
-    base_dir: &Path,
-    errs: &mut Errors,
-) -> Vec<Listener> {
-    let Some(section) = section else {
-        return parse_addr(DEFAULT_LISTEN, "listen", errs)
-            .map(|addr| {
-                vec![Listener {
-                    addr,
-                    tls: None,
-                    h2c: false,
-                    max_connections: DEFAULT_MAX_CONNECTIONS,
-                }]
-            })
-            .unwrap_or_default();
-    };
-    let Some(items) = section.take("listen", errs) else {
-        return Vec::new();
-    };
-    if items.is_empty() {
-        errs.push("listen", "at least one listener is needed");
-    }
-    let mut out: Vec<Listener> = Vec::new();
-    for (i, item) in items.into_iter().enumerate() {
-        let path = format!("listen[{i}]");
-        let Some(l) = item.take(&path, errs) else {
-            continue;
-        };
-        let Some(addr) = parse_addr(&l.addr, &format!("{path}.addr"), errs) else {
-            continue;
-        };
-        if out.iter().any(|o| o.addr == addr) {
-            errs.push(format!("{path}.addr"), format!("{addr} is listed twice"));
-            continue;
-        }
-        let tls = l.tls.map(|t| {
-            let cert = resolve_path(base_dir, &t.cert);
-            let key = resolve_path(base_dir, &t.key);
-            for (k, p) in [("cert", &cert), ("key", &key)] {
-                if let Err(e) = std::fs::metadata(p) {
-                    errs.push(
-                        format!("{path}.tls.{k}"),
-                        format!("cannot read {}: {e}", p.display()),
-                    );
-                }
-            }
-            TlsListener {
-                cert,
-                key,
-                http2: t.http2.unwrap_or(true),
-            }
-        });
-        let h2c = l.h2c.unwrap_or(false);
-        if h2c && tls.is_some() {
-            errs.push(
-                format!("{path}.h2c"),
-                "h2c is HTTP/2 without TLS; a TLS listener offers HTTP/2 by ALPN (tls.http2)",
-            );
-        }
-        let max_connections = l.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
-        if max_connections == 0 {
-            errs.push(format!("{path}.max_connections"), "must be at least 1");
-        }
-        out.push(Listener {
-            addr,
-            tls,
-            h2c,
-            max_connections,
-        });
-    }
-    // Pingora's h2c switch covers every plain listener of the proxy at once.
-    let plain: Vec<&Listener> = out.iter().filter(|l| l.tls.is_none()).collect();
-    if plain.iter().any(|l| l.h2c) && plain.iter().any(|l| !l.h2c) {
-        errs.push(
-            "listen",
-            "h2c must be the same on every plain listener (set `h2c: true` on all of them or none)",
-        );
-    }
-    out
 }
 
 fn validate_issuer(text: &str, errs: &mut Errors) -> String {

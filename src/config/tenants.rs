@@ -199,12 +199,14 @@ pub(super) fn tenants(
                             jwt: true,
                             opaque: false,
                             dpop_bound: false,
+                            certificate_bound: false,
                         },
                         secrets,
                         api_keys: Vec::new(),
                         exchange_issuers: Vec::new(),
                         tenant: Some((t.id.clone(), p.id.clone())),
                         browser: Default::default(),
+                        certificate_auth: None,
                     },
                 });
             }

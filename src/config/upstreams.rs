@@ -116,6 +116,7 @@ pub(super) fn parse(
         products: &products,
         pools: &pool_names,
         issuers: &issuer_names,
+        base_dir,
     };
     let issuers = super::issuers::issuers(issuers_parsed, base_dir, &mut errs);
 

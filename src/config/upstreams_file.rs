@@ -436,6 +436,18 @@ pub(crate) struct PolicyFile {
     /// DPoP-bound.
     #[serde(default)]
     pub dpop_bound_access_tokens: bool,
+    /// `tls_client_auth` (RFC 8705 §2.1.2): the certificate's subject, exactly one of these.
+    pub tls_client_auth_subject_dn: Option<String>,
+    pub tls_client_auth_san_dns: Option<String>,
+    pub tls_client_auth_san_uri: Option<String>,
+    pub tls_client_auth_san_ip: Option<String>,
+    pub tls_client_auth_san_email: Option<String>,
+    /// `self_signed_tls_client_auth` (§2.2): the client's certificates.
+    #[serde(default)]
+    pub tls_client_certificates: Vec<PinnedCertificateFile>,
+    /// Every token request comes with a client certificate; its tokens are bound to it.
+    #[serde(default)]
+    pub tls_client_certificate_bound_access_tokens: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -486,6 +498,18 @@ pub(crate) struct CredentialFile {
     /// DPoP-bound.
     #[serde(default)]
     pub dpop_bound_access_tokens: bool,
+    /// `tls_client_auth` (RFC 8705 §2.1.2): the certificate's subject, exactly one of these.
+    pub tls_client_auth_subject_dn: Option<String>,
+    pub tls_client_auth_san_dns: Option<String>,
+    pub tls_client_auth_san_uri: Option<String>,
+    pub tls_client_auth_san_ip: Option<String>,
+    pub tls_client_auth_san_email: Option<String>,
+    /// `self_signed_tls_client_auth` (§2.2): the client's certificates.
+    #[serde(default)]
+    pub tls_client_certificates: Vec<PinnedCertificateFile>,
+    /// Every token request comes with a client certificate; its tokens are bound to it.
+    #[serde(default)]
+    pub tls_client_certificate_bound_access_tokens: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -501,6 +525,18 @@ pub(crate) enum AuthMethodFile {
     ClientSecretBasic,
     ClientSecretPost,
     None,
+    TlsClientAuth,
+    SelfSignedTlsClientAuth,
+}
+
+/// A pinned client certificate: `{ sha256: <64 hex digits> }` or `{ pem: <file> }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PinnedCertificateFile {
+    /// SHA-256 of the certificate's DER.
+    pub sha256: Option<String>,
+    /// A PEM file holding the certificate.
+    pub pem: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

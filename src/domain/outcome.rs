@@ -37,10 +37,13 @@ pub enum Outcome {
     /// as `Bearer` (RFC 9449 §7.2), a certificate-bound one over a connection without
     /// that certificate (RFC 8705 §3), or a bearer token where the API requires DPoP.
     NotSenderConstrained,
+    /// A certificate-bound token (RFC 8705 §3) as `Bearer` over a connection that did not
+    /// present its certificate: refused with a Bearer `invalid_token` challenge.
+    CertificateMismatch,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 19] = [
+    pub const ALL: [Outcome; 20] = [
         Outcome::Ok,
         Outcome::Missing,
         Outcome::Malformed,
@@ -60,6 +63,7 @@ impl Outcome {
         Outcome::DpopProof,
         Outcome::DpopNonce,
         Outcome::NotSenderConstrained,
+        Outcome::CertificateMismatch,
     ];
 
     pub fn label(self) -> &'static str {
@@ -83,6 +87,7 @@ impl Outcome {
             Outcome::DpopProof => "dpop_proof",
             Outcome::DpopNonce => "dpop_nonce",
             Outcome::NotSenderConstrained => "not_sender_constrained",
+            Outcome::CertificateMismatch => "certificate_mismatch",
         }
     }
 
@@ -108,6 +113,9 @@ impl Outcome {
             Outcome::DpopNonce => "The DPoP proof must carry the nonce the server provides",
             Outcome::NotSenderConstrained => {
                 "The access token is not presented with the key or certificate it is bound to"
+            }
+            Outcome::CertificateMismatch => {
+                "The access token is bound to a client certificate this connection did not present"
             }
         }
     }

@@ -51,8 +51,11 @@ pub async fn check(
         None if dpop_scheme || api.dpop_required => Err(Outcome::NotSenderConstrained),
         None => Ok(()),
         Some(Confirmation::X5tS256(cert)) => {
-            if dpop_scheme || channel.client_cert != Some(cert) {
+            if dpop_scheme {
                 return Err(Outcome::NotSenderConstrained);
+            }
+            if channel.client_cert != Some(cert) {
+                return Err(Outcome::CertificateMismatch);
             }
             Ok(())
         }

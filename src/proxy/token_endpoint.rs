@@ -81,7 +81,14 @@ impl Gateway {
         } else {
             Bytes::new()
         };
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let ssl = session.digest().and_then(|d| d.ssl_digest.as_deref());
+        let tls = ssl.is_some();
+        // What the handshake learned of the client certificate (server::tls), on a
+        // listener that asks for one.
+        let client_cert = ssl.and_then(|d| {
+            d.extension
+                .get::<crate::domain::certificate::ClientCertificate>()
+        });
         let req = session.req_header();
         let dpop = crate::dpop::single_proof(&req.headers);
         let cookies: Vec<&str> = req
@@ -124,6 +131,7 @@ impl Gateway {
                     dpop,
                     host: request_host(req),
                     path: req.uri.path(),
+                    client_cert,
                 },
             )
             .await;

@@ -24,7 +24,8 @@ pub(super) struct Target<'a> {
     pub api: Option<&'a ApiInfo>,
     pub grants: &'static [GrantType],
     pub label: &'static str,
-    /// The DPoP key the request proved: the issued tokens are bound to it.
+    /// What the issued tokens are bound to: the DPoP key the request proved, or its
+    /// client certificate (`binding::binding`).
     pub cnf: Option<Confirmation>,
 }
 
@@ -115,7 +116,7 @@ impl TokenService {
         let now = unix_now();
         // The proof first: it is cheap to check, and a nonce challenge should not wait
         // for the client's secret to be checked.
-        t.cnf = self.proven_key(req, now).await?;
+        let proven = self.proven_key(req, now).await?;
         let presented = Self::presented(req, &form)?;
         if via == Via::Url
             && !self
@@ -140,10 +141,8 @@ impl TokenService {
                 SecretRule::PublicAllowed
             }
         };
-        let client = self
-            .authenticate(t.family, &presented, rule, req.client_ip)
-            .await?;
-        Self::require_proof(&client, t.cnf)?;
+        let client = self.authenticate(t.family, &presented, rule, req).await?;
+        t.cnf = super::binding::binding(&client, proven, req.client_cert)?;
         if !client.grant_types.contains(&grant) {
             return Err(OAuthError::new(
                 ErrorCode::UnauthorizedClient,

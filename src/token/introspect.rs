@@ -85,7 +85,7 @@ impl TokenService {
     ) -> Result<Reply, OAuthError> {
         let (form, presented) = Self::form_request(req)?;
         let caller = self
-            .authenticate(family, &presented, SecretRule::Required, req.client_ip)
+            .authenticate(family, &presented, SecretRule::Required, req)
             .await?;
         let token = form.require("token")?;
         let now = unix_now();

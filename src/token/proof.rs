@@ -5,7 +5,6 @@
 
 use super::error::{ErrorCode, OAuthError};
 use super::{Reply, TokenRequest, TokenService};
-use crate::catalog::registry::Client;
 use crate::domain::cnf::Confirmation;
 use crate::dpop::{Expect, Refused};
 
@@ -47,20 +46,6 @@ impl TokenService {
             )),
             Err(r) => Err(invalid_proof(r.description())),
         }
-    }
-
-    /// A client registered with `dpop_bound_access_tokens` gets no token without a proof
-    /// (RFC 9449 §5.2).
-    pub(super) fn require_proof(
-        client: &Client,
-        proven: Option<Confirmation>,
-    ) -> Result<(), OAuthError> {
-        if client.token.dpop_bound && proven.is_none() {
-            return Err(invalid_proof(
-                "this client must send a DPoP proof with every token request",
-            ));
-        }
-        Ok(())
     }
 
     /// RFC 9728 metadata of a protected API, with the DPoP members of RFC 9449 §5.1.

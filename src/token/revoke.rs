@@ -28,7 +28,7 @@ impl TokenService {
     ) -> Result<Reply, OAuthError> {
         let (form, presented) = Self::form_request(req)?;
         let client = self
-            .authenticate(family, &presented, SecretRule::PublicAllowed, req.client_ip)
+            .authenticate(family, &presented, SecretRule::PublicAllowed, req)
             .await?;
         let token = form.require("token")?;
         // token_type_hint only says where to look first; every kind is looked up anyway.

@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod dpop;
+pub mod mtls;
 pub mod nginx;
 pub mod node;
 pub mod oauth;

@@ -9,23 +9,24 @@
 //! hold up the commands queued behind it. Every call has a timeout, so a Redis that hangs
 //! (SIGSTOP, a full network buffer) gives errors, not stuck requests.
 
+mod feed;
 mod scripts;
 mod wire;
 
 use super::{
-    Consumed, Cursor, Digest, Ephemeral, Feed, KeySetDoc, Revocation, RevocationTarget, Revoke,
-    Rotation, Store, StoreError, TokenRecord,
+    Consumed, Cursor, Digest, Ephemeral, Feed, KeySetDoc, Revoke, Rotation, Store, StoreError,
+    TokenRecord,
 };
 use crate::config::RedisSettings;
 use crate::domain::ids::GrantId;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use ::redis::{AsyncConnectionConfig, Client, Value};
+use ::redis::{AsyncConnectionConfig, Client};
 use async_trait::async_trait;
 use scripts::Scripts;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wire::{StreamId, hex};
+use wire::hex;
 
 fn redis_error(op: &'static str) -> impl FnOnce(::redis::RedisError) -> StoreError {
     move |e| StoreError::Redis {
@@ -143,115 +144,6 @@ impl RedisStore {
             }),
         }
     }
-
-    /// The stream's state, to tell whether a cursor can be followed.
-    async fn feed_position(
-        conn: &mut MultiplexedConnection,
-        stream: &str,
-    ) -> ::redis::RedisResult<wire::StreamInfo> {
-        let info: ::redis::RedisResult<Value> = ::redis::cmd("XINFO")
-            .arg("STREAM")
-            .arg(stream)
-            .query_async(conn)
-            .await;
-        match info {
-            Ok(v) => Ok(wire::StreamInfo::from_value(&v)),
-            // No stream yet: nothing was ever revoked.
-            Err(e) if e.to_string().contains("no such key") => Ok(wire::StreamInfo::default()),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn full_set(
-        conn: &mut MultiplexedConnection,
-        prefix: &str,
-        now: i64,
-    ) -> ::redis::RedisResult<Vec<Revocation>> {
-        let v: Value = ::redis::cmd("ZRANGE")
-            .arg(format!("{prefix}revoked"))
-            .arg(now)
-            .arg("+inf")
-            .arg("BYSCORE")
-            .arg("WITHSCORES")
-            .query_async(conn)
-            .await?;
-        Ok(wire::scored_members(&v)
-            .into_iter()
-            .filter_map(|(member, score)| {
-                Some(Revocation {
-                    target: RevocationTarget::decode(&member)?,
-                    until: score.filter(|s| s.is_finite()).map(|s| s as i64),
-                })
-            })
-            .collect())
-    }
-}
-
-/// Read the feed after `cursor` on `conn` (fresh: just connected, so continuity is
-/// checked first).
-async fn read_feed(
-    conn: &mut MultiplexedConnection,
-    fresh: bool,
-    prefix: &str,
-    cursor: &Cursor,
-    wait: Duration,
-    now: i64,
-) -> ::redis::RedisResult<Feed> {
-    let stream = format!("{prefix}feed");
-    let from = cursor.0.as_deref().and_then(StreamId::parse);
-    let gap = match (&from, fresh) {
-        (None, _) => true,
-        (Some(_), false) => false,
-        (Some(at), true) => {
-            let info = RedisStore::feed_position(conn, &stream).await?;
-            if info.last_generated < *at {
-                log::warn!(
-                    "the Redis store has fewer revocations than this node saw (restarted without persistence, or flushed); \
-                     revocations only this node remembers are kept, and written nowhere"
-                );
-                true
-            } else if info.lost_after(*at) {
-                log::info!(
-                    "revocations were trimmed from the feed while this node was away; reading the whole set"
-                );
-                true
-            } else {
-                false
-            }
-        }
-    };
-    if gap {
-        // Position first, then the set: what is revoked in between is read again next time.
-        let info = RedisStore::feed_position(conn, &stream).await?;
-        let revocations = RedisStore::full_set(conn, prefix, now).await?;
-        return Ok(Feed {
-            revocations,
-            next: Cursor(Some(info.last_generated.to_string())),
-            full: true,
-        });
-    }
-    let Some(at) = from else {
-        return Ok(Feed::default());
-    };
-    let reply: Value = ::redis::cmd("XREAD")
-        .arg("COUNT")
-        .arg(1000)
-        .arg("BLOCK")
-        .arg(wait.as_millis().max(1) as u64)
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(at.to_string())
-        .query_async(conn)
-        .await?;
-    let (entries, last) = wire::stream_entries(&reply);
-    Ok(Feed {
-        revocations: entries
-            .into_iter()
-            .filter(|r| r.until.is_none_or(|u| u >= now))
-            .collect(),
-        next: Cursor(Some(last.map_or(at, |l| l.max(at)).to_string())),
-        full: false,
-    })
 }
 
 #[async_trait]
@@ -411,7 +303,7 @@ impl Store for RedisStore {
             };
             let result = tokio::time::timeout(
                 wait + timeout * 2,
-                read_feed(conn, fresh, &prefix, &cursor, wait, now),
+                feed::read_feed(conn, fresh, &prefix, &cursor, wait, now),
             )
             .await;
             match result {

@@ -178,4 +178,21 @@ fn main() {
         per(rss_before, rss_after),
         rss_after.saturating_sub(rss_before) / 1024
     );
+
+    // DPoP proof ids remembered per node (`dpop.replay: per_node`): n distinct proofs of
+    // one key within one window.
+    let window = tollgate::dpop::replay::ReplayWindow::new(60, 2 * n);
+    let jkt = [7u8; 32];
+    let heap_before = allocated();
+    for i in 0..n {
+        let jti = format!("{i:022}");
+        let seen = window.remember(&jkt, &jti, 1_000);
+        assert_eq!(seen, tollgate::dpop::replay::Seen::First);
+    }
+    let heap_after = allocated();
+    println!(
+        "cache_memory: heap bytes per remembered DPoP proof id: {:.1} ({} ids)",
+        per(heap_before, heap_after),
+        window.len()
+    );
 }

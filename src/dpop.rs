@@ -110,7 +110,9 @@ pub struct Dpop {
     /// Seconds a proof's `iat` may lie in the future (`tokens.leeway`).
     leeway: i64,
     keys: moka::sync::Cache<u64, Arc<ProofKey>>,
-    hasher: std::hash::RandomState,
+    /// Hashes a proof header to its key-cache slot; a hit is compared in full, so this
+    /// needs speed, not collision resistance.
+    hasher: foldhash::fast::RandomState,
     replay: ReplayWindow,
     nonces: Nonces,
     store: Arc<dyn Store>,
@@ -147,7 +149,7 @@ impl Dpop {
             settings,
             leeway: leeway.as_secs() as i64,
             keys: moka::sync::Cache::new(KEY_CACHE),
-            hasher: std::hash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             store,
             counters: [0, 1].map(|at| {
                 RESULTS.map(|result| counter.with_label_values(&[["token", "api"][at], result]))

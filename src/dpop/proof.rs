@@ -251,10 +251,15 @@ impl<'a> Origin<'a> {
 /// The parts of an `htu` that are compared (RFC 9449 §4.3 check 9: without query and
 /// fragment): its origin, and its path (`/` when empty).
 pub fn split_htu(htu: &str) -> Option<(Origin<'_>, &str)> {
-    let (scheme, rest) = htu.split_once("://")?;
-    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    // Byte scans: `:`, `/`, `?` and `#` are ASCII, so every index is a char boundary.
+    let colon = htu.bytes().position(|b| b == b':')?;
+    let (scheme, rest) = (&htu[..colon], htu[colon..].strip_prefix("://")?);
+    let end = rest
+        .bytes()
+        .position(|b| b == b'?' || b == b'#')
+        .unwrap_or(rest.len());
     let rest = &rest[..end];
-    let (authority, path) = match rest.find('/') {
+    let (authority, path) = match rest.bytes().position(|b| b == b'/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };

@@ -31,7 +31,9 @@ pub struct ReplayWindow {
     window: i64,
     per_shard: usize,
     entries: AtomicUsize,
-    hashers: (std::hash::RandomState, std::hash::RandomState),
+    /// Two independently seeded hashes make an id's 128 bits. A collision could only
+    /// refuse a proof as replayed, never accept one.
+    hashers: (foldhash::fast::RandomState, foldhash::fast::RandomState),
 }
 
 impl ReplayWindow {

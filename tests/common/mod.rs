@@ -10,6 +10,8 @@ pub mod mtls;
 pub mod nginx;
 pub mod node;
 pub mod oauth;
+mod ports;
+pub use ports::free_port;
 pub mod redis;
 
 use aws_lc_rs::rand::SystemRandom;
@@ -104,15 +106,6 @@ async fn echo(
         hyper::header::HeaderValue::from_static("application/json"),
     );
     Ok(resp)
-}
-
-/// A loopback port nobody listens on right now: bound on 127.0.0.1:0, then released.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// argon2id hash with small parameters, so tests do not spend seconds hashing.

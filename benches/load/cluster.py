@@ -44,26 +44,6 @@ def redis_args(port):
             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
 
 
-def redis_cli(port, *args):
-    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True,
-                          text=True).stdout.strip()
-
-
-def redis_commands(port):
-    for line in redis_cli(port, "INFO", "stats").splitlines():
-        if line.startswith("total_commands_processed:"):
-            return int(line.split(":")[1])
-    return 0
-
-
-def wait_redis(port):
-    deadline = time.monotonic() + 30
-    while redis_cli(port, "PING") != "PONG":
-        if time.monotonic() > deadline:
-            raise SystemExit("redis-server did not start")
-        time.sleep(0.05)
-
-
 def node_conf(name, port, mport, upstreams, store):
     state = os.path.join(h.WORK, f"{name}-state")
     os.makedirs(state, exist_ok=True)
@@ -206,7 +186,7 @@ def run(args, procs):
     h.wait_http(ports["up"])
     redis = h.Proc("redis", redis_args(ports["redis"]), h.LOAD_CPU)
     procs.append(redis)
-    wait_redis(ports["redis"])
+    h.wait_redis(ports["redis"])
 
     secret_hash = h.bench_secret_hash()
     upstreams = h.write("upstreams.yaml", h.tollgate_upstreams(ports["up"], secret_hash))
@@ -292,13 +272,13 @@ def run(args, procs):
     for label, token in (("JWT", jwt), ("opaque", opaque)):
         h.wrk(f"http://127.0.0.1:{ports['a']}/api/x", 1, 1,
               headers=[f"Authorization: Bearer {token}"])
-        before, t0 = redis_commands(ports["redis"]), time.monotonic()
+        before, t0 = h.redis_commands(ports["redis"]), time.monotonic()
         time.sleep(3)
-        idle = (redis_commands(ports["redis"]) - before - 1) / (time.monotonic() - t0)
-        before, t0 = redis_commands(ports["redis"]), time.monotonic()
+        idle = (h.redis_commands(ports["redis"]) - before - 1) / (time.monotonic() - t0)
+        before, t0 = h.redis_commands(ports["redis"]), time.monotonic()
         res = h.wrk(f"http://127.0.0.1:{ports['a']}/api/x", c, 3,
                     headers=[f"Authorization: Bearer {token}"])
-        busy = redis_commands(ports["redis"]) - before - 1
+        busy = h.redis_commands(ports["redis"]) - before - 1
         extra = busy - idle * (time.monotonic() - t0)
         rt[label] = {"requests": res["requests"], "commands": busy,
                      "idle_commands_per_s": idle,
@@ -336,11 +316,11 @@ def run(args, procs):
     # tokens of the rounds above): the gateway cannot do better than that moment.
     ready_at = None
     while time.time() < restart_at + 14:
-        if redis_cli(ports["redis"], "ping") == "PONG":
+        if h.redis_cli(ports["redis"], "ping") == "PONG":
             ready_at = time.time()
             break
         time.sleep(0.02)
-    keys = redis_cli(ports["redis"], "dbsize")
+    keys = h.redis_cli(ports["redis"], "dbsize")
     for t in threads:
         t.join()
     results["redis_killed"] = {

@@ -154,18 +154,6 @@ log:
 """
 
 
-def redis_cli(port, *args):
-    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True,
-                          text=True).stdout.strip()
-
-
-def redis_commands(port):
-    for line in redis_cli(port, "INFO", "stats").splitlines():
-        if line.startswith("total_commands_processed:"):
-            return int(line.split(":")[1])
-    return 0
-
-
 # ---------------------------------------------------------------------------------------
 # Proofs and tokens
 
@@ -327,14 +315,14 @@ class Scenario:
 
     def run(self, conns, duration):
         before = h.scrape_metrics(self.mport)
-        cmds = redis_commands(self.redis_port) if self.redis_port else None
+        cmds = h.redis_commands(self.redis_port) if self.redis_port else None
         kw = dict(method=self.method, auth=self.auth, body=self.body)
         if self.kind == "proof":
             kw.update(lines=self.file, header="DPoP")
         elif self.kind == "fresh":
             kw.update(lines=self.file, header="Authorization", prefix="Bearer ")
         res = lua_wrk(self.port, self.path, conns, duration, **kw)
-        cmds = redis_commands(self.redis_port) - cmds if self.redis_port else None
+        cmds = h.redis_commands(self.redis_port) - cmds if self.redis_port else None
         after = h.scrape_metrics(self.mport)
         d = {}
         for at in ("api", "token"):
@@ -519,11 +507,7 @@ def run(args, procs):
         procs.append(h.Proc("redis", ["redis-server", "--port", str(ports["redis"]), "--bind",
                                       "127.0.0.1", "--dir", h.WORK, "--save", "",
                                       "--appendonly", "no"], h.LOAD_CPU))
-        deadline = time.monotonic() + 30
-        while redis_cli(ports["redis"], "PING") != "PONG":
-            if time.monotonic() > deadline:
-                raise SystemExit("redis-server did not start")
-            time.sleep(0.05)
+        h.wait_redis(ports["redis"])
         for name, replay in (("rn", "per_node"), ("rc", "cluster")):
             c = h.write(f"tollgate-redis-{replay}.yaml", redis_node_conf(
                 f"redis-{replay}", ports[name], ports[name + "m"], upstreams_file,

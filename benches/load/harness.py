@@ -213,6 +213,27 @@ def start_nginx_upstream(procs):
 METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 
+# Redis, for the cluster and DPoP-replay harnesses.
+def redis_cli(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def redis_commands(port):
+    for line in redis_cli(port, "INFO", "stats").splitlines():
+        if line.startswith("total_commands_processed:"):
+            return int(line.split(":")[1])
+    return 0
+
+
+def wait_redis(port):
+    deadline = time.monotonic() + 30
+    while redis_cli(port, "PING") != "PONG":
+        if time.monotonic() > deadline:
+            raise SystemExit("redis-server did not start")
+        time.sleep(0.05)
+
+
 def scrape_metrics(metrics_port):
     """Every series of the gateway's Prometheus text, by full series name."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",

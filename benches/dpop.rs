@@ -23,7 +23,7 @@ use tollgate::config::{DpopSettings, StoreSync};
 use tollgate::domain::clock::unix_now;
 use tollgate::domain::jose::JwsAlg;
 use tollgate::dpop::client::{ClientKey, generate_key};
-use tollgate::dpop::{Dpop, Expect, proof};
+use tollgate::dpop::{At, Dpop, Expect, proof};
 use tollgate::store::sqlite::SqliteStore;
 
 const URL: &str = "http://127.0.0.1:8080/orders/1";
@@ -44,7 +44,8 @@ fn dpop(c: &mut Criterion) {
         None,
         store,
         metrics,
-    );
+    )
+    .unwrap();
     let key = ClientKey::from_pem(&generate_key().unwrap()).unwrap();
     // Hashed once per token, when it is validated.
     let ath = proof::token_hash(TOKEN);
@@ -61,13 +62,13 @@ fn dpop(c: &mut Criterion) {
             .unwrap()
     };
     // The key cache is warm, as for every proof of a client after its first.
-    block_on(dpop.check(&fresh(), &expect, unix_now(), "api")).expect("a valid proof");
+    block_on(dpop.check(&fresh(), &expect, unix_now(), At::Api)).expect("a valid proof");
 
     let mut group = c.benchmark_group("dpop");
     group.bench_function("check/ES256", |b| {
         b.iter_batched(
             fresh,
-            |p| block_on(dpop.check(black_box(&p), &expect, unix_now(), "api")),
+            |p| block_on(dpop.check(black_box(&p), &expect, unix_now(), At::Api)),
             BatchSize::SmallInput,
         )
     });

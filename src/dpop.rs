@@ -68,6 +68,13 @@ pub struct Expect<'a> {
     pub nonce: bool,
 }
 
+/// Where a proof is checked: the `at` label of `tollgate_dpop_proofs_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    TokenEndpoint,
+    Api,
+}
+
 /// Why a proof is not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -133,11 +140,11 @@ impl Dpop {
         nonce_secret: Option<&[u8; 32]>,
         store: Arc<dyn Store>,
         counter: IntCounterVec,
-    ) -> Self {
+    ) -> Result<Self, nonce::NoRandomness> {
         let window = settings.proof_max_age.as_secs() as i64 + leeway.as_secs() as i64;
-        Self {
+        Ok(Self {
             replay: ReplayWindow::new(window, settings.replay_cache_entries),
-            nonces: Nonces::new(nonce_secret, settings.nonce_lifetime),
+            nonces: Nonces::new(nonce_secret, settings.nonce_lifetime)?,
             algs: settings
                 .algorithms
                 .iter()
@@ -151,10 +158,9 @@ impl Dpop {
             keys: moka::sync::Cache::new(KEY_CACHE),
             hasher: foldhash::fast::RandomState::default(),
             store,
-            counters: [0, 1].map(|at| {
-                RESULTS.map(|result| counter.with_label_values(&[["token", "api"][at], result]))
-            }),
-        }
+            counters: ["token", "api"]
+                .map(|at| RESULTS.map(|result| counter.with_label_values(&[at, result]))),
+        })
     }
 
     pub fn settings(&self) -> &DpopSettings {
@@ -180,21 +186,21 @@ impl Dpop {
         self.replay.len()
     }
 
-    /// Check `proof` for the request `e` at `now`, counting the result under `at`
-    /// (`token` or `api`); the thumbprint of its key when it is accepted.
+    /// Check `proof` for the request `e` at `now`, counting the result under `at`; the
+    /// thumbprint of its key when it is accepted.
     pub async fn check(
         &self,
         proof: &str,
         e: &Expect<'_>,
         now: i64,
-        at: &'static str,
+        at: At,
     ) -> Result<[u8; 32], Refused> {
         let result = self.verify(proof, e, now).await;
         let i = match result {
             Ok(_) => 0,
             Err(r) => r.index(),
         };
-        self.counters[usize::from(at == "api")][i].inc();
+        self.counters[at as usize][i].inc();
         result
     }
 

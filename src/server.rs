@@ -55,6 +55,8 @@ pub enum StartError {
     Keys(#[from] KeyError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Randomness(#[from] crate::dpop::nonce::NoRandomness),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -384,7 +386,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         config.store.key_encryption.as_ref().map(|k| k.expose()),
         store.clone(),
         metrics.dpop_proofs.clone(),
-    ));
+    )?);
     let gate = Arc::new(Gatekeeper {
         catalog: catalog.clone(),
         auth: auth.clone(),

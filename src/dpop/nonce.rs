@@ -8,13 +8,21 @@ use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
+/// The system gave no randomness for a per-process nonce key.
+#[derive(Debug, thiserror::Error)]
+#[error("no randomness available for the DPoP nonce key")]
+pub struct NoRandomness;
+
 pub struct Nonces {
     key: hmac::Key,
     step: i64,
 }
 
 impl Nonces {
-    pub fn new(secret: Option<&[u8; 32]>, lifetime: std::time::Duration) -> Self {
+    pub fn new(
+        secret: Option<&[u8; 32]>,
+        lifetime: std::time::Duration,
+    ) -> Result<Self, NoRandomness> {
         let key = match secret {
             Some(s) => {
                 // A key of its own, derived from the shared one (key separation).
@@ -26,24 +34,14 @@ impl Nonces {
             }
             None => {
                 let mut bytes = [0u8; 32];
-                if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-                    // Without randomness nothing is issued anyway; a fixed key would
-                    // only make nonces guessable, so the time is mixed in.
-                    bytes[..16].copy_from_slice(
-                        &std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .unwrap_or_default()
-                            .as_nanos()
-                            .to_le_bytes(),
-                    );
-                }
+                aws_lc_rs::rand::fill(&mut bytes).map_err(|_| NoRandomness)?;
                 hmac::Key::new(hmac::HMAC_SHA256, &bytes)
             }
         };
-        Self {
+        Ok(Self {
             key,
             step: (lifetime.as_secs() as i64 / 2).max(1),
-        }
+        })
     }
 
     fn make(&self, step: i64) -> String {
@@ -88,15 +86,27 @@ mod tests {
 
     #[test]
     fn a_nonce_lives_one_to_two_steps_and_only_for_its_key() {
-        let n = Nonces::new(Some(&[1; 32]), Duration::from_secs(300));
+        let n = Nonces::new(Some(&[1; 32]), Duration::from_secs(300)).unwrap();
         let made = n.current(1_000_000);
         assert!(n.valid(&made, 1_000_000));
         assert!(n.valid(&made, 1_000_000 + 150));
         assert!(!n.valid(&made, 1_000_000 + 300));
         // A node with the same shared key accepts it; one with another does not.
-        assert!(Nonces::new(Some(&[1; 32]), Duration::from_secs(300)).valid(&made, 1_000_000));
-        assert!(!Nonces::new(Some(&[2; 32]), Duration::from_secs(300)).valid(&made, 1_000_000));
-        assert!(!Nonces::new(None, Duration::from_secs(300)).valid(&made, 1_000_000));
+        assert!(
+            Nonces::new(Some(&[1; 32]), Duration::from_secs(300))
+                .unwrap()
+                .valid(&made, 1_000_000)
+        );
+        assert!(
+            !Nonces::new(Some(&[2; 32]), Duration::from_secs(300))
+                .unwrap()
+                .valid(&made, 1_000_000)
+        );
+        assert!(
+            !Nonces::new(None, Duration::from_secs(300))
+                .unwrap()
+                .valid(&made, 1_000_000)
+        );
         assert!(!n.valid("", 1_000_000));
         assert!(!n.valid(&made[1..], 1_000_000));
         let mut forged = made.into_bytes();

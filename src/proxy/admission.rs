@@ -287,7 +287,7 @@ impl Gatekeeper {
             CacheUse::Skipped => {}
         }
         let principal = checked.result.map_err(|o| Denied::Credential(o, None))?;
-        sender::check(&self.dpop, &principal, dpop_scheme, req, api, channel)
+        sender::check(&self.dpop, &principal, dpop_scheme, req, api, channel, now)
             .await
             .map_err(|o| Denied::Credential(o, None))?;
         let denied = |d| match d {

@@ -6,7 +6,7 @@
 use crate::auth::Principal;
 use crate::domain::cnf::Confirmation;
 use crate::domain::outcome::Outcome;
-use crate::dpop::{Dpop, Expect, Refused, single_proof};
+use crate::dpop::{At, Dpop, Expect, Refused, single_proof};
 use crate::routes::Api;
 use pingora::http::RequestHeader;
 
@@ -46,6 +46,7 @@ pub async fn check(
     req: &RequestHeader,
     api: &Api,
     channel: Channel,
+    now: i64,
 ) -> Result<(), Outcome> {
     match principal.cnf {
         None if dpop_scheme || api.dpop_required => Err(Outcome::NotSenderConstrained),
@@ -76,8 +77,7 @@ pub async fn check(
                 ath: Some(principal.ath.as_deref().unwrap_or_default()),
                 nonce: dpop.settings().nonce_at_resources,
             };
-            let now = crate::domain::clock::unix_now();
-            match dpop.check(proof, &expect, now, "api").await {
+            match dpop.check(proof, &expect, now, At::Api).await {
                 Ok(proven) if proven == jkt => Ok(()),
                 Ok(_) => Err(Outcome::DpopProof),
                 Err(Refused::Nonce) => Err(Outcome::DpopNonce),

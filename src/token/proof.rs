@@ -6,7 +6,7 @@
 use super::error::{ErrorCode, OAuthError};
 use super::{Reply, TokenRequest, TokenService};
 use crate::domain::cnf::Confirmation;
-use crate::dpop::{Expect, Refused};
+use crate::dpop::{At, Expect, Refused};
 
 pub(super) fn invalid_proof(description: &'static str) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidDpopProof, description)
@@ -33,7 +33,11 @@ impl TokenService {
             ath: None,
             nonce: self.dpop.settings().nonce_at_token_endpoints,
         };
-        match self.dpop.check(proof, &expect, now, "token").await {
+        match self
+            .dpop
+            .check(proof, &expect, now, At::TokenEndpoint)
+            .await
+        {
             Ok(jkt) => Ok(Some(Confirmation::Jkt(jkt))),
             Err(Refused::Nonce) => {
                 let mut e = OAuthError::new(ErrorCode::UseDpopNonce, Refused::Nonce.description());

@@ -37,10 +37,14 @@ pub enum StoreOp {
     Purge,
     KeySet,
     Ephemeral,
+    /// Provisioned records: writes and lookups.
+    Record,
+    /// The provisioned records' feed (blocks while it waits: errors only, no duration).
+    RecordFeed,
 }
 
 impl StoreOp {
-    pub const ALL: [StoreOp; 9] = [
+    pub const ALL: [StoreOp; 11] = [
         StoreOp::Ping,
         StoreOp::Insert,
         StoreOp::Get,
@@ -50,6 +54,8 @@ impl StoreOp {
         StoreOp::Purge,
         StoreOp::KeySet,
         StoreOp::Ephemeral,
+        StoreOp::Record,
+        StoreOp::RecordFeed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -63,6 +69,8 @@ impl StoreOp {
             StoreOp::Purge => "purge",
             StoreOp::KeySet => "key_set",
             StoreOp::Ephemeral => "ephemeral",
+            StoreOp::Record => "record",
+            StoreOp::RecordFeed => "record_feed",
         }
     }
 }

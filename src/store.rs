@@ -1,8 +1,10 @@
 //! Durable state behind one trait: refresh tokens and opaque access tokens (kept only as
 //! SHA-256 digests), revocations and the feed that tells every process about them, the
-//! signing key set, and short-lived records (authorization codes, login flows, sessions,
-//! used token ids). The embedded default is SQLite (`sqlite`); a cluster shares Redis
-//! (`redis`). `instrumented` wraps either with metrics, timeouts' logging and up/down state.
+//! signing key set, short-lived records (authorization codes, login flows, sessions, used
+//! token ids), and records provisioned at run time (credentials, subscriptions) with the
+//! change feed every node mirrors them from. The embedded default is SQLite (`sqlite`); a
+//! cluster shares Redis (`redis`). `instrumented` wraps either with metrics, timeouts'
+//! logging and up/down state.
 
 pub mod instrumented;
 pub mod redis;
@@ -261,6 +263,8 @@ pub enum Ephemeral {
     UsedSubjectToken,
     /// DPoP proof ids already used (RFC 9449 §11.1), by digest of key thumbprint + `jti`.
     DpopProof,
+    /// Initial access tokens of dynamic client registration (RFC 7591 §3), by digest.
+    InitialAccessToken,
 }
 
 impl Ephemeral {
@@ -271,6 +275,7 @@ impl Ephemeral {
             Ephemeral::Session => 3,
             Ephemeral::UsedSubjectToken => 4,
             Ephemeral::DpopProof => 5,
+            Ephemeral::InitialAccessToken => 6,
         }
     }
 
@@ -281,6 +286,7 @@ impl Ephemeral {
             Ephemeral::Session => "session",
             Ephemeral::UsedSubjectToken => "subject",
             Ephemeral::DpopProof => "dpop",
+            Ephemeral::InitialAccessToken => "registration",
         }
     }
 }
@@ -294,6 +300,71 @@ pub enum Consumed {
     Again(Vec<u8>),
     /// Unknown or expired.
     Missing,
+}
+
+/// Kinds of record provisioned at run time (the admin API), each its own namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    Credential,
+    Subscription,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 2] = [RecordKind::Credential, RecordKind::Subscription];
+
+    /// Stable: written to the SQLite file and to Redis keys.
+    pub fn code(self) -> u8 {
+        match self {
+            RecordKind::Credential => 1,
+            RecordKind::Subscription => 2,
+        }
+    }
+
+    /// `None`: a kind this tollgate does not know (written by a newer one).
+    pub fn from_code(c: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.code() == c)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RecordKind::Credential => "credential",
+            RecordKind::Subscription => "subscription",
+        }
+    }
+}
+
+/// A provisioned record as stored. `doc: None` is a deletion (a tombstone) that the feed
+/// reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub kind: RecordKind,
+    pub name: String,
+    /// Its place in the store-wide sequence of record changes.
+    pub version: u64,
+    /// Opaque to the store (the admin API writes JSON).
+    pub doc: Option<Vec<u8>>,
+}
+
+/// What a conditional write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Written; the record's new version.
+    Done { version: u64 },
+    /// The record's version was not the expected one: nothing written. `current`: its live
+    /// version, `None` when there is no live record.
+    Conflict { current: Option<u64> },
+}
+
+/// A step of the record feed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordFeed {
+    /// Records after the cursor in version order (tombstones included), or, when `full`,
+    /// every live record.
+    pub records: Vec<Record>,
+    /// The store cannot continue from the cursor (its sequence is behind it: Redis flushed
+    /// or restored, a file replaced): `records` is the whole live set and the follower
+    /// replaces its mirror with it, then continues from the greatest version in it.
+    pub full: bool,
 }
 
 /// The store could not do what was asked; callers answer 503 `temporarily_unavailable`.
@@ -457,6 +528,43 @@ pub trait Store: Send + Sync {
     ) -> Result<Consumed, StoreError>;
 
     async fn delete_ephemeral(&self, kind: Ephemeral, key: &Digest) -> Result<(), StoreError>;
+
+    /// Write `doc` under (kind, name) if the record's live version is `expected` (`None`:
+    /// no live record, i.e. absent or deleted). Every write, put or delete, takes the next
+    /// number of one store-wide sequence as its version, so versions order all changes of
+    /// all kinds.
+    async fn put_record(
+        &self,
+        kind: RecordKind,
+        name: &str,
+        expected: Option<u64>,
+        doc: Vec<u8>,
+    ) -> Result<Written, StoreError>;
+
+    /// Delete the live record if its version is `expected`, leaving a tombstone under a new
+    /// version for the feed (`Conflict { current: None }` when there is no live record).
+    async fn delete_record(
+        &self,
+        kind: RecordKind,
+        name: &str,
+        expected: u64,
+    ) -> Result<Written, StoreError>;
+
+    /// The live record, if any.
+    async fn get_record(&self, kind: RecordKind, name: &str) -> Result<Option<Record>, StoreError>;
+
+    /// Records whose version is greater than `after`, oldest first, at most `limit` (a
+    /// `limit` of 0 counts as 1): the caller reads again until it gets fewer. When there is
+    /// none yet, waits up to `wait` for one (Redis: a blocking read on its own connection,
+    /// as the revocation feed does; SQLite: polling the file about every 50 ms, so writes
+    /// by other processes on the same file are seen). Records of kinds this tollgate does
+    /// not know are passed over.
+    async fn records_after(
+        &self,
+        after: u64,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<RecordFeed, StoreError>;
 }
 
 #[cfg(test)]

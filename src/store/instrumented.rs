@@ -3,8 +3,8 @@
 //! comes back (not one per failed request, which under load would flood the log).
 
 use super::{
-    Consumed, Cursor, Digest, Ephemeral, Feed, KeySetDoc, Revoke, Rotation, Store, StoreError,
-    TokenRecord,
+    Consumed, Cursor, Digest, Ephemeral, Feed, KeySetDoc, Record, RecordFeed, RecordKind, Revoke,
+    Rotation, Store, StoreError, TokenRecord, Written,
 };
 use crate::metrics::{StoreMetrics, StoreOp};
 use async_trait::async_trait;
@@ -47,8 +47,8 @@ impl<S: Store> Instrumented<S> {
     ) -> Result<T, StoreError> {
         let start = Instant::now();
         let result = call.await;
-        // The feed blocks on purpose while waiting for revocations: its time says nothing.
-        if op != StoreOp::Feed {
+        // The feeds block on purpose while waiting for changes: their time says nothing.
+        if !matches!(op, StoreOp::Feed | StoreOp::RecordFeed) {
             self.metrics
                 .duration(op)
                 .observe(start.elapsed().as_secs_f64());
@@ -243,5 +243,50 @@ impl<S: Store> Store for Instrumented<S> {
     async fn delete_ephemeral(&self, kind: Ephemeral, key: &Digest) -> Result<(), StoreError> {
         self.observe(StoreOp::Ephemeral, self.inner.delete_ephemeral(kind, key))
             .await
+    }
+
+    async fn put_record(
+        &self,
+        kind: RecordKind,
+        name: &str,
+        expected: Option<u64>,
+        doc: Vec<u8>,
+    ) -> Result<Written, StoreError> {
+        self.observe(
+            StoreOp::Record,
+            self.inner.put_record(kind, name, expected, doc),
+        )
+        .await
+    }
+
+    async fn delete_record(
+        &self,
+        kind: RecordKind,
+        name: &str,
+        expected: u64,
+    ) -> Result<Written, StoreError> {
+        self.observe(
+            StoreOp::Record,
+            self.inner.delete_record(kind, name, expected),
+        )
+        .await
+    }
+
+    async fn get_record(&self, kind: RecordKind, name: &str) -> Result<Option<Record>, StoreError> {
+        self.observe(StoreOp::Record, self.inner.get_record(kind, name))
+            .await
+    }
+
+    async fn records_after(
+        &self,
+        after: u64,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<RecordFeed, StoreError> {
+        self.observe(
+            StoreOp::RecordFeed,
+            self.inner.records_after(after, limit, wait),
+        )
+        .await
     }
 }

@@ -5,17 +5,19 @@
 //!
 //! Every command runs on a small runtime of the store's own, through redis-rs's
 //! `ConnectionManager` (one multiplexed connection, re-established by itself when Redis
-//! comes back). The stream is read on a second connection, since a blocking read would
-//! hold up the commands queued behind it. Every call has a timeout, so a Redis that hangs
-//! (SIGSTOP, a full network buffer) gives errors, not stuck requests.
+//! comes back). The streams are read on connections of their own (one for revocations, one
+//! for provisioned records, `records`), since a blocking read would hold up the commands
+//! queued behind it. Every call has a timeout, so a Redis that hangs (SIGSTOP, a full
+//! network buffer) gives errors, not stuck requests.
 
 mod feed;
+mod records;
 mod scripts;
 mod wire;
 
 use super::{
-    Consumed, Cursor, Digest, Ephemeral, Feed, KeySetDoc, Revoke, Rotation, Store, StoreError,
-    TokenRecord,
+    Consumed, Cursor, Digest, Ephemeral, Feed, KeySetDoc, Record, RecordFeed, RecordKind, Revoke,
+    Rotation, Store, StoreError, TokenRecord, Written,
 };
 use crate::config::RedisSettings;
 use crate::domain::ids::GrantId;
@@ -43,9 +45,14 @@ struct Live {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     manager: ConnectionManager,
-    /// The stream-reading connection: `None` until first use and after an error.
-    feed: Arc<tokio::sync::Mutex<Option<MultiplexedConnection>>>,
+    /// The revocation stream's connection.
+    feed: Dedicated,
+    /// The connection that waits for provisioned records.
+    records: Dedicated,
 }
+
+/// A connection for blocking reads: `None` until first use and after an error.
+type Dedicated = Arc<tokio::sync::Mutex<Option<MultiplexedConnection>>>;
 
 impl Drop for Live {
     fn drop(&mut self) {
@@ -112,6 +119,7 @@ impl RedisStore {
             runtime: Some(runtime),
             manager,
             feed: Arc::new(tokio::sync::Mutex::new(None)),
+            records: Arc::new(tokio::sync::Mutex::new(None)),
         });
         *live = Some(l.clone());
         Ok(l)
@@ -143,6 +151,72 @@ impl RedisStore {
                 source: Arc::new(e),
             }),
         }
+    }
+
+    /// Run `f` on the store's runtime with the connection of `slot` (opened if needed;
+    /// `fresh`: just opened), within `wait` plus twice the timeout. One caller at a time.
+    async fn run_dedicated<T, F, Fut>(
+        &self,
+        op: &'static str,
+        slot: fn(&Live) -> &Dedicated,
+        wait: Duration,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(MultiplexedConnection, bool, Arc<Scripts>, String) -> Fut + Send + 'static,
+        Fut: Future<Output = ::redis::RedisResult<T>> + Send + 'static,
+    {
+        let live = self.live()?;
+        let slot = Arc::clone(slot(&live));
+        let client = self.client.clone();
+        let timeout = self.settings.timeout;
+        let (scripts, prefix) = (self.scripts.clone(), self.settings.prefix.clone());
+        let task = live.handle.spawn(async move {
+            let mut slot = slot.lock().await;
+            let fresh = slot.is_none();
+            if fresh {
+                // No response timeout of the connection's own: its first read may be a
+                // catch-up that does not wait and the next a blocking one; every read is
+                // bounded below by its own wait.
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(None);
+                let conn = tokio::time::timeout(
+                    timeout * 2,
+                    client.get_multiplexed_async_connection_with_config(&config),
+                )
+                .await
+                .map_err(|_| StoreError::RedisTimeout {
+                    op,
+                    after: timeout * 2,
+                })?
+                .map_err(redis_error(op))?;
+                *slot = Some(conn);
+            }
+            let Some(conn) = slot.as_ref().cloned() else {
+                return Err(StoreError::RedisReply {
+                    op,
+                    what: "no connection",
+                });
+            };
+            let bound = wait + timeout * 2;
+            match tokio::time::timeout(bound, f(conn, fresh, scripts, prefix)).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => {
+                    *slot = None;
+                    Err(redis_error(op)(e))
+                }
+                Err(_) => {
+                    *slot = None;
+                    Err(StoreError::RedisTimeout { op, after: bound })
+                }
+            }
+        });
+        task.await.map_err(|e| StoreError::RedisTask {
+            op,
+            source: Arc::new(e),
+        })?
     }
 }
 
@@ -267,64 +341,16 @@ impl Store for RedisStore {
         wait: Duration,
         now: i64,
     ) -> Result<Feed, StoreError> {
-        let live = self.live()?;
-        let feed = live.feed.clone();
-        let client = self.client.clone();
-        let prefix = self.settings.prefix.clone();
-        let timeout = self.settings.timeout;
         let cursor = after.clone();
-        let task = live.handle.spawn(async move {
-            let mut slot = feed.lock().await;
-            let fresh = slot.is_none();
-            if fresh {
-                // No response timeout of the connection's own: its first read may be a
-                // catch-up that does not wait and the next a blocking one; every read is
-                // bounded below by its own wait.
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(None);
-                let conn = tokio::time::timeout(
-                    timeout * 2,
-                    client.get_multiplexed_async_connection_with_config(&config),
-                )
-                .await
-                .map_err(|_| StoreError::RedisTimeout {
-                    op: "feed",
-                    after: timeout * 2,
-                })?
-                .map_err(redis_error("feed"))?;
-                *slot = Some(conn);
-            }
-            let Some(conn) = slot.as_mut() else {
-                return Err(StoreError::RedisReply {
-                    op: "feed",
-                    what: "no connection",
-                });
-            };
-            let result = tokio::time::timeout(
-                wait + timeout * 2,
-                feed::read_feed(conn, fresh, &prefix, &cursor, wait, now),
-            )
-            .await;
-            match result {
-                Ok(Ok(feed)) => Ok(feed),
-                Ok(Err(e)) => {
-                    *slot = None;
-                    Err(redis_error("feed")(e))
-                }
-                Err(_) => {
-                    *slot = None;
-                    Err(StoreError::RedisTimeout {
-                        op: "feed",
-                        after: wait + timeout * 2,
-                    })
-                }
-            }
-        });
-        task.await.map_err(|e| StoreError::RedisTask {
-            op: "feed",
-            source: Arc::new(e),
-        })?
+        self.run_dedicated(
+            "feed",
+            |live| &live.feed,
+            wait,
+            move |mut c, fresh, _, prefix| async move {
+                feed::read_feed(&mut c, fresh, &prefix, &cursor, wait, now).await
+            },
+        )
+        .await
     }
 
     async fn purge(&self, now: i64) -> Result<u64, StoreError> {
@@ -503,5 +529,37 @@ impl Store for RedisStore {
                 .await
         })
         .await
+    }
+
+    async fn put_record(
+        &self,
+        kind: RecordKind,
+        name: &str,
+        expected: Option<u64>,
+        doc: Vec<u8>,
+    ) -> Result<Written, StoreError> {
+        self.write_record(kind, name, expected, Some(doc)).await
+    }
+
+    async fn delete_record(
+        &self,
+        kind: RecordKind,
+        name: &str,
+        expected: u64,
+    ) -> Result<Written, StoreError> {
+        self.write_record(kind, name, Some(expected), None).await
+    }
+
+    async fn get_record(&self, kind: RecordKind, name: &str) -> Result<Option<Record>, StoreError> {
+        self.read_record(kind, name).await
+    }
+
+    async fn records_after(
+        &self,
+        after: u64,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<RecordFeed, StoreError> {
+        self.read_records_after(after, limit, wait).await
     }
 }

@@ -8,8 +8,8 @@
 //! (`index`), so a growing store does not slow issuance.
 
 use super::{
-    Consumed, Cursor, Digest, Ephemeral, Feed, KeySetDoc, Revoke, Rotation, Store, StoreError,
-    TokenRecord,
+    Consumed, Cursor, Digest, Ephemeral, Feed, KeySetDoc, Record, RecordFeed, RecordKind, Revoke,
+    Rotation, Store, StoreError, TokenRecord, Written,
 };
 use crate::config::StoreSync;
 use async_trait::async_trait;
@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use writer::{Job, Typed, run_writer};
 
 mod index;
+mod records;
 mod schema;
 mod sql;
 mod writer;
@@ -33,6 +34,10 @@ const BUSY_TIMEOUT_MS: u32 = 5_000;
 
 /// How often an idle revocation feed looks again (other processes on this machine).
 const FEED_POLL: Duration = Duration::from_millis(200);
+
+/// How often a waiting record feed looks again: a change made by another process on the
+/// file is in force here within this (plus the follower's own step).
+const RECORD_POLL: Duration = Duration::from_millis(50);
 
 /// A failure of the store's file at `path`, doing `action`.
 fn file_error(action: &'static str, path: &Path) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -372,5 +377,53 @@ impl Store for SqliteStore {
                 .map(drop)
         })
         .await
+    }
+
+    async fn put_record(
+        &self,
+        kind: RecordKind,
+        name: &str,
+        expected: Option<u64>,
+        doc: Vec<u8>,
+    ) -> Result<Written, StoreError> {
+        let name = name.to_string();
+        self.write(false, move |tx| {
+            records::write(tx, kind, &name, expected, Some(&doc))
+        })
+        .await
+    }
+
+    async fn delete_record(
+        &self,
+        kind: RecordKind,
+        name: &str,
+        expected: u64,
+    ) -> Result<Written, StoreError> {
+        let name = name.to_string();
+        self.write(false, move |tx| {
+            records::write(tx, kind, &name, Some(expected), None)
+        })
+        .await
+    }
+
+    async fn get_record(&self, kind: RecordKind, name: &str) -> Result<Option<Record>, StoreError> {
+        self.read(|c| records::get(c, kind, name))
+    }
+
+    async fn records_after(
+        &self,
+        after: u64,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<RecordFeed, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let feed = self.read(|c| records::after(c, after, limit))?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if feed.full || !feed.records.is_empty() || left.is_zero() {
+                return Ok(feed);
+            }
+            tokio::time::sleep(left.min(RECORD_POLL)).await;
+        }
     }
 }

@@ -525,5 +525,6 @@ async fn concurrent_writes_are_all_acknowledged(s: Arc<dyn Store>) {
     }
 }
 
+mod records;
 mod redis_only;
 mod sqlite_only;

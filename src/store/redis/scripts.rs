@@ -8,7 +8,11 @@
 //! the last of them; `P revoked` the live revocations (sorted set scored by the time they
 //! may be forgotten, `+inf` for ever); `P feed` the stream every node follows;
 //! `P keyset` the signing key set (`v` version, `doc`); `P e:<kind>:<hex>` short-lived
-//! records (`v` value, `u` used).
+//! records (`v` value, `u` used). Provisioned records (`records`): `P record:<code>:<name>`
+//! one record (hash: `v` version, `doc`, absent in a tombstone); `P records:seq` the
+//! version sequence of every kind (INCR); `P records:index` the sorted set of
+//! `<code>:<name>` members scored by their version; `P records:feed` a short stream whose
+//! entries (`v` version) only wake the nodes waiting for a change.
 
 /// Helpers shared by the scripts. `p` is the prefix (ARGV[1]), `maxlen` the feed's
 /// approximate length cap (ARGV[2]).
@@ -173,6 +177,89 @@ redis.call('HSET', k, 'u', '1')
 return {'first', f[1]}
 ";
 
+/// ARGV: prefix, maxlen of the wake-up stream, member `<code>:<name>`, expected live
+/// version ('' = none), `put` or `delete`, the document. Returns {1, version} when written,
+/// {0, live version or ''} when the live version is not the expected one.
+const PUT_RECORD: &str = r"
+local member = ARGV[3]
+local k = p .. 'record:' .. member
+local f = redis.call('HMGET', k, 'v', 'doc')
+local live = ''
+if f[1] and f[2] then
+  live = f[1]
+end
+if live ~= ARGV[4] then
+  return {0, live}
+end
+-- Starts at 1 and grows by one per write: far below 2^53, exact as a sorted-set score.
+local v = string.format('%d', redis.call('INCR', p .. 'records:seq'))
+if ARGV[5] == 'put' then
+  redis.call('HSET', k, 'v', v, 'doc', ARGV[6])
+else
+  redis.call('HSET', k, 'v', v)
+  redis.call('HDEL', k, 'doc')
+end
+redis.call('ZADD', p .. 'records:index', v, member)
+redis.call('XADD', p .. 'records:feed', 'MAXLEN', '~', maxlen, '*', 'v', v)
+return {1, v}
+";
+
+/// ARGV: prefix, maxlen (unused), after, limit, the known kinds' codes (`1 2`). Returns
+/// {`after` or `full`, then member, version, document (nil: a tombstone) of each record}:
+/// the records of known kinds after the cursor, at most `limit`, or every live one of them
+/// when the sequence is behind the cursor (Redis flushed or restored from a backup).
+const RECORDS_AFTER: &str = r"
+local idx = p .. 'records:index'
+local limit = tonumber(ARGV[4])
+local known = {}
+for code in string.gmatch(ARGV[5], '%d+') do
+  known[code] = true
+end
+local function wanted(member)
+  return known[string.match(member, '^(%d+):')]
+end
+local full = tonumber(redis.call('GET', p .. 'records:seq') or '0') < tonumber(ARGV[3])
+local out = {'after'}
+if full then
+  out[1] = 'full'
+end
+local function add(member)
+  local f = redis.call('HMGET', p .. 'record:' .. member, 'v', 'doc')
+  if f[1] and (f[2] or not full) then
+    table.insert(out, member)
+    table.insert(out, f[1])
+    table.insert(out, f[2])
+  end
+end
+if full then
+  for _, member in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
+    if wanted(member) then
+      add(member)
+    end
+  end
+  return out
+end
+-- Pages of the index from the cursor, until `limit` records of known kinds.
+local from = '(' .. ARGV[3]
+local n = 0
+while true do
+  local page = redis.call('ZRANGE', idx, from, '+inf', 'BYSCORE', 'LIMIT', 0, ARGV[4], 'WITHSCORES')
+  for i = 1, #page, 2 do
+    from = '(' .. page[i + 1]
+    if wanted(page[i]) then
+      add(page[i])
+      n = n + 1
+      if n == limit then
+        return out
+      end
+    end
+  end
+  if #page < 2 * limit then
+    return out
+  end
+end
+";
+
 fn script(body: &str) -> ::redis::Script {
     ::redis::Script::new(&format!("{COMMON}\n{body}"))
 }
@@ -186,6 +273,8 @@ pub(super) struct Scripts {
     pub replace_key_set: ::redis::Script,
     pub claim: ::redis::Script,
     pub consume: ::redis::Script,
+    pub put_record: ::redis::Script,
+    pub records_after: ::redis::Script,
 }
 
 impl Scripts {
@@ -197,6 +286,8 @@ impl Scripts {
             replace_key_set: script(REPLACE_KEY_SET),
             claim: script(CLAIM),
             consume: script(CONSUME),
+            put_record: script(PUT_RECORD),
+            records_after: script(RECORDS_AFTER),
         }
     }
 }

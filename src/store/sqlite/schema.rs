@@ -5,8 +5,9 @@ use rusqlite::Connection;
 
 /// The schema version this code writes (`PRAGMA user_version`). 3: tokens in issue order
 /// (`id`), found through the in-memory digest index (`index`); 2 kept them keyed by digest.
-/// Columns added since (`tokens.cnf`) are nullable and added where missing, without a new
-/// version: a previous release still opens the file (a rollback keeps working).
+/// Columns added since (`tokens.cnf`) are nullable and added where missing, and tables
+/// added since (`records`) are created where missing, without a new version: a previous
+/// release still opens the file (a rollback keeps working; it leaves the new table alone).
 const SCHEMA_VERSION: i64 = 3;
 
 /// The token table's columns after `id`, as version 2 had them too.
@@ -65,6 +66,18 @@ CREATE TABLE IF NOT EXISTS ephemeral (
     PRIMARY KEY (kind, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ephemeral_by_expiry ON ephemeral(expires_at);
+-- Provisioned records. One version sequence for every kind: max + 1, taken inside the
+-- write transaction. A NULL doc is a tombstone, kept so that a follower reading from the
+-- start learns of deletions too. A rowid table: documents may be larger than the rows a
+-- WITHOUT ROWID table suits.
+CREATE TABLE IF NOT EXISTS records (
+    kind INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    doc BLOB,
+    PRIMARY KEY (kind, name)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS records_by_version ON records(version);
 ";
 
 /// Create the schema, or bring an older one up to [`SCHEMA_VERSION`], in one transaction

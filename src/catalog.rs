@@ -63,6 +63,10 @@ pub struct Catalog {
     pub guard: Arc<SpoofGuard>,
     /// What the upstreams file declared (a reload that empties it is refused).
     pub declared: Declared,
+    /// What a provisioned credential is checked against.
+    pub provision: config::ProvisionRefs,
+    /// Dynamic client registration as configured.
+    pub registration: config::RegistrationSettings,
 }
 
 /// The claim paths of every API's identity headers, in the order APIs name them.
@@ -78,7 +82,8 @@ fn claim_plan(config: &Config) -> ClaimPlan {
 
 impl Catalog {
     /// Build the catalog of `config`, keeping from `previous` what has not changed (the
-    /// external issuers' fetched keys, the rate limiters' counts).
+    /// external issuers' fetched keys, the rate limiters' counts, the provisioned
+    /// credentials).
     pub fn build(config: &Config, previous: Option<&Catalog>) -> Result<Self, CatalogError> {
         let plan = Arc::new(claim_plan(config));
         let guard = Arc::new(SpoofGuard::new(
@@ -91,7 +96,10 @@ impl Catalog {
             &plan,
             &guard,
         )?;
-        let registry = Arc::new(Registry::from_config(config));
+        let overlay = previous
+            .map(|p| p.registry.overlay().clone())
+            .unwrap_or_default();
+        let registry = Arc::new(Registry::with_overlay(config, overlay));
         let settings = config.issuers.iter().map(|i| i.settings.clone()).collect();
         let issuers = Arc::new(match previous {
             Some(p) => Issuers::rebuild(settings, &p.issuers)?,
@@ -107,6 +115,8 @@ impl Catalog {
             plan,
             guard,
             declared: config.declared(),
+            provision: config::ProvisionRefs::of(config),
+            registration: config.registration.clone(),
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Configuration: YAML file structs (`file`) → validated internal config (this module's
 //! types). `load` reports every error at once, each with its file and key path.
 
+mod admin;
 mod apis;
 mod clients;
 mod dpop;
@@ -23,9 +24,11 @@ pub use issuer::{
 };
 pub use tenants::pool_name as tenant_pool_name;
 
+pub use admin::{AdminKey, AdminScope, AdminSettings, ProvisionRefs, RegistrationSettings};
 pub use dpop::{DpopSettings, ReplayScope};
 pub use duration::{DurationError, parse_duration};
 pub use errors::{ConfigError, ConfigErrors};
+pub use file::GrantFile;
 pub use listen::{ClientCertMode, ClientCertSupport, Listener, TlsListener};
 
 use crate::domain::jose::Algorithm;
@@ -65,7 +68,12 @@ pub struct Config {
     pub limits: LimitSettings,
     /// How DPoP proofs are checked.
     pub dpop: DpopSettings,
+    /// The admin API, when `admin:` is set.
+    pub admin: Option<AdminSettings>,
+    pub registration: RegistrationSettings,
     pub apis: Vec<ApiConfig>,
+    /// Product name → its APIs (provisioned credentials name products too).
+    pub products: std::collections::HashMap<String, Vec<String>>,
     pub policies: Vec<PolicyConfig>,
     pub credentials: Vec<CredentialConfig>,
     pub user_pools: Vec<UserPoolConfig>,

@@ -60,6 +60,8 @@ enum Command {
         #[command(subcommand)]
         action: DpopAction,
     },
+    /// The admin API's common calls (credentials, secrets, API keys, registration tokens).
+    Admin(tollgate::control::cli::AdminArgs),
     /// Revoke every token of a client or a user issued until now, on every node.
     Revoke {
         /// The client whose tokens to revoke (a leaked secret, a compromised app).
@@ -132,6 +134,9 @@ fn main() -> ExitCode {
     if let Some(Command::Dpop { action }) = cli.command {
         return dpop(action);
     }
+    if let Some(Command::Admin(args)) = cli.command {
+        return tollgate::control::cli::run(args, &cli.conf);
+    }
     let cfg = match config::load(&cli.conf) {
         Ok(c) => c,
         Err(errors) => {
@@ -161,7 +166,10 @@ fn main() -> ExitCode {
                     (None, None) => return ExitCode::FAILURE,
                 },
             ),
-            Command::HashSecret { .. } | Command::ApiKey { .. } | Command::Dpop { .. } => {
+            Command::HashSecret { .. }
+            | Command::ApiKey { .. }
+            | Command::Dpop { .. }
+            | Command::Admin(_) => {
                 return ExitCode::FAILURE;
             }
         };

@@ -10,11 +10,14 @@ use crate::auth::{Authenticator, Validator};
 use crate::catalog::registry::Registry;
 use crate::catalog::{Catalog, CatalogError, IssuerMetrics, Live, Reloader};
 use crate::config::{Config, StoreBackend};
+use crate::control::Control;
 use crate::domain::clock::unix_now;
 use crate::keys::ring::RingError;
 use crate::keys::seal::{SealError, Sealer};
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::{ApiSeries, CacheSizes, Metrics, MetricsApp, SizeReader, StoreMetrics};
+use crate::provision::Provisioner;
+use crate::provision::follow::Follower;
 use crate::proxy::forward_auth::ForwardAuth;
 use crate::proxy::{Gatekeeper, Gateway};
 use crate::store::instrumented::Instrumented;
@@ -88,6 +91,13 @@ pub enum StartError {
         location: String,
         source: StoreError,
     },
+    #[error("cannot read provisioned credentials from {location}: {source}")]
+    Provisioned {
+        location: String,
+        source: StoreError,
+    },
+    #[error(transparent)]
+    Audit(#[from] crate::control::AuditError),
     #[error(transparent)]
     Seal(#[from] SealError),
     #[error("signing keys: {0}")]
@@ -113,10 +123,13 @@ pub enum StartError {
 /// pid file's) holds, which an upgrade takes over.
 pub fn check(config: &Config) -> Result<(), StartError> {
     crate::keys::check_files(&config.tokens)?;
-    for l in &config.listeners {
-        if let Some(t) = &l.tls {
-            tls_settings(t)?;
-        }
+    for t in config
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref())
+        .chain(config.admin.as_ref().and_then(|a| a.tls.as_ref()))
+    {
+        tls_settings(t)?;
     }
     check_state_dir(config)?;
     let held = listening::held_by_running(&config.server.pid_file);
@@ -187,6 +200,7 @@ fn listen_addrs(config: &Config) -> Vec<SocketAddr> {
         .map(|l| l.addr)
         .chain(config.metrics_listen)
         .chain(config.forward_auth_listen)
+        .chain(config.admin.as_ref().map(|a| a.listen))
         .collect()
 }
 
@@ -369,9 +383,24 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
     };
     startup
         .block_on(state_sync.catch_up())
-        .map_err(|source| StartError::Revocations { location, source })?;
-    drop(startup);
+        .map_err(|source| StartError::Revocations {
+            location: location.clone(),
+            source,
+        })?;
     let catalog = Arc::new(Live::new(Catalog::build(&config, None)?));
+    // Provisioned credentials are served from the first request: read before listening.
+    let provisioner = Arc::new(Provisioner::new(
+        store.clone(),
+        catalog.clone(),
+        config.tokens.leeway,
+    ));
+    let provisioned = startup
+        .block_on(provisioner.catch_up())
+        .map_err(|source| StartError::Provisioned { location, source })?;
+    if provisioned > 0 {
+        log::info!("{provisioned} provisioned credential(s) from the store");
+    }
+    drop(startup);
     prometheus::default_registry().register(Box::new(IssuerMetrics::new(catalog.clone())?))?;
     let auth = Arc::new(Authenticator::new(
         Validator::new(keys.clone(), &config.issuer, config.tokens.leeway),
@@ -417,8 +446,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         tokens: TokenService::new(
             &config,
             keys,
-            catalog.clone(),
-            store,
+            provisioner.clone(),
             auth.clone(),
             metrics.clone(),
             dpop,
@@ -503,6 +531,21 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
             config_path: opts.config_path.clone(),
             upstreams_file: config.upstreams_file.clone(),
         },
+    ));
+    if let Some(admin) = &config.admin {
+        let control = Control::new(admin, provisioner.clone(), &config.limits, &config.issuer)?;
+        let mut service = Service::new("tollgate admin".into(), HttpServer::new_app(control));
+        service.threads = Some(1);
+        let addr = admin.listen.to_string();
+        match &admin.tls {
+            None => service.add_tcp(&addr),
+            Some(t) => service.add_tls_with_settings(&addr, None, tls_settings(t)?),
+        }
+        server.add_service(service).add_dependency(&bootstrap);
+    }
+    server.add_service(background_service(
+        "tollgate provisioning",
+        Follower { provisioner },
     ));
     server.add_service(background_service("tollgate state sync", state_sync));
     server.add_service(background_service(

@@ -21,6 +21,7 @@ mod introspect;
 pub mod issue;
 pub mod limits;
 mod proof;
+mod register;
 mod revoke;
 pub mod secret;
 mod tenant;
@@ -199,6 +200,8 @@ pub struct TokenService {
     metrics: Arc<Metrics>,
     settings: ServiceSettings,
     dpop: Arc<crate::dpop::Dpop>,
+    /// Dynamic client registration's credentials.
+    provisioner: Arc<crate::provision::Provisioner>,
 }
 
 /// How a request's parameters arrived.
@@ -217,15 +220,18 @@ enum SecretRule {
 }
 
 impl TokenService {
+    /// The service on `provisioner`'s store and catalog (dynamic client registration
+    /// provisions through it).
     pub fn new(
         config: &Config,
         keys: Arc<KeyRing>,
-        catalog: Arc<Live>,
-        store: Arc<dyn Store>,
+        provisioner: Arc<crate::provision::Provisioner>,
         auth: Arc<Authenticator>,
         metrics: Arc<Metrics>,
         dpop: Arc<crate::dpop::Dpop>,
     ) -> Result<Self, SetupError> {
+        let catalog = provisioner.live().clone();
+        let store = provisioner.store().clone();
         Ok(Self {
             signer: Signer::new(keys.clone(), Arc::from(config.issuer.as_str())),
             keys,
@@ -240,6 +246,7 @@ impl TokenService {
             auth,
             metrics,
             dpop,
+            provisioner,
             settings: ServiceSettings {
                 refresh_grace: config.tokens.refresh_grace_period,
                 public_cache: HeaderValue::from_str(&format!(
@@ -291,6 +298,7 @@ impl TokenService {
             }
             Endpoint::ResourceMetadata(api) => return self.resource_metadata(req.method, api),
             Endpoint::Unknown => return Reply::not_found(),
+            Endpoint::Register(id) => return self.registration(id.as_ref(), req).await,
             Endpoint::Token { family, format } => self.token(*family, *format, req).await,
             Endpoint::Regenerate(family) => self.regenerate(*family, req).await,
             Endpoint::ApiToken(api) => self.api_token(api, req).await,
@@ -371,6 +379,7 @@ impl TokenService {
         let ip = req.client_ip;
         let registry = self.registry();
         let client = registry.client(family, &presented.id);
+        let client = client.as_ref();
         if let Some(c) = client
             && let Some(auth) = &c.certificate_auth
         {

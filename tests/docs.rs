@@ -182,6 +182,7 @@ struct Shipped {
     port: u16,
     metrics: u16,
     demo: u16,
+    admin: u16,
     children: Vec<Child>,
 }
 
@@ -197,12 +198,13 @@ impl Drop for Shipped {
 impl Shipped {
     fn write() -> Shipped {
         let dir = tempfile::tempdir().unwrap();
-        let (port, metrics, demo) = (free_port(), free_port(), free_port());
+        let (port, metrics, demo, admin) = (free_port(), free_port(), free_port(), free_port());
         let conf = std::fs::read_to_string(root().join("conf/tollgate.yaml"))
             .unwrap()
             .replace("0.0.0.0:8080", &format!("127.0.0.1:{port}"))
             .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
             .replace("127.0.0.1:9090", &format!("127.0.0.1:{metrics}"))
+            .replace("127.0.0.1:9191", &format!("127.0.0.1:{admin}"))
             .replace("../upstreams.example.yaml", "upstreams.yaml")
             .replace("../state", "state");
         std::fs::write(dir.path().join("tollgate.yaml"), conf).unwrap();
@@ -215,6 +217,7 @@ impl Shipped {
             port,
             metrics,
             demo,
+            admin,
             children: Vec::new(),
         }
     }
@@ -281,6 +284,7 @@ impl Shipped {
         text.replace("127.0.0.1:8080", &format!("127.0.0.1:{}", self.port))
             .replace("localhost:8080", &format!("localhost:{}", self.port))
             .replace("127.0.0.1:9090", &format!("127.0.0.1:{}", self.metrics))
+            .replace("127.0.0.1:9191", &format!("127.0.0.1:{}", self.admin))
             .replace("127.0.0.1:9000", &format!("127.0.0.1:{}", self.demo))
             .replace("/etc/tollgate/tollgate.yaml", &self.config())
             .replace("conf/tollgate.yaml", &self.config())

@@ -14,9 +14,22 @@ fn common(config: &Config, registry: &Registry) -> Map<String, Value> {
     let issuer = &config.issuer;
     let family = config.discovery_family;
     let prefix = family.prefix();
-    let grants: Vec<&str> = registry.grant_types().iter().map(|g| g.as_str()).collect();
+    let mut grants: Vec<&str> = registry.grant_types().iter().map(|g| g.as_str()).collect();
+    let registration = config.registration.enabled;
+    if registration {
+        // What registered clients may use (the code flow where a pool signs users in).
+        let mut offered = vec!["client_credentials", "refresh_token"];
+        if !config.user_pools.is_empty() {
+            offered.push("authorization_code");
+        }
+        for g in offered {
+            if !grants.contains(&g) {
+                grants.push(g);
+            }
+        }
+    }
     let mut auth_methods = vec!["client_secret_basic", "client_secret_post"];
-    if registry.has_public_clients() {
+    if registry.has_public_clients() || registration {
         // RFC 8414 §2: "none" where some client authenticates with no secret.
         auth_methods.push("none");
     }
@@ -68,6 +81,16 @@ fn common(config: &Config, registry: &Registry) -> Map<String, Value> {
     let Value::Object(mut m) = doc else {
         return Map::new();
     };
+    if registration {
+        // RFC 8414 §2 / RFC 7591 §3.
+        m.insert(
+            "registration_endpoint".into(),
+            Value::from(format!(
+                "{issuer}{}",
+                crate::domain::endpoint::REGISTER_PATH
+            )),
+        );
+    }
     if certs.any {
         // RFC 8705 §3.3: tokens may be bound to the client certificate.
         m.insert(

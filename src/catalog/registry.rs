@@ -4,11 +4,14 @@
 //! ACL entry takes effect at once.
 
 use crate::auth::identity::{ClaimPlan, IdentityValues, Who};
-use crate::config::{ClientConfig, Config, TenantUserConfig, TokenPolicy};
+mod overlay;
+
+use crate::config::{ClientConfig, Config, CredentialConfig, TenantUserConfig, TokenPolicy};
 use crate::domain::claim::ClaimPath;
 use crate::domain::ids::ClientId;
 use crate::domain::oauth::{Family, GrantType, WayIn};
 use crate::domain::secret::Secret;
+pub use overlay::{Entry, Overlay};
 use std::collections::{HashMap, HashSet};
 
 /// Maps and sets looked up on every protected request (a token's client, the APIs it may
@@ -144,9 +147,10 @@ pub struct IssuerUsers {
     pub claim: Option<ClaimPath>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Registry {
     auth: FastMap<String, Arc<Client>>,
+    /// The files' credentials; the provisioned ones are in `overlay`, consulted after.
     credential: FastMap<String, Arc<Client>>,
     apis: HashMap<String, ApiInfo>,
     /// Audience → API name.
@@ -155,10 +159,74 @@ pub struct Registry {
     api_keys: HashMap<[u8; 32], Arc<ApiKey>>,
     tenants: HashMap<String, Arc<Tenant>>,
     issuer_users: HashMap<String, IssuerUsers>,
+    /// User pools by name (provisioned credentials name them too).
+    pools: HashMap<String, Arc<UserPool>>,
+    /// Access-token lifetime of clients that set none.
+    default_lifetime: Duration,
+    overlay: Arc<Overlay>,
+}
+
+/// What building a client needs of the registry being built.
+struct Builder<'a> {
+    apis: &'a HashMap<String, ApiInfo>,
+    pools: &'a HashMap<String, Arc<UserPool>>,
+    default_lifetime: Duration,
+}
+
+impl Builder<'_> {
+    fn client(&self, c: &ClientConfig, family: Family, api_names: &[String]) -> Arc<Client> {
+        let secrets = if c.secrets.is_empty() {
+            vec![(None, c.secret_hash.clone())]
+        } else {
+            c.secrets
+                .iter()
+                .map(|(id, h)| (Some(id.clone()), h.clone()))
+                .collect()
+        };
+        let mut audiences: Vec<String> = Vec::new();
+        for name in api_names {
+            if let Some(api) = self.apis.get(name)
+                && !audiences.contains(&api.audience)
+            {
+                audiences.push(api.audience.clone());
+            }
+        }
+        Arc::new(Client {
+            id: ClientId::new(c.client_id.as_str()),
+            family,
+            secret_hash: c.secret_hash.clone(),
+            public: c.public,
+            grant_types: c.grant_types.clone(),
+            scopes: c.scopes.clone(),
+            scope_set: crate::domain::scope::Scopes::from_list(&c.scopes),
+            apis: api_names.iter().cloned().collect(),
+            audiences,
+            pool: c
+                .user_pool
+                .as_ref()
+                .and_then(|p| self.pools.get(p).cloned()),
+            token: c.token.clone(),
+            lifetime: c
+                .token
+                .access_token_lifetime
+                .unwrap_or(self.default_lifetime),
+            secrets,
+            exchange_issuers: c.exchange_issuers.clone(),
+            tenant: c.tenant.clone(),
+            browser: c.browser.clone(),
+            certificate_auth: c.certificate_auth.clone(),
+        })
+    }
 }
 
 impl Registry {
+    /// The registry of the files alone (operator commands, checks).
     pub fn from_config(config: &Config) -> Self {
+        Self::with_overlay(config, Arc::default())
+    }
+
+    /// The registry of the files, with the provisioned credentials of `overlay` after them.
+    pub fn with_overlay(config: &Config, overlay: Arc<Overlay>) -> Self {
         let apis: HashMap<String, ApiInfo> = config
             .apis
             .iter()
@@ -205,45 +273,13 @@ impl Registry {
                 )
             })
             .collect();
+        let builder = Builder {
+            apis: &apis,
+            pools: &pools,
+            default_lifetime: config.tokens.access_token_lifetime,
+        };
         let client = |c: &ClientConfig, family: Family, api_names: &[String]| {
-            let secrets = if c.secrets.is_empty() {
-                vec![(None, c.secret_hash.clone())]
-            } else {
-                c.secrets
-                    .iter()
-                    .map(|(id, h)| (Some(id.clone()), h.clone()))
-                    .collect()
-            };
-            let mut audiences: Vec<String> = Vec::new();
-            for name in api_names {
-                if let Some(api) = apis.get(name)
-                    && !audiences.contains(&api.audience)
-                {
-                    audiences.push(api.audience.clone());
-                }
-            }
-            Arc::new(Client {
-                id: ClientId::new(c.client_id.as_str()),
-                family,
-                secret_hash: c.secret_hash.clone(),
-                public: c.public,
-                grant_types: c.grant_types.clone(),
-                scopes: c.scopes.clone(),
-                scope_set: crate::domain::scope::Scopes::from_list(&c.scopes),
-                apis: api_names.iter().cloned().collect(),
-                audiences,
-                pool: c.user_pool.as_ref().and_then(|p| pools.get(p).cloned()),
-                token: c.token.clone(),
-                lifetime: c
-                    .token
-                    .access_token_lifetime
-                    .unwrap_or(config.tokens.access_token_lifetime),
-                secrets,
-                exchange_issuers: c.exchange_issuers.clone(),
-                tenant: c.tenant.clone(),
-                browser: c.browser.clone(),
-                certificate_auth: c.certificate_auth.clone(),
-            })
+            builder.client(c, family, api_names)
         };
         let credential: FastMap<String, Arc<Client>> = config
             .credentials
@@ -317,21 +353,25 @@ impl Registry {
                 )
             })
             .collect();
+        let auth = config
+            .policies
+            .iter()
+            .map(|p| {
+                (
+                    p.client.client_id.clone(),
+                    client(&p.client, Family::Auth, &p.apis),
+                )
+            })
+            .collect();
         Self {
             api_keys,
             tenants,
             issuer_users,
             credential,
-            auth: config
-                .policies
-                .iter()
-                .map(|p| {
-                    (
-                        p.client.client_id.clone(),
-                        client(&p.client, Family::Auth, &p.apis),
-                    )
-                })
-                .collect(),
+            pools,
+            default_lifetime: config.tokens.access_token_lifetime,
+            overlay,
+            auth,
             by_audience: apis
                 .values()
                 .map(|a| (a.audience.clone(), a.name.clone()))
@@ -340,16 +380,68 @@ impl Registry {
         }
     }
 
-    pub fn client(&self, family: Family, id: &str) -> Option<&Arc<Client>> {
+    pub fn client(&self, family: Family, id: &str) -> Option<Arc<Client>> {
         match family {
-            Family::Auth => self.auth.get(id),
-            Family::Credential => self.credential.get(id),
+            Family::Auth => self.auth.get(id).cloned(),
+            Family::Credential => match self.credential.get(id) {
+                Some(c) => Some(c.clone()),
+                None => self.overlay.client(id),
+            },
         }
     }
 
     /// The client a token was issued to, whichever family it belongs to (ids are unique).
-    pub fn any_client(&self, id: &str) -> Option<&Arc<Client>> {
-        self.credential.get(id).or_else(|| self.auth.get(id))
+    pub fn any_client(&self, id: &str) -> Option<Arc<Client>> {
+        match self.credential.get(id).or_else(|| self.auth.get(id)) {
+            Some(c) => Some(c.clone()),
+            None => self.overlay.client(id),
+        }
+    }
+
+    /// Access-token lifetime of clients that set none.
+    pub fn default_lifetime(&self) -> Duration {
+        self.default_lifetime
+    }
+
+    /// Every API, by name.
+    pub fn apis(&self) -> impl Iterator<Item = &ApiInfo> {
+        self.apis.values()
+    }
+
+    /// The files' client ids: the policies' and the credentials', each sorted.
+    pub fn file_clients(&self) -> (Vec<String>, Vec<String>) {
+        let mut auth: Vec<String> = self.auth.keys().cloned().collect();
+        let mut credential: Vec<String> = self.credential.keys().cloned().collect();
+        auth.sort();
+        credential.sort();
+        (auth, credential)
+    }
+
+    /// Whether the files define a client with this id.
+    pub fn is_file_client(&self, id: &str) -> bool {
+        self.credential.contains_key(id) || self.auth.contains_key(id)
+    }
+
+    /// The credentials provisioned at run time.
+    pub fn overlay(&self) -> &Arc<Overlay> {
+        &self.overlay
+    }
+
+    /// A provisioned credential as this registry would serve it.
+    pub fn provisioned(&self, c: &CredentialConfig) -> Entry {
+        let builder = Builder {
+            apis: &self.apis,
+            pools: &self.pools,
+            default_lifetime: self.default_lifetime,
+        };
+        let client = builder.client(&c.client, Family::Credential, &c.acl);
+        let keys = c
+            .client
+            .api_keys
+            .iter()
+            .map(|(name, d)| (*d, Arc::new(ApiKey::new(client.clone(), name))))
+            .collect();
+        Entry { client, keys }
     }
 
     pub fn api(&self, name: &str) -> Option<&ApiInfo> {
@@ -357,8 +449,11 @@ impl Registry {
     }
 
     /// The credential an API key (its SHA-256) belongs to, and the key's name.
-    pub fn api_key(&self, digest: &[u8; 32]) -> Option<&Arc<ApiKey>> {
-        self.api_keys.get(digest)
+    pub fn api_key(&self, digest: &[u8; 32]) -> Option<Arc<ApiKey>> {
+        match self.api_keys.get(digest) {
+            Some(k) => Some(k.clone()),
+            None => self.overlay.api_key(digest),
+        }
     }
 
     pub fn tenant(&self, id: &str) -> Option<&Arc<Tenant>> {

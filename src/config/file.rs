@@ -72,6 +72,10 @@ pub(crate) struct GatewayFile {
     pub forward_auth: Option<Lenient<ForwardAuthFile>>,
     /// Sender-constrained tokens with DPoP proofs (RFC 9449).
     pub dpop: Option<Lenient<DpopFile>>,
+    /// The admin API: its listener, keys and audit log.
+    pub admin: Option<Lenient<AdminFile>>,
+    /// Dynamic client registration (RFC 7591).
+    pub registration: Option<Lenient<RegistrationFile>>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_yaml::Value>,
 }
@@ -437,4 +441,57 @@ pub(crate) struct DpopNonceFile {
 pub enum ReplayScope {
     PerNode,
     Cluster,
+}
+
+/// `admin:` of the gateway file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdminFile {
+    /// `ip:port` of the admin listener (keep it on loopback or a management network).
+    pub listen: String,
+    /// Serve the admin API over TLS (client certificates may be required).
+    pub tls: Option<TlsListenFile>,
+    /// Who may call it.
+    #[serde(default)]
+    pub keys: Vec<AdminKeyFile>,
+    /// The audit log, one JSON line per call (default `admin-audit.log` in `state_dir`).
+    pub audit_log: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdminKeyFile {
+    /// Who the key belongs to, as the audit log names it.
+    pub name: String,
+    /// Hex SHA-256 of the key (`tollgate admin key` prints both).
+    pub sha256: String,
+    /// What it may do: `read`, `credentials:write`, `subscriptions:write`,
+    /// `registration:write`.
+    pub scopes: Vec<String>,
+}
+
+/// `registration:` of the gateway file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegistrationFile {
+    /// Serve RFC 7591 registration at `/credential/register` (default false).
+    pub enabled: Option<bool>,
+    /// Registration without an initial access token, granting this; absent: every
+    /// registration needs one.
+    pub open: Option<GrantFile>,
+}
+
+/// What a registered client may call: as a credential's `acl`, `products` and `roles`.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GrantFile {
+    #[serde(default)]
+    pub acl: Vec<String>,
+    #[serde(default)]
+    pub products: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The user pool of clients that sign users in (the authorization code flow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_pool: Option<String>,
 }

@@ -75,7 +75,7 @@ pub(super) fn parse(
     if !all.is_empty() {
         return Err(ConfigErrors(all));
     }
-    Ok(Config {
+    let config = Config {
         listeners: parts.listeners,
         metrics_listen: parts.metrics_listen,
         forward_auth_listen: parts.forward_auth_listen,
@@ -92,7 +92,10 @@ pub(super) fn parse(
         store: parts.store,
         limits: parts.limits,
         dpop: parts.dpop,
+        admin: parts.admin,
+        registration: parts.registration,
         apis: catalog.apis,
+        products: catalog.products,
         policies: catalog.policies,
         credentials: catalog.credentials,
         user_pools: catalog.user_pools,
@@ -100,7 +103,15 @@ pub(super) fn parse(
         tenants: catalog.tenants,
         upstreams_file: parts.upstreams_file,
         allow_empty: catalog.allow_empty,
-    })
+    };
+    if let Some(open) = &config.registration.open {
+        let refs = super::ProvisionRefs::of(&config);
+        let errs = super::admin::check_open_grant(&refs, open, &path.display().to_string());
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
+    }
+    Ok(config)
 }
 
 struct Parts {
@@ -121,6 +132,8 @@ struct Parts {
     store: StoreSettings,
     limits: LimitSettings,
     dpop: super::DpopSettings,
+    admin: Option<super::AdminSettings>,
+    registration: super::RegistrationSettings,
 }
 
 fn take<T: Default, K>(section: Option<Lenient<T, K>>, path: &str, errs: &mut Errors) -> T {
@@ -131,7 +144,7 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
     for key in file.unknown.keys() {
         errs.push(
             key,
-            "unknown key (expected one of listen, metrics, issuer, upstreams_file, state_dir, server, tokens, validation_cache, client_auth_cache, log, discovery, store, limits, identity, forward_auth, dpop)",
+            "unknown key (expected one of listen, metrics, issuer, upstreams_file, state_dir, server, tokens, validation_cache, client_auth_cache, log, discovery, store, limits, identity, forward_auth, dpop, admin, registration)",
         );
     }
 
@@ -310,6 +323,28 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
     }
 
     let dpop = super::dpop::settings(take(file.dpop, "dpop", errs), duration_or, errs);
+    let admin = file
+        .admin
+        .and_then(|a| a.take("admin", errs))
+        .and_then(|mut a| {
+            let listen = parse_addr(&a.listen, "admin.listen", errs);
+            if let Some(addr) = listen
+                && (listeners.iter().any(|l| l.addr == addr)
+                    || metrics_listen == Some(addr)
+                    || forward_auth_listen == Some(addr))
+            {
+                errs.push(
+                    "admin.listen",
+                    format!("{addr} is already another listener: the admin API gets its own"),
+                );
+            }
+            let tls = a
+                .tls
+                .take()
+                .map(|t| listeners::tls_listener(t, "admin", base_dir, errs));
+            super::admin::admin(a, listen, tls, &state_dir, base_dir, errs)
+        });
+    let registration = super::admin::registration(take(file.registration, "registration", errs));
     Parts {
         listeners,
         metrics_listen,
@@ -328,6 +363,8 @@ fn validate(file: GatewayFile, base_dir: &Path, errs: &mut Errors) -> Parts {
         store,
         limits,
         dpop,
+        admin,
+        registration,
     }
 }
 

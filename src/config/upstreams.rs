@@ -20,6 +20,7 @@ pub(super) struct Catalog {
     pub user_pools: Vec<UserPoolConfig>,
     pub issuers: Vec<IssuerConfig>,
     pub tenants: Vec<TenantConfig>,
+    pub products: std::collections::HashMap<String, Vec<String>>,
     pub allow_empty: bool,
 }
 
@@ -166,6 +167,7 @@ pub(super) fn parse(
             user_pools,
             issuers,
             tenants: tenants.tenants,
+            products,
             allow_empty,
         })
     } else {

@@ -21,6 +21,8 @@ pub const USERINFO_PATH: &str = "/userinfo";
 pub const LOGOUT_PATH: &str = "/oauth2/v2/logout";
 /// RFC 9728 §3: an API's metadata is here, followed by the API's prefix.
 pub const RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+/// RFC 7591 registration; a registered client is managed (RFC 7592) under it, by id.
+pub const REGISTER_PATH: &str = "/credential/register";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -64,6 +66,8 @@ pub enum Endpoint {
     /// RFC 9728 protected-resource metadata of an API (its name):
     /// `/.well-known/oauth-protected-resource<api prefix>`.
     ResourceMetadata(ApiName),
+    /// RFC 7591 registration (`None`) or RFC 7592 management of a registered client.
+    Register(Option<super::ids::ClientId>),
     /// Under a reserved prefix but not an endpoint.
     Unknown,
 }
@@ -102,6 +106,17 @@ impl Endpoint {
             };
         }
         if let Some(rest) = under("/credential") {
+            if rest == "/register" {
+                return Some(Endpoint::Register(None));
+            }
+            if let Some(id) = rest.strip_prefix("/register/") {
+                return Some(match percent_decoded(id) {
+                    Some(id) if !id.is_empty() && !id.contains('/') => {
+                        Endpoint::Register(Some(super::ids::ClientId::new(id)))
+                    }
+                    _ => Endpoint::Unknown,
+                });
+            }
             return Some(family_path(Family::Credential, rest));
         }
         if let Some(rest) = under("/oauth2") {
@@ -188,6 +203,7 @@ impl Endpoint {
             Endpoint::Jwks => "jwks",
             Endpoint::Discovery => "discovery",
             Endpoint::ResourceMetadata(_) => "protected_resource",
+            Endpoint::Register(_) => "/credential/register",
             Endpoint::Unknown => "unknown",
         }
     }
@@ -203,6 +219,24 @@ impl Endpoint {
                 | Endpoint::Unknown
         )
     }
+}
+
+/// `%XX` decoded (a client id in a path); `None` for a bad escape or non-UTF-8 text.
+pub fn percent_decoded(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -446,7 +446,6 @@ impl TokenService {
         let client = self
             .registry()
             .client(family_of(flow.family), &flow.client_id)
-            .cloned()
             .ok_or_else(gone)?;
         Ok((flow_id, flow, secret, client))
     }

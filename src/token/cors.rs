@@ -72,7 +72,7 @@ impl TokenService {
                     .map(|p| p.id)
             }
         };
-        let allowed = match client_id.and_then(|id| registry.any_client(&id).cloned()) {
+        let allowed = match client_id.and_then(|id| registry.any_client(&id)) {
             Some(c) => c.browser.allowed_origins.iter().any(|o| o == origin),
             // An answer before the client is known (an error): any client's origin.
             None => registry.any_client_allows_origin(origin),

@@ -148,6 +148,10 @@ impl Signer {
         Self { keys, issuer }
     }
 
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     pub fn mint(&self, i: Issue<'_>) -> Result<Minted, OAuthError> {
         let lifetime = i.client.access_lifetime().map(|d| d.as_secs());
         let exp = lifetime.map(|l| i.now.saturating_add(l as i64));

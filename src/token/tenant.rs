@@ -184,7 +184,6 @@ impl TokenService {
             .ok_or_else(|| not_found("Client not found"))?;
         let client = registry
             .client(crate::domain::oauth::Family::Credential, &body.client_id)
-            .cloned()
             .ok_or_else(|| not_found("Client not found"))?;
         let authorization = req
             .authorization
@@ -275,7 +274,6 @@ impl TokenService {
             .client_id
             .as_deref()
             .and_then(|id| registry.client(crate::domain::oauth::Family::Credential, id))
-            .cloned()
             .ok_or_else(|| unauthorized("the caller is not a client of a tenant"))?;
         let Some((tenant_id, project_id)) = client.tenant.clone() else {
             return Err(unauthorized("the caller is not a client of a tenant"));

@@ -77,7 +77,7 @@ impl TokenService {
             return challenge(401, "invalid_token", "the access token names no user");
         };
         let scopes: Vec<&str> = principal.scopes.iter().collect();
-        let mut body = user_claims(client, username, &scopes);
+        let mut body = user_claims(&client, username, &scopes);
         body.insert("sub".into(), username.into());
         let mut r = Reply::no_store(200, serde_json::Value::Object(body).to_string());
         r.headers.retain(|(n, _)| *n != CONTENT_TYPE);

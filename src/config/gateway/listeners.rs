@@ -142,43 +142,7 @@ pub(super) fn listeners(
             errs.push(format!("{path}.addr"), format!("{addr} is listed twice"));
             continue;
         }
-        let tls = l.tls.map(|t| {
-            let cert = resolve_path(base_dir, &t.cert);
-            let key = resolve_path(base_dir, &t.key);
-            for (k, p) in [("cert", &cert), ("key", &key)] {
-                if let Err(e) = std::fs::metadata(p) {
-                    errs.push(
-                        format!("{path}.tls.{k}"),
-                        format!("cannot read {}: {e}", p.display()),
-                    );
-                }
-            }
-            let client_certificates = match t.client_certificates {
-                None | Some(ClientCertificatesFile::Off) => ClientCertMode::Off,
-                Some(ClientCertificatesFile::Request) => ClientCertMode::Request,
-                Some(ClientCertificatesFile::Require) => ClientCertMode::Require,
-            };
-            let client_ca = t.client_ca.map(|ca| {
-                let file = resolve_path(base_dir, &ca);
-                if let Err(e) = check_ca_file(&file) {
-                    errs.push(format!("{path}.tls.client_ca"), e);
-                }
-                if client_certificates == ClientCertMode::Off {
-                    errs.push(
-                        format!("{path}.tls.client_ca"),
-                        "needs `client_certificates: request` or `require`",
-                    );
-                }
-                file
-            });
-            TlsListener {
-                cert,
-                key,
-                http2: t.http2.unwrap_or(true),
-                client_certificates,
-                client_ca,
-            }
-        });
+        let tls = l.tls.map(|t| tls_listener(t, &path, base_dir, errs));
         let h2c = l.h2c.unwrap_or(false);
         if h2c && tls.is_some() {
             errs.push(
@@ -206,4 +170,48 @@ pub(super) fn listeners(
         );
     }
     out
+}
+
+/// `tls:` of a listener at `path` (a client listener or the admin listener).
+pub(super) fn tls_listener(
+    t: super::super::file::TlsListenFile,
+    path: &str,
+    base_dir: &Path,
+    errs: &mut Errors,
+) -> TlsListener {
+    let cert = resolve_path(base_dir, &t.cert);
+    let key = resolve_path(base_dir, &t.key);
+    for (k, p) in [("cert", &cert), ("key", &key)] {
+        if let Err(e) = std::fs::metadata(p) {
+            errs.push(
+                format!("{path}.tls.{k}"),
+                format!("cannot read {}: {e}", p.display()),
+            );
+        }
+    }
+    let client_certificates = match t.client_certificates {
+        None | Some(ClientCertificatesFile::Off) => ClientCertMode::Off,
+        Some(ClientCertificatesFile::Request) => ClientCertMode::Request,
+        Some(ClientCertificatesFile::Require) => ClientCertMode::Require,
+    };
+    let client_ca = t.client_ca.map(|ca| {
+        let file = resolve_path(base_dir, &ca);
+        if let Err(e) = check_ca_file(&file) {
+            errs.push(format!("{path}.tls.client_ca"), e);
+        }
+        if client_certificates == ClientCertMode::Off {
+            errs.push(
+                format!("{path}.tls.client_ca"),
+                "needs `client_certificates: request` or `require`",
+            );
+        }
+        file
+    });
+    TlsListener {
+        cert,
+        key,
+        http2: t.http2.unwrap_or(true),
+        client_certificates,
+        client_ca,
+    }
 }

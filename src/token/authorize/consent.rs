@@ -151,10 +151,7 @@ impl TokenService {
                 );
             }
         }
-        let Some(client) = registry
-            .client(family_of(flow.family), &flow.client_id)
-            .cloned()
-        else {
+        let Some(client) = registry.client(family_of(flow.family), &flow.client_id) else {
             return back.error(ErrorCode::UnauthorizedClient, "the client is gone");
         };
         let Some(username) = flow.user.clone() else {

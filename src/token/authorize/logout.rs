@@ -36,7 +36,7 @@ impl TokenService {
             .get("client_id")
             .map(str::to_string)
             .or(hinted)
-            .and_then(|id| registry.any_client(&id).cloned());
+            .and_then(|id| registry.any_client(&id));
         match client {
             Some(c) if redirect::matches(&c.browser.post_logout_redirect_uris, target) => {
                 let location = match form.get("state") {

@@ -24,7 +24,9 @@ pub use issuer::{
 };
 pub use tenants::pool_name as tenant_pool_name;
 
-pub use admin::{AdminKey, AdminScope, AdminSettings, ProvisionRefs, RegistrationSettings};
+pub use admin::{
+    AdminKey, AdminScope, AdminSettings, PLACEHOLDER_HASH, ProvisionRefs, RegistrationSettings,
+};
 pub use dpop::{DpopSettings, ReplayScope};
 pub use duration::{DurationError, parse_duration};
 pub use errors::{ConfigError, ConfigErrors};

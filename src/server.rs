@@ -464,6 +464,10 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         unmatched_series: ApiSeries::default(),
     };
     cache_readers.push(("secrets", Box::new(gateway.tokens.secret_cache_size())));
+    cache_readers.push(("provisioned", {
+        let catalog = catalog.clone();
+        Box::new(move || catalog.load().registry.overlay().len() as u64)
+    }));
     prometheus::default_registry().register(Box::new(CacheSizes::new(cache_readers)?))?;
     // In an upgrade the old process (the pid file's) hands its addresses over; any other
     // address must be free now, or the old one would be told to go for nothing.

@@ -277,7 +277,7 @@ impl ProvisionRefs {
 
 /// A well-formed argon2id PHC string no secret is checked against (the shape check of a
 /// template that has no secret of its own).
-const PLACEHOLDER_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+pub const PLACEHOLDER_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 /// `registration.open` checked as a credential would be with it.
 pub(super) fn check_open_grant(

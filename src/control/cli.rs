@@ -246,10 +246,15 @@ pub fn run(args: AdminArgs, conf: &Path) -> ExitCode {
         eprintln!("tollgate admin: {e}");
         ExitCode::FAILURE
     };
+    // A closed pipe (`| head`) ends the output, never the process with a panic.
+    let out = |text: &str| {
+        use std::io::Write as _;
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    };
     if let AdminAction::Key { name } = &args.action {
         return match new_key(name) {
             Ok(text) => {
-                print!("{text}");
+                out(&text);
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),
@@ -277,7 +282,7 @@ pub fn run(args: AdminArgs, conf: &Path) -> ExitCode {
     match rt.block_on(send(&base, &key, request)) {
         Ok((status, text)) if (200..300).contains(&status) => {
             if !text.is_empty() {
-                println!("{text}");
+                out(&format!("{text}\n"));
             }
             ExitCode::SUCCESS
         }

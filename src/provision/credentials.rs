@@ -157,11 +157,8 @@ impl Provisioner {
             Some(h) => (None, Some(h)),
             None if CredentialDoc::wants_secret(&spec) => {
                 // Checked before the hash is paid for.
-                self.check(
-                    &id,
-                    &doc_with(&spec, &new.origin, &new.by, now, Some("$placeholder")),
-                )
-                .or_else(placeholder_only)?;
+                let probe = Some(crate::config::PLACEHOLDER_HASH);
+                self.check(&id, &doc_with(&spec, &new.origin, &new.by, now, probe))?;
                 let (s, h) = new_secret().await?;
                 (Some(s), Some(h))
             }
@@ -447,15 +444,5 @@ fn doc_with(
         changed_by: by.into(),
         registration: None,
         subscription: None,
-    }
-}
-
-/// The early check runs with a placeholder hash: its only complaint can be that.
-fn placeholder_only(e: ProvisionError) -> Result<(), ProvisionError> {
-    match e {
-        ProvisionError::Invalid(errs) if errs.iter().all(|e| e.path == "client_secret_hash") => {
-            Ok(())
-        }
-        other => Err(other),
     }
 }

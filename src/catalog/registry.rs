@@ -403,11 +403,6 @@ impl Registry {
         self.default_lifetime
     }
 
-    /// Every API, by name.
-    pub fn apis(&self) -> impl Iterator<Item = &ApiInfo> {
-        self.apis.values()
-    }
-
     /// The files' client ids: the policies' and the credentials', each sorted.
     pub fn file_clients(&self) -> (Vec<String>, Vec<String>) {
         let mut auth: Vec<String> = self.auth.keys().cloned().collect();
@@ -534,10 +529,12 @@ impl Registry {
 
     /// Every origin some client allows (a CORS preflight names no client).
     pub fn any_client_allows_origin(&self, origin: &str) -> bool {
+        let allows = |c: &Client| c.browser.allowed_origins.iter().any(|o| o == origin);
         self.auth
             .values()
             .chain(self.credential.values())
-            .any(|c| c.browser.allowed_origins.iter().any(|o| o == origin))
+            .any(|c| allows(c))
+            || self.overlay.any(allows)
     }
 
     /// Whether some client is public (`token_endpoint_auth_method: none`).

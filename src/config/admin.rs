@@ -297,3 +297,113 @@ pub(super) fn check_open_grant(
         .err()
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ConfigErrors, load};
+    use super::*;
+
+    const KEY: &str = "ac5bb3526d3be432ba19fb1fc0712d350c160bd2169cd24401c9fcaeaac2d860";
+
+    fn load_pair(gateway: &str) -> (tempfile::TempDir, Result<Config, ConfigErrors>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tollgate.yaml"), gateway).unwrap();
+        std::fs::write(
+            dir.path().join("apis.yaml"),
+            "apis:\n  - { name: orders, prefix: /orders, upstream: { servers: [\"127.0.0.1:1\"] }, auth: jwt }\nproducts:\n  - { name: all, apis: [orders] }\nuser_pools:\n  - { name: staff, users: [] }\n",
+        )
+        .unwrap();
+        let r = load(&dir.path().join("tollgate.yaml"));
+        (dir, r)
+    }
+
+    fn errors(gateway: &str) -> Vec<(String, String)> {
+        let (_d, r) = load_pair(gateway);
+        r.unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| (e.path, e.message))
+            .collect()
+    }
+
+    fn has(errs: &[(String, String)], path: &str, fragment: &str) -> bool {
+        errs.iter().any(|(p, m)| p == path && m.contains(fragment))
+    }
+
+    #[test]
+    fn the_admin_section_is_read_with_its_defaults() {
+        let (dir, r) = load_pair(&format!(
+            "upstreams_file: apis.yaml\nstate_dir: st\nadmin:\n  listen: 127.0.0.1:9191\n  keys:\n    - {{ name: ops, sha256: {KEY}, scopes: [read, credentials:write] }}\nregistration:\n  enabled: true\n  open: {{ acl: [orders], roles: [orders:read] }}\n"
+        ));
+        let c = r.unwrap();
+        let a = c.admin.unwrap();
+        assert_eq!(a.listen.to_string(), "127.0.0.1:9191");
+        assert_eq!(a.audit_log, dir.path().join("st/admin-audit.log"));
+        assert_eq!(
+            a.keys[0].scopes,
+            [AdminScope::Read, AdminScope::CredentialsWrite]
+        );
+        assert!(c.registration.enabled);
+        assert_eq!(c.registration.open.unwrap().acl, ["orders"]);
+    }
+
+    #[test]
+    fn admin_errors_name_their_key_path() {
+        let errs = errors(&format!(
+            "listen: [{{ addr: 127.0.0.1:8080 }}]\nupstreams_file: apis.yaml\nadmin:\n  listen: 127.0.0.1:8080\n  keys:\n    - {{ name: ops, sha256: abc, scopes: [] }}\n    - {{ name: ops, sha256: {KEY}, scopes: [write-everything] }}\n    - {{ name: other, sha256: {KEY}, scopes: [read] }}\n  audit_log: \"\"\n"
+        ));
+        assert!(has(&errs, "admin.listen", "another listener"), "{errs:?}");
+        assert!(has(&errs, "admin.keys[0].sha256", "64 hex digits"), "{errs:?}");
+        assert!(has(&errs, "admin.keys[0].scopes", "at least one"), "{errs:?}");
+        assert!(has(&errs, "admin.keys[1].name", "listed twice"), "{errs:?}");
+        assert!(
+            has(&errs, "admin.keys[1].scopes[0]", "not an admin scope"),
+            "{errs:?}"
+        );
+        assert!(has(&errs, "admin.keys[2].sha256", "another key"), "{errs:?}");
+        assert!(has(&errs, "admin.audit_log", "empty"), "{errs:?}");
+        let errs = errors("upstreams_file: apis.yaml\nadmin: { listen: 127.0.0.1:9191 }\n");
+        assert!(has(&errs, "admin.keys", "at least one key"), "{errs:?}");
+    }
+
+    #[test]
+    fn open_registration_is_checked_against_the_upstreams_file() {
+        let errs = errors(
+            "upstreams_file: apis.yaml\nregistration:\n  enabled: true\n  open: { acl: [nope], products: [none], roles: [\"bad scope\"], user_pool: ghosts }\n",
+        );
+        for (path, what) in [
+            ("registration.open.acl[0]", "no API"),
+            ("registration.open.products[0]", "no product"),
+            ("registration.open.roles[0]", "not a valid scope"),
+            ("registration.open.user_pool", "no user pool"),
+        ] {
+            assert!(has(&errs, path, what), "{path}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn a_provisioned_credential_is_checked_like_a_file_one() {
+        let (_d, r) = load_pair("upstreams_file: apis.yaml\n");
+        let refs = ProvisionRefs::of(&r.unwrap());
+        let ok = refs
+            .check_credential(
+                &serde_json::json!({ "client_id": "p", "client_secret_hash": PLACEHOLDER_HASH, "products": ["all"], "roles": ["orders:read"] }),
+                "request body",
+                "",
+            )
+            .unwrap();
+        assert_eq!(ok.acl, ["orders"], "the product's APIs");
+        let errs = refs
+            .check_credential(
+                &serde_json::json!({ "client_id": "p", "acl": ["nope"], "roles": [1], "surprise": true }),
+                "request body",
+                "",
+            )
+            .unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        for want in ["acl[0]", "roles[0]", "surprise", "client_secret_hash"] {
+            assert!(paths.contains(&want), "{want}: {errs:?}");
+        }
+        assert!(errs.iter().all(|e| e.file == "request body"));
+    }
+}

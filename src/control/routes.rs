@@ -286,6 +286,14 @@ impl Control {
             }
             Method::DELETE => {
                 allowed(call.key, AdminScope::CredentialsWrite)?;
+                let (_, doc) = p.credential(id).await.map_err(failed)?;
+                if let Some(sub) = doc.subscription {
+                    return Err(Reply::error(
+                        409,
+                        "conflict",
+                        format!("`{id}` is the credential of subscription `{sub}`: delete the subscription"),
+                    ));
+                }
                 p.delete_credential(id, call.if_match)
                     .await
                     .map_err(failed)?;

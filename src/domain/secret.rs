@@ -56,6 +56,17 @@ pub fn check_hash(phc: &str) -> Result<(), HashError> {
     }
 }
 
+/// Whether `secret` matches the PHC string `phc` (blocking: argon2 takes a core for a while).
+pub fn verify_secret(secret: &str, phc: &str) -> bool {
+    use argon2::password_hash::PasswordVerifier;
+    match PasswordHash::new(phc) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(secret.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
 /// Hash a secret with argon2id and the default (OWASP) parameters.
 pub fn hash_secret(secret: &str) -> Result<String, HashError> {
     let salt = SaltString::generate(&mut OsRng);

@@ -80,7 +80,7 @@ impl Provisioner {
 
     /// Check a document as it would be served, with the rules only provisioned
     /// credentials have.
-    fn check(&self, id: &str, doc: &CredentialDoc) -> Result<(), ProvisionError> {
+    pub(super) fn check(&self, id: &str, doc: &CredentialDoc) -> Result<(), ProvisionError> {
         let catalog = self.live.load();
         if catalog.registry.is_file_client(id) {
             return Err(ProvisionError::FileEntry(id.to_string()));
@@ -419,7 +419,7 @@ impl Provisioner {
 }
 
 /// A document for the check made before a secret is hashed.
-fn doc_with(
+pub(super) fn doc_with(
     spec: &Map<String, Value>,
     origin: &Origin,
     by: &str,

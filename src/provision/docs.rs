@@ -126,3 +126,56 @@ pub struct SubscriptionDoc {
     pub created_at: i64,
     pub changed_by: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc(secrets: Vec<(&str, Option<i64>)>) -> CredentialDoc {
+        CredentialDoc {
+            spec: Map::new(),
+            secrets: secrets
+                .into_iter()
+                .map(|(id, expires_at)| SecretDoc {
+                    id: id.into(),
+                    hash: format!("hash-{id}"),
+                    created_at: 0,
+                    expires_at,
+                })
+                .collect(),
+            disabled: false,
+            origin: Origin::Admin,
+            created_at: 0,
+            updated_at: 0,
+            changed_by: "t".into(),
+            registration: None,
+            subscription: None,
+        }
+    }
+
+    #[test]
+    fn an_overlapping_secret_works_until_its_end() {
+        let d = doc(vec![("s2", None), ("s1", Some(100))]);
+        let ids = |now| d.live_secrets(now).map(|s| s.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(99), ["s2", "s1"]);
+        assert_eq!(ids(100), ["s2"], "refused from its end on");
+        assert_eq!(d.next_expiry(99), Some(100));
+        assert_eq!(d.next_expiry(100), None);
+    }
+
+    #[test]
+    fn only_secret_methods_get_a_secret() {
+        let spec = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        assert!(CredentialDoc::wants_secret(&spec(json!({}))));
+        assert!(CredentialDoc::wants_secret(&spec(
+            json!({ "token_endpoint_auth_method": "client_secret_post" })
+        )));
+        assert!(!CredentialDoc::wants_secret(&spec(
+            json!({ "token_endpoint_auth_method": "none" })
+        )));
+        assert!(!CredentialDoc::wants_secret(&spec(
+            json!({ "tls_client_auth_san_dns": "a.example" })
+        )));
+    }
+}

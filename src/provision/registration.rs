@@ -28,6 +28,12 @@ pub enum RegistrationError {
     Provision(#[from] ProvisionError),
 }
 
+/// What an initial access token (or open registration) grants, and the token to use up.
+pub struct Redeemed {
+    grant: GrantFile,
+    single_use: Option<crate::store::Digest>,
+}
+
 /// An initial access token as stored.
 #[derive(Debug, Serialize, Deserialize)]
 struct InitialAccess {
@@ -131,12 +137,21 @@ fn spec(
     let refresh = grant_types.iter().any(|g| g == "refresh_token");
     let roles: Vec<String> = match text(meta, "scope")? {
         None => grant.roles.clone(),
-        Some(s) => s
-            .split(' ')
-            .filter(|r| !r.is_empty())
-            .filter(|r| grant.roles.iter().any(|g| g == r))
-            .map(str::to_string)
-            .collect(),
+        Some(s) => {
+            let asked: Vec<&str> = s.split(' ').filter(|r| !r.is_empty()).collect();
+            let kept: Vec<String> = asked
+                .iter()
+                .filter(|r| grant.roles.iter().any(|g| g == *r))
+                .map(|r| r.to_string())
+                .collect();
+            if kept.is_empty() && !asked.is_empty() {
+                return Err(RegistrationError::InvalidMetadata(
+                    "scope: none of these scopes is granted to clients registered with this token"
+                        .into(),
+                ));
+            }
+            kept
+        }
     };
     let mut out = Map::new();
     out.insert("client_id".into(), json!(client_id));
@@ -280,16 +295,24 @@ impl Provisioner {
         Ok((token, expires_at))
     }
 
-    /// What a registration presenting `token` may be granted.
+    /// What a registration presenting `token` may be granted. A single-use token is used
+    /// up by [`Provisioner::register`], once the metadata has passed: a client whose
+    /// metadata is refused may correct it and try again with the same token.
     pub async fn redeem(
         &self,
         token: Option<&str>,
         open: Option<&GrantFile>,
-    ) -> Result<GrantFile, RegistrationError> {
+    ) -> Result<Redeemed, RegistrationError> {
         let Some(token) = token else {
-            return open.cloned().ok_or(RegistrationError::InvalidToken(
-                "registration needs an initial access token",
-            ));
+            return open
+                .cloned()
+                .map(|grant| Redeemed {
+                    grant,
+                    single_use: None,
+                })
+                .ok_or(RegistrationError::InvalidToken(
+                    "registration needs an initial access token",
+                ));
         };
         let key = crate::store::digest(token);
         let now = unix_now();
@@ -305,22 +328,25 @@ impl Provisioner {
         };
         let access: InitialAccess = serde_json::from_slice(&bytes)
             .map_err(|e| ProvisionError::Corrupt("initial access token", e.to_string()))?;
-        if !access.reusable {
-            match self
-                .store
-                .consume_ephemeral(Ephemeral::InitialAccessToken, &key, now)
-                .await
-                .map_err(ProvisionError::from)?
-            {
-                Consumed::First(_) => {}
-                Consumed::Again(_) | Consumed::Missing => {
-                    return Err(RegistrationError::InvalidToken(
-                        "the initial access token was used already",
-                    ));
-                }
-            }
+        Ok(Redeemed {
+            grant: access.grant,
+            single_use: (!access.reusable).then_some(key),
+        })
+    }
+
+    /// Use up a single-use initial access token: exactly one registration does.
+    async fn use_up(&self, key: &crate::store::Digest) -> Result<(), RegistrationError> {
+        match self
+            .store
+            .consume_ephemeral(Ephemeral::InitialAccessToken, key, unix_now())
+            .await
+            .map_err(ProvisionError::from)?
+        {
+            Consumed::First(_) => Ok(()),
+            Consumed::Again(_) | Consumed::Missing => Err(RegistrationError::InvalidToken(
+                "the initial access token was used already",
+            )),
         }
-        Ok(access.grant)
     }
 
     /// Register a client (RFC 7591 §3.2.1): the response body, with its secret and
@@ -328,20 +354,35 @@ impl Provisioner {
     pub async fn register(
         &self,
         meta: Map<String, Value>,
-        grant: GrantFile,
+        redeemed: Redeemed,
         base: &str,
     ) -> Result<Value, RegistrationError> {
+        let Redeemed { grant, single_use } = redeemed;
         let client_id = random_token("tgc_")?.chars().take(26).collect::<String>();
         let Asked { spec, registered } = spec(&client_id, &meta, &grant)?;
-        let access_token = random_token("tgr_")?;
         let now = unix_now();
+        self.check(
+            &client_id,
+            &super::credentials::doc_with(
+                &spec,
+                &Origin::Registration,
+                "registration",
+                now,
+                CredentialDoc::wants_secret(&spec).then_some(crate::config::PLACEHOLDER_HASH),
+            ),
+        )
+        .map_err(metadata_error)?;
+        if let Some(key) = single_use {
+            self.use_up(&key).await?;
+        }
+        let (access_token, digest) = new_access_token()?;
         let created = self
             .create_credential(NewCredential {
                 spec,
                 origin: Origin::Registration,
                 by: "registration".into(),
                 registration: Some(RegistrationDoc {
-                    access_token_sha256: hex(&crate::store::digest(&access_token)),
+                    access_token_sha256: digest,
                     metadata: registered,
                     grant,
                     issued_at: now,
@@ -350,13 +391,10 @@ impl Provisioner {
             })
             .await
             .map_err(metadata_error)?;
-        let mut body = response(&client_id, &created.doc, base);
-        if let Value::Object(m) = &mut body {
-            m.insert("registration_access_token".into(), json!(access_token));
-            if let Some(s) = created.secret {
-                m.insert("client_secret".into(), json!(s));
-                m.insert("client_secret_expires_at".into(), json!(0));
-            }
+        let mut body = with_token(response(&client_id, &created.doc, base), access_token);
+        if let (Value::Object(m), Some(s)) = (&mut body, created.secret) {
+            m.insert("client_secret".into(), json!(s));
+            m.insert("client_secret_expires_at".into(), json!(0));
         }
         Ok(body)
     }
@@ -396,8 +434,19 @@ impl Provisioner {
         token: Option<&str>,
         base: &str,
     ) -> Result<Value, RegistrationError> {
-        let (_, doc) = self.registered(id, token).await?;
-        Ok(response(id, &doc, base))
+        let (version, _) = self.registered(id, token).await?;
+        // Only the token's digest is kept, so the answer carries a new one (RFC 7592 §3
+        // requires one; §2.1: the client then discards the previous).
+        let (fresh, digest) = new_access_token()?;
+        let (_, doc, ()) = self
+            .modify(id, Some(version), "registration", move |d| {
+                if let Some(r) = d.registration.as_mut() {
+                    r.access_token_sha256 = digest;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(with_token(response(id, &doc, base), fresh))
     }
 
     /// RFC 7592 §2.2: replace the metadata (the grant stays what registration gave).
@@ -438,20 +487,48 @@ impl Provisioner {
                 "token_endpoint_auth_method: a client with a secret stays one, and a public client public".into(),
             ));
         }
+        // §2.2: a client_secret sent along must be the client's.
+        match meta.get("client_secret") {
+            None => {}
+            Some(Value::String(s)) => {
+                let now = unix_now();
+                let hashes: Vec<String> = doc.live_secrets(now).map(|h| h.hash.clone()).collect();
+                let secret = crate::domain::secret::Secret::new(s.clone());
+                let matches = tokio::task::spawn_blocking(move || {
+                    hashes
+                        .iter()
+                        .any(|h| crate::domain::secret::verify_secret(secret.expose(), h))
+                })
+                .await
+                .unwrap_or(false);
+                if !matches {
+                    return Err(RegistrationError::InvalidMetadata(
+                        "client_secret: not the client's secret (it is not changed here)".into(),
+                    ));
+                }
+            }
+            Some(_) => {
+                return Err(RegistrationError::InvalidMetadata(
+                    "client_secret: a string".into(),
+                ));
+            }
+        }
         if let Some(keys) = doc.spec.get("api_keys") {
             spec.insert("api_keys".into(), keys.clone());
         }
+        let (fresh, digest) = new_access_token()?;
         let (_, updated, ()) = self
             .modify(id, Some(version), "registration", move |d| {
                 d.spec = spec;
                 if let Some(r) = d.registration.as_mut() {
                     r.metadata = registered;
+                    r.access_token_sha256 = digest;
                 }
                 Ok(())
             })
             .await
             .map_err(metadata_error)?;
-        Ok(response(id, &updated, base))
+        Ok(with_token(response(id, &updated, base), fresh))
     }
 
     /// RFC 7592 §2.3: deregister (its tokens revoked on every node).
@@ -464,6 +541,20 @@ impl Provisioner {
         self.delete_credential(id, Some(version)).await?;
         Ok(())
     }
+}
+
+/// A new registration access token and its digest.
+fn new_access_token() -> Result<(String, String), ProvisionError> {
+    let token = random_token("tgr_")?;
+    let digest = hex(&crate::store::digest(&token));
+    Ok((token, digest))
+}
+
+fn with_token(mut body: Value, token: String) -> Value {
+    if let Value::Object(m) = &mut body {
+        m.insert("registration_access_token".into(), json!(token));
+    }
+    body
 }
 
 /// The registration response (RFC 7591 §3.2.1, RFC 7592 §3) of a stored client.
@@ -480,4 +571,86 @@ fn response(id: &str, doc: &CredentialDoc, base: &str) -> Value {
         json!(format!("{base}/{}", id)),
     );
     Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(pool: Option<&str>) -> GrantFile {
+        GrantFile {
+            acl: vec!["orders".into()],
+            products: Vec::new(),
+            roles: vec!["orders:read".into(), "orders:write".into()],
+            user_pool: pool.map(str::to_string),
+        }
+    }
+
+    fn meta(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn metadata_becomes_a_credential_within_the_grant() {
+        let asked = spec(
+            "c1",
+            &meta(json!({
+                "grant_types": ["client_credentials", "refresh_token"],
+                "scope": "orders:read admin:all",
+                "client_name": "Reports",
+                "logo_uri": "https://x.example/logo.png",
+                "unknown_field": 1,
+            })),
+            &grant(None),
+        )
+        .unwrap();
+        assert_eq!(asked.spec["roles"], json!(["orders:read"]), "narrowed to the grant");
+        assert_eq!(asked.spec["acl"], json!(["orders"]));
+        assert_eq!(asked.spec["grant_types"], json!(["client_credentials"]));
+        assert_eq!(asked.spec["token"], json!({ "refresh": true }));
+        assert_eq!(asked.registered["scope"], "orders:read");
+        assert_eq!(asked.registered["response_types"], json!([]));
+        assert_eq!(asked.registered["logo_uri"], "https://x.example/logo.png");
+        assert!(!asked.registered.contains_key("unknown_field"));
+    }
+
+    #[test]
+    fn what_the_server_does_not_offer_is_refused() {
+        let refused = |m: Value, g: GrantFile| spec("c1", &meta(m), &g).err();
+        // RFC 7591 §2: no grant_types means authorization_code, which needs a pool.
+        assert!(matches!(
+            refused(json!({ "redirect_uris": ["https://a.example/cb"] }), grant(None)),
+            Some(RegistrationError::InvalidMetadata(_))
+        ));
+        assert!(matches!(
+            refused(json!({}), grant(Some("staff"))),
+            Some(RegistrationError::InvalidRedirectUri(_))
+        ));
+        assert!(matches!(
+            refused(
+                json!({ "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"] }),
+                grant(None)
+            ),
+            Some(RegistrationError::InvalidMetadata(_))
+        ));
+        assert!(matches!(
+            refused(
+                json!({ "grant_types": ["client_credentials"], "response_types": ["token"] }),
+                grant(None)
+            ),
+            Some(RegistrationError::InvalidMetadata(_))
+        ));
+        assert!(matches!(
+            refused(json!({ "redirect_uris": "https://a.example/cb" }), grant(Some("staff"))),
+            Some(RegistrationError::InvalidMetadata(_))
+        ));
+        let code = spec(
+            "c1",
+            &meta(json!({ "redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "none" })),
+            &grant(Some("staff")),
+        )
+        .unwrap();
+        assert_eq!(code.spec["user_pool"], "staff");
+        assert_eq!(code.registered["response_types"], json!(["code"]));
+    }
 }

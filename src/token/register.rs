@@ -61,6 +61,11 @@ fn refused(e: RegistrationError) -> Reply {
                 .join("; ");
             error(400, "invalid_client_metadata", &text)
         }
+        RegistrationError::Provision(ProvisionError::Conflict(..)) => error(
+            409,
+            "invalid_request",
+            "the registration changed meanwhile; read it again with the newest registration access token",
+        ),
         RegistrationError::Provision(ProvisionError::Store(e)) => {
             log::warn!("registration: {e}");
             let mut r = error(
@@ -136,7 +141,7 @@ impl TokenService {
                     Err(r) => return r,
                 };
                 match p.redeem(token, settings.open.as_ref()).await {
-                    Ok(grant) => p.register(meta, grant, &base).await.map(|b| (201, b)),
+                    Ok(redeemed) => p.register(meta, redeemed, &base).await.map(|b| (201, b)),
                     Err(e) => Err(e),
                 }
             }

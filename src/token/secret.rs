@@ -8,8 +8,6 @@
 use crate::config::{CacheSettings, LimitSettings};
 use crate::domain::secret::Secret;
 use crate::domain::secret::{HashError, hash_secret};
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use aws_lc_rs::hmac;
 use prometheus::IntCounter;
 use std::sync::Arc;
@@ -17,14 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-fn verify_blocking(secret: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(secret.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    }
-}
+use crate::domain::secret::verify_secret as verify_blocking;
 
 /// Why the verifier cannot be set up.
 #[derive(Debug, thiserror::Error)]

@@ -65,17 +65,28 @@ impl Admin {
         body: Option<Value>,
         if_match: Option<u64>,
     ) -> Answer {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        if let Some(v) = if_match {
-            req = req.header("if-match", format!("\"{v}\""));
-        }
-        let resp = req.send().await.unwrap();
+        // The admin listener may start a moment after the public one the harness waits
+        // for: a refused connection is tried again, for at most 10 s.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let resp = loop {
+            let mut req = self
+                .http
+                .request(method.parse().unwrap(), format!("{}{path}", self.base))
+                .bearer_auth(&self.key);
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            if let Some(v) = if_match {
+                req = req.header("if-match", format!("\"{v}\""));
+            }
+            match req.send().await {
+                Ok(r) => break r,
+                Err(e) if e.is_connect() && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("admin API at {}: {e}", self.base),
+            }
+        };
         let status = resp.status().as_u16();
         let version = resp
             .headers()

@@ -454,3 +454,53 @@ async fn two_processes_on_one_sqlite_file_share_provisioned_credentials() {
         .await;
     assert_eq!(put.status, 409);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_listener_over_tls_can_require_a_certificate_from_its_ca() {
+    use common::mtls::{Pki, client, listener_files, self_signed};
+    let up = start_upstream().await;
+    let key = TestKey::generate();
+    let (server, pki) = (self_signed("localhost", &["localhost"]), Pki::new("ops-ca"));
+    let port = free_port();
+    let mut spec = GatewaySpec::new(catalog(&up));
+    spec.extra = admin::section(port).replace(
+        &format!("  listen: 127.0.0.1:{port}\n"),
+        &format!(
+            "  listen: 127.0.0.1:{port}\n  tls: {{ cert: server.pem, key: server-key.pem, client_certificates: require, client_ca: client-ca.pem }}\n"
+        ),
+    );
+    spec.files = listener_files(&server, &pki);
+    let _gw = Gateway::start(spec, &key).await;
+    let url = format!("https://localhost:{port}/v1/catalog");
+    let call = |cert| {
+        let http = client(&server, port, cert);
+        let url = url.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match http.get(&url).bearer_auth(admin::KEY).send().await {
+                    Ok(r) => return Some(r.status().as_u16()),
+                    // No certificate: the handshake itself fails.
+                    Err(_) if cert.is_none() => return None,
+                    Err(e) => {
+                        assert!(Instant::now() < deadline, "admin TLS listener: {e:?}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }
+    };
+    let ops = pki.client("operator", &[]);
+    assert_eq!(
+        call(Some(&ops)).await,
+        Some(200),
+        "the admin CA's certificate and a key"
+    );
+    let stranger = self_signed("operator", &[]);
+    assert_eq!(
+        call(Some(&stranger)).await,
+        Some(401),
+        "a certificate from elsewhere"
+    );
+    assert_eq!(call(None).await, None, "no certificate: no handshake");
+}

@@ -204,8 +204,11 @@ impl Control {
                     .unwrap_or(100)
                     .clamp(1, 1000);
                 let after = call.query("after").unwrap_or_default();
-                let page = self.provisioner.list(RecordKind::Credential, after, limit);
-                let next = (page.len() == limit).then(|| page.last().map(|(k, _)| k.clone()));
+                let mut page = self.provisioner.list(RecordKind::Credential, after, limit + 1);
+                let next = (page.len() > limit).then(|| {
+                    page.truncate(limit);
+                    page.last().map(|(k, _)| k.clone())
+                });
                 let items: Vec<Value> = page
                     .iter()
                     .filter_map(|(id, m)| {
@@ -419,8 +422,11 @@ impl Control {
                     .unwrap_or(100)
                     .clamp(1, 1000);
                 let after = call.query("after").unwrap_or_default();
-                let page = p.list(RecordKind::Subscription, after, limit);
-                let next = (page.len() == limit).then(|| page.last().map(|(k, _)| k.clone()));
+                let mut page = p.list(RecordKind::Subscription, after, limit + 1);
+                let next = (page.len() > limit).then(|| {
+                    page.truncate(limit);
+                    page.last().map(|(k, _)| k.clone())
+                });
                 let items: Vec<Value> = page
                     .iter()
                     .filter_map(|(_, m)| serde_json::from_slice(&m.doc).ok())
@@ -435,7 +441,7 @@ impl Control {
                 allowed(call.key, AdminScope::SubscriptionsWrite)?;
                 let new: NewSubscription = serde_json::from_value(Value::Object(call.object()?))
                     .map_err(|e| Reply::error(400, "invalid_request", e))?;
-                let (sub, created) = p
+                let (version, sub, created) = p
                     .create_subscription(new, &call.by())
                     .await
                     .map_err(failed)?;
@@ -446,7 +452,7 @@ impl Control {
                         self.subscription_credential(&sub, created.secret),
                     );
                 }
-                Ok(Reply::json(201, view).about(&sub.id, Some(created.version)))
+                Ok(Reply::json(201, view).about(&sub.id, Some(version)))
             }
             _ => Err(method_not_allowed("GET, POST")),
         }
@@ -501,7 +507,9 @@ impl Control {
             }
             Method::DELETE => {
                 allowed(call.key, AdminScope::SubscriptionsWrite)?;
-                p.delete_subscription(id).await.map_err(failed)?;
+                p.delete_subscription(id, call.if_match)
+                    .await
+                    .map_err(failed)?;
                 Ok(Reply::empty(204).about(id, None))
             }
             _ => Err(method_not_allowed("GET, DELETE")),

@@ -342,6 +342,17 @@ impl Provisioner {
         expected: Option<u64>,
         by: &str,
     ) -> Result<(u64, CredentialDoc, String), ProvisionError> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid {
+            return Err(ProvisionError::invalid(
+                "name",
+                "a key name is 1-64 characters of A-Z a-z 0-9 - _ .",
+            ));
+        }
         let key = crate::opaque::generate_api_key().ok_or(ProvisionError::NoRandomness)?;
         let digest = hex(&crate::store::digest(&key));
         self.modify(id, expected, by, |doc| {

@@ -36,7 +36,7 @@ impl Provisioner {
         &self,
         new: NewSubscription,
         by: &str,
-    ) -> Result<(SubscriptionDoc, Created), ProvisionError> {
+    ) -> Result<(u64, SubscriptionDoc, Created), ProvisionError> {
         let id = match new.id {
             Some(id) if valid_id(&id) => id,
             Some(_) => {
@@ -112,20 +112,22 @@ impl Provisioner {
             created_at: unix_now(),
             changed_by: by.to_string(),
         };
-        if let Err(e) = self.put(KIND, &id, None, encode(&doc)?).await {
-            // Not subscribed after all: its credential goes too.
-            if let Err(undo) = self.delete_credential(&doc.credential, None).await {
-                log::error!(
-                    "subscription `{id}` was not stored and its credential `{}` could not be removed: {undo}",
-                    doc.credential
-                );
+        match self.put(KIND, &id, None, encode(&doc)?).await {
+            Ok(version) => Ok((version, doc, created)),
+            Err(e) => {
+                // Not subscribed after all: its credential goes too.
+                if let Err(undo) = self.delete_credential(&doc.credential, None).await {
+                    log::error!(
+                        "subscription `{id}` was not stored and its credential `{}` could not be removed: {undo}",
+                        doc.credential
+                    );
+                }
+                Err(match e {
+                    ProvisionError::Conflict(..) => ProvisionError::Exists(KIND.label(), id),
+                    other => other,
+                })
             }
-            return Err(match e {
-                ProvisionError::Conflict(..) => ProvisionError::Exists(KIND.label(), id),
-                other => other,
-            });
         }
-        Ok((doc, created))
     }
 
     pub async fn subscription(&self, id: &str) -> Result<(u64, SubscriptionDoc), ProvisionError> {
@@ -133,8 +135,17 @@ impl Provisioner {
     }
 
     /// Delete the subscription and its credential (its tokens revoked everywhere).
-    pub async fn delete_subscription(&self, id: &str) -> Result<SubscriptionDoc, ProvisionError> {
+    pub async fn delete_subscription(
+        &self,
+        id: &str,
+        expected: Option<u64>,
+    ) -> Result<SubscriptionDoc, ProvisionError> {
         let (version, doc) = self.subscription(id).await?;
+        if let Some(e) = expected
+            && e != version
+        {
+            return Err(ProvisionError::Conflict(KIND.label(), version.to_string()));
+        }
         match self.delete_credential(&doc.credential, None).await {
             Ok(_) | Err(ProvisionError::NotFound(..)) => {}
             Err(e) => return Err(e),

@@ -353,14 +353,23 @@ mod tests {
             "listen: [{{ addr: 127.0.0.1:8080 }}]\nupstreams_file: apis.yaml\nadmin:\n  listen: 127.0.0.1:8080\n  keys:\n    - {{ name: ops, sha256: abc, scopes: [] }}\n    - {{ name: ops, sha256: {KEY}, scopes: [write-everything] }}\n    - {{ name: other, sha256: {KEY}, scopes: [read] }}\n  audit_log: \"\"\n"
         ));
         assert!(has(&errs, "admin.listen", "another listener"), "{errs:?}");
-        assert!(has(&errs, "admin.keys[0].sha256", "64 hex digits"), "{errs:?}");
-        assert!(has(&errs, "admin.keys[0].scopes", "at least one"), "{errs:?}");
+        assert!(
+            has(&errs, "admin.keys[0].sha256", "64 hex digits"),
+            "{errs:?}"
+        );
+        assert!(
+            has(&errs, "admin.keys[0].scopes", "at least one"),
+            "{errs:?}"
+        );
         assert!(has(&errs, "admin.keys[1].name", "listed twice"), "{errs:?}");
         assert!(
             has(&errs, "admin.keys[1].scopes[0]", "not an admin scope"),
             "{errs:?}"
         );
-        assert!(has(&errs, "admin.keys[2].sha256", "another key"), "{errs:?}");
+        assert!(
+            has(&errs, "admin.keys[2].sha256", "another key"),
+            "{errs:?}"
+        );
         assert!(has(&errs, "admin.audit_log", "empty"), "{errs:?}");
         let errs = errors("upstreams_file: apis.yaml\nadmin: { listen: 127.0.0.1:9191 }\n");
         assert!(has(&errs, "admin.keys", "at least one key"), "{errs:?}");

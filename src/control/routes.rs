@@ -204,7 +204,9 @@ impl Control {
                     .unwrap_or(100)
                     .clamp(1, 1000);
                 let after = call.query("after").unwrap_or_default();
-                let mut page = self.provisioner.list(RecordKind::Credential, after, limit + 1);
+                let mut page = self
+                    .provisioner
+                    .list(RecordKind::Credential, after, limit + 1);
                 let next = (page.len() > limit).then(|| {
                     page.truncate(limit);
                     page.last().map(|(k, _)| k.clone())
@@ -294,7 +296,9 @@ impl Control {
                     return Err(Reply::error(
                         409,
                         "conflict",
-                        format!("`{id}` is the credential of subscription `{sub}`: delete the subscription"),
+                        format!(
+                            "`{id}` is the credential of subscription `{sub}`: delete the subscription"
+                        ),
                     ));
                 }
                 p.delete_credential(id, call.if_match)

@@ -157,7 +157,11 @@ mod tests {
     #[test]
     fn an_overlapping_secret_works_until_its_end() {
         let d = doc(vec![("s2", None), ("s1", Some(100))]);
-        let ids = |now| d.live_secrets(now).map(|s| s.id.clone()).collect::<Vec<_>>();
+        let ids = |now| {
+            d.live_secrets(now)
+                .map(|s| s.id.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids(99), ["s2", "s1"]);
         assert_eq!(ids(100), ["s2"], "refused from its end on");
         assert_eq!(d.next_expiry(99), Some(100));

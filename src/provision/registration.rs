@@ -604,7 +604,11 @@ mod tests {
             &grant(None),
         )
         .unwrap();
-        assert_eq!(asked.spec["roles"], json!(["orders:read"]), "narrowed to the grant");
+        assert_eq!(
+            asked.spec["roles"],
+            json!(["orders:read"]),
+            "narrowed to the grant"
+        );
         assert_eq!(asked.spec["acl"], json!(["orders"]));
         assert_eq!(asked.spec["grant_types"], json!(["client_credentials"]));
         assert_eq!(asked.spec["token"], json!({ "refresh": true }));
@@ -619,7 +623,10 @@ mod tests {
         let refused = |m: Value, g: GrantFile| spec("c1", &meta(m), &g).err();
         // RFC 7591 §2: no grant_types means authorization_code, which needs a pool.
         assert!(matches!(
-            refused(json!({ "redirect_uris": ["https://a.example/cb"] }), grant(None)),
+            refused(
+                json!({ "redirect_uris": ["https://a.example/cb"] }),
+                grant(None)
+            ),
             Some(RegistrationError::InvalidMetadata(_))
         ));
         assert!(matches!(
@@ -641,7 +648,10 @@ mod tests {
             Some(RegistrationError::InvalidMetadata(_))
         ));
         assert!(matches!(
-            refused(json!({ "redirect_uris": "https://a.example/cb" }), grant(Some("staff"))),
+            refused(
+                json!({ "redirect_uris": "https://a.example/cb" }),
+                grant(Some("staff"))
+            ),
             Some(RegistrationError::InvalidMetadata(_))
         ));
         let code = spec(

@@ -53,9 +53,14 @@ impl<S: Store> Instrumented<S> {
                 .duration(op)
                 .observe(start.elapsed().as_secs_f64());
         }
-        match &result {
-            Ok(_) => self.succeeded(),
-            Err(e) => self.failed(op, e),
+        match (&result, op) {
+            // The record feed reads on a connection of its own, which breaks and comes back
+            // apart from the one every other call uses: its errors are counted, but the
+            // store's up/down state (and its one log line per outage) follows the others.
+            (Err(_), StoreOp::RecordFeed) => self.metrics.errors(op).inc(),
+            (Ok(_), StoreOp::RecordFeed) => {}
+            (Ok(_), _) => self.succeeded(),
+            (Err(e), _) => self.failed(op, e),
         }
         result
     }

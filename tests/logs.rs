@@ -58,6 +58,98 @@ async fn the_json_access_log_is_one_object_per_request_and_holds_no_secret() {
     assert!(lines.iter().any(|l| l["api"] == "(token_service)"));
 }
 
+/// Provisioning at run time: a credential with a generated secret, its rotation, an API
+/// key, an initial access token, a registration and its management. Returns every secret,
+/// key and token that went through.
+async fn provisioning_flows(gw: &Gateway, admin_port: u16) -> Vec<String> {
+    use serde_json::json;
+    let admin = common::admin::Admin::new(admin_port);
+    let mut out = vec![common::admin::KEY.to_string()];
+    let (id, secret) = admin
+        .create_credential(
+            json!({ "client_id": "provisioned", "acl": ["orders"], "roles": ["orders:read"] }),
+        )
+        .await;
+    let rotated = admin
+        .post(
+            &format!("/v1/credentials/{id}/secret"),
+            json!({ "overlap": "1m" }),
+        )
+        .await;
+    let new_secret = rotated.body["client_secret"].as_str().unwrap().to_string();
+    let key = admin
+        .post(
+            &format!("/v1/credentials/{id}/api-keys"),
+            json!({ "name": "k" }),
+        )
+        .await;
+    let api_key = key.body["api_key"].as_str().unwrap().to_string();
+    let http = gw.client();
+    let token: serde_json::Value = http
+        .post(gw.url("/credential/jwt"))
+        .basic_auth(&id, Some(&new_secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = token["access_token"].as_str().unwrap().to_string();
+    assert_eq!(call(gw, "/orders/1", &access).await, 200);
+    let _ = http
+        .get(gw.url("/orders/1"))
+        .header("x-api-key", &api_key)
+        .send()
+        .await;
+    let iat = admin
+        .post(
+            "/v1/initial-access-tokens",
+            json!({ "acl": ["orders"], "roles": ["orders:read"] }),
+        )
+        .await;
+    let iat = iat.body["initial_access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reg: serde_json::Value = http
+        .post(gw.url("/credential/register"))
+        .bearer_auth(&iat)
+        .json(&json!({ "grant_types": ["client_credentials"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rat = reg["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let read: serde_json::Value = http
+        .get(reg["registration_client_uri"].as_str().unwrap())
+        .bearer_auth(&rat)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let newest = read["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A wrong admin key, too.
+    let _ = admin
+        .with_key("wrong-admin-guess-9c1d")
+        .get("/v1/catalog")
+        .await;
+    out.extend([secret, new_secret, api_key, access, iat, rat, newest]);
+    out.push(reg["client_secret"].as_str().unwrap().to_string());
+    out.push("wrong-admin-guess-9c1d".into());
+    out
+}
+
 /// Run every flow with the access log in `format` at the most verbose level, and search the
 /// whole log for the secrets that went through.
 async fn every_flow_and_no_secret_in_the_log(format: &str) -> (Upstream, Gateway, String) {
@@ -65,7 +157,11 @@ async fn every_flow_and_no_secret_in_the_log(format: &str) -> (Upstream, Gateway
     let key = TestKey::generate();
     let mut spec = GatewaySpec::new(catalog(&up));
     spec.https_issuer = true;
-    spec.extra = format!("log: {{ level: trace, access_log: {format} }}\n");
+    let admin_port = free_port();
+    spec.extra = format!(
+        "log: {{ level: trace, access_log: {format} }}\nregistration: {{ enabled: true }}\n{}",
+        common::admin::section(admin_port)
+    );
     let gw = Gateway::start(spec, &key).await;
     let http = gw.client();
     let mut secrets: Vec<String> = [
@@ -179,6 +275,8 @@ async fn every_flow_and_no_secret_in_the_log(format: &str) -> (Upstream, Gateway
         .bearer_auth(t)
         .send()
         .await;
+
+    secrets.extend(provisioning_flows(&gw, admin_port).await);
 
     let log = gw.log();
     assert!(log.lines().count() > 20, "the gateway logged: {log}");

@@ -10,6 +10,7 @@
 #   ./scripts/bench.sh --dpop          # protected route: DPoP (fresh proof per request) vs
 #                                      # cached / fresh bearer JWT, issuance with and without
 #                                      # a proof, replay per_node vs cluster (Redis); callgrind
+#   ./scripts/bench.sh --provision     # admin API: creations/s, time to effect, 10 vs 100k creds
 #   ./scripts/bench.sh --store-growth  # opaque issuance and durable refresh after 2,000,000
 #                                      # stored tokens, old schema (--old BINARY) vs this one
 #   ./scripts/bench.sh --identity      # protected route with no / five identity headers /
@@ -41,6 +42,10 @@ if [ "${1:-}" = "--dpop" ]; then       # DPoP against bearer tokens; --rounds 2 
   # The fresh-bearer scenario signs its tokens with the `cryptography` package.
   python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet cryptography
   exec python3 benches/load/dpop.py "$@"
+fi
+if [ "${1:-}" = "--provision" ]; then  # --rounds 5 --duration 6 --samples 100 --count 100000
+  shift
+  exec python3 benches/load/provision.py "$@"
 fi
 if [ "${1:-}" = "--identity" ]; then
   shift

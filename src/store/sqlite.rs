@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use writer::{Job, Typed, run_writer};
 
 mod index;
-mod records;
+pub(in crate::store) mod records;
 mod schema;
 mod sql;
 mod writer;

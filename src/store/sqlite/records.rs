@@ -5,13 +5,25 @@ use super::super::{Record, RecordFeed, RecordKind, Written};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// `kind IN (…)` of the kinds this tollgate knows: rows of a newer tollgate's kinds are
-/// passed over (and do not use up a page).
+/// passed over (and do not use up a page). The unary `+` keeps the planner off the
+/// primary key's `kind` column: the feed walks the version index from the cursor instead
+/// of reading and sorting the whole table (37.5 ms a poll at 100,000 records, against
+/// 0.009 ms through the index).
 fn known_kinds() -> String {
     let codes: Vec<String> = RecordKind::ALL
         .iter()
         .map(|k| k.code().to_string())
         .collect();
-    format!("kind IN ({})", codes.join(", "))
+    format!("+kind IN ({})", codes.join(", "))
+}
+
+/// The feed's statement: records after a version, in version order, up to a limit.
+pub(in crate::store) fn feed_sql() -> String {
+    format!(
+        "SELECT kind, name, version, doc FROM records
+         WHERE version > ?1 AND {} ORDER BY version LIMIT ?2",
+        known_kinds()
+    )
 }
 
 /// A version as SQLite stores it (an INTEGER is an i64).
@@ -106,10 +118,7 @@ pub(super) fn after(conn: &Connection, after: u64, limit: usize) -> rusqlite::Re
         }
     } else {
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT kind, name, version, doc FROM records
-             WHERE version > ?1 AND {known} ORDER BY version LIMIT ?2"
-        ))?;
+        let mut stmt = conn.prepare_cached(&feed_sql())?;
         for r in stmt.query_map(params![to_sql(after)?, limit], row_to_record)? {
             records.extend(r?);
         }

@@ -69,6 +69,8 @@ pub struct RedisStore {
     settings: RedisSettings,
     scripts: Arc<Scripts>,
     live: Mutex<Option<Arc<Live>>>,
+    /// The record sequence's epoch this process read last (records::read_after).
+    record_epoch: Mutex<String>,
 }
 
 impl RedisStore {
@@ -81,7 +83,19 @@ impl RedisStore {
             settings: settings.clone(),
             scripts: Arc::new(Scripts::new()),
             live: Mutex::new(None),
+            record_epoch: Mutex::new(String::new()),
         })
+    }
+
+    fn record_epoch(&self) -> String {
+        self.record_epoch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_record_epoch(&self, epoch: String) {
+        *self.record_epoch.lock().unwrap_or_else(|p| p.into_inner()) = epoch;
     }
 
     fn live(&self) -> Result<Arc<Live>, StoreError> {

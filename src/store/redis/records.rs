@@ -34,14 +34,15 @@ fn text(v: &Value) -> Option<String> {
 }
 
 /// The records of a RECORDS_AFTER reply.
-fn parse_feed(reply: &Value) -> RedisResult<RecordFeed> {
+fn parse_feed(reply: &Value) -> RedisResult<(RecordFeed, String)> {
     let Value::Array(items) = reply else {
         return Err(unexpected("the record feed is not an array"));
     };
-    let Some((mode, rest)) = items.split_first() else {
-        return Err(unexpected("the record feed is empty"));
+    let [mode, epoch, rest @ ..] = items.as_slice() else {
+        return Err(unexpected("the record feed is short"));
     };
     let full = text(mode).as_deref() == Some("full");
+    let epoch = text(epoch).ok_or_else(|| unexpected("the record epoch is not text"))?;
     let mut records = Vec::with_capacity(rest.len() / 3);
     for chunk in rest.chunks_exact(3) {
         let [member, version, doc] = chunk else {
@@ -70,17 +71,18 @@ fn parse_feed(reply: &Value) -> RedisResult<RecordFeed> {
             doc,
         });
     }
-    Ok(RecordFeed { records, full })
+    Ok((RecordFeed { records, full }, epoch))
 }
 
-/// One look at the records after `after`.
+/// One look at the records after `after`, for a reader that saw `epoch` last; with the
+/// epoch now.
 async fn read_after<C: ConnectionLike>(
     conn: &mut C,
     scripts: &Scripts,
     prefix: &str,
-    after: u64,
+    (after, epoch): (u64, &str),
     limit: usize,
-) -> RedisResult<RecordFeed> {
+) -> RedisResult<(RecordFeed, String)> {
     let known: Vec<String> = RecordKind::ALL
         .iter()
         .map(|k| k.code().to_string())
@@ -89,7 +91,7 @@ async fn read_after<C: ConnectionLike>(
         .records_after
         .prepare_invoke()
         .arg(prefix)
-        .arg(0)
+        .arg(epoch)
         .arg(after)
         // Exact as a Lua number, and more than any store holds: "no limit".
         .arg(limit.clamp(1, 1 << 50))
@@ -105,10 +107,10 @@ async fn follow<C: ConnectionLike>(
     conn: &mut C,
     scripts: &Scripts,
     prefix: &str,
-    after: u64,
+    at: (u64, &str),
     limit: usize,
     wait: Duration,
-) -> RedisResult<RecordFeed> {
+) -> RedisResult<(RecordFeed, String)> {
     let stream = format!("{prefix}records:feed");
     let last: Value = ::redis::cmd("XREVRANGE")
         .arg(&stream)
@@ -127,9 +129,9 @@ async fn follow<C: ConnectionLike>(
         _ => None,
     }
     .unwrap_or_else(|| "0-0".to_string());
-    let feed = read_after(conn, scripts, prefix, after, limit).await?;
+    let (feed, epoch) = read_after(conn, scripts, prefix, at, limit).await?;
     if feed.full || !feed.records.is_empty() {
-        return Ok(feed);
+        return Ok((feed, epoch));
     }
     let woken: Value = ::redis::cmd("XREAD")
         .arg("COUNT")
@@ -142,10 +144,10 @@ async fn follow<C: ConnectionLike>(
         .query_async(conn)
         .await?;
     match woken {
-        Value::Nil => Ok(feed),
-        Value::Array(ref a) if a.is_empty() => Ok(feed),
-        Value::Map(ref m) if m.is_empty() => Ok(feed),
-        _ => read_after(conn, scripts, prefix, after, limit).await,
+        Value::Nil => Ok((feed, epoch)),
+        Value::Array(ref a) if a.is_empty() => Ok((feed, epoch)),
+        Value::Map(ref m) if m.is_empty() => Ok((feed, epoch)),
+        _ => read_after(conn, scripts, prefix, at, limit).await,
     }
 }
 
@@ -220,22 +222,25 @@ impl RedisStore {
         limit: usize,
         wait: Duration,
     ) -> Result<RecordFeed, StoreError> {
-        if wait.is_zero() {
-            return self
-                .run("records_after", move |mut c, s, prefix| async move {
-                    read_after(&mut c, &s, &prefix, after, limit).await
-                })
-                .await;
-        }
-        self.run_dedicated(
-            "records_after",
-            |live| &live.records,
-            wait,
-            move |mut c, _, s, prefix| async move {
-                follow(&mut c, &s, &prefix, after, limit, wait).await
-            },
-        )
-        .await
+        let seen = self.record_epoch();
+        let (feed, epoch) = if wait.is_zero() {
+            self.run("records_after", move |mut c, s, prefix| async move {
+                read_after(&mut c, &s, &prefix, (after, &seen), limit).await
+            })
+            .await?
+        } else {
+            self.run_dedicated(
+                "records_after",
+                |live| &live.records,
+                wait,
+                move |mut c, _, s, prefix| async move {
+                    follow(&mut c, &s, &prefix, (after, &seen), limit, wait).await
+                },
+            )
+            .await?
+        };
+        self.set_record_epoch(epoch);
+        Ok(feed)
     }
 }
 
@@ -249,6 +254,7 @@ mod tests {
         for tombstone in [Value::Nil, Value::Boolean(false)] {
             let reply = Value::Array(vec![
                 bulk("after"),
+                bulk("1765000000.123"),
                 bulk("1:alice"),
                 bulk("3"),
                 bulk("{}"),
@@ -259,7 +265,8 @@ mod tests {
                 bulk("5"),
                 bulk("x"),
             ]);
-            let feed = parse_feed(&reply).unwrap();
+            let (feed, epoch) = parse_feed(&reply).unwrap();
+            assert_eq!(epoch, "1765000000.123");
             assert!(!feed.full);
             assert_eq!(
                 feed.records,
@@ -279,12 +286,14 @@ mod tests {
                 ]
             );
         }
-        let full = parse_feed(&Value::Array(vec![bulk("full")])).unwrap();
+        let (full, _) = parse_feed(&Value::Array(vec![bulk("full"), bulk("")])).unwrap();
         assert!(full.full && full.records.is_empty());
+        assert!(parse_feed(&Value::Array(vec![bulk("full")])).is_err());
         assert!(parse_feed(&Value::Nil).is_err());
         assert!(
             parse_feed(&Value::Array(vec![
                 bulk("after"),
+                bulk(""),
                 bulk("1:x"),
                 bulk("v"),
                 Value::Nil

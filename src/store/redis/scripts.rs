@@ -193,6 +193,11 @@ if live ~= ARGV[4] then
 end
 -- Starts at 1 and grows by one per write: far below 2^53, exact as a sorted-set score.
 local v = string.format('%d', redis.call('INCR', p .. 'records:seq'))
+if v == '1' then
+  -- A new sequence (first write, or the first after a flush): a new epoch, so a reader
+  -- whose cursor the new sequence has already passed still knows to read everything.
+  redis.call('SET', p .. 'records:epoch', table.concat(redis.call('TIME'), '.'))
+end
 if ARGV[5] == 'put' then
   redis.call('HSET', k, 'v', v, 'doc', ARGV[6])
 else
@@ -204,10 +209,11 @@ redis.call('XADD', p .. 'records:feed', 'MAXLEN', '~', maxlen, '*', 'v', v)
 return {1, v}
 ";
 
-/// ARGV: prefix, maxlen (unused), after, limit, the known kinds' codes (`1 2`). Returns
-/// {`after` or `full`, then member, version, document (nil: a tombstone) of each record}:
-/// the records of known kinds after the cursor, at most `limit`, or every live one of them
-/// when the sequence is behind the cursor (Redis flushed or restored from a backup).
+/// ARGV: prefix, the epoch the reader saw last (empty: none), after, limit, the known
+/// kinds' codes (`1 2`). Returns {`after` or `full`, the epoch, then member, version,
+/// document (nil: a tombstone) of each record}: the records of known kinds after the
+/// cursor, at most `limit`, or every live one of them when the sequence is behind the
+/// cursor or its epoch is not the reader's (Redis flushed or restored from a backup).
 const RECORDS_AFTER: &str = r"
 local idx = p .. 'records:index'
 local limit = tonumber(ARGV[4])
@@ -218,8 +224,10 @@ end
 local function wanted(member)
   return known[string.match(member, '^(%d+):')]
 end
+local epoch = redis.call('GET', p .. 'records:epoch') or ''
 local full = tonumber(redis.call('GET', p .. 'records:seq') or '0') < tonumber(ARGV[3])
-local out = {'after'}
+  or (ARGV[2] ~= '' and epoch ~= ARGV[2])
+local out = {'after', epoch}
 if full then
   out[1] = 'full'
 end

@@ -261,6 +261,44 @@ async fn waiting_reader_is_woken_by_another_writer(a: Arc<dyn Store>, b: Arc<dyn
     assert_eq!(theirs, woken);
 }
 
+/// A flush the writers outran: the new sequence passed the reader's cursor before it read
+/// again. The epoch a new sequence starts with still tells it to read everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_flush_is_noticed_even_when_new_writes_pass_the_cursor() {
+    let server = RedisServer::start();
+    let reader = server.store("e:");
+    let writer = server.store("e:");
+    done(
+        writer
+            .put_record(CRED, "old", None, b"o".to_vec())
+            .await
+            .unwrap(),
+    );
+    let seen = reader.records_after(0, 10, Duration::ZERO).await.unwrap();
+    assert_eq!(seen.records.len(), 1);
+    let cursor = seen.records[0].version;
+    assert_eq!(server.cli(&["EXISTS", "e:records:epoch"]), "1");
+    server.cli(&["FLUSHALL"]);
+    for name in ["n1", "n2", "n3"] {
+        done(
+            writer
+                .put_record(CRED, name, None, b"n".to_vec())
+                .await
+                .unwrap(),
+        );
+    }
+    let feed = reader
+        .records_after(cursor, 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(feed.full, "{feed:?}");
+    let names: Vec<&str> = feed.records.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["n1", "n2", "n3"], "`old` is gone");
+    // From then on the reader follows the new sequence as usual.
+    let next = reader.records_after(3, 10, Duration::ZERO).await.unwrap();
+    assert!(!next.full && next.records.is_empty(), "{next:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_records_after_a_flush_are_read_whole() {
     let server = RedisServer::start();

@@ -212,8 +212,9 @@ return {1, v}
 /// ARGV: prefix, the epoch the reader saw last (empty: none), after, limit, the known
 /// kinds' codes (`1 2`). Returns {`after` or `full`, the epoch, then member, version,
 /// document (nil: a tombstone) of each record}: the records of known kinds after the
-/// cursor, at most `limit`, or every live one of them when the sequence is behind the
-/// cursor or its epoch is not the reader's (Redis flushed or restored from a backup).
+/// cursor, at most `limit`, or the first `limit` live ones of them in version order when
+/// the sequence is behind the cursor or its epoch is not the reader's (Redis flushed or
+/// restored from a backup).
 const RECORDS_AFTER: &str = r"
 local idx = p .. 'records:index'
 local limit = tonumber(ARGV[4])
@@ -237,25 +238,23 @@ local function add(member)
     table.insert(out, member)
     table.insert(out, f[1])
     table.insert(out, f[2])
+    return true
   end
+  return false
 end
-if full then
-  for _, member in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
-    if wanted(member) then
-      add(member)
-    end
-  end
-  return out
-end
--- Pages of the index from the cursor, until `limit` records of known kinds.
+-- Pages of the index from the cursor (full: from the start, live records only), until
+-- `limit` records of known kinds: a full read of a large store is a first page too, and
+-- the reader goes on from its last version, so no one call blocks Redis for long.
 local from = '(' .. ARGV[3]
+if full then
+  from = '-inf'
+end
 local n = 0
 while true do
   local page = redis.call('ZRANGE', idx, from, '+inf', 'BYSCORE', 'LIMIT', 0, ARGV[4], 'WITHSCORES')
   for i = 1, #page, 2 do
     from = '(' .. page[i + 1]
-    if wanted(page[i]) then
-      add(page[i])
+    if wanted(page[i]) and add(page[i]) then
       n = n + 1
       if n == limit then
         return out

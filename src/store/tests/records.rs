@@ -287,14 +287,18 @@ async fn redis_a_flush_is_noticed_even_when_new_writes_pass_the_cursor() {
                 .unwrap(),
         );
     }
+    // A full read is paged like any other: the first two, then the rest as usual.
     let feed = reader
-        .records_after(cursor, 10, Duration::ZERO)
+        .records_after(cursor, 2, Duration::ZERO)
         .await
         .unwrap();
     assert!(feed.full, "{feed:?}");
     let names: Vec<&str> = feed.records.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["n1", "n2", "n3"], "`old` is gone");
-    // From then on the reader follows the new sequence as usual.
+    assert_eq!(names, ["n1", "n2"], "`old` is gone");
+    let rest = reader.records_after(2, 2, Duration::ZERO).await.unwrap();
+    assert!(!rest.full, "{rest:?}");
+    let names: Vec<&str> = rest.records.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["n3"]);
     let next = reader.records_after(3, 10, Duration::ZERO).await.unwrap();
     assert!(!next.full && next.records.is_empty(), "{next:?}");
 }

@@ -359,11 +359,12 @@ pub enum Written {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordFeed {
     /// Records after the cursor in version order (tombstones included), or, when `full`,
-    /// every live record.
+    /// live records from the start (Redis: the first `limit` of them; SQLite: all).
     pub records: Vec<Record>,
-    /// The store cannot continue from the cursor (its sequence is behind it: Redis flushed
-    /// or restored, a file replaced): `records` is the whole live set and the follower
-    /// replaces its mirror with it, then continues from the greatest version in it.
+    /// The store cannot continue from the cursor (its sequence is behind it, or Redis's
+    /// epoch changed: flushed or restored, a file replaced): the follower empties its
+    /// mirror, takes `records`, and continues from the greatest version in them (or 0),
+    /// which reads the rest of the live set.
     pub full: bool,
 }
 

@@ -11,6 +11,7 @@
 #                                      # cached / fresh bearer JWT, issuance with and without
 #                                      # a proof, replay per_node vs cluster (Redis); callgrind
 #   ./scripts/bench.sh --provision     # admin API: creations/s, time to effect, 10 vs 100k creds
+#   ./scripts/bench.sh --scaling       # 100 issuers vs 1, 1M revocations vs 0, 100k consumers vs 10
 #   ./scripts/bench.sh --store-growth  # opaque issuance and durable refresh after 2,000,000
 #                                      # stored tokens, old schema (--old BINARY) vs this one
 #   ./scripts/bench.sh --identity      # protected route with no / five identity headers /
@@ -46,6 +47,12 @@ fi
 if [ "${1:-}" = "--provision" ]; then  # --rounds 5 --duration 6 --samples 100 --count 100000
   shift
   exec python3 benches/load/provision.py "$@"
+fi
+if [ "${1:-}" = "--scaling" ]; then   # --rounds 3 --duration 6 --issuers 100 --revocations
+  shift                                # 1000000 --consumers 100000 [--only issuers ...]
+  # The external issuers' tokens are signed with the `cryptography` package.
+  python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet cryptography
+  exec python3 benches/load/scaling.py "$@"
 fi
 if [ "${1:-}" = "--identity" ]; then
   shift

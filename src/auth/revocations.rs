@@ -27,6 +27,9 @@ struct RevokedSet {
     /// Client id → (tokens issued before this are revoked, remembered until).
     clients: HashMap<Box<str>, (i64, Option<i64>)>,
     users: HashMap<Box<str>, (i64, Option<i64>)>,
+    /// No entry's time runs out before this (`None`: none ever does): a prune with nothing
+    /// to forget leaves the set alone instead of copying it.
+    earliest: Option<i64>,
 }
 
 impl RevokedSet {
@@ -37,7 +40,21 @@ impl RevokedSet {
             && self.users.is_empty()
     }
 
+    /// The earliest time an entry runs out, computed again.
+    fn earliest_end(&self) -> Option<i64> {
+        let untils = self
+            .jtis
+            .values()
+            .chain(self.grants.values())
+            .chain(self.clients.values().map(|(_, u)| u))
+            .chain(self.users.values().map(|(_, u)| u));
+        untils.filter_map(|u| *u).min()
+    }
+
     fn add(&mut self, r: &Revocation) {
+        if let Some(u) = r.until {
+            self.earliest = Some(self.earliest.map_or(u, |e| e.min(u)));
+        }
         // The later of two expiries wins; `None` (forever) beats any time.
         let merge = |old: Option<Option<i64>>, new: Option<i64>| match (old, new) {
             (Some(None), _) | (_, None) => None,
@@ -110,8 +127,13 @@ impl Revocations {
         });
     }
 
-    /// Forget revocations whose tokens have all expired.
+    /// Forget revocations whose tokens have all expired. With nothing to forget the set
+    /// is left as it is: copying a million entries every purge interval for nothing was
+    /// the largest cost a big set had (benches/load/scaling.py).
     pub fn prune(&self, now: i64) {
+        if self.set.load().earliest.is_none_or(|e| e >= now) {
+            return;
+        }
         self.set.rcu(|current| {
             let mut next = RevokedSet::clone(current);
             let live = |until: &Option<i64>| until.is_none_or(|u| u >= now);
@@ -119,6 +141,7 @@ impl Revocations {
             next.grants.retain(|_, until| live(until));
             next.clients.retain(|_, (_, until)| live(until));
             next.users.retain(|_, (_, until)| live(until));
+            next.earliest = next.earliest_end();
             next
         });
     }
@@ -251,6 +274,32 @@ mod tests {
             username: Some("alice"),
             iat: Some(100),
         }
+    }
+
+    #[test]
+    fn a_prune_with_nothing_expired_leaves_the_set_alone() {
+        let r = Revocations::default();
+        r.add(&[
+            rev(RevocationTarget::Jti("j1".into()), Some(100)),
+            rev(RevocationTarget::Jti("j2".into()), Some(200)),
+            rev(RevocationTarget::Grant("g".into()), None),
+        ]);
+        let before = r.set.load_full();
+        r.prune(100);
+        assert!(
+            Arc::ptr_eq(&before, &r.set.load_full()),
+            "nothing expired: not copied"
+        );
+        r.prune(101);
+        assert!(!r.is_revoked(token("j1", "x")));
+        assert!(r.is_revoked(token("j2", "x")));
+        assert_eq!(r.set.load().earliest, Some(200), "computed again");
+        let after = r.set.load_full();
+        r.prune(150);
+        assert!(Arc::ptr_eq(&after, &r.set.load_full()));
+        r.prune(201);
+        assert_eq!(r.len(), 1, "the grant revoked forever stays");
+        assert_eq!(r.set.load().earliest, None);
     }
 
     #[test]

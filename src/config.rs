@@ -27,6 +27,7 @@ pub use tenants::pool_name as tenant_pool_name;
 pub use admin::{
     AdminKey, AdminScope, AdminSettings, PLACEHOLDER_HASH, ProvisionRefs, RegistrationSettings,
 };
+pub use apis::is_valid_name;
 pub use dpop::{DpopSettings, ReplayScope};
 pub use duration::{DurationError, parse_duration};
 pub use errors::{ConfigError, ConfigErrors};

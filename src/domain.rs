@@ -17,3 +17,14 @@ pub mod oauth;
 pub mod outcome;
 pub mod scope;
 pub mod secret;
+
+/// Bytes as lower-case hex (digests in configs, stored documents and store keys).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}

@@ -320,10 +320,7 @@ fn api_key(generate: bool) -> ExitCode {
         eprintln!("tollgate: the key is empty");
         return ExitCode::FAILURE;
     }
-    let digest: String = tollgate::store::digest(&key)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = tollgate::domain::hex(&tollgate::store::digest(&key));
     let mut out = std::io::stdout().lock();
     let written = if generate {
         writeln!(

@@ -358,6 +358,9 @@ async fn a_store_outage_answers_503_and_a_restarted_node_keeps_everything() {
             json!({ "client_id": "kept", "acl": ["orders"], "roles": ["orders:read"], "client_secret_hash": cheap_hash("kept-secret") }),
         )
         .await;
+    // A token of it, checked once (cached) before the outage.
+    let kept = access_token(&a, "/credential/jwt", "kept", "kept-secret").await;
+    assert_eq!(call(&a, "/orders/1", &kept).await, 200);
     // Redis down: nothing can be provisioned, and nothing half-done is left.
     redis.kill();
     let down = admin_a
@@ -370,6 +373,8 @@ async fn a_store_outage_answers_503_and_a_restarted_node_keeps_everything() {
         (down.status, down.body["error"].as_str()),
         (503, Some("temporarily_unavailable"))
     );
+    // The provisioned credential is served from memory meanwhile.
+    assert_eq!(call(&a, "/orders/1", &kept).await, 200);
     redis.restart();
     eventually("the store answers again", || async {
         admin_a.get("/v1/credentials/kept").await.status != 503
@@ -503,4 +508,31 @@ async fn an_admin_listener_over_tls_can_require_a_certificate_from_its_ca() {
         "a certificate from elsewhere"
     );
     assert_eq!(call(None).await, None, "no certificate: no handshake");
+}
+
+#[tokio::test]
+async fn the_audit_log_is_opened_again_when_it_is_moved_away() {
+    let up = start_upstream().await;
+    let key = TestKey::generate();
+    let port = free_port();
+    let mut spec = GatewaySpec::new(catalog(&up));
+    spec.extra = admin::section(port);
+    let gw = Gateway::start(spec, &key).await;
+    let admin = Admin::new(port);
+    assert_eq!(admin.get("/v1/catalog").await.status, 200);
+    let log = gw.state_dir().join("admin-audit.log");
+    let rotated = gw.state_dir().join("admin-audit.log.1");
+    // What logrotate does by default (`create`): the file is renamed, a new one expected.
+    std::fs::rename(&log, &rotated).unwrap();
+    assert_eq!(admin.get("/v1/credentials").await.status, 200);
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    let new = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        old.contains("\"/v1/catalog\"") && !old.contains("/v1/credentials"),
+        "{old}"
+    );
+    assert!(new.contains("\"/v1/credentials\""), "{new}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
 }

@@ -443,7 +443,8 @@ impl Registry {
         self.apis.get(name)
     }
 
-    /// The credential an API key (its SHA-256) belongs to, and the key's name.
+    /// The credential an API key (its SHA-256) belongs to, and the key's name (the caller
+    /// keeps it for the request).
     pub fn api_key(&self, digest: &[u8; 32]) -> Option<Arc<ApiKey>> {
         match self.api_keys.get(digest) {
             Some(k) => Some(k.clone()),
@@ -463,9 +464,20 @@ impl Registry {
     /// Whether a token of `client_id` (for `username`, if a user's) may still call `api`
     /// under the current configuration.
     pub fn permits(&self, client_id: Option<&str>, username: Option<&str>, api: &str) -> bool {
-        let Some(client) = client_id.and_then(|id| self.any_client(id)) else {
+        let Some(id) = client_id else {
             return false;
         };
+        // On every request: the files' client by reference, no reference count touched.
+        match self.credential.get(id).or_else(|| self.auth.get(id)) {
+            Some(c) => Self::client_permits(c, username, api),
+            None => self
+                .overlay
+                .client(id)
+                .is_some_and(|c| Self::client_permits(&c, username, api)),
+        }
+    }
+
+    fn client_permits(client: &Client, username: Option<&str>, api: &str) -> bool {
         if !client.apis.contains(api) {
             return false;
         }

@@ -300,34 +300,20 @@ pub(super) fn check_open_grant(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ConfigErrors, load};
+    use super::super::ConfigErrors;
+    use super::super::tests::has;
     use super::*;
 
     const KEY: &str = "ac5bb3526d3be432ba19fb1fc0712d350c160bd2169cd24401c9fcaeaac2d860";
 
+    const UPSTREAMS: &str = "apis:\n  - { name: orders, prefix: /orders, upstream: { servers: [\"127.0.0.1:1\"] }, auth: jwt }\nproducts:\n  - { name: all, apis: [orders] }\nuser_pools:\n  - { name: staff, users: [] }\n";
+
     fn load_pair(gateway: &str) -> (tempfile::TempDir, Result<Config, ConfigErrors>) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("tollgate.yaml"), gateway).unwrap();
-        std::fs::write(
-            dir.path().join("apis.yaml"),
-            "apis:\n  - { name: orders, prefix: /orders, upstream: { servers: [\"127.0.0.1:1\"] }, auth: jwt }\nproducts:\n  - { name: all, apis: [orders] }\nuser_pools:\n  - { name: staff, users: [] }\n",
-        )
-        .unwrap();
-        let r = load(&dir.path().join("tollgate.yaml"));
-        (dir, r)
+        super::super::tests::load_pair(gateway, UPSTREAMS)
     }
 
     fn errors(gateway: &str) -> Vec<(String, String)> {
-        let (_d, r) = load_pair(gateway);
-        r.unwrap_err()
-            .0
-            .into_iter()
-            .map(|e| (e.path, e.message))
-            .collect()
-    }
-
-    fn has(errs: &[(String, String)], path: &str, fragment: &str) -> bool {
-        errs.iter().any(|(p, m)| p == path && m.contains(fragment))
+        super::super::tests::errors(gateway, UPSTREAMS)
     }
 
     #[test]

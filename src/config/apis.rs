@@ -77,7 +77,7 @@ pub(super) fn rate_limit(r: &RateLimitFile, path: &str, errs: &mut Errors) -> Op
     })
 }
 
-pub(super) fn is_valid_name(s: &str) -> bool {
+pub fn is_valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()

@@ -4,7 +4,10 @@ use super::*;
 
 const HASH: &str = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHQ$0cS9Js2fVp3YdtNR1u9GJA";
 
-fn load_pair(gateway: &str, upstreams: &str) -> (tempfile::TempDir, Result<Config, ConfigErrors>) {
+pub(super) fn load_pair(
+    gateway: &str,
+    upstreams: &str,
+) -> (tempfile::TempDir, Result<Config, ConfigErrors>) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tollgate.yaml"), gateway).unwrap();
     std::fs::write(dir.path().join("apis.yaml"), upstreams).unwrap();
@@ -12,7 +15,7 @@ fn load_pair(gateway: &str, upstreams: &str) -> (tempfile::TempDir, Result<Confi
     (dir, r)
 }
 
-fn errors(gateway: &str, upstreams: &str) -> Vec<(String, String)> {
+pub(super) fn errors(gateway: &str, upstreams: &str) -> Vec<(String, String)> {
     let (_d, r) = load_pair(gateway, upstreams);
     r.unwrap_err()
         .0
@@ -21,7 +24,7 @@ fn errors(gateway: &str, upstreams: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn has(errs: &[(String, String)], path: &str, fragment: &str) -> bool {
+pub(super) fn has(errs: &[(String, String)], path: &str, fragment: &str) -> bool {
     errs.iter().any(|(p, m)| p == path && m.contains(fragment))
 }
 

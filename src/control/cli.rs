@@ -3,6 +3,7 @@
 //! the key from `TOLLGATE_ADMIN_KEY` or `--key-file` (never from an argument, which other
 //! users of the machine could read in the process list).
 
+use crate::domain::hex;
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
@@ -91,10 +92,6 @@ pub enum AdminAction {
         #[arg(long)]
         reusable: bool,
     },
-}
-
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A new admin key and its config entry.

@@ -198,29 +198,14 @@ impl Control {
         match call.method {
             Method::GET => {
                 allowed(call.key, AdminScope::Read)?;
-                let limit = call
-                    .query("limit")
-                    .and_then(|l| l.parse::<usize>().ok())
-                    .unwrap_or(100)
-                    .clamp(1, 1000);
-                let after = call.query("after").unwrap_or_default();
-                let mut page = self
-                    .provisioner
-                    .list(RecordKind::Credential, after, limit + 1);
-                let next = (page.len() > limit).then(|| {
-                    page.truncate(limit);
-                    page.last().map(|(k, _)| k.clone())
-                });
+                let (page, next) = self.page(call, RecordKind::Credential);
                 let items: Vec<Value> = page
                     .iter()
                     .filter_map(|(id, m)| {
                         credential_view(id, m.version, &m.doc, m.unserved.as_deref())
                     })
                     .collect();
-                Ok(Reply::json(
-                    200,
-                    json!({ "items": items, "next": next.flatten() }),
-                ))
+                Ok(Reply::json(200, json!({ "items": items, "next": next })))
             }
             Method::POST => {
                 allowed(call.key, AdminScope::CredentialsWrite)?;
@@ -272,13 +257,7 @@ impl Control {
                     return Ok(Reply::json(200, view).about(id, None));
                 }
                 let (version, doc) = p.credential(id).await.map_err(failed)?;
-                let bytes = serde_json::to_vec(&doc).unwrap_or_default();
-                let unserved = p
-                    .mirrored(RecordKind::Credential, id)
-                    .and_then(|m| m.unserved);
-                let view = credential_view(id, version, &bytes, unserved.as_deref())
-                    .unwrap_or_else(|| json!({}));
-                Ok(Reply::json(200, view).about(id, Some(version)))
+                Ok(self.doc_reply(id, version, &doc, 200))
             }
             Method::PUT => {
                 allowed(call.key, AdminScope::CredentialsWrite)?;
@@ -322,14 +301,32 @@ impl Control {
             .provisioner
             .mirrored(RecordKind::Credential, id)
             .and_then(|m| m.unserved);
-        let mut view =
+        let view =
             credential_view(id, version, &bytes, unserved.as_deref()).unwrap_or_else(|| json!({}));
-        if let Value::Object(m) = &mut view {
-            m.insert("version".into(), json!(version));
-        }
-        let mut r = Reply::json(status, view).about(id, Some(version));
-        r.status = status;
-        r
+        Reply::json(status, view).about(id, Some(version))
+    }
+
+    /// One page of a list (`?limit=` 1-1000, default 100; `?after=` a name) and the
+    /// `after` of the next page, if there is one.
+    fn page(
+        &self,
+        call: &Call<'_>,
+        kind: RecordKind,
+    ) -> (Vec<(String, crate::provision::Mirrored)>, Option<String>) {
+        let limit = call
+            .query("limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .unwrap_or(100)
+            .clamp(1, 1000);
+        let after = call.query("after").unwrap_or_default();
+        let mut page = self.provisioner.list(kind, after, limit + 1);
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|(k, _)| k.clone())
+        } else {
+            None
+        };
+        (page, next)
     }
 
     async fn switch(&self, call: &Call<'_>, id: &str, disable: bool) -> Result<Reply, Reply> {
@@ -420,26 +417,13 @@ impl Control {
         match call.method {
             Method::GET => {
                 allowed(call.key, AdminScope::Read)?;
-                let limit = call
-                    .query("limit")
-                    .and_then(|l| l.parse::<usize>().ok())
-                    .unwrap_or(100)
-                    .clamp(1, 1000);
-                let after = call.query("after").unwrap_or_default();
-                let mut page = p.list(RecordKind::Subscription, after, limit + 1);
-                let next = (page.len() > limit).then(|| {
-                    page.truncate(limit);
-                    page.last().map(|(k, _)| k.clone())
-                });
+                let (page, next) = self.page(call, RecordKind::Subscription);
                 let items: Vec<Value> = page
                     .iter()
                     .filter_map(|(_, m)| serde_json::from_slice(&m.doc).ok())
                     .map(|d| subscription_view(&d))
                     .collect();
-                Ok(Reply::json(
-                    200,
-                    json!({ "items": items, "next": next.flatten() }),
-                ))
+                Ok(Reply::json(200, json!({ "items": items, "next": next })))
             }
             Method::POST => {
                 allowed(call.key, AdminScope::SubscriptionsWrite)?;

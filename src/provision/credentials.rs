@@ -6,6 +6,7 @@ use super::{
     CredentialDoc, Origin, ProvisionError, Provisioner, RegistrationDoc, SecretDoc, encode,
 };
 use crate::domain::clock::unix_now;
+use crate::domain::hex;
 use crate::domain::ids::ClientId;
 use crate::store::{RecordKind, Revoke};
 use base64::Engine as _;
@@ -60,10 +61,6 @@ async fn new_secret() -> Result<(String, String), ProvisionError> {
         .map_err(|e| ProvisionError::Hash(e.to_string()))?
         .map_err(|e| ProvisionError::Hash(e.to_string()))?;
     Ok((secret, hash))
-}
-
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Provisioner {
@@ -342,12 +339,7 @@ impl Provisioner {
         expected: Option<u64>,
         by: &str,
     ) -> Result<(u64, CredentialDoc, String), ProvisionError> {
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !valid {
+        if !crate::config::is_valid_name(name) {
             return Err(ProvisionError::invalid(
                 "name",
                 "a key name is 1-64 characters of A-Z a-z 0-9 - _ .",

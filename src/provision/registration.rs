@@ -7,6 +7,7 @@ use super::credentials::{NewCredential, random_token};
 use super::{CredentialDoc, Origin, ProvisionError, Provisioner, RegistrationDoc};
 use crate::config::GrantFile;
 use crate::domain::clock::unix_now;
+use crate::domain::hex;
 use crate::store::{Consumed, Ephemeral, RecordKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -44,10 +45,6 @@ struct InitialAccess {
     grant: GrantFile,
     reusable: bool,
     by: String,
-}
-
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Validation errors of the credential, as RFC 7591 names them.

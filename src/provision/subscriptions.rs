@@ -24,13 +24,6 @@ pub struct NewSubscription {
     pub token: Option<Map<String, Value>>,
 }
 
-fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
 impl Provisioner {
     pub async fn create_subscription(
         &self,
@@ -38,11 +31,11 @@ impl Provisioner {
         by: &str,
     ) -> Result<(u64, SubscriptionDoc, Created), ProvisionError> {
         let id = match new.id {
-            Some(id) if valid_id(&id) => id,
+            Some(id) if crate::config::is_valid_name(&id) => id,
             Some(_) => {
                 return Err(ProvisionError::invalid(
                     "id",
-                    "1-128 characters of A-Z a-z 0-9 - _ .",
+                    "1-64 characters of A-Z a-z 0-9 - _ .",
                 ));
             }
             None => random_token("sub_")?.chars().take(26).collect(),

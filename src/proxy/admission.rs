@@ -382,12 +382,14 @@ impl Gatekeeper {
             .map_err(|required| Denied::Credential(Outcome::InsufficientScope, Some(required)))?;
         let mut first = [0u8; 16];
         first.copy_from_slice(&digest[..16]);
+        let consumer = api
+            .rate_limited()
+            .then(|| self.consumers.of(&["", &client.id]));
         Ok(Passed {
-            consumer: api
-                .rate_limited()
-                .then(|| self.consumers.of(&["", &client.id])),
+            consumer,
+            // The registry's own reference, moved: no second count per request.
             caller: Caller::ApiKey {
-                entry: entry.clone(),
+                entry,
                 key: u128::from_le_bytes(first),
             },
             rule,

@@ -23,15 +23,7 @@ pub(super) fn token_args(
     args
 }
 
-pub(super) fn hex(d: &Digest) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(64);
-    for b in d {
-        // Writing to a String cannot fail.
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
+pub(super) use crate::domain::hex;
 
 pub(super) fn ephemeral_key(prefix: &str, kind: Ephemeral, key: &Digest) -> String {
     format!("{prefix}e:{}:{}", kind.code(), hex(key))

@@ -10,9 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use http::header::{CACHE_CONTROL, LOCATION, REFERRER_POLICY, SET_COOKIE};
 use http::{HeaderName, HeaderValue, Method};
 
-pub(super) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(super) use crate::domain::hex;
 
 pub(super) fn random_secret() -> Option<String> {
     let mut b = [0u8; 32];

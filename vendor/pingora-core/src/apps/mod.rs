@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use log::{debug, error};
 use std::any::Any;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -229,6 +230,25 @@ pub trait HttpServerApp {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream>;
 
+    /// [`Self::process_new_http`] with its future returned as it is, not boxed.
+    ///
+    /// The HTTP/1.x keep-alive loop of [`ServerApp::process_new`] calls this once per
+    /// request. The default returns the boxed future of [`Self::process_new_http`]; an app
+    /// that implements this method instead (and has `process_new_http` await it) lets the
+    /// loop keep each request's future inside the connection's future, which is allocated
+    /// once per connection, rather than allocating a boxed future and copying it into the
+    /// box on every request.
+    fn process_new_http_inline<'a>(
+        self: &'a Arc<Self>,
+        session: ServerSession,
+        shutdown: &'a ShutdownWatch,
+    ) -> impl Future<Output = Option<ReusedHttpStream>> + Send + 'a
+    where
+        Self: Sized,
+    {
+        self.process_new_http(session, shutdown)
+    }
+
     /// Provide options on how HTTP/2 connection should be established. This function will be called
     /// every time a new HTTP/2 **connection** needs to be established.
     ///
@@ -357,14 +377,16 @@ where
                     .and_then(|opts| opts.keepalive_request_limit),
             );
 
-            let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
-                let mut session = ServerSession::new_http1(stream);
+            // One await point, so the connection's future holds one request future.
+            loop {
+                let result = self.process_new_http_inline(session, shutdown).await;
+                let Some((stream, persistent_settings)) = result.map(|r| r.consume()) else {
+                    break;
+                };
+                session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }
-
-                result = self.process_new_http(session, shutdown).await;
             }
         }
         None
@@ -379,6 +401,136 @@ where
 mod tests {
     use super::*;
     use tokio_test::io::Builder;
+
+    mod keepalive_loop {
+        use super::*;
+        use bytes::Bytes;
+        use pingora_http::ResponseHeader;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        /// Counts which of the two entry points the keep-alive loop took.
+        #[derive(Default)]
+        struct Calls {
+            boxed: AtomicUsize,
+            inline: AtomicUsize,
+        }
+
+        /// Implements only `process_new_http`: the loop takes the default inline method.
+        #[derive(Default)]
+        struct BoxedOnly(Calls);
+
+        /// Implements `process_new_http_inline`, which `process_new_http` awaits.
+        #[derive(Default)]
+        struct Inline(Calls);
+
+        /// Answers one request with "ok" and hands the connection back for the next.
+        async fn serve(mut session: ServerSession) -> Option<ReusedHttpStream> {
+            if !session.read_request().await.ok()? {
+                return None;
+            }
+            let mut resp = ResponseHeader::build(200, None).unwrap();
+            resp.insert_header("Content-Length", "2").unwrap();
+            session.write_response_header(Box::new(resp)).await.ok()?;
+            session
+                .write_response_body(Bytes::from_static(b"ok"), true)
+                .await
+                .ok()?;
+            let settings = HttpPersistentSettings::for_session(&session);
+            let reusable = session.finish().await.ok()??;
+            Some(ReusedHttpStream::from_reusable_stream(reusable, settings))
+        }
+
+        #[async_trait]
+        impl HttpServerApp for BoxedOnly {
+            async fn process_new_http(
+                self: &Arc<Self>,
+                session: ServerSession,
+                _shutdown: &ShutdownWatch,
+            ) -> Option<ReusedHttpStream> {
+                self.0.boxed.fetch_add(1, Ordering::SeqCst);
+                serve(session).await
+            }
+        }
+
+        #[async_trait]
+        impl HttpServerApp for Inline {
+            async fn process_new_http(
+                self: &Arc<Self>,
+                session: ServerSession,
+                shutdown: &ShutdownWatch,
+            ) -> Option<ReusedHttpStream> {
+                self.0.boxed.fetch_add(1, Ordering::SeqCst);
+                self.process_new_http_inline(session, shutdown).await
+            }
+
+            fn process_new_http_inline<'a>(
+                self: &'a Arc<Self>,
+                session: ServerSession,
+                _shutdown: &'a ShutdownWatch,
+            ) -> impl Future<Output = Option<ReusedHttpStream>> + Send + 'a {
+                async move {
+                    self.0.inline.fetch_add(1, Ordering::SeqCst);
+                    serve(session).await
+                }
+            }
+        }
+
+        /// Three requests over one connection through `ServerApp::process_new`; returns
+        /// the bytes the client read.
+        async fn three_requests<A: HttpServerApp + Send + Sync + 'static>(app: &Arc<A>) -> String {
+            let (mut client, server) = tokio::io::duplex(4096);
+            let (_tx, shutdown) = tokio::sync::watch::channel(false);
+            let server_app = app.clone();
+            let served =
+                tokio::spawn(
+                    async move { server_app.process_new(Box::new(server), &shutdown).await },
+                );
+            let mut read = Vec::new();
+            for _ in 0..3 {
+                client
+                    .write_all(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n")
+                    .await
+                    .unwrap();
+                // Read until this response's body has arrived.
+                while !String::from_utf8_lossy(&read).ends_with("ok") {
+                    let mut buf = [0u8; 1024];
+                    let n = client.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "connection closed after {read:?}");
+                    read.extend_from_slice(&buf[..n]);
+                }
+                read.extend_from_slice(b"|");
+            }
+            drop(client);
+            assert!(served.await.unwrap().is_none());
+            String::from_utf8(read).unwrap()
+        }
+
+        #[tokio::test]
+        async fn the_loop_serves_an_app_without_the_inline_method() {
+            let app = Arc::new(BoxedOnly::default());
+            let read = three_requests(&app).await;
+            assert_eq!(read.matches("HTTP/1.1 200 OK").count(), 3, "{read}");
+            assert_eq!(
+                app.0.boxed.load(Ordering::SeqCst),
+                4,
+                "three requests and the EOF"
+            );
+        }
+
+        #[tokio::test]
+        async fn the_loop_calls_the_inline_method_and_never_the_boxed_one() {
+            let app = Arc::new(Inline::default());
+            let read = three_requests(&app).await;
+            assert_eq!(read.matches("HTTP/1.1 200 OK").count(), 3, "{read}");
+            assert_eq!(
+                app.0.inline.load(Ordering::SeqCst),
+                4,
+                "three requests and the EOF"
+            );
+            assert_eq!(app.0.boxed.load(Ordering::SeqCst), 0);
+        }
+    }
 
     #[test]
     fn test_persistent_settings_user_context_roundtrip() {

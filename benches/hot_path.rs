@@ -78,6 +78,7 @@ fn route_match(c: &mut Criterion) {
             &[],
             &tollgate::auth::identity::ClaimPlan::none(),
             &Default::default(),
+            false,
         )
         .expect("route table");
         let hit = format!("/svc-{}/orders/42", n / 2);

@@ -95,6 +95,7 @@ impl Catalog {
             previous.map_or(&[][..], |p| &p.apis[..]),
             &plan,
             &guard,
+            config.server.lowercase_header_names,
         )?;
         let overlay = previous
             .map(|p| p.registry.overlay().clone())

@@ -219,6 +219,8 @@ pub struct ServerSettings {
     pub grace_period: Option<Duration>,
     pub graceful_shutdown_timeout: Option<Duration>,
     pub upstream_keepalive_pool_size: usize,
+    /// `server.header_case: lowercase`: HTTP/1 headers parsed without their names' case.
+    pub lowercase_header_names: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -173,13 +173,16 @@ impl RouteTable {
         previous: &[Arc<Api>],
         plan: &ClaimPlan,
         guard: &Arc<SpoofGuard>,
+        lowercase_header_names: bool,
     ) -> Result<(Self, Vec<Arc<Api>>), RouteError> {
         let mut table = RouteTable::default();
         let mut all = Vec::with_capacity(apis.len());
         for (id, cfg) in (1u64..).zip(apis) {
-            let pool = Pool::new(&cfg.upstream, id).map_err(|source| RouteError {
-                api: cfg.name.clone(),
-                source,
+            let pool = Pool::new(&cfg.upstream, id, lowercase_header_names).map_err(|source| {
+                RouteError {
+                    api: cfg.name.clone(),
+                    source,
+                }
             })?;
             let before = previous.iter().find(|a| *a.name == *cfg.name);
             let reuse = |old: Option<&Option<Arc<Limiter>>>,
@@ -241,7 +244,7 @@ impl RouteTable {
 
     #[cfg(test)]
     fn build_fresh(apis: &[ApiConfig]) -> Result<(Self, Vec<Arc<Api>>), RouteError> {
-        Self::build(apis, &[], &ClaimPlan::none(), &Arc::default())
+        Self::build(apis, &[], &ClaimPlan::none(), &Arc::default(), false)
     }
 
     /// The API for a request to `host` (no port) and a normalized `path` (no query).

@@ -488,11 +488,13 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
     let bootstrap = server.bootstrap_as_a_service();
 
     let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
-    if config.listeners.iter().any(|l| l.h2c) {
-        // Plain connections that open with the HTTP/2 preface are served as h2c; others
-        // stay HTTP/1.1. (Non-exhaustive in Pingora: built from its default.)
+    let h2c = config.listeners.iter().any(|l| l.h2c);
+    if h2c || config.server.lowercase_header_names {
+        // h2c: plain connections that open with the HTTP/2 preface are served as h2c;
+        // others stay HTTP/1.1. (Non-exhaustive in Pingora: built from its default.)
         let mut options = pingora::apps::HttpServerOptions::default();
-        options.h2c = true;
+        options.h2c = h2c;
+        options.h1_lowercase_header_names = config.server.lowercase_header_names;
         app.server_options = Some(options);
     }
     let guarded = Guarded::new(

@@ -93,7 +93,11 @@ impl Pool {
     /// `id` keeps this pool's idle connections apart from every other pool's: Pingora's
     /// reuse key covers address, SNI and verification flags but not the trusted CAs, so
     /// two APIs sharing a server must not share connections.
-    pub fn new(cfg: &UpstreamConfig, id: u64) -> Result<Self, PoolError> {
+    pub fn new(
+        cfg: &UpstreamConfig,
+        id: u64,
+        lowercase_header_names: bool,
+    ) -> Result<Self, PoolError> {
         let addrs: Vec<SocketAddr> = cfg.servers.iter().map(|s| s.addr).collect();
         let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(addrs.iter().copied())
             .map_err(PoolError::LoadBalancer)?;
@@ -107,6 +111,8 @@ impl Pool {
         template.options.connection_timeout = Some(cfg.connect_timeout);
         template.options.read_timeout = Some(cfg.read_timeout);
         template.options.write_timeout = Some(cfg.write_timeout);
+        // `server.header_case: lowercase`: responses parsed without their names' case.
+        template.options.h1_lowercase_header_names = lowercase_header_names;
         // HTTP/2 only, when asked: over TLS agreed by ALPN, without TLS by prior knowledge.
         // Pingora multiplexes requests over its pooled HTTP/2 connections.
         let alpn = match cfg.protocol {

@@ -174,3 +174,83 @@ apis:
     }
     assert!(recovered, "{}", gw.log());
 }
+
+/// A one-connection HTTP/1.1 upstream that keeps the raw request header it receives and
+/// answers with a mixed-case header name.
+async fn raw_upstream() -> (String, tokio::task::JoinHandle<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the gateway closed before a whole header");
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nX-Upstream-Mixed: u\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        String::from_utf8(got).unwrap()
+    });
+    (addr, task)
+}
+
+/// One request over a raw connection; returns the raw response.
+async fn raw_request(gw: &Gateway, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = gw
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut s = tokio::net::TcpStream::connect(authority).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).ends_with("ok") {
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(got).unwrap()
+}
+
+#[tokio::test]
+async fn header_names_keep_their_case_unless_the_server_section_says_lowercase() {
+    for lowercase in [false, true] {
+        let (addr, upstream) = raw_upstream().await;
+        let mut spec = GatewaySpec::new(format!(
+            r#"
+apis:
+  - name: raw
+    prefix: /raw
+    upstream: {{ servers: ["{addr}"] }}
+    auth: none
+"#
+        ));
+        if lowercase {
+            spec.server = Some(
+                "server:\n  threads: 2\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n  header_case: lowercase\n"
+                    .into(),
+            );
+        }
+        let gw = Gateway::start(spec, &TestKey::generate()).await;
+        let answer = raw_request(
+            &gw,
+            "GET /raw/x HTTP/1.1\r\nHost: gw.example\r\nX-Client-Mixed: c\r\n\r\n",
+        )
+        .await;
+        let sent = upstream.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        if lowercase {
+            assert!(sent.contains("\r\nx-client-mixed: c\r\n"), "{sent}");
+            assert!(answer.contains("\r\nx-upstream-mixed: u\r\n"), "{answer}");
+        } else {
+            assert!(sent.contains("\r\nX-Client-Mixed: c\r\n"), "{sent}");
+            assert!(answer.contains("\r\nX-Upstream-Mixed: u\r\n"), "{answer}");
+        }
+    }
+}

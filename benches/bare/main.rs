@@ -37,6 +37,10 @@ struct Cli {
     /// Worker threads (1, like the harness's tollgate scenarios).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Parse HTTP/1 headers without keeping their names' case, both ways (tollgate's
+    /// `server.header_case: lowercase`).
+    #[arg(long)]
+    lowercase_header_names: bool,
     /// Pingora's pid file; the upgrade socket goes next to it.
     #[arg(long, default_value = "/tmp/tollgate-bare.pid")]
     pid_file: PathBuf,
@@ -78,10 +82,15 @@ fn main() {
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    let bare = Bare {
-        peer: HttpPeer::new(cli.upstream, false, String::new()),
-    };
+    let mut peer = HttpPeer::new(cli.upstream, false, String::new());
+    peer.options.h1_lowercase_header_names = cli.lowercase_header_names;
+    let bare = Bare { peer };
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, bare);
+    if cli.lowercase_header_names {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h1_lowercase_header_names = true;
+        proxy.app_logic_mut().unwrap().server_options = Some(options);
+    }
     proxy.add_tcp(&cli.listen.to_string());
     server.add_service(proxy);
     server.run_forever()

@@ -246,7 +246,8 @@ def scrape_metrics(metrics_port):
     return series
 
 
-def tollgate_conf(name, port, metrics_port, upstreams_file):
+def tollgate_conf(name, port, metrics_port, upstreams_file, server_extra=""):
+    """`server_extra`: more keys of the `server:` section, each line indented two spaces."""
     state = os.path.join(WORK, f"{name}-state")
     os.makedirs(state, exist_ok=True)
     return f"""
@@ -261,7 +262,7 @@ server:
   threads: 1
   grace_period: 0s
   graceful_shutdown_timeout: 1s
-tokens:
+{server_extra}tokens:
   signing_key: {{ file: {WORK}/signing-key.pem, algorithm: ES256, kid: bench }}
 store:
   sync: full

@@ -95,6 +95,9 @@ def main():
     ap.add_argument("--top", type=int, default=60)
     ap.add_argument("--protected", action="store_true")
     ap.add_argument("--bare-only", action="store_true")
+    ap.add_argument("--lowercase", action="store_true",
+                    help="header names without their case: bare --lowercase-header-names, "
+                         "tollgate server.header_case: lowercase")
     args = ap.parse_args()
 
     bare_bin = os.path.join(args.bin_dir, "examples", "bare")
@@ -115,7 +118,8 @@ def main():
         n_low, n_high = 500, 500 + args.requests
         token = "x" * 300
         runs = [("bare", [bare_bin, "--listen", f"127.0.0.1:{ports['bare']}", "--upstream",
-                          f"127.0.0.1:{up}", "--pid-file", os.path.join(WORK, "bare.pid")],
+                          f"127.0.0.1:{up}", "--pid-file", os.path.join(WORK, "bare.pid")]
+                 + (["--lowercase-header-names"] if args.lowercase else []),
                  ports["bare"], "/api/x", "/")]
         if not args.bare_only:
             harness.es256_key()
@@ -125,7 +129,8 @@ def main():
             upstreams = harness.write("upstreams.yaml",
                                       harness.tollgate_upstreams(up, secret_hash))
             conf = harness.write("tollgate.yaml", harness.tollgate_conf(
-                "tollgate", ports["tg"], ports["tg_m"], upstreams))
+                "tollgate", ports["tg"], ports["tg_m"], upstreams,
+                "  header_case: lowercase\n" if args.lowercase else ""))
             tg = [tollgate_bin, "-c", conf]
             settle = harness.Proc("tollgate-settle", tg, harness.PROXY_CPU)
             harness.wait_http(ports["tg"], "/open/")

@@ -167,6 +167,16 @@ pub(crate) struct ServerFile {
     pub graceful_shutdown_timeout: Option<DurationText>,
     /// Idle upstream connections kept for reuse.
     pub upstream_keepalive_pool_size: Option<usize>,
+    /// Whether HTTP/1 header names keep their case (`preserve`, the default) or not.
+    pub header_case: Option<HeaderCaseFile>,
+}
+
+/// `server.header_case`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum HeaderCaseFile {
+    Preserve,
+    Lowercase,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,7 +8,7 @@ mod tokens;
 use super::AccessLog;
 use super::errors::{Errors, Lenient, parse_yaml};
 use super::file::AccessLogFile;
-use super::file::{CacheFile, DurationText, GatewayFile, ServerFile};
+use super::file::{CacheFile, DurationText, GatewayFile, HeaderCaseFile, ServerFile};
 use super::{
     CacheSettings, ClientCertSupport, Config, ConfigErrors, Family, IdentitySettings,
     LimitSettings, Listener, LogSettings, ServerSettings, SigningKeySource, SlowClientLimits,
@@ -530,6 +530,7 @@ fn server(s: ServerFile, base_dir: &Path, state_dir: &Path, errs: &mut Errors) -
         grace_period,
         graceful_shutdown_timeout,
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size.unwrap_or(128),
+        lowercase_header_names: s.header_case == Some(HeaderCaseFile::Lowercase),
     }
 }
 

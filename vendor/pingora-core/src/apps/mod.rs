@@ -90,6 +90,12 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// Parse HTTP/1.x request headers without keeping the original case of their names:
+    /// no second, case-preserving map beside the `http::HeaderMap` is built, cloned for the
+    /// upstream request and dropped, per request. Names are then lowercase wherever they
+    /// go, as over HTTP/2. Default `false`: case is kept.
+    pub h1_lowercase_header_names: bool,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -376,6 +382,10 @@ where
                 self.server_options()
                     .and_then(|opts| opts.keepalive_request_limit),
             );
+            let keep_header_case = !self
+                .server_options()
+                .is_some_and(|o| o.h1_lowercase_header_names);
+            session.set_keep_header_case(keep_header_case);
 
             // One await point, so the connection's future holds one request future.
             loop {
@@ -384,6 +394,7 @@ where
                     break;
                 };
                 session = ServerSession::new_http1(stream);
+                session.set_keep_header_case(keep_header_case);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }
@@ -504,6 +515,50 @@ mod tests {
             drop(client);
             assert!(served.await.unwrap().is_none());
             String::from_utf8(read).unwrap()
+        }
+
+        /// Whether each request's header kept the case of its names.
+        #[derive(Default)]
+        struct CaseSeen(std::sync::Mutex<Vec<bool>>, Option<HttpServerOptions>);
+
+        #[async_trait]
+        impl HttpServerApp for CaseSeen {
+            async fn process_new_http(
+                self: &Arc<Self>,
+                mut session: ServerSession,
+                _shutdown: &ShutdownWatch,
+            ) -> Option<ReusedHttpStream> {
+                if !session.read_request().await.ok()? {
+                    return None;
+                }
+                self.0.lock().unwrap().push(session.req_header().has_case());
+                let mut resp = ResponseHeader::build(200, None).unwrap();
+                resp.insert_header("Content-Length", "2").unwrap();
+                session.write_response_header(Box::new(resp)).await.ok()?;
+                session
+                    .write_response_body(Bytes::from_static(b"ok"), true)
+                    .await
+                    .ok()?;
+                let settings = HttpPersistentSettings::for_session(&session);
+                let reusable = session.finish().await.ok()??;
+                Some(ReusedHttpStream::from_reusable_stream(reusable, settings))
+            }
+
+            fn server_options(&self) -> Option<&HttpServerOptions> {
+                self.1.as_ref()
+            }
+        }
+
+        #[tokio::test]
+        async fn every_request_of_a_connection_follows_the_header_case_option() {
+            let kept = Arc::new(CaseSeen::default());
+            three_requests(&kept).await;
+            assert_eq!(*kept.0.lock().unwrap(), [true, true, true]);
+            let mut options = HttpServerOptions::default();
+            options.h1_lowercase_header_names = true;
+            let lowercase = Arc::new(CaseSeen(Default::default(), Some(options)));
+            three_requests(&lowercase).await;
+            assert_eq!(*lowercase.0.lock().unwrap(), [false, false, false]);
         }
 
         #[tokio::test]

@@ -67,6 +67,7 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+    keep_header_case: bool,
 }
 
 /// HTTP 1.x client session
@@ -100,6 +101,7 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            keep_header_case: true,
         }
     }
 
@@ -110,6 +112,7 @@ impl HttpSession {
             session.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
+            session.set_keep_header_case(!options.h1_lowercase_header_names);
         }
         session
     }
@@ -284,10 +287,15 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
-                        let mut response_header = match ResponseHeader::build(
-                            resp.code.unwrap(),
-                            Some(resp.headers.len()),
-                        ) {
+                        let built = if self.keep_header_case {
+                            ResponseHeader::build(resp.code.unwrap(), Some(resp.headers.len()))
+                        } else {
+                            ResponseHeader::build_no_case(
+                                resp.code.unwrap(),
+                                Some(resp.headers.len()),
+                            )
+                        };
+                        let mut response_header = match built {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),
                         };
@@ -521,6 +529,13 @@ impl HttpSession {
 
     pub fn set_allow_h1_response_invalid_content_length(&mut self, allow: bool) {
         self.allow_h1_response_invalid_content_length = allow;
+    }
+
+    /// Whether response headers read from now on keep the original case of their names
+    /// (the default), or are parsed into the `http::HeaderMap` alone (lowercase names, and
+    /// no second map to build, clone and drop).
+    pub fn set_keep_header_case(&mut self, keep: bool) {
+        self.keep_header_case = keep;
     }
 
     pub(super) fn get_headers_raw(&self) -> &[u8] {
@@ -989,6 +1004,42 @@ mod tests_stream {
             http_stream.resp_header().unwrap().get_reason_phrase(),
             Some("Just Fine")
         );
+    }
+
+    #[tokio::test]
+    async fn read_response_with_and_without_header_case() {
+        init_log();
+        let input = b"HTTP/1.1 200 OK\r\nX-Mixed-Case: a\r\nContent-Length: 0\r\n\r\n";
+        for keep in [true, false] {
+            let mock_io = Builder::new().read(&input[..]).build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream.set_keep_header_case(keep);
+            http_stream.read_response().await.unwrap();
+            let resp = http_stream.resp_header().unwrap();
+            assert_eq!(resp.has_case(), keep);
+            assert_eq!(resp.headers.get("x-mixed-case").unwrap(), "a");
+            let mut wire = bytes::BytesMut::new();
+            resp.header_to_h1_wire(&mut wire);
+            let name = if keep {
+                "X-Mixed-Case: a"
+            } else {
+                "x-mixed-case: a"
+            };
+            assert!(String::from_utf8_lossy(&wire).contains(name), "{wire:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn peer_options_turn_header_case_off() {
+        use crate::upstreams::peer::HttpPeer;
+        let mut peer = HttpPeer::new("127.0.0.1:80", false, "".into());
+        let mock_io = Builder::new().build();
+        let session = HttpSession::new_with_options(Box::new(mock_io), &peer);
+        assert!(session.keep_header_case, "kept by default");
+        peer.options.h1_lowercase_header_names = true;
+        let mock_io = Builder::new().build();
+        let session = HttpSession::new_with_options(Box::new(mock_io), &peer);
+        assert!(!session.keep_header_case);
     }
 
     #[tokio::test]

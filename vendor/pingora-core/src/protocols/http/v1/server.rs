@@ -144,6 +144,9 @@ pub struct HttpSession {
     /// Defaults to false. Can be enabled via [`set_pipelining_enabled`](Self::set_pipelining_enabled).
     /// See [`Self::set_pipelining_enabled`] for RFC 9112 §9.3.2 semantics.
     pipelining_enabled: bool,
+    /// Whether the request header keeps the original case of its names (the default).
+    /// See [`set_keep_header_case`](Self::set_keep_header_case).
+    keep_header_case: bool,
     /// Pipelined bytes from the previous request on the same keep-alive connection,
     /// to be parsed as the start of this session's request. Consumed on the first
     /// call to [`Self::read_request`]. Set via [`Self::set_pipelined_prefix`] after
@@ -204,6 +207,7 @@ impl HttpSession {
             abort_on_close: true,
             proxy_tasks_enabled: false,
             pipelining_enabled: false,
+            keep_header_case: true,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
         }
@@ -349,12 +353,14 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
-                            req.method.unwrap_or(""),
-                            // we path httparse to allow unsafe bytes in the str
-                            req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
-                        )?);
+                        // we path httparse to allow unsafe bytes in the str
+                        let (method, path) =
+                            (req.method.unwrap_or(""), req.path.unwrap_or("").as_bytes());
+                        let mut request_header = Box::new(if self.keep_header_case {
+                            RequestHeader::build(method, path, Some(req.headers.len()))?
+                        } else {
+                            RequestHeader::build_no_case(method, path, Some(req.headers.len()))?
+                        });
 
                         request_header.set_version(match req.version {
                             Some(1) => Version::HTTP_11,
@@ -1013,6 +1019,14 @@ impl HttpSession {
     /// request N+1 begins processing. No parallel pipelining.
     pub fn set_pipelining_enabled(&mut self, enabled: bool) {
         self.pipelining_enabled = enabled;
+    }
+
+    /// Whether the request header read next keeps the original case of its names (the
+    /// default), or is parsed into the `http::HeaderMap` alone: names are then lowercase
+    /// wherever they go (the upstream, logs), as over HTTP/2, and there is no second map to
+    /// build, clone and drop.
+    pub fn set_keep_header_case(&mut self, keep: bool) {
+        self.keep_header_case = keep;
     }
 
     /// Set pipelined bytes to be parsed as the start of this session's request.
@@ -1890,6 +1904,29 @@ mod tests_stream {
         assert_eq!(input.len(), res.unwrap().unwrap());
         assert_eq!(0, http_stream.req_header().headers.len());
         assert_eq!(b"/\x01\xF0\x90\x80", http_stream.get_path());
+    }
+
+    #[tokio::test]
+    async fn read_request_with_and_without_header_case() {
+        init_log();
+        let input = b"GET / HTTP/1.1\r\nHost: pingora.org\r\nX-Mixed-Case: a\r\n\r\n";
+        for keep in [true, false] {
+            let mock_io = Builder::new().read(&input[..]).build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream.set_keep_header_case(keep);
+            http_stream.read_request().await.unwrap();
+            let req = http_stream.req_header();
+            assert_eq!(req.has_case(), keep);
+            assert_eq!(req.headers.get("x-mixed-case").unwrap(), "a");
+            let mut wire = bytes::BytesMut::new();
+            req.header_to_h1_wire(&mut wire);
+            let name = if keep {
+                "X-Mixed-Case: a"
+            } else {
+                "x-mixed-case: a"
+            };
+            assert!(String::from_utf8_lossy(&wire).contains(name), "{wire:?}");
+        }
     }
 
     #[tokio::test]

@@ -422,13 +422,17 @@ fn prepare_upstream_request(
         upstream_request.set_uri(uri);
     }
     match &api.pool.host_header {
-        // The upstream request is a copy of the client's, Host included; only a request
-        // that named its host in an absolute-form URI alone needs one added.
+        // The upstream request is a copy of the client's, Host included. A request that
+        // named its host in an absolute-form URI alone gets that one; an HTTP/1.0 request
+        // without any gets the server's, since the HTTP/1.1 request it becomes must carry
+        // one (RFC 9112 §3.2; nginx sends `$proxy_host` the same way).
         HostRewrite::Pass => {
-            if !upstream_request.headers.contains_key(HOST)
-                && let Some(h) = request_host(session.req_header())
-            {
-                upstream_request.insert_header(HOST, h.to_owned())?;
+            if !upstream_request.headers.contains_key(HOST) {
+                if let Some(h) = request_host(session.req_header()) {
+                    upstream_request.insert_header(HOST, h.to_owned())?;
+                } else if let Some(authority) = upstream.and_then(|a| api.pool.authority(&a)) {
+                    upstream_request.insert_header(HOST, authority.clone())?;
+                }
             }
         }
         HostRewrite::Upstream => {

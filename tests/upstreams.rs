@@ -254,3 +254,22 @@ apis:
         }
     }
 }
+
+#[tokio::test]
+async fn an_http_1_0_request_without_host_reaches_the_upstream_with_the_servers_host() {
+    let (addr, upstream) = raw_upstream().await;
+    let spec = GatewaySpec::new(format!(
+        r#"
+apis:
+  - name: raw
+    prefix: /raw
+    upstream: {{ servers: ["{addr}"] }}
+    auth: none
+"#
+    ));
+    let gw = Gateway::start(spec, &TestKey::generate()).await;
+    let answer = raw_request(&gw, "GET /raw/x HTTP/1.0\r\n\r\n").await;
+    let sent = upstream.await.unwrap();
+    assert!(answer.starts_with("HTTP/1."), "{answer}");
+    assert!(sent.contains(&format!("\r\nHost: {addr}\r\n")), "{sent}");
+}

@@ -25,6 +25,11 @@
 #                                      # protected route, SIGHUP every minute): RSS, fds, store
 #   ./scripts/bench.sh --slow          # a normal client's p99 (protected route, issuance) alone
 #                                      # and during 1,000 slowloris + 100 slow uploads
+#   ./scripts/bench.sh --latency       # p50/p99/p99.9 at a fixed rate (half nginx's maximum):
+#                                      # protected route vs nginx proxy_pass (oha, corrected)
+#   ./scripts/bench.sh --tls           # TLS 1.3 vs nginx: full/resumed handshakes, h1.1 and h2 req/s
+#   ./scripts/bench.sh --all           # the harness, then --scaling, --tls and --latency: every
+#                                      # figure of the performance round, one after the other
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --bench
@@ -78,6 +83,25 @@ fi
 if [ "${1:-}" = "--slow" ]; then       # --rounds 2 --duration 10 --slowloris 1000 --uploads 100
   shift
   exec python3 benches/load/slow.py "$@"
+fi
+if [ "${1:-}" = "--all" ]; then
+  shift
+  python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet cryptography
+  command -v oha >/dev/null 2>&1 || cargo install --locked oha
+  python3 benches/load/harness.py "$@"
+  python3 benches/load/scaling.py
+  python3 benches/load/tls.py
+  exec python3 benches/load/latency.py
+fi
+if [ "${1:-}" = "--tls" ]; then       # --rounds 3 --duration 6 [--skip-profile]
+  shift
+  exec python3 benches/load/tls.py "$@"
+fi
+if [ "${1:-}" = "--latency" ]; then    # --rounds 3 --duration 10 [--rate N] --connections 50
+  shift
+  # The fixed-rate client (latency from each request's scheduled time), from crates.io.
+  command -v oha >/dev/null 2>&1 || cargo install --locked oha
+  exec python3 benches/load/latency.py "$@"
 fi
 if [ "${1:-}" = "--store-growth" ]; then
   shift

@@ -37,6 +37,7 @@ if [ "${1:-}" = "--bench" ]; then
   command -v taskset >/dev/null 2>&1 || need+=(util-linux)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)   # the cluster harness
   command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)       # the gRPC harness
+  [ -e /usr/lib/nginx/modules/ngx_http_js_module.so ] || need+=(libnginx-mod-http-js)  # njs peer
   command -v node >/dev/null 2>&1 || need+=(nodejs)                 # its gRPC server
   command -v npm >/dev/null 2>&1 || need+=(npm)
 fi

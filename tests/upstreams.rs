@@ -7,6 +7,8 @@ mod common;
 
 use common::*;
 use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 fn client() -> reqwest::Client {
@@ -272,4 +274,77 @@ apis:
     let sent = upstream.await.unwrap();
     assert!(answer.starts_with("HTTP/1."), "{answer}");
     assert!(sent.contains(&format!("\r\nHost: {addr}\r\n")), "{sent}");
+}
+
+/// An upstream that answers every request on a connection with `ok`, and counts the
+/// connections it accepted; with `close_after_answer`, it closes each connection (FIN) a
+/// moment after answering, though the answer allowed keep-alive.
+async fn counting_upstream(close_after_answer: bool) -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let mut buf = [0u8; 4096];
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    if !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        continue;
+                    }
+                    got.clear();
+                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    if close_after_answer {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        return; // dropped: FIN to the gateway's idle connection
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_are_reused_and_one_the_upstream_closed_is_not() {
+    for close_after_answer in [false, true] {
+        let (addr, accepted) = counting_upstream(close_after_answer).await;
+        let spec = GatewaySpec::new(format!(
+            r#"
+apis:
+  - name: kept
+    prefix: /kept
+    upstream: {{ servers: ["{addr}"] }}
+    auth: none
+"#
+        ));
+        let gw = Gateway::start(spec, &TestKey::generate()).await;
+        for _ in 0..3 {
+            let r = client().get(gw.url("/kept/x")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.text().await.unwrap(), "ok");
+            // Long enough for a closing upstream's FIN to reach the idle connection.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let expected = if close_after_answer { 3 } else { 1 };
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            expected,
+            "close: {close_after_answer}"
+        );
+    }
 }

@@ -50,7 +50,8 @@ impl Idle {
 
 #[derive(Default)]
 struct Inner {
-    /// Idle connections by key, the most recently released last.
+    /// Idle connections by key, the most recently released last; a list emptied by `get`
+    /// stays until the next sweep.
     by_key: HashMap<u64, Vec<Idle>>,
     /// (key, seq) in release order. Entries of connections taken out are left here and
     /// skipped when evicting; the queue is rebuilt when they outnumber the live ones.
@@ -170,9 +171,10 @@ impl IdlePool {
                         break;
                     }
                 }
-                if list.is_empty() {
-                    inner.by_key.remove(&key);
-                }
+                // An emptied list stays: behind a keep-alive client the connection comes
+                // back moments later, and removing and re-creating the list would cost an
+                // allocation and two map operations per request. The sweep drops empty
+                // lists, so the map holds at most the keys of the last second.
             }
             inner.count -= expired.len() + usize::from(found.is_some());
             found
@@ -278,6 +280,26 @@ mod tests {
         assert!(pool.get(1).is_none());
         assert_eq!(pool.get(2).map(|s| id(&s)), Some(idc));
         assert_eq!(pool.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_list_emptied_by_reuse_stays_until_the_sweep() {
+        let pool = new_pool(8);
+        let (a, _pa) = pair().await;
+        pool.put(1, a, None);
+        let a = pool.get(1).unwrap();
+        assert!(
+            pool.inner.lock().by_key.contains_key(&1),
+            "kept for the release"
+        );
+        pool.put(1, a, None);
+        assert_eq!(pool.inner.lock().by_key[&1].len(), 1);
+        assert!(pool.get(1).is_some());
+        assert_eq!(pool.sweep(), 0);
+        assert!(
+            pool.inner.lock().by_key.is_empty(),
+            "the sweep drops empty lists"
+        );
     }
 
     #[tokio::test]

@@ -177,21 +177,41 @@ apis:
     assert!(recovered, "{}", gw.log());
 }
 
+/// One API `name` at `/name`, open, in front of `addr`.
+fn one_api(name: &str, addr: &str) -> GatewaySpec {
+    GatewaySpec::new(format!(
+        "apis:\n  - name: {name}\n    prefix: /{name}\n    upstream: {{ servers: [\"{addr}\"] }}\n    auth: none\n"
+    ))
+}
+
+/// Read one request header (up to its blank line) from `s`; `None` once it closes first.
+/// The bytes of a request sent with the header are not kept apart: these upstreams get no
+/// bodies.
+async fn read_header(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    Some(got)
+}
+
 /// A one-connection HTTP/1.1 upstream that keeps the raw request header it receives and
 /// answers with a mixed-case header name.
 async fn raw_upstream() -> (String, tokio::task::JoinHandle<String>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let task = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
-        let mut got = Vec::new();
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-            let mut buf = [0u8; 4096];
-            let n = s.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the gateway closed before a whole header");
-            got.extend_from_slice(&buf[..n]);
-        }
+        let got = read_header(&mut s)
+            .await
+            .expect("the gateway closed before a whole header");
         s.write_all(b"HTTP/1.1 200 OK\r\nX-Upstream-Mixed: u\r\nContent-Length: 2\r\n\r\nok")
             .await
             .unwrap();
@@ -224,15 +244,7 @@ async fn raw_request(gw: &Gateway, request: &str) -> String {
 async fn header_names_keep_their_case_unless_the_server_section_says_lowercase() {
     for lowercase in [false, true] {
         let (addr, upstream) = raw_upstream().await;
-        let mut spec = GatewaySpec::new(format!(
-            r#"
-apis:
-  - name: raw
-    prefix: /raw
-    upstream: {{ servers: ["{addr}"] }}
-    auth: none
-"#
-        ));
+        let mut spec = one_api("raw", &addr);
         if lowercase {
             spec.server = Some(
                 "server:\n  threads: 2\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n  header_case: lowercase\n"
@@ -260,15 +272,7 @@ apis:
 #[tokio::test]
 async fn an_http_1_0_request_without_host_reaches_the_upstream_with_the_servers_host() {
     let (addr, upstream) = raw_upstream().await;
-    let spec = GatewaySpec::new(format!(
-        r#"
-apis:
-  - name: raw
-    prefix: /raw
-    upstream: {{ servers: ["{addr}"] }}
-    auth: none
-"#
-    ));
+    let spec = one_api("raw", &addr);
     let gw = Gateway::start(spec, &TestKey::generate()).await;
     let answer = raw_request(&gw, "GET /raw/x HTTP/1.0\r\n\r\n").await;
     let sent = upstream.await.unwrap();
@@ -280,7 +284,7 @@ apis:
 /// connections it accepted; with `close_after_answer`, it closes each connection (FIN) a
 /// moment after answering, though the answer allowed keep-alive.
 async fn counting_upstream(close_after_answer: bool) -> (String, Arc<AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -290,20 +294,7 @@ async fn counting_upstream(close_after_answer: bool) -> (String, Arc<AtomicUsize
             let (mut s, _) = listener.accept().await.unwrap();
             count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let mut got = Vec::new();
-                loop {
-                    let mut buf = [0u8; 4096];
-                    let Ok(n) = s.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    if !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        continue;
-                    }
-                    got.clear();
+                while read_header(&mut s).await.is_some() {
                     let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
                     if s.write_all(answer).await.is_err() {
                         return;
@@ -323,15 +314,7 @@ async fn counting_upstream(close_after_answer: bool) -> (String, Arc<AtomicUsize
 async fn idle_upstream_connections_are_reused_and_one_the_upstream_closed_is_not() {
     for close_after_answer in [false, true] {
         let (addr, accepted) = counting_upstream(close_after_answer).await;
-        let spec = GatewaySpec::new(format!(
-            r#"
-apis:
-  - name: kept
-    prefix: /kept
-    upstream: {{ servers: ["{addr}"] }}
-    auth: none
-"#
-        ));
+        let spec = one_api("kept", &addr);
         let gw = Gateway::start(spec, &TestKey::generate()).await;
         for _ in 0..3 {
             let r = client().get(gw.url("/kept/x")).send().await.unwrap();

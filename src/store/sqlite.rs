@@ -27,6 +27,7 @@ mod index;
 pub(in crate::store) mod records;
 mod schema;
 mod sql;
+mod watch;
 mod writer;
 
 /// How long a write waits for another process holding the database.
@@ -71,6 +72,8 @@ pub struct SqliteStore {
     sync: StoreSync,
     /// Token row ids by digest, shared with the writer thread.
     index: Arc<DigestIndex>,
+    /// Lets an idle feed poll skip its statements when nothing was committed.
+    watch: watch::Watch,
 }
 
 impl SqliteStore {
@@ -89,6 +92,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             sync,
             index: Arc::new(index),
+            watch: watch::Watch::new(),
         })
     }
 
@@ -254,7 +258,23 @@ impl Store for SqliteStore {
             // A cursor this store did not make (another backend's): start over.
             Some(c) => c.parse::<i64>().map_or((0, true), |s| (s, false)),
         };
-        let (revocations, last) = self.read(|c| sql::revocations_after(c, from, now))?;
+        let (revocations, last) = if full {
+            self.read(|c| sql::revocations_after(c, from, now))?
+        } else if let Some(version) =
+            self.watch
+                .changed(&self.path, watch::Feed::Revocations, from.cast_unsigned())?
+        {
+            let read = self.read(|c| sql::revocations_after(c, from, now))?;
+            if read.0.is_empty() {
+                // Nothing after `from` up to the newest number, which the cursor moves to.
+                let cursor = read.1.cast_unsigned();
+                self.watch
+                    .found_nothing(watch::Feed::Revocations, cursor, version);
+            }
+            read
+        } else {
+            (Vec::new(), from)
+        };
         if revocations.is_empty() && !full {
             tokio::time::sleep(wait.min(FEED_POLL)).await;
         }
@@ -418,10 +438,23 @@ impl Store for SqliteStore {
     ) -> Result<RecordFeed, StoreError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let feed = self.read(|c| records::after(c, after, limit))?;
+            if let Some(version) = self
+                .watch
+                .changed(&self.path, watch::Feed::Records, after)?
+            {
+                let feed = self.read(|c| records::after(c, after, limit))?;
+                if feed.full || !feed.records.is_empty() {
+                    return Ok(feed);
+                }
+                self.watch
+                    .found_nothing(watch::Feed::Records, after, version);
+            }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if feed.full || !feed.records.is_empty() || left.is_zero() {
-                return Ok(feed);
+            if left.is_zero() {
+                return Ok(RecordFeed {
+                    records: Vec::new(),
+                    full: false,
+                });
             }
             tokio::time::sleep(left.min(RECORD_POLL)).await;
         }

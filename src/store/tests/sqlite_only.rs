@@ -27,6 +27,13 @@ async fn sqlite_two_openers_share_one_file() {
         .revocations(&Cursor::default(), Duration::ZERO, 0)
         .await
         .unwrap();
+    // b's feeds find nothing, twice: the second look reads only the file's data version.
+    for _ in 0..2 {
+        let idle = b.revocations(&start.next, Duration::ZERO, 0).await.unwrap();
+        assert!(idle.revocations.is_empty());
+        let idle = b.records_after(0, 10, Duration::ZERO).await.unwrap();
+        assert!(idle.records.is_empty());
+    }
     a.insert(vec![(
         digest("from-a"),
         record(TokenKind::Access, "a", "g", None),
@@ -52,6 +59,16 @@ async fn sqlite_two_openers_share_one_file() {
         .await
         .unwrap();
     assert_eq!(seen.revocations.len(), 1);
+    let v = a
+        .put_record(RecordKind::Credential, "c", None, b"c".to_vec())
+        .await
+        .unwrap();
+    assert!(matches!(v, Written::Done { .. }));
+    let feed = b
+        .records_after(0, 10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(feed.records.len(), 1);
 }
 
 #[tokio::test]

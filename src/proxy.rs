@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::HOST;
 use http::header::InvalidHeaderValue;
-use http::{HeaderValue, Uri};
+use http::{HeaderName, HeaderValue, Uri};
 use pingora::http::RequestHeader;
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
@@ -39,8 +39,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
-const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// How Host is written when this gateway adds it (`http`'s title case for it).
+static HOST_CASE: Bytes = Bytes::from_static(b"Host");
 
 /// The gateway: the catalog (routes, clients, issuers), authenticator and token service,
 /// shared by all requests.
@@ -206,11 +208,12 @@ impl ProxyHttp for Gateway {
         respond::close_if_draining(session);
         if let Some((decision, policy)) = &ctx.limited {
             for (name, value) in decision.headers(policy) {
-                upstream_response.insert_header(name, value)?;
+                upstream_response.insert_parsed_header(name.clone(), name.as_str(), value)?;
             }
         }
         if let Some(id) = &ctx.request_id {
-            upstream_response.insert_header(trace::X_REQUEST_ID_WIRE.clone(), id.clone())?;
+            let name = &trace::X_REQUEST_ID;
+            upstream_response.insert_parsed_header(name.clone(), name.as_str(), id.clone())?;
         }
         Ok(())
     }
@@ -248,10 +251,12 @@ impl ProxyHttp for Gateway {
                 identity::apply(upstream_request, api, caller, ctx.phantom.as_ref())?;
             }
             if let Some(id) = &ctx.request_id {
-                upstream_request.insert_header(trace::X_REQUEST_ID_WIRE.clone(), id.clone())?;
+                let name = &trace::X_REQUEST_ID;
+                upstream_request.insert_parsed_header(name.clone(), name.as_str(), id.clone())?;
             }
             if let Some(t) = &ctx.traceparent {
-                upstream_request.insert_header(trace::TRACEPARENT_WIRE.clone(), t.clone())?;
+                let name = &trace::TRACEPARENT;
+                upstream_request.insert_parsed_header(name.clone(), name.as_str(), t.clone())?;
             }
         }
         ctx.upstream_sent = Some(Instant::now());
@@ -431,16 +436,16 @@ fn prepare_upstream_request(
                 if let Some(h) = request_host(session.req_header()) {
                     upstream_request.insert_header(HOST, h.to_owned())?;
                 } else if let Some(authority) = upstream.and_then(|a| api.pool.authority(&a)) {
-                    upstream_request.insert_header(HOST, authority.clone())?;
+                    set_host(upstream_request, authority.clone())?;
                 }
             }
         }
         HostRewrite::Upstream => {
             if let Some(authority) = upstream.and_then(|a| api.pool.authority(&a)) {
-                upstream_request.insert_header(HOST, authority.clone())?;
+                set_host(upstream_request, authority.clone())?;
             }
         }
-        HostRewrite::Set(v) => upstream_request.insert_header(HOST, v.clone())?,
+        HostRewrite::Set(v) => set_host(upstream_request, v.clone())?,
     }
     if let Some(ip) = session
         .client_addr()
@@ -449,21 +454,26 @@ fn prepare_upstream_request(
     {
         let forwarded = match upstream_request
             .headers
-            .get(X_FORWARDED_FOR)
+            .get(&X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
         {
             Some(prior) => HeaderValue::try_from(format!("{prior}, {ip}")),
             None => ip_header_value(ip),
         }
         .or_err(ErrorType::InternalError, "cannot build X-Forwarded-For")?;
-        upstream_request.insert_header(X_FORWARDED_FOR, forwarded)?;
+        let name = &X_FORWARDED_FOR;
+        upstream_request.insert_parsed_header(name.clone(), name.as_str(), forwarded)?;
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    upstream_request.insert_header(
-        X_FORWARDED_PROTO,
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    )?;
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    let name = &X_FORWARDED_PROTO;
+    upstream_request.insert_parsed_header(name.clone(), name.as_str(), proto)?;
     Ok(())
+}
+
+/// Host set to `value`: inserted under its parsed name, not parsed again.
+fn set_host(req: &mut RequestHeader, value: HeaderValue) -> Result<()> {
+    req.insert_parsed_header(HOST, HOST_CASE.clone(), value)
 }
 
 /// `ip` as a header value, as `Display` writes it. An IPv4 address (what nearly every

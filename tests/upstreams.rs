@@ -266,6 +266,12 @@ async fn header_names_keep_their_case_unless_the_server_section_says_lowercase()
             assert!(sent.contains("\r\nX-Client-Mixed: c\r\n"), "{sent}");
             assert!(answer.contains("\r\nX-Upstream-Mixed: u\r\n"), "{answer}");
         }
+        // What the gateway adds is written the same way in both modes.
+        for added in ["x-forwarded-for: 127.0.0.1", "x-forwarded-proto: http"] {
+            assert!(sent.contains(&format!("\r\n{added}\r\n")), "{sent}");
+        }
+        assert!(sent.contains("\r\nx-request-id: "), "{sent}");
+        assert!(answer.contains("\r\nx-request-id: "), "{answer}");
     }
 }
 

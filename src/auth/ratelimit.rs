@@ -10,7 +10,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -34,12 +34,16 @@ pub struct Decision {
 
 impl Decision {
     /// The RateLimit header values, `Policy` included.
-    pub fn headers(&self, policy: &HeaderValue) -> [(&'static str, HeaderValue); 4] {
+    pub fn headers(&self, policy: &HeaderValue) -> [(&'static HeaderName, HeaderValue); 4] {
+        static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+        static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+        static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+        static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
         [
-            ("ratelimit-limit", HeaderValue::from(self.limit)),
-            ("ratelimit-remaining", HeaderValue::from(self.remaining)),
-            ("ratelimit-reset", HeaderValue::from(self.reset_secs)),
-            ("ratelimit-policy", policy.clone()),
+            (&LIMIT, HeaderValue::from(self.limit)),
+            (&REMAINING, HeaderValue::from(self.remaining)),
+            (&RESET, HeaderValue::from(self.reset_secs)),
+            (&POLICY, policy.clone()),
         ]
     }
 }

@@ -88,7 +88,7 @@ impl Refusal {
             decision
                 .headers(policy)
                 .into_iter()
-                .map(|(n, v)| (HeaderName::from_static(n), v)),
+                .map(|(n, v)| (n.clone(), v)),
         );
         r.headers
             .push((RETRY_AFTER, HeaderValue::from(decision.retry_after_secs)));

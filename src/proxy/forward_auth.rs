@@ -142,7 +142,7 @@ impl ForwardAuth {
                 decision
                     .headers(policy)
                     .into_iter()
-                    .map(|(n, v)| (HeaderName::from_static(n), v)),
+                    .map(|(n, v)| (n.clone(), v)),
             );
         }
         Ok(headers)

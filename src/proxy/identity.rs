@@ -71,7 +71,7 @@ pub fn apply(
     phantom: Option<&HeaderValue>,
 ) -> Result<()> {
     for (h, value) in headers(api, caller) {
-        req.insert_header(h.wire.clone(), value.clone())?;
+        req.insert_parsed_header(h.name.clone(), h.wire.clone(), value.clone())?;
     }
     let credential_header = match caller {
         Caller::Token { .. } => &AUTHORIZATION,

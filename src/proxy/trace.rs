@@ -3,16 +3,12 @@
 //! came, or started here when the configuration asks). Both go upstream; the id also comes
 //! back in the response and is in the access log.
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use std::cell::Cell;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-/// The names as written upstream, made once.
-pub static X_REQUEST_ID_WIRE: Bytes = Bytes::from_static(b"x-request-id");
-pub static TRACEPARENT_WIRE: Bytes = Bytes::from_static(b"traceparent");
 
 /// The longest request id taken from a client.
 const MAX_ID: usize = 128;

@@ -231,6 +231,28 @@ impl RequestHeader {
         )
     }
 
+    /// Insert the header `name: value`, replacing any of that name, under a name parsed
+    /// beforehand (a [`HeaderName`] made once and cloned, which for a `from_static` name
+    /// copies nothing). Unlike `insert_header`, the name is not turned into bytes and
+    /// parsed again (with an allocation for any name that is not a standard one) on every
+    /// call. `case` is how the name is written when this header keeps its names' case
+    /// (`has_case()`); it must be `name` in some letter case, or nothing is inserted and
+    /// an `InvalidHTTPHeader` error is returned. Without case it is not looked at.
+    pub fn insert_parsed_header(
+        &mut self,
+        name: HeaderName,
+        case: impl IntoCaseHeaderName,
+        value: HeaderValue,
+    ) -> Result<()> {
+        insert_parsed_header_value(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            name,
+            case,
+            value,
+        )
+    }
+
     /// Remove all headers under the name
     pub fn remove_header<'a, N: ?Sized>(&mut self, name: &'a N) -> Option<HeaderValue>
     where
@@ -585,6 +607,28 @@ impl ResponseHeader {
         )
     }
 
+    /// Insert the header `name: value`, replacing any of that name, under a name parsed
+    /// beforehand (a [`HeaderName`] made once and cloned, which for a `from_static` name
+    /// copies nothing). Unlike `insert_header`, the name is not turned into bytes and
+    /// parsed again (with an allocation for any name that is not a standard one) on every
+    /// call. `case` is how the name is written when this header keeps its names' case
+    /// (`has_case()`); it must be `name` in some letter case, or nothing is inserted and
+    /// an `InvalidHTTPHeader` error is returned. Without case it is not looked at.
+    pub fn insert_parsed_header(
+        &mut self,
+        name: HeaderName,
+        case: impl IntoCaseHeaderName,
+        value: HeaderValue,
+    ) -> Result<()> {
+        insert_parsed_header_value(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            name,
+            case,
+            value,
+        )
+    }
+
     /// Remove all headers under the name
     pub fn remove_header<'a, N: ?Sized>(&mut self, name: &'a N) -> Option<HeaderValue>
     where
@@ -894,6 +938,34 @@ fn insert_header_value<T>(
     Ok(())
 }
 
+#[inline]
+fn insert_parsed_header_value<T>(
+    name_map: Option<&mut CaseMap>,
+    value_map: &mut HMap<T>,
+    name: HeaderName,
+    case: impl IntoCaseHeaderName,
+    value: T,
+) -> Result<()> {
+    if let Some(name_map) = name_map {
+        let case = case.into_case_header_name();
+        // The case map and the value map are walked side by side when the header is
+        // written: a name written differently from its key would be a different header.
+        if !case.as_slice().eq_ignore_ascii_case(name.as_str().as_bytes()) {
+            return Err(pingora_error::Error::explain(
+                InvalidHTTPHeader,
+                "header name and its written case differ",
+            ));
+        }
+        name_map
+            .try_insert(name.clone(), case)
+            .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
+    }
+    value_map
+        .try_insert(name, value)
+        .or_err(InvalidHTTPHeader, "header value map size overflows MAX_SIZE")?;
+    Ok(())
+}
+
 // the &N here is to avoid clone(). None Copy type like String can impl AsHeaderName
 #[inline]
 fn remove_header<'a, T, N: ?Sized>(
@@ -1054,6 +1126,78 @@ fn case_header_iter<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insert_parsed_header_writes_the_given_case() {
+        static NAME: HeaderName = HeaderName::from_static("x-forwarded-for");
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("X-Forwarded-FOR", "1.1.1.1").unwrap();
+        req.insert_header("Accept", "*/*").unwrap();
+        // Replaces the existing value in place, written as given.
+        req.insert_parsed_header(
+            NAME.clone(),
+            bytes::Bytes::from_static(b"X-Forwarded-For"),
+            HeaderValue::from_static("2.2.2.2"),
+        )
+        .unwrap();
+        req.insert_parsed_header(
+            HeaderName::from_static("x-new"),
+            "x-new",
+            HeaderValue::from_static("v"),
+        )
+        .unwrap();
+        let mut buf: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut buf);
+        assert_eq!(
+            buf,
+            b"X-Forwarded-For: 2.2.2.2\r\nAccept: */*\r\nx-new: v\r\n".as_slice()
+        );
+        assert_eq!(req.headers.get_all(&NAME).iter().count(), 1);
+
+        let mut resp = ResponseHeader::new(None);
+        resp.insert_parsed_header(NAME.clone(), "x-forwarded-for", HeaderValue::from_static("a"))
+            .unwrap();
+        let mut buf: Vec<u8> = vec![];
+        resp.header_to_h1_wire(&mut buf);
+        assert_eq!(buf, b"x-forwarded-for: a\r\n".as_slice());
+    }
+
+    #[test]
+    fn insert_parsed_header_refuses_another_name_as_its_case() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        let err = req
+            .insert_parsed_header(
+                HeaderName::from_static("x-a"),
+                "x-b",
+                HeaderValue::from_static("v"),
+            )
+            .unwrap_err();
+        assert_eq!(err.etype(), &InvalidHTTPHeader);
+        assert!(req.headers.is_empty());
+        let mut buf: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut buf);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn insert_parsed_header_without_case_ignores_the_case() {
+        let mut req = RequestHeader::build_no_case(Method::GET, b"/", None).unwrap();
+        req.insert_parsed_header(
+            HeaderName::from_static("x-a"),
+            "X-Other",
+            HeaderValue::from_static("v"),
+        )
+        .unwrap();
+        req.insert_parsed_header(
+            http::header::HOST,
+            "HOST",
+            HeaderValue::from_static("h"),
+        )
+        .unwrap();
+        let mut buf: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut buf);
+        assert_eq!(buf, b"x-a: v\r\nHost: h\r\n".as_slice());
+    }
 
     #[test]
     fn header_map_upper_bound() {

@@ -206,6 +206,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         respond::close_if_draining(session);
+        // The four RateLimit headers and the request id, in one step.
+        upstream_response.reserve_headers(5)?;
         if let Some((decision, policy)) = &ctx.limited {
             for (name, value) in decision.headers(policy) {
                 upstream_response.insert_parsed_header(name.clone(), name.as_str(), value)?;
@@ -245,6 +247,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Target::Api(api) = &ctx.target {
+            // What may be added below, in one step: Host, X-Forwarded-For and -Proto, the
+            // request id, traceparent and the identity headers.
+            let adds = 5 + api.identity.headers.len();
+            upstream_request.reserve_headers(adds)?;
             prepare_upstream_request(session, upstream_request, api, ctx.upstream)?;
             identity::remove_forged(upstream_request, api);
             if let Some(caller) = &ctx.caller {

@@ -231,6 +231,18 @@ impl RequestHeader {
         )
     }
 
+    /// Make room for `additional` more headers in one step (in the name-case map too, when
+    /// there is one), so that inserting them does not grow and rehash the maps on the way.
+    /// A header cloned for the upstream is as full as the client's was: every header a
+    /// proxy adds to it grows it otherwise.
+    pub fn reserve_headers(&mut self, additional: usize) -> Result<()> {
+        reserve_header_maps(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            additional,
+        )
+    }
+
     /// Insert the header `name: value`, replacing any of that name, under a name parsed
     /// beforehand (a [`HeaderName`] made once and cloned, which for a `from_static` name
     /// copies nothing). Unlike `insert_header`, the name is not turned into bytes and
@@ -607,6 +619,18 @@ impl ResponseHeader {
         )
     }
 
+    /// Make room for `additional` more headers in one step (in the name-case map too, when
+    /// there is one), so that inserting them does not grow and rehash the maps on the way.
+    /// A header cloned for the upstream is as full as the client's was: every header a
+    /// proxy adds to it grows it otherwise.
+    pub fn reserve_headers(&mut self, additional: usize) -> Result<()> {
+        reserve_header_maps(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            additional,
+        )
+    }
+
     /// Insert the header `name: value`, replacing any of that name, under a name parsed
     /// beforehand (a [`HeaderName`] made once and cloned, which for a `from_static` name
     /// copies nothing). Unlike `insert_header`, the name is not turned into bytes and
@@ -939,6 +963,22 @@ fn insert_header_value<T>(
 }
 
 #[inline]
+fn reserve_header_maps<T>(
+    name_map: Option<&mut CaseMap>,
+    value_map: &mut HMap<T>,
+    additional: usize,
+) -> Result<()> {
+    if let Some(name_map) = name_map {
+        name_map
+            .try_reserve(additional)
+            .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
+    }
+    value_map
+        .try_reserve(additional)
+        .or_err(InvalidHTTPHeader, "header value map size overflows MAX_SIZE")
+}
+
+#[inline]
 fn insert_parsed_header_value<T>(
     name_map: Option<&mut CaseMap>,
     value_map: &mut HMap<T>,
@@ -1126,6 +1166,31 @@ fn case_header_iter<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserve_headers_makes_room_in_both_maps() {
+        let mut req = RequestHeader::build("GET", b"/", Some(2)).unwrap();
+        req.insert_header("Host", "h").unwrap();
+        req.insert_header("Accept", "*/*").unwrap();
+        let mut req = req.clone();
+        req.reserve_headers(10).unwrap();
+        assert!(req.headers.capacity() >= 12);
+        assert!(req.header_name_map.as_ref().unwrap().capacity() >= 12);
+        for i in 0..10 {
+            let name = HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap();
+            req.insert_parsed_header(name.clone(), name.as_str().to_string(), HeaderValue::from(i))
+                .unwrap();
+        }
+        assert_eq!(req.headers.len(), 12);
+        let mut buf: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut buf);
+        assert!(buf.starts_with(b"Host: h\r\nAccept: */*\r\nx-0: 0\r\n"));
+
+        let mut resp = ResponseHeader::build_no_case(200, Some(1)).unwrap();
+        resp.reserve_headers(5).unwrap();
+        assert!(resp.headers.capacity() >= 5);
+        assert!(resp.reserve_headers(usize::MAX).is_err());
+    }
 
     #[test]
     fn insert_parsed_header_writes_the_given_case() {

@@ -247,6 +247,17 @@ def scrape_metrics(metrics_port):
     return series
 
 
+def make_cert(work):
+    """An ECDSA P-256 self-signed certificate for localhost and 127.0.0.1, in `work`."""
+    cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 def tollgate_conf(name, port, metrics_port, upstreams_file, server_extra=""):
     """`server_extra`: more keys of the `server:` section, each line indented two spaces."""
     state = os.path.join(WORK, f"{name}-state")

@@ -14,9 +14,11 @@ inlined by LTO are counted in the function they were inlined into. The raw callg
 
 import argparse
 import glob
+import http.client
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 
@@ -58,7 +60,24 @@ def short(name):
     return f"{path}:{func}"
 
 
-def run_twice(name, argv, port, path, token, ready, n_low, n_high):
+def tls_requests_over_one_connection(port, path, n, token=None):
+    """`harness.requests_over_one_connection` over one TLS 1.3 connection."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    c = http.client.HTTPSConnection("127.0.0.1", port, timeout=120, context=ctx)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    bad = 0
+    for _ in range(n):
+        c.request("GET", path, headers=headers)
+        r = c.getresponse()
+        r.read()
+        bad += r.status != 200
+    c.close()
+    if bad:
+        raise SystemExit(f"callgrind run: {bad} of {n} requests to {path} over TLS failed")
+
+
+def run_twice(name, argv, port, path, token, ready, n_low, n_high, tls=False):
     files = []
     for n in (n_low, n_high):
         out = os.path.join(WORK, f"callgrind.{name}.{n}")
@@ -67,8 +86,13 @@ def run_twice(name, argv, port, path, token, ready, n_low, n_high):
         p = harness.Proc(f"callgrind-{name}-{n}",
                          ["valgrind", "--tool=callgrind", "--dump-instr=yes",
                           f"--callgrind-out-file={out}", *argv], harness.PROXY_CPU)
-        harness.wait_http(port, ready, timeout=180)
-        harness.requests_over_one_connection(port, path, n, token)
+        if tls:
+            # Ready once the cleartext listener of the same process answers.
+            harness.wait_http(tls[1], ready, timeout=180)
+            tls_requests_over_one_connection(port, path, n, token)
+        else:
+            harness.wait_http(port, ready, timeout=180)
+            harness.requests_over_one_connection(port, path, n, token)
         p.stop(signal.SIGTERM, timeout=120)
         files.append(out)
     return files
@@ -95,11 +119,16 @@ def main():
     ap.add_argument("--top", type=int, default=60)
     ap.add_argument("--protected", action="store_true")
     ap.add_argument("--bare-only", action="store_true")
+    ap.add_argument("--tls", action="store_true",
+                    help="also tollgate's protected route over one TLS 1.3 keep-alive "
+                         "connection (ECDSA P-256 certificate), beside the cleartext one")
     ap.add_argument("--lowercase", action="store_true",
                     help="header names without their case: bare --lowercase-header-names, "
                          "tollgate server.header_case: lowercase")
     args = ap.parse_args()
 
+    if args.tls:
+        args.protected = True
     bare_bin = os.path.join(args.bin_dir, "examples", "bare")
     if not os.path.exists(bare_bin):
         bare_bin = os.path.join(args.bin_dir, "bare")
@@ -108,7 +137,7 @@ def main():
     os.makedirs(os.path.join(WORK, "nginx-tmp"), exist_ok=True)
     procs = []
     try:
-        ports = {k: harness.free_port() for k in ("upstream", "bare", "tg", "tg_m")}
+        ports = {k: harness.free_port() for k in ("upstream", "bare", "tg", "tg_m", "tg_tls")}
         up = ports["upstream"]
         harness.write("upstream.conf", harness.nginx_upstream_conf(up))
         procs.append(harness.Proc("upstream", ["nginx", "-p", WORK, "-e", "stderr", "-c",
@@ -128,9 +157,15 @@ def main():
                                          check=True).stdout.strip()
             upstreams = harness.write("upstreams.yaml",
                                       harness.tollgate_upstreams(up, secret_hash))
-            conf = harness.write("tollgate.yaml", harness.tollgate_conf(
+            conf_text = harness.tollgate_conf(
                 "tollgate", ports["tg"], ports["tg_m"], upstreams,
-                "  header_case: lowercase\n" if args.lowercase else ""))
+                "  header_case: lowercase\n" if args.lowercase else "")
+            if args.tls:
+                cert, key = harness.make_cert(WORK)
+                conf_text = conf_text.replace(
+                    "listen:\n", f"listen:\n  - addr: 127.0.0.1:{ports['tg_tls']}\n"
+                                 f"    tls: {{ cert: {cert}, key: {key} }}\n", 1)
+            conf = harness.write("tollgate.yaml", conf_text)
             tg = [tollgate_bin, "-c", conf]
             settle = harness.Proc("tollgate-settle", tg, harness.PROXY_CPU)
             harness.wait_http(ports["tg"], "/open/")
@@ -141,8 +176,11 @@ def main():
             runs.append(("unprotected", tg, ports["tg"], "/open/x", "/open/"))
             if args.protected:
                 runs.append(("protected", tg, ports["tg"], "/api/x", "/open/"))
+            if args.tls:
+                runs.append(("protected-tls", tg, ports["tg_tls"], "/api/x", "/open/"))
         for name, argv, port, path, ready in runs:
-            files = run_twice(name, argv, port, path, token, ready, n_low, n_high)
+            tls = (True, ports["tg"]) if name.endswith("-tls") else False
+            files = run_twice(name, argv, port, path, token, ready, n_low, n_high, tls)
             report(name, files, args.requests, args.top)
     finally:
         for p in reversed(procs):

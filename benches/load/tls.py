@@ -61,16 +61,6 @@ HS_PATH = "/open/x"   # what each handshake connection asks for (auth: none, pro
 CLIENTS = []          # load generators running now: killed if we stop early
 
 
-def make_cert():
-    cert, key = os.path.join(h.WORK, "cert.pem"), os.path.join(h.WORK, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
-                    "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    return cert, key
-
-
 def nginx_conf(plain, tls, up, cert, key):
     """harness.py's nginx proxy_pass, plus a TLS listener (HTTP/2 by ALPN) on `tls`."""
     conf = h.nginx_proxy_conf(plain, up, "nginx")
@@ -398,7 +388,7 @@ def run(args, procs):
     h.write("upstream.conf", h.nginx_upstream_conf(up))
     h.start_nginx_upstream(procs)
     h.wait_http(up)
-    cert, key = make_cert()
+    cert, key = h.make_cert(h.WORK)
     h.es256_key()
     secret_hash = h.bench_secret_hash()
 

@@ -261,7 +261,7 @@ impl TransportConnector {
         // test_reusable_stream: we assume server would never actively send data
         // first on an idle stream.
         #[cfg(unix)]
-        let matches = peer.matches_fd(stream.id());
+        let matches = peer.matches_stream(&stream);
         #[cfg(windows)]
         let matches = {
             use std::os::windows::io::{AsRawSocket, RawSocket};
@@ -630,6 +630,51 @@ mod tests {
         drop(stream);
         let _ = shutdown_tx.send(());
         server_handle.await.unwrap();
+    }
+
+    #[tokio::test]
+    #[cfg(unix)]
+    async fn reuse_compares_the_peer_address_the_digest_remembers() {
+        use crate::upstreams::peer::HttpPeer;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other_addr = other.local_addr().unwrap();
+        // Keep the server sides open so that the idle connections stay reusable.
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                held.push(s);
+            }
+        });
+        let connector = TransportConnector::new(None);
+        let peer = HttpPeer::new(addr, false, "".into());
+        let other_peer = HttpPeer::new(other_addr, false, "".into());
+
+        let stream = connector.new_stream(&peer).await.unwrap();
+        assert!(peer.matches_stream(&stream));
+        assert!(!other_peer.matches_stream(&stream));
+        let digest = stream.get_socket_digest().unwrap();
+        assert_eq!(digest.peer_addr().and_then(|a| a.as_inet()), Some(&addr));
+        // 0.0.0.0 is never called a mismatch, as check_fd_match has it.
+        let unspecified = HttpPeer::new(("0.0.0.0", addr.port()), false, "".into());
+        assert!(unspecified.matches_stream(&stream));
+
+        // Released under another peer's hash, it is not handed to that peer.
+        connector.release_stream(stream, other_peer.reuse_hash(), None);
+        assert!(connector.reused_stream(&other_peer).await.is_none());
+
+        // Released under its own, it is handed out again, more than once.
+        let stream = connector.new_stream(&peer).await.unwrap();
+        let fd = stream.id();
+        connector.release_stream(stream, peer.reuse_hash(), None);
+        for _ in 0..3 {
+            let again = connector.reused_stream(&peer).await.unwrap();
+            assert_eq!(again.id(), fd);
+            connector.release_stream(again, peer.reuse_hash(), None);
+        }
+        server.abort();
     }
 
     // 192.0.2.1 is TEST-NET-1 (RFC 5737) — SYN packets are silently

@@ -261,6 +261,14 @@ pub trait Peer: Display + Clone {
         self.address().check_fd_match(fd)
     }
 
+    /// Whether an idle `stream` taken from the pool under this peer's hash is connected to
+    /// this peer. The default asks the socket with [`Peer::matches_fd`] (a `getpeername`
+    /// on every reuse).
+    #[cfg(unix)]
+    fn matches_stream(&self, stream: &crate::protocols::Stream) -> bool {
+        self.matches_fd(stream.id())
+    }
+
     #[cfg(windows)]
     fn matches_sock<V: AsRawSocket>(&self, sock: V) -> bool {
         use crate::protocols::ConnSockReusable;
@@ -857,6 +865,35 @@ impl Peer for HttpPeer {
             proxy.next_hop.check_fd_match(fd)
         } else {
             self.address().check_fd_match(fd)
+        }
+    }
+
+    /// For a direct inet peer, compares the peer address the stream's socket digest
+    /// remembers (read from the socket once per connection) instead of asking the socket
+    /// again on every reuse; otherwise as [`HttpPeer::matches_fd`].
+    #[cfg(unix)]
+    fn matches_stream(&self, stream: &crate::protocols::Stream) -> bool {
+        use crate::protocols::GetSocketDigest;
+        let remembered = match (self.get_proxy(), self.address().as_inet()) {
+            (None, Some(want)) => stream
+                .get_socket_digest()
+                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied())
+                .map(|got| (*want, got)),
+            _ => None,
+        };
+        let Some((want, got)) = remembered else {
+            return self.matches_fd(stream.id());
+        };
+        // As `check_fd_match`: 0.0.0.0 is a source address, which some systems map to
+        // 127.0.0.1 as a destination; no mismatch is claimed for it.
+        if want.ip() == IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) || want == got {
+            true
+        } else {
+            log::error!(
+                "Crit: FD mismatch: fd: {:?}, addr: {want}, peer: {got}",
+                stream.id()
+            );
+            false
         }
     }
 

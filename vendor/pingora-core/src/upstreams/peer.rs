@@ -873,7 +873,6 @@ impl Peer for HttpPeer {
     /// again on every reuse; otherwise as [`HttpPeer::matches_fd`].
     #[cfg(unix)]
     fn matches_stream(&self, stream: &crate::protocols::Stream) -> bool {
-        use crate::protocols::GetSocketDigest;
         let remembered = match (self.get_proxy(), self.address().as_inet()) {
             (None, Some(want)) => stream
                 .get_socket_digest()

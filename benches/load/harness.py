@@ -34,6 +34,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -386,8 +387,15 @@ def post_form(port, path, form, user=None):
         return json.load(r)
 
 
-def requests_over_one_connection(port, path, n, token=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+def requests_over_one_connection(port, path, n, token=None, tls=False):
+    """`n` GETs of `path` over one keep-alive connection (with `tls`, TLS without
+    certificate checks), each expected to answer 200."""
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        c = http.client.HTTPSConnection("127.0.0.1", port, timeout=120, context=ctx)
+    else:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     bad = 0
     for _ in range(n):

@@ -14,11 +14,9 @@ inlined by LTO are counted in the function they were inlined into. The raw callg
 
 import argparse
 import glob
-import http.client
 import os
 import re
 import signal
-import ssl
 import subprocess
 import sys
 
@@ -60,23 +58,6 @@ def short(name):
     return f"{path}:{func}"
 
 
-def tls_requests_over_one_connection(port, path, n, token=None):
-    """`harness.requests_over_one_connection` over one TLS 1.3 connection."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    c = http.client.HTTPSConnection("127.0.0.1", port, timeout=120, context=ctx)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    bad = 0
-    for _ in range(n):
-        c.request("GET", path, headers=headers)
-        r = c.getresponse()
-        r.read()
-        bad += r.status != 200
-    c.close()
-    if bad:
-        raise SystemExit(f"callgrind run: {bad} of {n} requests to {path} over TLS failed")
-
-
 def run_twice(name, argv, port, path, token, ready, n_low, n_high, tls=False):
     files = []
     for n in (n_low, n_high):
@@ -89,7 +70,7 @@ def run_twice(name, argv, port, path, token, ready, n_low, n_high, tls=False):
         if tls:
             # Ready once the cleartext listener of the same process answers.
             harness.wait_http(tls[1], ready, timeout=180)
-            tls_requests_over_one_connection(port, path, n, token)
+            harness.requests_over_one_connection(port, path, n, token, tls=True)
         else:
             harness.wait_http(port, ready, timeout=180)
             harness.requests_over_one_connection(port, path, n, token)

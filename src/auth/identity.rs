@@ -132,6 +132,9 @@ fn claim_value(path: &ClaimPath, claims: &Value, separator: &str) -> Option<Clai
 /// The identity headers a client might forge: every configured name (of any API, or the
 /// gateway's defaults) and the configured prefixes. Removed from every proxied request.
 pub struct SpoofGuard {
+    /// The configured names no prefix covers (none, with the defaults: every built-in
+    /// name starts with `x-auth-`), so that a request's header names are each compared
+    /// with the prefixes and these only.
     names: Box<[http::HeaderName]>,
     prefixes: Box<[Box<str>]>,
 }
@@ -153,13 +156,15 @@ impl SpoofGuard {
                 }
             }
         }
+        let prefixes: Box<[Box<str>]> = settings
+            .remove_prefixes
+            .iter()
+            .map(|p| p.as_str().into())
+            .collect();
+        names.retain(|n| !prefixes.iter().any(|p| n.as_str().starts_with(&**p)));
         Self {
             names: names.into(),
-            prefixes: settings
-                .remove_prefixes
-                .iter()
-                .map(|p| p.as_str().into())
-                .collect(),
+            prefixes,
         }
     }
 
@@ -222,6 +227,34 @@ mod tests {
         // A value that cannot be a header is left out, never sent broken.
         assert!(c(3).is_none());
         assert_eq!(v.plan, p.id);
+    }
+
+    #[test]
+    fn the_guard_forbids_configured_names_and_prefixes_and_compares_each_once() {
+        let guard = SpoofGuard::default();
+        let h = http::HeaderName::from_static;
+        for forged in ["x-auth-subject", "x-auth-scope", "x-auth-anything"] {
+            assert!(guard.forbids(&h(forged)), "{forged}");
+        }
+        for kept in ["accept", "x-request-id", "x-authority"] {
+            assert!(!guard.forbids(&h(kept)), "{kept}");
+        }
+        // Every built-in name is under the built-in prefix: no name is compared one by one.
+        assert!(guard.names.is_empty());
+
+        let mut settings = IdentitySettings::default();
+        settings.defaults.headers.subject = Some(h("x-user"));
+        settings.defaults.claims = vec![(h("x-auth-tenant"), ClaimPath::parse("t").unwrap())];
+        let guard = SpoofGuard::new(&settings, std::iter::empty());
+        assert!(guard.forbids(&h("x-user")));
+        assert!(guard.forbids(&h("x-auth-tenant")));
+        assert!(!guard.forbids(&h("x-username")));
+        assert_eq!(&*guard.names, &[h("x-user")]);
+        settings.remove_prefixes.clear();
+        let guard = SpoofGuard::new(&settings, std::iter::empty());
+        assert!(guard.forbids(&h("x-auth-tenant")));
+        assert!(guard.forbids(&h("x-auth-scope")));
+        assert!(!guard.forbids(&h("x-auth-anything")));
     }
 
     #[test]

@@ -60,6 +60,14 @@ def nofile():
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def raise_nofile(cap=65536):
+    """Raise this process's open-file limit (which the servers and clients it starts
+    inherit) to `cap`, or to the hard limit when that is lower (a container may cap it)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = cap if hard == resource.RLIM_INFINITY else min(hard, cap)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -490,9 +498,7 @@ def main():
         raise SystemExit("the harness needs two cores: one for the proxy, one for load")
     # As many open files as allowed (a container may cap the hard limit): the
     # 10,000-connection run needs about 10,000 in wrk and in tollgate.
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    raise_nofile()
     # A clean working directory, keeping the results of earlier runs.
     os.makedirs(WORK, exist_ok=True)
     for entry in os.listdir(WORK):

@@ -19,7 +19,6 @@ import http.client
 import json
 import os
 import re
-import resource
 import shutil
 import sys
 import tempfile
@@ -181,9 +180,7 @@ def main():
     ap.add_argument("--modes", default="redirect", help="redirect,auth_request")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    harness.raise_nofile()
     work = harness.WORK = tempfile.mkdtemp(prefix="njs-peer-")
     os.makedirs(os.path.join(work, "nginx-tmp"))
     modes = args.modes.split(",")

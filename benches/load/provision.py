@@ -40,7 +40,6 @@ import json
 import os
 import random
 import re
-import resource
 import secrets
 import shutil
 import signal
@@ -49,7 +48,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -475,9 +473,7 @@ def main():
         raise SystemExit("--count: more than 10")
     if not os.path.exists(h.TOLLGATE):
         raise SystemExit(f"no gateway binary at {h.TOLLGATE} (TOLLGATE_BIN overrides it)")
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    h.raise_nofile()
     os.makedirs(h.WORK, exist_ok=True)
     for entry in os.listdir(h.WORK):
         if entry.startswith("results-") and entry.endswith(".json"):

@@ -54,7 +54,6 @@ import json
 import os
 import random
 import re
-import resource
 import shutil
 import signal
 import sqlite3
@@ -1044,9 +1043,7 @@ def main():
         raise SystemExit(f"{h.TOLLGATE} is missing: cargo build --release --locked --bin tollgate")
     h.WORK = os.path.abspath(args.out)
     os.makedirs(h.WORK, exist_ok=True)
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    h.raise_nofile()
     os.sched_setaffinity(0, {int(h.LOAD_CPU)})
     # Ctrl-C and SIGTERM end the run the same way: report what was sampled, stop by PID.
     def terminate(*_):

@@ -360,9 +360,7 @@ def main():
     for tool in ("nginx", "openssl", "wrk", "h2load", "taskset"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is not installed (scripts/install-deps.sh --bench)")
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    h.raise_nofile()
     shutil.rmtree(h.WORK, ignore_errors=True)
     os.makedirs(os.path.join(h.WORK, "nginx-tmp"))
     # A SIGTERM (or SIGINT) unwinds through the `finally` below like an error does.

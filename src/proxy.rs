@@ -257,12 +257,10 @@ impl ProxyHttp for Gateway {
                 identity::apply(upstream_request, api, caller, ctx.phantom.as_ref())?;
             }
             if let Some(id) = &ctx.request_id {
-                let name = &trace::X_REQUEST_ID;
-                upstream_request.insert_parsed_header(name.clone(), name.as_str(), id.clone())?;
+                add_header(upstream_request, &trace::X_REQUEST_ID, id.clone())?;
             }
             if let Some(t) = &ctx.traceparent {
-                let name = &trace::TRACEPARENT;
-                upstream_request.insert_parsed_header(name.clone(), name.as_str(), t.clone())?;
+                add_header(upstream_request, &trace::TRACEPARENT, t.clone())?;
             }
         }
         ctx.upstream_sent = Some(Instant::now());
@@ -467,14 +465,21 @@ fn prepare_upstream_request(
             None => ip_header_value(ip),
         }
         .or_err(ErrorType::InternalError, "cannot build X-Forwarded-For")?;
-        let name = &X_FORWARDED_FOR;
-        upstream_request.insert_parsed_header(name.clone(), name.as_str(), forwarded)?;
+        add_header(upstream_request, &X_FORWARDED_FOR, forwarded)?;
     }
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-    let name = &X_FORWARDED_PROTO;
-    upstream_request.insert_parsed_header(name.clone(), name.as_str(), proto)?;
-    Ok(())
+    add_header(upstream_request, &X_FORWARDED_PROTO, proto)
+}
+
+/// Set a header this gateway adds upstream, under a name made once and written as it is
+/// (lowercase), without parsing the name again.
+fn add_header(
+    req: &mut RequestHeader,
+    name: &'static HeaderName,
+    value: HeaderValue,
+) -> Result<()> {
+    req.insert_parsed_header(name.clone(), name.as_str(), value)
 }
 
 /// Host set to `value`: inserted under its parsed name, not parsed again.

@@ -852,15 +852,17 @@ impl HttpSession {
         // no need to add these headers to 1xx responses
         if !header.status.is_informational() && self.update_resp_headers {
             /* update headers */
-            header.insert_header(header::DATE, date::get_cached_date())?;
+            // Under names parsed once and static values: `insert_header` would turn each
+            // name into its written case and parse that back, and copy a `&str` value into
+            // a new allocation after checking it, on every response.
+            header.insert_parsed_header(header::DATE, header::DATE, date::get_cached_date())?;
 
-            // TODO: make these lazy static
-            let connection_value = if self.will_keepalive() {
+            let connection_value = HeaderValue::from_static(if self.will_keepalive() {
                 "keep-alive"
             } else {
                 "close"
-            };
-            header.insert_header(header::CONNECTION, connection_value)?;
+            });
+            header.insert_parsed_header(header::CONNECTION, header::CONNECTION, connection_value)?;
         }
 
         if header.status == 101 {
@@ -2666,6 +2668,44 @@ mod tests_stream {
             .write_response_header_ref(&new_response)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn added_date_and_connection_are_written_as_before() {
+        let read_wire = b"GET / HTTP/1.1\r\n\r\n";
+        for (keepalive, connection) in [(true, "keep-alive"), (false, "close")] {
+            for keep_case in [true, false] {
+                let mock_io = Builder::new().read(read_wire).build();
+                let mut http_stream = HttpSession::new(Box::new(mock_io));
+                http_stream.read_request().await.unwrap();
+                if keepalive {
+                    http_stream.set_keepalive(Some(60));
+                } else {
+                    http_stream.set_keepalive(None);
+                }
+                let mut header = if keep_case {
+                    ResponseHeader::build(StatusCode::OK, None).unwrap()
+                } else {
+                    ResponseHeader::build_no_case(StatusCode::OK, None).unwrap()
+                };
+                header.append_header("Content-Length", "0").unwrap();
+                let (bytes, _) = http_stream
+                    .prepare_response_header(&mut header)
+                    .unwrap()
+                    .unwrap();
+                let text = std::str::from_utf8(&bytes).unwrap().to_ascii_lowercase();
+                let date = crate::protocols::http::date::get_cached_date();
+                let want_date = format!("date: {}\r\n", date.to_str().unwrap().to_ascii_lowercase());
+                assert!(text.contains(&want_date), "{text}");
+                assert!(text.contains(&format!("connection: {connection}\r\n")), "{text}");
+                assert_eq!(header.headers["connection"], connection);
+                if keep_case {
+                    let written = std::str::from_utf8(&bytes).unwrap();
+                    assert!(written.contains("\r\nDate: "), "{written}");
+                    assert!(written.contains("\r\nConnection: "), "{written}");
+                }
+            }
+        }
     }
 
     #[tokio::test]
